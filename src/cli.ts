@@ -1,0 +1,143 @@
+#!/usr/bin/env node
+/**
+ * The `vms-uplink` command (CONTRACT §2). Exit codes: 0 success, 2 bad configuration or usage
+ * (nothing started), 1 any other fatal error.
+ */
+import { existsSync } from 'node:fs';
+import { ConfigError, loadConfig, readLedgerPath, resolveConfigPath } from './config/load.js';
+import { describeConfig } from './config/mask.js';
+import { Daemon } from './daemon.js';
+import { LedgerOpenError, openDatabase } from './ledger/database.js';
+import { readStatus } from './ledger/status-snapshot.js';
+import { UploadLedger } from './ledger/upload-ledger.js';
+import { createLogger, describeError } from './log/logger.js';
+import { formatStatus } from './status/format-status.js';
+import { UnsupportedTargetError } from './targets/index.js';
+
+const USAGE = `usage:
+  vms-uplink run [--config FILE]            run the daemon in the foreground
+  vms-uplink check-config [--config FILE]   validate the configuration and print it, secrets masked
+  vms-uplink status [--config FILE] [--json] what is queued, uploading, done and failed
+  vms-uplink retry ID [--config FILE]       put a failed upload (#number) or incident (id) back in the queue
+
+The configuration is --config FILE, else $VMS_UPLINK_CONFIG, else /etc/vms-uplink/config.yaml.`;
+
+class UsageError extends Error {}
+
+interface Args {
+  command: string;
+  config?: string;
+  json: boolean;
+  positional: string[];
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { command: '', json: false, positional: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--config' || a === '-c') {
+      const value = argv[++i];
+      if (!value) throw new UsageError('--config needs a file');
+      args.config = value;
+    } else if (a.startsWith('--config=')) args.config = a.slice('--config='.length);
+    else if (a === '--json') args.json = true;
+    else if (a === '--help' || a === '-h') args.command = 'help';
+    else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
+    else if (!args.command) args.command = a;
+    else args.positional.push(a);
+  }
+  return args;
+}
+
+async function run(args: Args): Promise<number> {
+  const config = loadConfig(resolveConfigPath(args.config));
+  const log = createLogger(config.log.level);
+  let daemon: Daemon;
+  try {
+    daemon = Daemon.open(config, log);
+  } catch (err) {
+    if (err instanceof UnsupportedTargetError) throw new ConfigError(resolveConfigPath(args.config), [err.message]);
+    throw err;
+  }
+  const onSignal = (signal: string): void => {
+    log.info({ event: 'daemon.signal', signal }, `${signal} received`);
+    daemon.stop();
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  await daemon.run();
+  await new Promise<void>((resolve) => log.flush(() => resolve()));
+  return 0;
+}
+
+function status(args: Args): number {
+  const path = readLedgerPath(resolveConfigPath(args.config));
+  if (!existsSync(path)) {
+    console.log(args.json ? JSON.stringify({ ledger: path, incidents: [] }) : `no ledger at ${path} yet: the daemon has not run`);
+    return 0;
+  }
+  const db = openDatabase(path, { readonly: true });
+  try {
+    const snapshot = readStatus(db);
+    console.log(args.json ? JSON.stringify(snapshot, null, 2) : formatStatus(snapshot));
+  } finally {
+    db.close();
+  }
+  return 0;
+}
+
+function retry(args: Args): number {
+  const id = args.positional[0];
+  if (!id) throw new UsageError('retry needs the id of a failed upload (#number) or of an incident');
+  const ledger = UploadLedger.open(readLedgerPath(resolveConfigPath(args.config)));
+  try {
+    const done = ledger.retry(id.replace(/^#/, ''));
+    if (!done) {
+      console.error(`nothing to retry for ${id}: no failed upload with that number and no incident with that id`);
+      return 1;
+    }
+    console.log(`requeued ${done.uploads} upload(s) and ${done.videos} video(s)${done.incident ? ` of incident ${done.incident}` : ''}`);
+    return 0;
+  } finally {
+    ledger.close();
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  try {
+    const args = parseArgs(argv);
+    switch (args.command) {
+      case 'run':
+        return await run(args);
+      case 'check-config':
+        console.log(describeConfig(loadConfig(resolveConfigPath(args.config))));
+        return 0;
+      case 'status':
+        return status(args);
+      case 'retry':
+        return retry(args);
+      case 'help':
+        console.log(USAGE);
+        return 0;
+      default:
+        throw new UsageError(args.command ? `unknown command ${args.command}` : 'no command given');
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`vms-uplink: ${err.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      return 2;
+    }
+    if (err instanceof LedgerOpenError) {
+      console.error(`vms-uplink: ${err.message}`);
+      return 1;
+    }
+    console.error(`vms-uplink: fatal: ${describeError(err)}`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,112 @@
+/**
+ * Schema versions, applied in order inside one transaction each; `PRAGMA user_version` holds
+ * the version reached. Never edit a shipped migration: add the next one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: incidents, their videos and files, one upload per (video file, target), its parts,
+  //    incident reports, remote uploads still to abort, manifests that did not validate.
+  `
+  CREATE TABLE incidents (
+    id TEXT PRIMARY KEY,
+    folder TEXT NOT NULL,
+    manifest_path TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+    info TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  ) STRICT;
+
+  CREATE TABLE videos (
+    incident_id TEXT NOT NULL REFERENCES incidents(id),
+    id TEXT NOT NULL,
+    info TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('waiting', 'ready', 'failed')),
+    errors TEXT,
+    notes TEXT,
+    first_seen_at INTEGER NOT NULL,
+    settled_at INTEGER,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (incident_id, id)
+  ) STRICT;
+
+  CREATE TABLE video_files (
+    incident_id TEXT NOT NULL,
+    video_id TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('video', 'thumbnail')),
+    rel_path TEXT NOT NULL,
+    path TEXT,
+    size INTEGER,
+    mtime_ms REAL,
+    sha256 TEXT,
+    content_type TEXT,
+    PRIMARY KEY (incident_id, video_id, role),
+    FOREIGN KEY (incident_id, video_id) REFERENCES videos(incident_id, id) ON DELETE CASCADE
+  ) STRICT;
+
+  CREATE TABLE uploads (
+    id INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    video_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    target TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'done', 'failed')),
+    session TEXT,
+    result TEXT,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    reused_from INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    completed_at INTEGER,
+    UNIQUE (incident_id, video_id, role, target),
+    FOREIGN KEY (incident_id, video_id) REFERENCES videos(incident_id, id) ON DELETE CASCADE
+  ) STRICT;
+  CREATE INDEX uploads_by_content ON uploads (target, role, sha256, state);
+  CREATE INDEX uploads_by_state ON uploads (state, id);
+
+  CREATE TABLE parts (
+    upload_id INTEGER NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    md5 TEXT NOT NULL,
+    etag TEXT,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'done')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    done_at INTEGER,
+    PRIMARY KEY (upload_id, number)
+  ) STRICT;
+
+  CREATE TABLE reports (
+    incident_id TEXT NOT NULL REFERENCES incidents(id),
+    target TEXT NOT NULL,
+    wanted INTEGER NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    acked_at INTEGER,
+    PRIMARY KEY (incident_id, target)
+  ) STRICT;
+
+  CREATE TABLE pending_aborts (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    session TEXT NOT NULL,
+    file TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at INTEGER NOT NULL
+  ) STRICT;
+
+  CREATE TABLE manifest_errors (
+    path TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    problems TEXT NOT NULL,
+    seen_at INTEGER NOT NULL
+  ) STRICT;
+  `,
+];

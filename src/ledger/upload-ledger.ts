@@ -1,0 +1,573 @@
+/**
+ * The upload ledger: the single source of truth for what has been seen, sent and acknowledged.
+ *
+ * Every method that changes state is one SQLite transaction, and none of them does network I/O:
+ * the engine talks to a platform first, then records what the platform acknowledged. A part is
+ * `done` only after its acknowledgement; an upload is `done` only after the platform completed it.
+ *
+ * States:
+ *   video:  waiting → ready → (uploads per target)      or → failed (export error, bad file)
+ *   upload: queued → done | failed                      (parts: pending → done)
+ *   report: wanted > acked means the platform has not seen the latest state of the incident.
+ */
+import type { Manifest } from '../watch/manifest.js';
+import type {
+  FileRole,
+  IncidentInfo,
+  IncidentReport,
+  ReportedVideo,
+  SessionState,
+  SourceFile,
+  UploadResult,
+  VideoInfo,
+} from '../targets/target.js';
+import { openDatabase, type Db } from './database.js';
+
+export interface PlannedPart {
+  number: number;
+  offset: number;
+  size: number;
+  md5: string;
+}
+
+export interface HashedFile {
+  role: FileRole;
+  path: string;
+  size: number;
+  mtimeMs: number;
+  sha256: string;
+  contentType: string;
+}
+
+export type UploadPlan =
+  | { target: string; role: FileRole; parts: PlannedPart[] | null }
+  | { target: string; role: FileRole; refused: string };
+
+export interface WaitingVideo {
+  incidentId: string;
+  videoId: string;
+  folder: string;
+  firstSeenAt: number;
+  files: Array<{ role: FileRole; relPath: string }>;
+}
+
+export interface QueuedUpload {
+  id: number;
+  target: string;
+  session: SessionState | null;
+  file: SourceFile;
+  mtimeMs: number;
+  parts: Array<PlannedPart & { state: 'pending' | 'done'; etag: string | null }>;
+}
+
+export interface PendingAbort {
+  id: number;
+  target: string;
+  session: SessionState;
+  file: SourceFile;
+  attempts: number;
+}
+
+export interface ReportDue {
+  incidentId: string;
+  target: string;
+  wanted: number;
+  attempts: number;
+}
+
+type Row = Record<string, unknown>;
+
+const now = (): number => Date.now();
+const json = (v: unknown): string => JSON.stringify(v);
+
+export class UploadLedger {
+  private constructor(
+    readonly db: Db,
+    /** Targets that receive whole incidents (ALO); their report rows are kept up to date. */
+    private readonly reportingTargets: readonly string[],
+  ) {}
+
+  static open(path: string, reportingTargets: readonly string[] = []): UploadLedger {
+    return new UploadLedger(openDatabase(path), reportingTargets);
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  // ---- watch stage -------------------------------------------------------------------------
+
+  /**
+   * Applies a valid manifest. A manifest seen before with the same content changes nothing;
+   * a rewrite updates metadata, adds new videos, sends changed files round again, and asks for
+   * the incident to be reported again.
+   */
+  applyManifest(manifestPath: string, folder: string, manifestSha256: string, manifest: Manifest): boolean {
+    return this.db.transaction(() => {
+      const existing = this.db.prepare('SELECT manifest_sha256, folder FROM incidents WHERE id = ?').get(manifest.incident.id) as Row | undefined;
+      if (existing && existing.manifest_sha256 === manifestSha256 && existing.folder === folder) return false;
+      const t = now();
+      const info: IncidentInfo = manifest.incident;
+      this.db
+        .prepare(
+          `INSERT INTO incidents (id, folder, manifest_path, manifest_sha256, info, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (id) DO UPDATE SET folder = excluded.folder, manifest_path = excluded.manifest_path,
+             manifest_sha256 = excluded.manifest_sha256, info = excluded.info, updated_at = excluded.updated_at`,
+        )
+        .run(info.id, folder, manifestPath, manifestSha256, json(info), t, t);
+      manifest.videos.forEach((video, position) => this.applyManifestVideo(info.id, video, position, t));
+      this.db.prepare('DELETE FROM manifest_errors WHERE path = ?').run(manifestPath);
+      this.bumpReports(info.id);
+      return true;
+    })();
+  }
+
+  private applyManifestVideo(incidentId: string, video: Manifest['videos'][number], position: number, t: number): void {
+    const { errors, file, thumbnail, ...rest } = video;
+    const info: VideoInfo = rest;
+    const exportErrors = errors && errors.length > 0 ? errors : null;
+    const old = this.db.prepare('SELECT state, errors FROM videos WHERE incident_id = ? AND id = ?').get(incidentId, video.id) as Row | undefined;
+    const files = this.db
+      .prepare('SELECT role, rel_path FROM video_files WHERE incident_id = ? AND video_id = ?')
+      .all(incidentId, video.id) as Array<{ role: FileRole; rel_path: string }>;
+    const wanted = new Map<FileRole, string>();
+    if (!exportErrors && file) wanted.set('video', file);
+    if (!exportErrors && file && thumbnail) wanted.set('thumbnail', thumbnail);
+    const filesChanged =
+      files.length !== wanted.size || files.some((f) => wanted.get(f.role) !== f.rel_path);
+    const exportFailedBefore = old?.state === 'failed' && old.errors === json(exportErrors);
+
+    if (!old) {
+      this.db
+        .prepare(
+          `INSERT INTO videos (incident_id, id, info, position, state, errors, first_seen_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(incidentId, video.id, json(info), position, exportErrors ? 'failed' : 'waiting', exportErrors ? json(exportErrors) : null, t, t);
+    } else {
+      this.db.prepare('UPDATE videos SET info = ?, position = ?, updated_at = ? WHERE incident_id = ? AND id = ?').run(json(info), position, t, incidentId, video.id);
+      if (exportErrors && !exportFailedBefore) {
+        this.discardUnfinishedUploads(incidentId, video.id);
+        this.db.prepare(`UPDATE videos SET state = 'failed', errors = ?, updated_at = ? WHERE incident_id = ? AND id = ?`).run(json(exportErrors), t, incidentId, video.id);
+      } else if (!exportErrors && (filesChanged || old.state === 'failed')) {
+        this.discardUnfinishedUploads(incidentId, video.id);
+        this.db
+          .prepare(`UPDATE videos SET state = 'waiting', errors = NULL, notes = NULL, first_seen_at = ?, settled_at = NULL, updated_at = ? WHERE incident_id = ? AND id = ?`)
+          .run(t, t, incidentId, video.id);
+      }
+    }
+    if (filesChanged) {
+      this.db.prepare('DELETE FROM video_files WHERE incident_id = ? AND video_id = ?').run(incidentId, video.id);
+      const insert = this.db.prepare('INSERT INTO video_files (incident_id, video_id, role, rel_path) VALUES (?, ?, ?, ?)');
+      for (const [role, relPath] of wanted) insert.run(incidentId, video.id, role, relPath);
+    }
+  }
+
+  /** Records a manifest that does not validate; true when this version was not seen before (log it). */
+  recordManifestError(path: string, fingerprint: string, problems: string[]): boolean {
+    return this.db.transaction(() => {
+      const old = this.db.prepare('SELECT fingerprint FROM manifest_errors WHERE path = ?').get(path) as Row | undefined;
+      if (old?.fingerprint === fingerprint) return false;
+      this.db
+        .prepare(
+          `INSERT INTO manifest_errors (path, fingerprint, problems, seen_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT (path) DO UPDATE SET fingerprint = excluded.fingerprint, problems = excluded.problems, seen_at = excluded.seen_at`,
+        )
+        .run(path, fingerprint, json(problems), now());
+      return true;
+    })();
+  }
+
+  waitingVideos(): WaitingVideo[] {
+    const rows = this.db
+      .prepare(
+        `SELECT v.incident_id, v.id, v.first_seen_at, i.folder, f.role, f.rel_path
+         FROM videos v JOIN incidents i ON i.id = v.incident_id
+         LEFT JOIN video_files f ON f.incident_id = v.incident_id AND f.video_id = v.id
+         WHERE v.state = 'waiting' ORDER BY v.first_seen_at, v.incident_id, v.position`,
+      )
+      .all() as Row[];
+    const byKey = new Map<string, WaitingVideo>();
+    for (const r of rows) {
+      const key = `${String(r.incident_id)}\u0000${String(r.id)}`;
+      let v = byKey.get(key);
+      if (!v) {
+        v = { incidentId: String(r.incident_id), videoId: String(r.id), folder: String(r.folder), firstSeenAt: Number(r.first_seen_at), files: [] };
+        byKey.set(key, v);
+      }
+      if (r.role) v.files.push({ role: r.role as FileRole, relPath: String(r.rel_path) });
+    }
+    return [...byKey.values()];
+  }
+
+  videoContext(incidentId: string, videoId: string): { incident: IncidentInfo; info: VideoInfo } {
+    const row = this.db
+      .prepare('SELECT i.info AS incident_info, v.info AS video_info FROM videos v JOIN incidents i ON i.id = v.incident_id WHERE v.incident_id = ? AND v.id = ?')
+      .get(incidentId, videoId) as Row;
+    return { incident: JSON.parse(String(row.incident_info)) as IncidentInfo, info: JSON.parse(String(row.video_info)) as VideoInfo };
+  }
+
+  /** A video that cannot be uploaded (refused path, missing, empty, not a video). */
+  failVideo(incidentId: string, videoId: string, errors: string[]): void {
+    this.db.transaction(() => {
+      this.discardUnfinishedUploads(incidentId, videoId);
+      this.db
+        .prepare(`UPDATE videos SET state = 'failed', errors = ?, updated_at = ? WHERE incident_id = ? AND id = ?`)
+        .run(json(errors), now(), incidentId, videoId);
+      this.bumpReports(incidentId);
+    })();
+  }
+
+  /**
+   * The video's files settled and were hashed: record them and create one upload per target and
+   * role. An upload whose content some earlier upload to the same target already delivered is
+   * done at once (the same content is never sent twice to a target).
+   */
+  videoReady(incidentId: string, videoId: string, files: HashedFile[], plans: UploadPlan[], notes: string[] = []): void {
+    this.db.transaction(() => {
+      const t = now();
+      this.db.prepare(`DELETE FROM video_files WHERE incident_id = ? AND video_id = ? AND role NOT IN (${files.map(() => '?').join(',') || "''"})`).run(incidentId, videoId, ...files.map((f) => f.role));
+      const setFile = this.db.prepare(
+        `UPDATE video_files SET path = ?, size = ?, mtime_ms = ?, sha256 = ?, content_type = ? WHERE incident_id = ? AND video_id = ? AND role = ?`,
+      );
+      for (const f of files) setFile.run(f.path, f.size, f.mtimeMs, f.sha256, f.contentType, incidentId, videoId, f.role);
+      this.db
+        .prepare(`UPDATE videos SET state = 'ready', errors = NULL, notes = ?, settled_at = ?, updated_at = ? WHERE incident_id = ? AND id = ?`)
+        .run(notes.length ? json(notes) : null, t, t, incidentId, videoId);
+      for (const plan of plans) {
+        const file = files.find((f) => f.role === plan.role);
+        if (file) this.planUpload(incidentId, videoId, file, plan, t);
+      }
+      this.db
+        .prepare(`DELETE FROM uploads WHERE incident_id = ? AND video_id = ? AND role NOT IN (${files.map(() => '?').join(',') || "''"})`)
+        .run(incidentId, videoId, ...files.map((f) => f.role));
+      this.bumpReportsIfFinal(incidentId, videoId);
+    })();
+  }
+
+  private planUpload(incidentId: string, videoId: string, file: HashedFile, plan: UploadPlan, t: number): void {
+    const old = this.db
+      .prepare('SELECT id, sha256, state FROM uploads WHERE incident_id = ? AND video_id = ? AND role = ? AND target = ?')
+      .get(incidentId, videoId, plan.role, plan.target) as Row | undefined;
+    if (old && old.sha256 === file.sha256 && old.state !== 'failed') return;
+    if (old) {
+      this.queueAbortFor(Number(old.id));
+      this.db.prepare('DELETE FROM uploads WHERE id = ?').run(old.id);
+    }
+    if ('refused' in plan) {
+      this.db
+        .prepare(
+          `INSERT INTO uploads (incident_id, video_id, role, target, sha256, size, state, last_error, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?)`,
+        )
+        .run(incidentId, videoId, plan.role, plan.target, file.sha256, file.size, plan.refused, t, t);
+      return;
+    }
+    const twin = this.db
+      .prepare(`SELECT id, result FROM uploads WHERE target = ? AND role = ? AND sha256 = ? AND state = 'done' ORDER BY id LIMIT 1`)
+      .get(plan.target, plan.role, file.sha256) as Row | undefined;
+    const info = this.db
+      .prepare(
+        `INSERT INTO uploads (incident_id, video_id, role, target, sha256, size, state, result, reused_from, created_at, updated_at, completed_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        incidentId, videoId, plan.role, plan.target, file.sha256, file.size,
+        twin ? 'done' : 'queued', twin ? twin.result : null, twin ? twin.id : null, t, t, twin ? t : null,
+      );
+    if (!twin && plan.parts) this.insertParts(Number(info.lastInsertRowid), plan.parts);
+  }
+
+  private insertParts(uploadId: number, parts: PlannedPart[]): void {
+    const insert = this.db.prepare(`INSERT INTO parts (upload_id, number, offset, size, md5, state) VALUES (?, ?, ?, ?, ?, 'pending')`);
+    for (const p of parts) insert.run(uploadId, p.number, p.offset, p.size, p.md5);
+  }
+
+  // ---- upload stage ------------------------------------------------------------------------
+
+  /**
+   * Uploads ready to send, oldest first. An upload waits while an older upload of the same
+   * content to the same target is still queued: when that one completes, this one is done too.
+   */
+  queuedUploadIds(limit: number, exclude: ReadonlySet<number>): number[] {
+    const rows = this.db
+      .prepare(
+        `SELECT u.id FROM uploads u JOIN videos v ON v.incident_id = u.incident_id AND v.id = u.video_id
+         WHERE u.state = 'queued' AND v.state = 'ready'
+           AND NOT EXISTS (SELECT 1 FROM uploads o WHERE o.target = u.target AND o.role = u.role
+                           AND o.sha256 = u.sha256 AND o.state = 'queued' AND o.id < u.id)
+         ORDER BY u.id LIMIT ?`,
+      )
+      .all(limit + exclude.size) as Array<{ id: number }>;
+    return rows.map((r) => r.id).filter((id) => !exclude.has(id)).slice(0, limit);
+  }
+
+  loadUpload(id: number): QueuedUpload | null {
+    const u = this.db
+      .prepare(
+        `SELECT u.*, f.path, f.mtime_ms, f.content_type, f.rel_path, i.info AS incident_info, v.info AS video_info
+         FROM uploads u
+         JOIN video_files f ON f.incident_id = u.incident_id AND f.video_id = u.video_id AND f.role = u.role
+         JOIN videos v ON v.incident_id = u.incident_id AND v.id = u.video_id
+         JOIN incidents i ON i.id = u.incident_id
+         WHERE u.id = ? AND u.state = 'queued' AND v.state = 'ready'`,
+      )
+      .get(id) as Row | undefined;
+    if (!u) return null;
+    const parts = this.db.prepare('SELECT number, offset, size, md5, state, etag FROM parts WHERE upload_id = ? ORDER BY number').all(id) as QueuedUpload['parts'];
+    return {
+      id,
+      target: String(u.target),
+      session: u.session ? (JSON.parse(String(u.session)) as SessionState) : null,
+      mtimeMs: Number(u.mtime_ms),
+      file: this.sourceFile(u),
+      parts,
+    };
+  }
+
+  private sourceFile(u: Row): SourceFile {
+    const relPath = String(u.rel_path);
+    return {
+      role: u.role as FileRole,
+      path: String(u.path),
+      name: relPath.split(/[\\/]/).pop() ?? relPath,
+      size: Number(u.size),
+      sha256: String(u.sha256),
+      contentType: String(u.content_type),
+      incident: JSON.parse(String(u.incident_info)) as IncidentInfo,
+      video: JSON.parse(String(u.video_info)) as VideoInfo,
+    };
+  }
+
+  /** The platform opened the upload; when it decided the layout, its parts replace ours. */
+  uploadStarted(uploadId: number, session: SessionState, serverParts?: PlannedPart[]): void {
+    this.db.transaction(() => {
+      this.db.prepare('UPDATE uploads SET session = ?, updated_at = ? WHERE id = ?').run(json(session), now(), uploadId);
+      if (serverParts) {
+        this.db.prepare('DELETE FROM parts WHERE upload_id = ?').run(uploadId);
+        this.insertParts(uploadId, serverParts);
+      }
+    })();
+  }
+
+  partDone(uploadId: number, number: number, etag: string | null, session?: SessionState): void {
+    this.db.transaction(() => {
+      this.db
+        .prepare(`UPDATE parts SET state = 'done', etag = ?, done_at = ?, last_error = NULL WHERE upload_id = ? AND number = ?`)
+        .run(etag, now(), uploadId, number);
+      if (session) this.db.prepare('UPDATE uploads SET session = ?, updated_at = ? WHERE id = ?').run(json(session), now(), uploadId);
+    })();
+  }
+
+  partFailed(uploadId: number, number: number, error: string): void {
+    this.db.prepare('UPDATE parts SET attempts = attempts + 1, last_error = ? WHERE upload_id = ? AND number = ?').run(error, uploadId, number);
+  }
+
+  /** Completed by the platform: done, along with every queued upload of the same content to that target. */
+  uploadDone(uploadId: number, result: UploadResult): void {
+    this.db.transaction(() => {
+      const t = now();
+      const u = this.db.prepare('SELECT target, role, sha256 FROM uploads WHERE id = ?').get(uploadId) as Row;
+      this.db
+        .prepare(`UPDATE uploads SET state = 'done', result = ?, last_error = NULL, completed_at = ?, updated_at = ? WHERE id = ?`)
+        .run(json(result), t, t, uploadId);
+      const twins = this.db
+        .prepare(`SELECT id, incident_id, video_id FROM uploads WHERE target = ? AND role = ? AND sha256 = ? AND state = 'queued'`)
+        .all(u.target, u.role, u.sha256) as Row[];
+      for (const twin of twins) {
+        this.db.prepare('DELETE FROM parts WHERE upload_id = ?').run(twin.id);
+        this.db
+          .prepare(`UPDATE uploads SET state = 'done', result = ?, reused_from = ?, session = NULL, completed_at = ?, updated_at = ? WHERE id = ?`)
+          .run(json(result), uploadId, t, t, twin.id);
+      }
+      for (const row of [this.uploadOwner(uploadId), ...twins]) {
+        this.bumpReportsIfFinal(String(row.incident_id), String(row.video_id));
+      }
+    })();
+  }
+
+  /** Given up: the upload fails with the platform's message, and its remote session is released. */
+  uploadFailed(uploadId: number, error: string): void {
+    this.db.transaction(() => {
+      this.queueAbortFor(uploadId);
+      this.db.prepare(`UPDATE uploads SET state = 'failed', session = NULL, last_error = ?, updated_at = ? WHERE id = ?`).run(error, now(), uploadId);
+      this.db.prepare(`UPDATE parts SET state = 'pending', etag = NULL WHERE upload_id = ?`).run(uploadId);
+      const owner = this.uploadOwner(uploadId);
+      this.bumpReportsIfFinal(String(owner.incident_id), String(owner.video_id));
+    })();
+  }
+
+  /** A retryable problem worth showing in status while the upload keeps going. */
+  uploadTrouble(uploadId: number, error: string): void {
+    this.db.prepare('UPDATE uploads SET last_error = ?, updated_at = ? WHERE id = ?').run(error, now(), uploadId);
+  }
+
+  /**
+   * The file changed after it was hashed: nothing sent of it may be completed. Its unfinished
+   * uploads are dropped (their remote sessions aborted) and the video settles and hashes again.
+   */
+  videoChanged(incidentId: string, videoId: string, reason: string): void {
+    this.db.transaction(() => {
+      this.discardUnfinishedUploads(incidentId, videoId);
+      this.db.prepare('UPDATE uploads SET restarts = restarts + 1 WHERE incident_id = ? AND video_id = ?').run(incidentId, videoId);
+      this.db
+        .prepare(`UPDATE videos SET state = 'waiting', notes = ?, settled_at = NULL, updated_at = ? WHERE incident_id = ? AND id = ?`)
+        .run(json([reason]), now(), incidentId, videoId);
+    })();
+  }
+
+  private discardUnfinishedUploads(incidentId: string, videoId: string): void {
+    const rows = this.db.prepare(`SELECT id FROM uploads WHERE incident_id = ? AND video_id = ? AND state != 'done'`).all(incidentId, videoId) as Row[];
+    for (const r of rows) {
+      this.queueAbortFor(Number(r.id));
+      this.db.prepare('DELETE FROM uploads WHERE id = ?').run(r.id);
+    }
+  }
+
+  private uploadOwner(uploadId: number): Row {
+    return this.db.prepare('SELECT incident_id, video_id FROM uploads WHERE id = ?').get(uploadId) as Row;
+  }
+
+  private queueAbortFor(uploadId: number): void {
+    const u = this.db
+      .prepare(
+        `SELECT u.*, f.path, f.content_type, f.rel_path, i.info AS incident_info, v.info AS video_info
+         FROM uploads u
+         JOIN video_files f ON f.incident_id = u.incident_id AND f.video_id = u.video_id AND f.role = u.role
+         JOIN videos v ON v.incident_id = u.incident_id AND v.id = u.video_id
+         JOIN incidents i ON i.id = u.incident_id
+         WHERE u.id = ? AND u.session IS NOT NULL AND u.state = 'queued'`,
+      )
+      .get(uploadId) as Row | undefined;
+    if (!u) return;
+    this.db
+      .prepare('INSERT INTO pending_aborts (target, session, file, created_at) VALUES (?, ?, ?, ?)')
+      .run(u.target, u.session, json(this.sourceFile(u)), now());
+  }
+
+  pendingAborts(): PendingAbort[] {
+    return (this.db.prepare('SELECT * FROM pending_aborts ORDER BY id').all() as Row[]).map((r) => ({
+      id: Number(r.id),
+      target: String(r.target),
+      session: JSON.parse(String(r.session)) as SessionState,
+      file: JSON.parse(String(r.file)) as SourceFile,
+      attempts: Number(r.attempts),
+    }));
+  }
+
+  abortDone(id: number): void {
+    this.db.prepare('DELETE FROM pending_aborts WHERE id = ?').run(id);
+  }
+
+  abortFailed(id: number, error: string): void {
+    this.db.prepare('UPDATE pending_aborts SET attempts = attempts + 1, last_error = ? WHERE id = ?').run(error, id);
+  }
+
+  // ---- report stage ------------------------------------------------------------------------
+
+  private bumpReports(incidentId: string): void {
+    const upsert = this.db.prepare(
+      `INSERT INTO reports (incident_id, target, wanted) VALUES (?, ?, 1)
+       ON CONFLICT (incident_id, target) DO UPDATE SET wanted = wanted + 1`,
+    );
+    for (const target of this.reportingTargets) upsert.run(incidentId, target);
+  }
+
+  /** Asks for a new report when this video reached a final state for some reporting target. */
+  private bumpReportsIfFinal(incidentId: string, videoId: string): void {
+    for (const target of this.reportingTargets) {
+      if (this.videoOutcome(incidentId, videoId, target) === 'pending') continue;
+      this.db
+        .prepare(
+          `INSERT INTO reports (incident_id, target, wanted) VALUES (?, ?, 1)
+           ON CONFLICT (incident_id, target) DO UPDATE SET wanted = wanted + 1`,
+        )
+        .run(incidentId, target);
+    }
+  }
+
+  private videoOutcome(incidentId: string, videoId: string, target: string): 'pending' | 'uploaded' | 'failed' {
+    const v = this.db.prepare('SELECT state FROM videos WHERE incident_id = ? AND id = ?').get(incidentId, videoId) as Row | undefined;
+    if (!v || v.state === 'waiting') return 'pending';
+    if (v.state === 'failed') return 'failed';
+    const states = (this.db.prepare('SELECT state FROM uploads WHERE incident_id = ? AND video_id = ? AND target = ?').all(incidentId, videoId, target) as Row[]).map((r) => r.state);
+    if (states.length === 0) return 'pending';
+    if (states.includes('failed')) return 'failed';
+    return states.every((s) => s === 'done') ? 'uploaded' : 'pending';
+  }
+
+  reportsDue(): ReportDue[] {
+    return (this.db.prepare('SELECT incident_id, target, wanted, attempts FROM reports WHERE wanted > acked ORDER BY incident_id').all() as Row[]).map((r) => ({
+      incidentId: String(r.incident_id),
+      target: String(r.target),
+      wanted: Number(r.wanted),
+      attempts: Number(r.attempts),
+    }));
+  }
+
+  /** The incident as the target should see it now: every video in a final state for it. */
+  buildReport(incidentId: string, target: string): IncidentReport {
+    const incident = this.db.prepare('SELECT info FROM incidents WHERE id = ?').get(incidentId) as Row;
+    const videos = this.db.prepare('SELECT id, info, state, errors FROM videos WHERE incident_id = ? ORDER BY position, id').all(incidentId) as Row[];
+    const reported: ReportedVideo[] = [];
+    for (const v of videos) {
+      const info = JSON.parse(String(v.info)) as VideoInfo;
+      if (v.state === 'failed') {
+        reported.push({ video: info, outcome: 'failed', errors: JSON.parse(String(v.errors)) as string[] });
+        continue;
+      }
+      const outcome = this.videoOutcome(incidentId, String(v.id), target);
+      const uploads = this.db.prepare('SELECT role, result, last_error, state FROM uploads WHERE incident_id = ? AND video_id = ? AND target = ?').all(incidentId, v.id, target) as Row[];
+      if (outcome === 'uploaded') {
+        const results: Partial<Record<FileRole, UploadResult>> = {};
+        for (const u of uploads) results[u.role as FileRole] = JSON.parse(String(u.result)) as UploadResult;
+        reported.push({ video: info, outcome, results });
+      } else if (outcome === 'failed') {
+        const errors = uploads.filter((u) => u.state === 'failed').map((u) => `${String(u.role)} upload failed: ${String(u.last_error)}`);
+        reported.push({ video: info, outcome, errors });
+      }
+    }
+    return { incident: JSON.parse(String(incident.info)) as IncidentInfo, videos: reported };
+  }
+
+  reportAcked(incidentId: string, target: string, version: number): void {
+    this.db
+      .prepare('UPDATE reports SET acked = MAX(acked, ?), attempts = 0, last_error = NULL, acked_at = ? WHERE incident_id = ? AND target = ?')
+      .run(version, now(), incidentId, target);
+  }
+
+  reportFailed(incidentId: string, target: string, error: string): void {
+    this.db.prepare('UPDATE reports SET attempts = attempts + 1, last_error = ? WHERE incident_id = ? AND target = ?').run(error, incidentId, target);
+  }
+
+  // ---- operator actions --------------------------------------------------------------------
+
+  /**
+   * Puts a failed upload (by its number) or everything failed in an incident (by its id) back in
+   * the queue. Returns what was requeued, or null when nothing matched.
+   */
+  retry(id: string): { uploads: number; videos: number; incident: string | null } | null {
+    return this.db.transaction(() => {
+      const t = now();
+      if (/^\d+$/.test(id)) {
+        const r = this.db.prepare(`UPDATE uploads SET state = 'queued', last_error = NULL, updated_at = ? WHERE id = ? AND state = 'failed'`).run(t, Number(id));
+        if (!r.changes) return null;
+        this.db.prepare('UPDATE reports SET wanted = wanted + 1 WHERE incident_id = (SELECT incident_id FROM uploads WHERE id = ?)').run(Number(id));
+        return { uploads: r.changes, videos: 0, incident: null };
+      }
+      if (!this.db.prepare('SELECT 1 FROM incidents WHERE id = ?').get(id)) return null;
+      const uploads = this.db.prepare(`UPDATE uploads SET state = 'queued', last_error = NULL, updated_at = ? WHERE incident_id = ? AND state = 'failed'`).run(t, id).changes;
+      // Failed exports stay failed: only the VMS can fix those (by rewriting the manifest).
+      const videos = this.db
+        .prepare(
+          `UPDATE videos SET state = 'waiting', errors = NULL, first_seen_at = ?, updated_at = ?
+           WHERE incident_id = ? AND state = 'failed' AND EXISTS (SELECT 1 FROM video_files f WHERE f.incident_id = videos.incident_id AND f.video_id = videos.id)`,
+        )
+        .run(t, t, id).changes;
+      this.db.prepare('UPDATE reports SET wanted = wanted + 1 WHERE incident_id = ?').run(id);
+      return { uploads, videos, incident: id };
+    })();
+  }
+}
+

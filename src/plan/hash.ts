@@ -1,0 +1,77 @@
+/**
+ * One read of a file yields its SHA-256 (the content's identity) and the MD5 of every part of
+ * every layout asked for (what S3 must answer as ETag). Reading once matters on an NVR whose
+ * disks are busy recording.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { PartLayout } from './part-plan.js';
+
+export interface FileDigest {
+  size: number;
+  mtimeMs: number;
+  sha256: string;
+  /** For each requested layout, the MD5 (hex) of each part, in part order. */
+  partMd5s: string[][];
+}
+
+export class FileChangedError extends Error {
+  override readonly name = 'FileChangedError';
+}
+
+class LayoutHasher {
+  private index = 0;
+  private filled = 0;
+  private current: Hash = createHash('md5');
+  readonly md5s: string[] = [];
+
+  constructor(private readonly layout: PartLayout) {
+    this.flushEmptyParts();
+  }
+
+  update(chunk: Buffer): void {
+    let pos = 0;
+    while (pos < chunk.length) {
+      const part = this.layout[this.index];
+      if (!part) throw new FileChangedError('file grew while it was being hashed');
+      const take = Math.min(part.size - this.filled, chunk.length - pos);
+      this.current.update(chunk.subarray(pos, pos + take));
+      this.filled += take;
+      pos += take;
+      this.flushEmptyParts();
+    }
+  }
+
+  private flushEmptyParts(): void {
+    let part = this.layout[this.index];
+    while (part && this.filled === part.size) {
+      this.md5s.push(this.current.digest('hex'));
+      this.current = createHash('md5');
+      this.filled = 0;
+      this.index++;
+      part = this.layout[this.index];
+    }
+  }
+}
+
+export async function digestFile(path: string, layouts: PartLayout[], signal?: AbortSignal): Promise<FileDigest> {
+  const before = await stat(path);
+  const sha = createHash('sha256');
+  const hashers = layouts.map((layout) => new LayoutHasher(layout));
+  let read = 0;
+  const stream = createReadStream(path, { highWaterMark: 1024 * 1024, signal });
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    sha.update(chunk);
+    for (const h of hashers) h.update(chunk);
+    read += chunk.length;
+  }
+  const after = await stat(path);
+  if (read !== before.size || after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
+    throw new FileChangedError(`file changed while it was being hashed (${before.size} → ${after.size} bytes)`);
+  }
+  for (const [i, h] of hashers.entries()) {
+    if (h.md5s.length !== layouts[i]!.length) throw new FileChangedError('file shrank while it was being hashed');
+  }
+  return { size: before.size, mtimeMs: before.mtimeMs, sha256: sha.digest('hex'), partMd5s: hashers.map((h) => h.md5s) };
+}

@@ -1,0 +1,139 @@
+/**
+ * Finds incident folders under `watch.root` and feeds their manifests to the ledger.
+ *
+ * chokidar reports changes as they happen (polling with `watch.poll` on SMB/NFS mounts, where
+ * change events do not arrive); a full rescan at start-up and every `watch.rescan_interval`
+ * makes sure a missed event never loses an export. A manifest is read once it has settled,
+ * and only again when its content changes.
+ */
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import chokidar, { type FSWatcher } from 'chokidar';
+import type { Logger } from '../log/logger.js';
+import { describeError } from '../log/logger.js';
+import type { UploadLedger } from '../ledger/upload-ledger.js';
+import { MANIFEST_NAMES, parseManifest } from './manifest.js';
+import { isIgnoredName } from './paths.js';
+import { SettleTracker } from './settle.js';
+
+export interface WatcherOptions {
+  root: string;
+  poll: boolean;
+  pollIntervalMs: number;
+  settleMs: number;
+  ledger: UploadLedger;
+  log: Logger;
+}
+
+const MANIFESTS = new Set<string>(MANIFEST_NAMES);
+/** Deeper than any VMS export layout; a guard against symlink loops and runaway trees. */
+const MAX_DEPTH = 12;
+
+export class FolderWatcher {
+  private watcher: FSWatcher | null = null;
+  private readonly settle: SettleTracker;
+  /** Manifests found and not yet read in their current version. */
+  private readonly candidates = new Set<string>();
+  /** The content hash each manifest path was last applied or refused with. */
+  private readonly seen = new Map<string, string>();
+  private rootMissingLogged = false;
+
+  constructor(private readonly o: WatcherOptions) {
+    this.settle = new SettleTracker(o.settleMs);
+  }
+
+  async start(): Promise<void> {
+    await this.rescan();
+    this.watcher = chokidar.watch(this.o.root, {
+      ignoreInitial: true,
+      followSymlinks: false,
+      depth: MAX_DEPTH,
+      usePolling: this.o.poll,
+      interval: this.o.pollIntervalMs,
+      binaryInterval: this.o.pollIntervalMs,
+      ignored: (path: string) => path !== this.o.root && isIgnoredName(basename(path)),
+    });
+    // Video files need no events: the planner stats the files it waits for on every tick.
+    const onFile = (path: string): void => {
+      if (MANIFESTS.has(basename(path))) this.candidates.add(path);
+    };
+    this.watcher.on('add', onFile).on('change', onFile);
+    this.watcher.on('error', (err) => this.o.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`));
+  }
+
+  async stop(): Promise<void> {
+    await this.watcher?.close();
+    this.watcher = null;
+  }
+
+  /** Walks the whole tree; every manifest found is checked again. */
+  async rescan(): Promise<void> {
+    try {
+      await stat(this.o.root);
+      this.rootMissingLogged = false;
+    } catch (err) {
+      if (!this.rootMissingLogged) this.o.log.error({ event: 'watch.root.missing', root: this.o.root, err }, `watch root ${this.o.root} is not readable: ${describeError(err)}`);
+      this.rootMissingLogged = true;
+      return;
+    }
+    for (const path of await findManifests(this.o.root, 0)) this.candidates.add(path);
+  }
+
+  /** Reads every candidate manifest that has settled; true when the ledger changed. */
+  async tick(): Promise<boolean> {
+    let changed = false;
+    for (const path of [...this.candidates]) {
+      try {
+        changed = (await this.checkManifest(path)) || changed;
+      } catch (err) {
+        this.candidates.delete(path);
+        this.o.log.warn({ event: 'manifest.unreadable', path, err }, `cannot read manifest ${path}: ${describeError(err)}`);
+      }
+    }
+    return changed;
+  }
+
+  private async checkManifest(path: string): Promise<boolean> {
+    const st = await stat(path);
+    if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, Date.now()) !== 'settled') return false;
+    this.candidates.delete(path);
+    this.settle.forget(path);
+    const text = await readFile(path, 'utf8');
+    const sha = createHash('sha256').update(text).digest('hex');
+    if (this.seen.get(path) === sha) return false;
+    this.seen.set(path, sha);
+    const folder = dirname(path);
+    const parsed = parseManifest(text, basename(path));
+    if (!parsed.ok) {
+      if (this.o.ledger.recordManifestError(path, sha, parsed.problems)) {
+        for (const problem of parsed.problems) {
+          this.o.log.error({ event: 'manifest.invalid', path, problem }, `${path}: ${problem}`);
+        }
+      }
+      return false;
+    }
+    const applied = this.o.ledger.applyManifest(path, folder, sha, parsed.manifest);
+    if (applied) {
+      this.o.log.info({ event: 'manifest.applied', path, incidentId: parsed.manifest.incident.id, videos: parsed.manifest.videos.length }, 'manifest read');
+    }
+    return applied;
+  }
+}
+
+async function findManifests(dir: string, depth: number): Promise<string[]> {
+  if (depth > MAX_DEPTH) return [];
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+  const found: string[] = [];
+  for (const e of entries) {
+    if (e.isFile() && MANIFESTS.has(e.name)) found.push(join(dir, e.name));
+    // Symlinked folders are not followed: a link could lead out of the export root or in a loop.
+    if (e.isDirectory() && !isIgnoredName(e.name)) found.push(...(await findManifests(join(dir, e.name), depth + 1)));
+  }
+  return found;
+}
