@@ -15,7 +15,6 @@ export interface UploadStatus {
   partsTotal: number;
   lastError: string | null;
   reusedFrom: number | null;
-  restarts: number;
 }
 
 export interface VideoStatus {
@@ -25,6 +24,8 @@ export interface VideoStatus {
   state: 'waiting' | 'ready' | 'failed';
   errors: string[];
   notes: string[];
+  /** How often its upload started over because the file changed after it was hashed. */
+  restarts: number;
   uploads: UploadStatus[];
 }
 
@@ -50,7 +51,7 @@ const list = (v: unknown): string[] => (typeof v === 'string' ? (JSON.parse(v) a
 export function readStatus(db: Db): StatusSnapshot {
   const uploads = db
     .prepare(
-      `SELECT u.id, u.incident_id, u.video_id, u.target, u.role, u.state, u.size, u.last_error, u.reused_from, u.restarts, u.session,
+      `SELECT u.id, u.incident_id, u.video_id, u.target, u.role, u.state, u.size, u.last_error, u.reused_from, u.session,
               COALESCE(SUM(CASE WHEN p.state = 'done' THEN p.size END), 0) AS bytes_done,
               COUNT(p.number) AS parts_total,
               COALESCE(SUM(p.state = 'done'), 0) AS parts_done
@@ -74,13 +75,12 @@ export function readStatus(db: Db): StatusSnapshot {
       partsTotal: Number(u.parts_total),
       lastError: (u.last_error as string | null) ?? null,
       reusedFrom: (u.reused_from as number | null) ?? null,
-      restarts: Number(u.restarts),
     };
     byVideo.set(key, [...(byVideo.get(key) ?? []), entry]);
   }
   const videos = db
     .prepare(
-      `SELECT v.incident_id, v.id, v.info, v.state, v.errors, v.notes, f.rel_path
+      `SELECT v.incident_id, v.id, v.info, v.state, v.errors, v.notes, v.restarts, f.rel_path
        FROM videos v LEFT JOIN video_files f ON f.incident_id = v.incident_id AND f.video_id = v.id AND f.role = 'video'
        ORDER BY v.incident_id, v.position`,
     )
@@ -95,6 +95,7 @@ export function readStatus(db: Db): StatusSnapshot {
       state: v.state as VideoStatus['state'],
       errors: list(v.errors),
       notes: list(v.notes),
+      restarts: Number(v.restarts),
       uploads: byVideo.get(`${String(v.incident_id)}\u0000${String(v.id)}`) ?? [],
     };
     byIncident.set(String(v.incident_id), [...(byIncident.get(String(v.incident_id)) ?? []), status]);

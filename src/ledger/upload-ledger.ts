@@ -410,9 +410,8 @@ export class UploadLedger {
   videoChanged(incidentId: string, videoId: string, reason: string): void {
     this.db.transaction(() => {
       this.discardUnfinishedUploads(incidentId, videoId);
-      this.db.prepare('UPDATE uploads SET restarts = restarts + 1 WHERE incident_id = ? AND video_id = ?').run(incidentId, videoId);
       this.db
-        .prepare(`UPDATE videos SET state = 'waiting', notes = ?, settled_at = NULL, updated_at = ? WHERE incident_id = ? AND id = ?`)
+        .prepare(`UPDATE videos SET state = 'waiting', notes = ?, restarts = restarts + 1, settled_at = NULL, updated_at = ? WHERE incident_id = ? AND id = ?`)
         .run(json([reason]), now(), incidentId, videoId);
     })();
   }

@@ -38,6 +38,7 @@ export function formatStatus(s: StatusSnapshot): string {
       lines.push(`  video ${v.id}${v.cameraName ? ` (${v.cameraName})` : ''}${v.file ? ` ${v.file}` : ''}: ${v.state}`);
       for (const e of v.errors) lines.push(`      error: ${e}`);
       for (const n of v.notes) lines.push(`      note: ${n}`);
+      if (v.restarts > 0) lines.push(`      restarted ${v.restarts} time(s): the file changed after it was hashed`);
       for (const u of v.uploads) lines.push(uploadLine(u));
     }
   }

@@ -50,6 +50,7 @@ export type S3Fault = (
   | { kind: 'status'; status: number; code: string }
   | { kind: 'reset-midbody'; afterBytes: number }
   | { kind: 'reset-before' }
+  | { kind: 'stall' }
 ) &
   S3FaultMatch;
 
@@ -70,6 +71,8 @@ export interface S3Store {
   openMultipartUploads(): Array<{ key: string; uploadId: string; parts: number[] }>;
   readonly requests: S3RequestRecord[];
   injectFaults(...faults: S3Fault[]): void;
+  /** Every successful PUT is answered this many ms after its body arrived (a slow uplink, made visible). */
+  setLatency(ms: number): void;
   /** For a proxy started after the store: later presigned URLs point at this origin. */
   setPublicOrigin(origin: string): void;
   close(): Promise<void>;
@@ -149,6 +152,7 @@ class S3StoreServer implements S3Store {
   private readonly objects = new Map<string, StoredObject>();
   private readonly uploads = new Map<string, MultipartUpload>();
   private readonly faults: S3Fault[] = [];
+  private latencyMs = 0;
   private client: S3Client | undefined;
   private originValue = '';
   private publicOriginValue = '';
@@ -319,6 +323,10 @@ class S3StoreServer implements S3Store {
     this.faults.push(...faults);
   }
 
+  setLatency(ms: number): void {
+    this.latencyMs = ms;
+  }
+
   async close(): Promise<void> {
     this.client?.destroy();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -393,6 +401,15 @@ class S3StoreServer implements S3Store {
       },
     });
 
+    if (fault?.kind === 'stall') {
+      // Reads the whole body, then never answers: the client's own timeout must fire.
+      await pipeline(req, meter, discardSink()).catch(() => undefined);
+      record.status = 0;
+      record.code = 'Stalled';
+      this.requests.push(record);
+      return;
+    }
+
     if (fault?.kind === 'status') {
       // A throttled or failing S3 still reads the whole body before it answers.
       try {
@@ -434,6 +451,7 @@ class S3StoreServer implements S3Store {
     } else {
       this.replaceObject(plan.key, { blobs: [blob], size: blob.size, etag: `"${blob.md5.toString('hex')}"` });
     }
+    if (this.latencyMs > 0) await new Promise((r) => setTimeout(r, this.latencyMs));
     record.status = 200;
     this.requests.push(record);
     res.writeHead(200, {

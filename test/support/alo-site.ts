@@ -5,7 +5,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startAloEmulator, type AloEmulator, type AloEmulatorOptions } from '../emulators/alo.js';
-import { startS3Store, type S3Store } from '../emulators/s3-store.js';
+import { startS3Store, type S3Store, type S3StoreOptions } from '../emulators/s3-store.js';
 import { writeConfig } from './daemon-process.js';
 import { tempDir } from './files.js';
 
@@ -21,23 +21,42 @@ export interface AloSite {
   close(): Promise<void>;
 }
 
-export async function startAloSite(
-  options: { upload?: Record<string, unknown>; watch?: Record<string, unknown>; alo?: Record<string, unknown>; emulator?: Partial<AloEmulatorOptions> } = {},
-): Promise<AloSite> {
-  const tmp = await tempDir();
-  const store = await startS3Store();
+export interface AloSiteOptions {
+  upload?: Record<string, unknown>;
+  watch?: Record<string, unknown>;
+  alo?: Record<string, unknown>;
+  log?: Record<string, unknown>;
+  emulator?: Partial<AloEmulatorOptions>;
+  store?: S3StoreOptions;
+  /**
+   * The site's directory (exports/, state/, config.yaml). Default: a fresh temp dir that close() removes.
+   * A directory given here is created if needed and left in place by close(): the caller owns it.
+   */
+  dir?: string;
+  /**
+   * false: leave out the test-speed settings (small parts and threshold, short retries and settle time),
+   * so the daemon runs with its own defaults except for what the options above set. Default true.
+   */
+  testTuning?: boolean;
+}
+
+export async function startAloSite(options: AloSiteOptions = {}): Promise<AloSite> {
+  const tmp = options.dir !== undefined ? { path: options.dir, cleanup: async () => undefined } : await tempDir();
+  await mkdir(tmp.path, { recursive: true });
+  const tuned = options.testTuning ?? true;
+  const store = await startS3Store(options.store);
   const alo = await startAloEmulator({ store, ...options.emulator });
   const exportsRoot = join(tmp.path, 'exports');
   await mkdir(exportsRoot, { recursive: true });
   const ledgerPath = join(tmp.path, 'state', 'ledger.db');
   const configPath = await writeConfig(tmp.path, {
-    watch: { root: exportsRoot, settle_seconds: 0.3, missing_file_seconds: 30, ...options.watch },
+    watch: { root: exportsRoot, ...(tuned ? { settle_seconds: 0.3, missing_file_seconds: 30 } : {}), ...options.watch },
     ledger: { path: ledgerPath },
-    upload: { concurrency: 4, part_size: '5MiB', retry_initial: 0.05, retry_max: 0.5, stall_timeout: 10, ...options.upload },
+    upload: { ...(tuned ? { concurrency: 4, part_size: '5MiB', retry_initial: 0.05, retry_max: 0.5, stall_timeout: 10 } : {}), ...options.upload },
     targets: {
-      alo: { type: 'alo', base_url: alo.baseUrl, auth: { bearer: ALO_TOKEN }, multipart_threshold: '5MiB', ...options.alo },
+      alo: { type: 'alo', base_url: alo.baseUrl, auth: { bearer: ALO_TOKEN }, ...(tuned ? { multipart_threshold: '5MiB' } : {}), ...options.alo },
     },
-    log: { level: 'debug' },
+    log: { level: 'debug', ...options.log },
   });
   return {
     dir: tmp.path,
