@@ -9,6 +9,8 @@
  */
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import net from 'node:net';
+import { Transform } from 'node:stream';
 import { dirname, join, relative } from 'node:path';
 import { ALO_TOKEN, startAloSite, type AloSite } from '../test/support/alo-site.js';
 import { DaemonProcess, runCli, type LogLine } from '../test/support/daemon-process.js';
@@ -16,6 +18,8 @@ import { MiB, writeThumbnail, writeVideo } from '../test/support/files.js';
 import { incidentManifest, writeManifest } from '../test/support/manifest.js';
 
 const TIMEOUT_MS = 120_000;
+/** Loopback moves 40 MiB in a blink: the S3 store sits behind a link this fast so the progress shows. */
+const LINK_BYTES_PER_SECOND = 12 * 1024 * 1024;
 const POLL_MS = 500;
 const INCIDENT_ID = '8d1635ed-f747-427c-9b35-d83a08d08ab5';
 const FAILED_ERROR = 'G64 export failed with: No video available for the camera during the selected time period.';
@@ -103,8 +107,48 @@ function timeout<T>(ms: number, what: string): { promise: Promise<T>; cancel: ()
   return { promise, cancel: () => clearTimeout(timer) };
 }
 
+/**
+ * A TCP proxy in front of the S3 store that lets at most `bytesPerSecond` through towards it, shared by
+ * every connection, like the uplink of a recorder box. Bytes pass unchanged (the signed Host header too).
+ */
+async function startThrottledLink(target: string, bytesPerSecond: number): Promise<{ origin: string; close: () => Promise<void> }> {
+  const { hostname, port } = new URL(target);
+  let nextFree = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(port), hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.once('close', () => sockets.delete(s));
+      s.once('error', () => undefined);
+    }
+    const throttle = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        const now = Date.now();
+        nextFree = Math.max(now, nextFree) + (1000 * chunk.length) / bytesPerSecond;
+        setTimeout(() => callback(null, chunk), Math.max(0, nextFree - now - 50));
+      },
+    });
+    client.pipe(throttle).pipe(upstream);
+    upstream.pipe(client);
+    client.once('close', () => upstream.destroy());
+    upstream.once('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address() as net.AddressInfo;
+  return {
+    origin: `http://127.0.0.1:${address.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
 let site: AloSite | null = null;
 let daemon: DaemonProcess | null = null;
+let link: { origin: string; close: () => Promise<void> } | null = null;
 
 async function demo(): Promise<void> {
   const root = repoRoot();
@@ -119,7 +163,10 @@ async function demo(): Promise<void> {
     alo: { multipart_threshold: '16MiB' },
     log: { level: 'info' },
   });
+  link = await startThrottledLink(site.store.origin, LINK_BYTES_PER_SECOND);
+  site.store.setPublicOrigin(link.origin);
   say(`ALO emulator at ${site.alo.baseUrl}, its S3 store at ${site.store.origin}`);
+  say(`the store's presigned URLs point at ${link.origin}: a link of ${LINK_BYTES_PER_SECOND / MiB} MiB/s to it, so the progress is visible`);
 
   // The export, as a VMS writes it: the video files, then the manifest naming them.
   const folder = join(site.exportsRoot, '2024-02-02', 'incident-1104');
@@ -165,37 +212,42 @@ async function demo(): Promise<void> {
     }
   };
   const deadline = started + TIMEOUT_MS;
-  for (;;) {
-    showLogs();
-    if (exited) throw new DemoFailure(`the daemon exited early: ${JSON.stringify(exited)}`);
-    if (Date.now() > deadline) throw new DemoFailure(`timed out after ${TIMEOUT_MS / 1000} s waiting for the upload`);
-    const snap = await status(site.configPath);
-    const incident = snap.incidents.find((i) => i.id === INCIDENT_ID);
-    for (const v of incident?.videos ?? []) {
-      for (const u of v.uploads) {
-        const pct = u.bytesTotal > 0 ? Math.floor((100 * u.bytesDone) / u.bytesTotal) : 100;
-        const line = `${`${v.id}${u.role === 'thumbnail' ? ' (thumbnail)' : ''}`.padEnd(24)} → ${u.target}: ${u.state.padEnd(9)} ${mib(u.bytesDone).padStart(9)} / ${mib(u.bytesTotal).padStart(9)} ${String(pct).padStart(3)}%  (${u.partsDone}/${u.partsTotal} parts)${u.lastError ? `  last error: ${u.lastError}` : ''}`;
-        if (lastLine.get(u.id) !== line) {
-          lastLine.set(u.id, line);
-          say(`progress: ${line}`);
+  const logTimer = setInterval(showLogs, 100); // log lines as they come, between the slower status polls
+  try {
+    for (;;) {
+      showLogs();
+      if (exited) throw new DemoFailure(`the daemon exited early: ${JSON.stringify(exited)}`);
+      if (Date.now() > deadline) throw new DemoFailure(`timed out after ${TIMEOUT_MS / 1000} s waiting for the upload`);
+      const snap = await status(site.configPath);
+      const incident = snap.incidents.find((i) => i.id === INCIDENT_ID);
+      for (const v of incident?.videos ?? []) {
+        for (const u of v.uploads) {
+          const pct = u.bytesTotal > 0 ? Math.floor((100 * u.bytesDone) / u.bytesTotal) : 100;
+          const line = `${`${v.id}${u.role === 'thumbnail' ? ' (thumbnail)' : ''}`.padEnd(24)} → ${u.target}: ${u.state.padEnd(9)} ${mib(u.bytesDone).padStart(9)} / ${mib(u.bytesTotal).padStart(9)} ${String(pct).padStart(3)}%  (${u.partsDone}/${u.partsTotal} parts)${u.lastError ? `  last error: ${u.lastError}` : ''}`;
+          if (lastLine.get(u.id) !== line) {
+            lastLine.set(u.id, line);
+            say(`progress: ${line}`);
+          }
         }
       }
+      const alo = site.alo.incident(INCIDENT_ID);
+      const platformHasAll =
+        alo !== undefined &&
+        ['good-file-1', 'good-file-2'].every((id) => alo.uploaded_videos.some((v) => v.id === id)) &&
+        alo.failed_videos.some((v) => v.id === 'bad-file-2');
+      const totals = snap.totals ?? { queued: 0, uploading: 0, done: 0, failed: 0, waiting: 0, failedVideos: 0 };
+      const ledgerUpToDate =
+        incident !== undefined &&
+        incident.reports.length > 0 &&
+        incident.reports.every((r) => r.upToDate) &&
+        totals.done === sources.length &&
+        totals.queued + totals.uploading + totals.failed === 0;
+      if (platformHasAll && ledgerUpToDate) break;
+      if (totals.failed > 0) throw new DemoFailure(`an upload failed: ${JSON.stringify(incident?.videos.flatMap((v) => v.uploads).filter((u) => u.state === 'failed'))}`);
+      await new Promise((r) => setTimeout(r, POLL_MS));
     }
-    const alo = site.alo.incident(INCIDENT_ID);
-    const platformHasAll =
-      alo !== undefined &&
-      ['good-file-1', 'good-file-2'].every((id) => alo.uploaded_videos.some((v) => v.id === id)) &&
-      alo.failed_videos.some((v) => v.id === 'bad-file-2');
-    const totals = snap.totals ?? { queued: 0, uploading: 0, done: 0, failed: 0, waiting: 0, failedVideos: 0 };
-    const ledgerUpToDate =
-      incident !== undefined &&
-      incident.reports.length > 0 &&
-      incident.reports.every((r) => r.upToDate) &&
-      totals.done === sources.length &&
-      totals.queued + totals.uploading + totals.failed === 0;
-    if (platformHasAll && ledgerUpToDate) break;
-    if (totals.failed > 0) throw new DemoFailure(`an upload failed: ${JSON.stringify(incident?.videos.flatMap((v) => v.uploads).filter((u) => u.state === 'failed'))}`);
-    await new Promise((r) => setTimeout(r, POLL_MS));
+  } finally {
+    clearInterval(logTimer);
   }
   showLogs();
   say('the platform has every video and the ledger reports the incident up to date');
@@ -245,6 +297,10 @@ async function demo(): Promise<void> {
   if (exit.code !== 0) throw new DemoFailure(`the daemon exited with ${JSON.stringify(exit)} after SIGTERM, expected code 0`);
   daemon = null;
   say('daemon stopped cleanly (exit code 0)');
+  const stderr = d.stderr.join('').trim();
+  if (stderr) say(`note: the daemon wrote to stderr:\n  ${stderr.split('\n').join('\n  ')}`);
+  await link.close();
+  link = null;
   await site.close();
   site = null;
 
@@ -264,6 +320,7 @@ async function cleanUp(): Promise<void> {
     daemon.kill('SIGKILL');
     await daemon.exited;
   }
+  await link?.close().catch(() => undefined);
   await site?.close().catch(() => undefined);
 }
 

@@ -227,7 +227,6 @@ export class UploadLedger {
   videoReady(incidentId: string, videoId: string, files: HashedFile[], plans: UploadPlan[], notes: string[] = []): void {
     this.db.transaction(() => {
       const t = now();
-      this.db.prepare(`DELETE FROM video_files WHERE incident_id = ? AND video_id = ? AND role NOT IN (${files.map(() => '?').join(',') || "''"})`).run(incidentId, videoId, ...files.map((f) => f.role));
       const setFile = this.db.prepare(
         `UPDATE video_files SET path = ?, size = ?, mtime_ms = ?, sha256 = ?, content_type = ? WHERE incident_id = ? AND video_id = ? AND role = ?`,
       );
@@ -239,9 +238,13 @@ export class UploadLedger {
         const file = files.find((f) => f.role === plan.role);
         if (file) this.planUpload(incidentId, videoId, file, plan, t);
       }
-      this.db
-        .prepare(`DELETE FROM uploads WHERE incident_id = ? AND video_id = ? AND role NOT IN (${files.map(() => '?').join(',') || "''"})`)
-        .run(incidentId, videoId, ...files.map((f) => f.role));
+      // A thumbnail dropped this time (missing, not an image) has no upload.
+      const roles = new Set(files.map((f) => f.role));
+      for (const u of this.db.prepare('SELECT id, role FROM uploads WHERE incident_id = ? AND video_id = ?').all(incidentId, videoId) as Row[]) {
+        if (roles.has(u.role as FileRole)) continue;
+        this.queueAbortFor(Number(u.id));
+        this.db.prepare('DELETE FROM uploads WHERE id = ?').run(u.id);
+      }
       this.bumpReportsIfFinal(incidentId, videoId);
     })();
   }
@@ -486,14 +489,18 @@ export class UploadLedger {
     }
   }
 
+  /**
+   * A video is final for a target once its video upload is done or failed and nothing of it is
+   * still queued. A thumbnail that failed does not fail the video: it is reported without it.
+   */
   private videoOutcome(incidentId: string, videoId: string, target: string): 'pending' | 'uploaded' | 'failed' {
     const v = this.db.prepare('SELECT state FROM videos WHERE incident_id = ? AND id = ?').get(incidentId, videoId) as Row | undefined;
     if (!v || v.state === 'waiting') return 'pending';
     if (v.state === 'failed') return 'failed';
-    const states = (this.db.prepare('SELECT state FROM uploads WHERE incident_id = ? AND video_id = ? AND target = ?').all(incidentId, videoId, target) as Row[]).map((r) => r.state);
-    if (states.length === 0) return 'pending';
-    if (states.includes('failed')) return 'failed';
-    return states.every((s) => s === 'done') ? 'uploaded' : 'pending';
+    const uploads = this.db.prepare('SELECT role, state FROM uploads WHERE incident_id = ? AND video_id = ? AND target = ?').all(incidentId, videoId, target) as Row[];
+    const video = uploads.find((u) => u.role === 'video');
+    if (!video || uploads.some((u) => u.state === 'queued')) return 'pending';
+    return video.state === 'done' ? 'uploaded' : 'failed';
   }
 
   reportsDue(): ReportDue[] {
@@ -520,10 +527,10 @@ export class UploadLedger {
       const uploads = this.db.prepare('SELECT role, result, last_error, state FROM uploads WHERE incident_id = ? AND video_id = ? AND target = ?').all(incidentId, v.id, target) as Row[];
       if (outcome === 'uploaded') {
         const results: Partial<Record<FileRole, UploadResult>> = {};
-        for (const u of uploads) results[u.role as FileRole] = JSON.parse(String(u.result)) as UploadResult;
+        for (const u of uploads.filter((u) => u.state === 'done')) results[u.role as FileRole] = JSON.parse(String(u.result)) as UploadResult;
         reported.push({ video: info, outcome, results });
       } else if (outcome === 'failed') {
-        const errors = uploads.filter((u) => u.state === 'failed').map((u) => `${String(u.role)} upload failed: ${String(u.last_error)}`);
+        const errors = uploads.filter((u) => u.role === 'video' && u.state === 'failed').map((u) => `upload failed: ${String(u.last_error)}`);
         reported.push({ video: info, outcome, errors });
       }
     }

@@ -103,7 +103,7 @@ export class VideoPlanner {
         continue;
       }
       const st = await stat(where.path);
-      if (this.settle.observe(where.path, { size: st.size, mtimeMs: st.mtimeMs }, now) !== 'settled') {
+      if (this.settle.observe(where.path, { size: st.size, mtimeMs: st.mtimeMs }, performance.now()) !== 'settled') {
         waiting = true;
         continue;
       }

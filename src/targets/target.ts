@@ -18,6 +18,7 @@
  *   they are missing (after a restart) or refused (`new-url`).
  */
 import type { PartLayout } from '../plan/part-plan.js';
+import type { ManifestIncident, ManifestVideo } from '../watch/manifest.js';
 
 /** How a failure must be handled. Decided once, where the response is read. */
 export type ErrorKind =
@@ -44,27 +45,10 @@ export class TargetError extends Error {
 export type FileRole = 'video' | 'thumbnail';
 
 /** Incident fields as the manifest gave them; what platforms show or receive as metadata. */
-export interface IncidentInfo {
-  id: string;
-  title?: string;
-  description?: string;
-  incident_at?: string;
-  created_at?: string;
-  updated_at?: string;
-  latitude?: number;
-  longitude?: number;
-}
+export type IncidentInfo = ManifestIncident;
 
-export interface VideoInfo {
-  id: string;
-  camera_id?: string;
-  camera_name?: string;
-  camera_description?: string;
-  camera_latitude?: number;
-  camera_longitude?: number;
-  started_at?: string;
-  ended_at?: string;
-}
+/** A video's fields as the manifest gave them, without its files and export errors. */
+export type VideoInfo = Omit<ManifestVideo, 'file' | 'thumbnail' | 'errors'>;
 
 /** One file to send, as the ledger knows it after hashing. */
 export interface SourceFile {

@@ -6,6 +6,7 @@
  * that is down only ever holds its own uploads: its parts release their slot while they back
  * off, and each target may run at most `concurrency` uploads at once.
  */
+import { setMaxListeners } from 'node:events';
 import { stat } from 'node:fs/promises';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
@@ -42,6 +43,8 @@ export class UploadEngine {
 
   constructor(private readonly o: EngineOptions) {
     this.parts = new Semaphore(o.concurrency);
+    // Every running upload listens for the shutdown: as many as concurrency × targets.
+    setMaxListeners(0, this.root.signal);
   }
 
   /** Looks for work in the ledger; call whenever it may have gained some. */
@@ -92,6 +95,7 @@ export class UploadEngine {
     const { file } = upload;
     const log = this.o.log.child({ uploadId: upload.id, incidentId: file.incident.id, videoId: file.video.id, target: target.name, role: file.role });
     const ctl = new AbortController();
+    setMaxListeners(this.o.concurrency * 4 + 10, ctl.signal);
     const onRootAbort = (): void => ctl.abort(this.root.signal.reason);
     this.root.signal.addEventListener('abort', onRootAbort, { once: true });
     try {
@@ -176,16 +180,17 @@ export class UploadEngine {
       this.o.ledger.partDone(upload.id, part.number, receipt.etag, receipt.session);
       log.debug({ event: 'upload.part.done', part: part.number, bytes: part.size }, 'part done');
     };
-    await Promise.allSettled(
-      parts
-        .filter((p) => p.state === 'pending')
-        .map((p) =>
-          sendOne(p).catch((err) => {
-            if (failure === null) failure = err;
-            ctl.abort(err);
-          }),
-        ),
-    );
+    // As many workers as parts may be in flight: each takes the next pending part in order.
+    const queue = parts.filter((p) => p.state === 'pending');
+    const worker = async (): Promise<void> => {
+      for (let part = queue.shift(); part && failure === null; part = queue.shift()) {
+        await sendOne(part).catch((err: unknown) => {
+          if (failure === null) failure = err;
+          ctl.abort(err);
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.o.concurrency, queue.length) }, worker));
     if (failure !== null) throw failure;
     return session;
   }

@@ -96,7 +96,7 @@ export class FolderWatcher {
 
   private async checkManifest(path: string): Promise<boolean> {
     const st = await stat(path);
-    if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, Date.now()) !== 'settled') return false;
+    if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, performance.now()) !== 'settled') return false;
     this.candidates.delete(path);
     this.settle.forget(path);
     const text = await readFile(path, 'utf8');

@@ -89,7 +89,7 @@ describe('UploadLedger', () => {
     ledger.partDone(id!, 1, 'e1');
     ledger.uploadFailed(id!, 'ALO answered 400: bad part');
     expect(ledger.pendingAborts().map((a) => a.session)).toEqual([{ mode: 'multipart', upload_id: 'u-1' }]);
-    expect(ledger.buildReport('inc-1', 'alo').videos).toEqual([{ video: { id: 'v1' }, outcome: 'failed', errors: ['video upload failed: ALO answered 400: bad part'] }]);
+    expect(ledger.buildReport('inc-1', 'alo').videos).toEqual([{ video: { id: 'v1' }, outcome: 'failed', errors: ['upload failed: ALO answered 400: bad part'] }]);
 
     expect(ledger.retry(String(id))).toEqual({ uploads: 1, videos: 0, incident: null });
     const again = ledger.loadUpload(id!)!;
@@ -119,6 +119,20 @@ describe('UploadLedger', () => {
     expect(ledger.videoContext('inc-1', 'v1').info.camera_name).toBe('renamed');
     expect(ledger.buildReport('inc-1', 'alo').incident.title).toBe('Break-in (updated)');
     expect(ledger.reportsDue()).toHaveLength(1);
+  });
+
+  it('reports a video whose thumbnail failed as uploaded, without the thumbnail', () => {
+    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4', thumbnail: 'a.jpg' }]));
+    const thumb: HashedFile = { ...hashed('t'), role: 'thumbnail', path: '/exports/inc-1/a.jpg' };
+    ledger.videoReady('inc-1', 'v1', [hashed('v'), thumb], [
+      { target: 'alo', role: 'video', parts },
+      { target: 'alo', role: 'thumbnail', parts: [{ number: 1, offset: 0, size: 100, md5: 'c'.repeat(32) }] },
+    ]);
+    const [videoUpload, thumbUpload] = ledger.queuedUploadIds(10, new Set());
+    ledger.uploadFailed(thumbUpload!, 'refused');
+    expect(ledger.buildReport('inc-1', 'alo').videos).toEqual([]);
+    ledger.uploadDone(videoUpload!, { s3_key: 'k/a.mp4' });
+    expect(ledger.buildReport('inc-1', 'alo').videos).toEqual([{ video: { id: 'v1' }, outcome: 'uploaded', results: { video: { s3_key: 'k/a.mp4' } } }]);
   });
 
   it('logs an invalid manifest once per version', () => {
