@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DaemonProcess, waitFor } from '../support/daemon-process.js';
 import { MiB, sha256File, writeVideo } from '../support/files.js';
 import { incidentManifest, writeManifest } from '../support/manifest.js';
-import { startAloSite, type AloSite } from '../support/alo-site.js';
+import { ALO_TOKEN, startAloSite, type AloSite } from '../support/alo-site.js';
 
 let site: AloSite;
 const daemons: DaemonProcess[] = [];
@@ -23,6 +23,14 @@ afterEach(async () => {
   }
   await site?.close();
 });
+
+/** Error paths log URLs and platform answers: none of them may carry a secret. */
+function expectNoSecretsLogged(d: DaemonProcess): void {
+  const text = [...d.logs.map((l) => JSON.stringify(l)), ...d.stderr].join('\n');
+  expect(text).not.toContain(ALO_TOKEN);
+  expect(text).not.toMatch(/X-Amz-Signature=[0-9a-f]/i);
+  expect(text).not.toMatch(/X-Amz-Credential=[A-Z0-9]/i);
+}
 
 function start(): DaemonProcess {
   const d = DaemonProcess.run(site.configPath);
@@ -106,9 +114,13 @@ describe('network and platform faults', () => {
     site.alo.resetNext('complete_multipart_upload', 1, 'after');
     const sha = await oneVideoIncident('faults-1', 12 * MiB + 5);
 
-    start();
+    const d = start();
     const key = await reportedKey('faults-1');
     expect(await site.store.objectSha256(key)).toBe(sha);
+    expect(d.events('upload.retry').length).toBeGreaterThanOrEqual(5);
+    // The failing URLs were logged (so the check below has something to look at), masked.
+    expect(JSON.stringify(d.logs)).toContain('X-Amz-Signature=***');
+    expectNoSecretsLogged(d);
     // The complete went through the first time; its answer was lost, and the 404 that followed counts as done.
     expect(site.alo.calls.filter((c) => c.route === 'complete_multipart_upload').map((c) => c.status)).toEqual([0, 404]);
     expect(site.store.requests.filter((r) => r.key === key && r.status === 503)).toHaveLength(2);
@@ -120,9 +132,10 @@ describe('network and platform faults', () => {
     site.store.injectFaults({ kind: 'status', status: 403, code: 'AccessDenied', partNumber: 2 });
     const sha = await oneVideoIncident('expiry-1', 35 * MiB); // 7 parts × 400 ms: longer than the URLs live
 
-    start();
+    const d = start();
     const key = await reportedKey('expiry-1');
     expect(await site.store.objectSha256(key)).toBe(sha);
+    expectNoSecretsLogged(d);
     const urlCalls = site.alo.calls.filter((c) => c.route === 'upload_urls' && c.status === 200);
     expect(urlCalls.length).toBeGreaterThanOrEqual(3);
     // No part was ever sent with an expired URL: renewal came first.
