@@ -8,11 +8,12 @@ import { ConfigError, loadConfig, readLedgerPath, resolveConfigPath } from './co
 import { describeConfig } from './config/mask.js';
 import { Daemon } from './daemon.js';
 import { LedgerOpenError, openDatabase } from './ledger/database.js';
-import { readStatus } from './ledger/status-snapshot.js';
+import { emptyStatus, hasSchema, readStatus } from './ledger/status-snapshot.js';
 import { UploadLedger } from './ledger/upload-ledger.js';
 import { createLogger, describeError } from './log/logger.js';
 import { formatStatus } from './status/format-status.js';
-import { UnsupportedTargetError } from './targets/index.js';
+import { unsupportedTargets } from './targets/index.js';
+import type { Config } from './config/schema.js';
 
 const USAGE = `usage:
   vms-uplink run [--config FILE]            run the daemon in the foreground
@@ -49,16 +50,19 @@ function parseArgs(argv: string[]): Args {
   return args;
 }
 
+/** The configuration, refused (exit 2) when it names a platform this version cannot upload to. */
+function loadUsableConfig(args: Args): Config {
+  const path = resolveConfigPath(args.config);
+  const config = loadConfig(path);
+  const unsupported = unsupportedTargets(config);
+  if (unsupported.length > 0) throw new ConfigError(path, unsupported);
+  return config;
+}
+
 async function run(args: Args): Promise<number> {
-  const config = loadConfig(resolveConfigPath(args.config));
+  const config = loadUsableConfig(args);
   const log = createLogger(config.log.level);
-  let daemon: Daemon;
-  try {
-    daemon = Daemon.open(config, log);
-  } catch (err) {
-    if (err instanceof UnsupportedTargetError) throw new ConfigError(resolveConfigPath(args.config), [err.message]);
-    throw err;
-  }
+  const daemon = Daemon.open(config, log);
   const onSignal = (signal: string): void => {
     log.info({ event: 'daemon.signal', signal }, `${signal} received`);
     daemon.stop();
@@ -72,16 +76,14 @@ async function run(args: Args): Promise<number> {
 
 function status(args: Args): number {
   const path = readLedgerPath(resolveConfigPath(args.config));
-  if (!existsSync(path)) {
-    console.log(args.json ? JSON.stringify({ ledger: path, incidents: [] }) : `no ledger at ${path} yet: the daemon has not run`);
-    return 0;
-  }
-  const db = openDatabase(path, { readonly: true });
+  const db = existsSync(path) ? openDatabase(path, { readonly: true }) : null;
   try {
-    const snapshot = readStatus(db);
-    console.log(args.json ? JSON.stringify(snapshot, null, 2) : formatStatus(snapshot));
+    // A ledger the daemon is creating right now has no tables yet: nothing to show either.
+    const snapshot = db && hasSchema(db) ? readStatus(db) : null;
+    if (args.json) console.log(JSON.stringify({ ledger: path, ...(snapshot ?? emptyStatus()) }, null, 2));
+    else console.log(snapshot ? formatStatus(snapshot) : `no ledger at ${path} yet: the daemon has not run`);
   } finally {
-    db.close();
+    db?.close();
   }
   return 0;
 }
@@ -110,7 +112,7 @@ async function main(argv: string[]): Promise<number> {
       case 'run':
         return await run(args);
       case 'check-config':
-        console.log(describeConfig(loadConfig(resolveConfigPath(args.config))));
+        console.log(describeConfig(loadUsableConfig(args)));
         return 0;
       case 'status':
         return status(args);

@@ -48,6 +48,14 @@ type Row = Record<string, unknown>;
 const iso = (ms: unknown): string | null => (typeof ms === 'number' ? new Date(ms).toISOString() : null);
 const list = (v: unknown): string[] => (typeof v === 'string' ? (JSON.parse(v) as string[]) : []);
 
+export function hasSchema(db: Db): boolean {
+  return (db.pragma('user_version', { simple: true }) as number) > 0;
+}
+
+export function emptyStatus(): StatusSnapshot {
+  return { incidents: [], invalidManifests: [], pendingAborts: 0, totals: { queued: 0, uploading: 0, done: 0, failed: 0, waiting: 0, failedVideos: 0 } };
+}
+
 export function readStatus(db: Db): StatusSnapshot {
   const uploads = db
     .prepare(

@@ -29,6 +29,7 @@ export interface WatcherOptions {
 const MANIFESTS = new Set<string>(MANIFEST_NAMES);
 /** Deeper than any VMS export layout; a guard against symlink loops and runaway trees. */
 const MAX_DEPTH = 12;
+const FRESH_DIR_MS = 10_000;
 
 export class FolderWatcher {
   private watcher: FSWatcher | null = null;
@@ -38,13 +39,18 @@ export class FolderWatcher {
   /** The content hash each manifest path was last applied or refused with. */
   private readonly seen = new Map<string, string>();
   private rootMissingLogged = false;
+  /** Folders that appeared lately, and until when they are scanned on every tick. */
+  private readonly freshDirs = new Map<string, number>();
 
   constructor(private readonly o: WatcherOptions) {
     this.settle = new SettleTracker(o.settleMs);
   }
 
+  /**
+   * Watches first and scans once the watcher is ready, so a manifest written during start-up is
+   * seen by one or the other.
+   */
   async start(): Promise<void> {
-    await this.rescan();
     this.watcher = chokidar.watch(this.o.root, {
       ignoreInitial: true,
       followSymlinks: false,
@@ -59,7 +65,12 @@ export class FolderWatcher {
       if (MANIFESTS.has(basename(path))) this.candidates.add(path);
     };
     this.watcher.on('add', onFile).on('change', onFile);
+    // An exporter that creates a folder and renames a manifest into it at once can beat the
+    // watch on the new folder: such folders are scanned on every tick for a while.
+    this.watcher.on('addDir', (dir: string) => this.freshDirs.set(dir, performance.now() + FRESH_DIR_MS));
     this.watcher.on('error', (err) => this.o.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`));
+    await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
+    await this.rescan();
   }
 
   async stop(): Promise<void> {
@@ -82,6 +93,10 @@ export class FolderWatcher {
 
   /** Reads every candidate manifest that has settled; true when the ledger changed. */
   async tick(): Promise<boolean> {
+    for (const [dir, until] of this.freshDirs) {
+      if (until < performance.now()) this.freshDirs.delete(dir);
+      for (const path of await findManifests(dir, 0)) if (!this.seen.has(path)) this.candidates.add(path);
+    }
     let changed = false;
     for (const path of [...this.candidates]) {
       try {

@@ -1,0 +1,306 @@
+/**
+ * The command line of CONTRACT §2 and §4 as an operator meets it: exit codes, what is printed,
+ * and that a bad configuration or a broken ledger starts nothing and changes nothing.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it, type TestContext } from 'vitest';
+import { startAloSite, type AloSite, type AloSiteOptions } from '../support/alo-site.js';
+import { DaemonProcess, runCli, waitFor, writeConfig } from '../support/daemon-process.js';
+import { MiB, tempDir, writeVideo } from '../support/files.js';
+import { incidentManifest, writeManifest } from '../support/manifest.js';
+
+interface Harness {
+  dir(): Promise<string>;
+  site(options?: AloSiteOptions): Promise<AloSite>;
+  daemon(s: AloSite): DaemonProcess;
+}
+
+/** Everything one test starts, torn down when it finishes (the tests run concurrently). */
+function harness(ctx: TestContext): Harness {
+  const cleanups: Array<() => Promise<void>> = [];
+  ctx.onTestFinished(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  return {
+    async dir() {
+      const t = await tempDir();
+      cleanups.push(t.cleanup);
+      return t.path;
+    },
+    async site(options = {}) {
+      const s = await startAloSite(options);
+      cleanups.push(() => s.close());
+      return s;
+    },
+    daemon(s) {
+      const d = DaemonProcess.run(s.configPath);
+      cleanups.push(async () => {
+        d.kill('SIGKILL');
+        await d.exited;
+      });
+      return d;
+    },
+  };
+}
+
+/** A configuration that validates, for a directory; `patch` replaces top-level sections. */
+async function configIn(dir: string, patch: Record<string, unknown> = {}): Promise<{ configPath: string; ledgerPath: string }> {
+  const ledgerPath = join(dir, 'state', 'ledger.db');
+  await mkdir(join(dir, 'exports'), { recursive: true });
+  const configPath = await writeConfig(dir, {
+    watch: { root: join(dir, 'exports'), settle_seconds: 0.3 },
+    ledger: { path: ledgerPath },
+    targets: { alo: { type: 'alo', base_url: 'http://127.0.0.1:9/v1', auth: { bearer: 'not-used' } } },
+    ...patch,
+  });
+  return { configPath, ledgerPath };
+}
+
+interface Snapshot {
+  incidents: Array<{
+    id: string;
+    videos: Array<{ id: string; state: string; uploads: Array<{ role: string; state: string; bytesDone: number; bytesTotal: number; lastError: string | null }> }>;
+  }>;
+  totals: { queued: number; uploading: number; done: number; failed: number; waiting: number; failedVideos: number };
+}
+
+async function statusJson(configPath: string): Promise<Snapshot> {
+  const r = await runCli(['status', '--json', '--config', configPath]);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as Snapshot;
+}
+
+describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
+  it('refuses a bad configuration with exit 2, naming every offending key by its YAML path, and starts nothing', async (ctx) => {
+    const dir = await harness(ctx).dir();
+    const { configPath, ledgerPath } = await configIn(dir, {
+      upload: { concurrency: 0 },
+      targets: { alo: { type: 'alo', base_url: 'not a url', auth: { bearer: 'x' } } },
+    });
+
+    for (const command of ['run', 'check-config']) {
+      const r = await runCli([command, '--config', configPath]);
+      expect(r.code, `${command}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(/^\s*targets\.alo\.base_url: /m);
+      expect(r.stderr).toMatch(/^\s*upload\.concurrency: /m);
+    }
+    expect(existsSync(ledgerPath)).toBe(false);
+    expect(existsSync(join(dir, 'state'))).toBe(false);
+  });
+
+  it('refuses to run a target type this version does not support yet (exit 2, targets.<name>.type)', async (ctx) => {
+    const dir = await harness(ctx).dir();
+    const { configPath, ledgerPath } = await configIn(dir, {
+      targets: { aion: { type: 'aionvision', base_url: 'https://api.aionvision.tech/api/v2', auth: { bearer: 'x' } } },
+    });
+    const r = await runCli(['run', '--config', configPath]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain('targets.aion.type');
+    expect(existsSync(ledgerPath)).toBe(false);
+  });
+
+  it('check-config refuses the target type that run refuses (exit 2, targets.<name>.type)', async (ctx) => {
+    // "validates the file": a file that check-config passes must not be refused by run as bad configuration.
+    const dir = await harness(ctx).dir();
+    const { configPath } = await configIn(dir, {
+      targets: { aion: { type: 'aionvision', base_url: 'https://api.aionvision.tech/api/v2', auth: { bearer: 'x' } } },
+    });
+    const r = await runCli(['check-config', '--config', configPath]);
+    expect(r.code, `check-config accepted it (exit ${String(r.code)}), printing:\n${r.stdout.slice(0, 400)}`).toBe(2);
+    expect(r.stderr).toContain('targets.aion.type');
+  });
+
+  it('refuses a configuration that names an unset environment variable (exit 2, naming the path)', async (ctx) => {
+    const dir = await harness(ctx).dir();
+    const variable = `VMS_UPLINK_TEST_UNSET_${randomBytes(4).toString('hex').toUpperCase()}`;
+    const { configPath, ledgerPath } = await configIn(dir, {
+      targets: { alo: { type: 'alo', base_url: 'http://127.0.0.1:9/v1', auth: { bearer: `\${${variable}}` } } },
+    });
+    for (const command of ['run', 'check-config']) {
+      const r = await runCli([command, '--config', configPath]);
+      expect(r.code, `${command}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(/^\s*targets\.alo\.auth\.bearer: /m);
+      expect(r.stderr).toContain(variable);
+    }
+    expect(existsSync(ledgerPath)).toBe(false);
+  });
+
+  it('check-config prints the resolved configuration with every secret masked', async (ctx) => {
+    const dir = await harness(ctx).dir();
+    const envToken = `alo-env-token-${randomUUID()}`;
+    const fileToken = `file-token-${randomUUID()}`;
+    const loginUser = `operator-${randomUUID()}`;
+    const loginPassword = `login-password-${randomUUID()}`;
+    const headerValue = `header-value-${randomUUID()}`;
+    const tokenFile = join(dir, 'alo_key');
+    await writeFile(tokenFile, `${fileToken}\n`);
+    // Every auth form (CONTRACT §4), on targets of the type this version runs.
+    const { configPath } = await configIn(dir, {
+      targets: {
+        alo: { type: 'alo', base_url: 'https://api.alo.ai/v1', auth: { bearer: '${VMS_UPLINK_TEST_ALO_TOKEN}' } },
+        alo_file: { type: 'alo', base_url: 'https://api.alo.ai/v1', auth: { bearer_file: tokenFile } },
+        alo_header: { type: 'alo', base_url: 'https://api.alo.ai/v1', auth: { header: 'X-Api-Key', value: headerValue } },
+        alo_login: {
+          type: 'alo',
+          base_url: 'https://alo.example.com/v1',
+          auth: {
+            login: { url: 'https://alo.example.com/v1/login', body: { username: loginUser, password: loginPassword }, token_field: 'data.access_token' },
+            send_as: { query: 'access_token' },
+          },
+        },
+      },
+    });
+
+    const r = await runCli(['check-config', '--config', configPath], { VMS_UPLINK_TEST_ALO_TOKEN: envToken });
+    expect(r.code, r.stderr).toBe(0);
+    const printed = r.stdout + r.stderr;
+    for (const secret of [envToken, fileToken, loginUser, loginPassword, headerValue]) expect(printed).not.toContain(secret);
+    // Resolved, not just echoed: the non-secret values are there, the secrets replaced.
+    expect(r.stdout).toContain('https://api.alo.ai/v1');
+    expect(r.stdout).toContain('https://alo.example.com/v1/login');
+    expect(r.stdout).toContain(join(dir, 'exports'));
+    expect(r.stdout).toContain('***');
+    expect(r.stdout).not.toContain('${VMS_UPLINK_TEST_ALO_TOKEN}');
+  });
+
+  it('status before any run says there is no ledger yet', async (ctx) => {
+    const dir = await harness(ctx).dir();
+    const { configPath, ledgerPath } = await configIn(dir);
+    const text = await runCli(['status', '--config', configPath]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/no ledger/i);
+    const json = await runCli(['status', '--json', '--config', configPath]);
+    expect(json.code, json.stderr).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({ incidents: [] });
+    expect(existsSync(ledgerPath)).toBe(false);
+  });
+
+  it('status and status --json show the uploads while the daemon runs and after it stopped', async (ctx) => {
+    const h = harness(ctx);
+    const s = await h.site();
+    // Every PUT is answered 4 s after its body arrived, so the daemon is seen mid-upload.
+    s.store.setLatency(4_000);
+    const folder = join(s.exportsRoot, 'incident');
+    await writeVideo(join(folder, 'big.mp4'), 12 * MiB);
+    await writeVideo(join(folder, 'small.mp4'), 200 * 1024);
+    const id = randomUUID();
+    await writeManifest(
+      folder,
+      incidentManifest(id, [
+        { id: 'big', file: 'big.mp4' },
+        { id: 'small', file: 'small.mp4' },
+        { id: 'lost', errors: ['No video available for the camera during the selected time period.'] },
+      ]),
+    );
+
+    const d = h.daemon(s);
+    // The ledger is set up before `daemon.started` (a status racing that set-up is a test of its own below).
+    await waitFor(() => d.events('daemon.started').length > 0, 10_000, 'the daemon started');
+    const bigUpload = (st: Snapshot) => st.incidents[0]?.videos.find((v) => v.id === 'big')?.uploads.find((u) => u.role === 'video');
+    const during = await waitFor(async () => {
+      const st = await statusJson(s.configPath);
+      return bigUpload(st)?.state === 'uploading' ? st : undefined;
+    }, 20_000, 'status showing the big video uploading');
+    expect(bigUpload(during)).toMatchObject({ bytesTotal: 12 * MiB });
+    expect(bigUpload(during)!.bytesDone).toBeLessThan(12 * MiB);
+    expect(during.totals).toMatchObject({ failedVideos: 1, failed: 0, waiting: 0 });
+    expect(during.totals.uploading).toBeGreaterThanOrEqual(1);
+    expect(during.totals.queued + during.totals.uploading + during.totals.done).toBe(2);
+    const duringText = await runCli(['status', '--config', s.configPath]);
+    expect(duringText.code).toBe(0);
+    expect(duringText.stdout).toContain(id);
+    expect(duringText.stdout).toMatch(/video big .*\n.*12\.0 MiB/);
+
+    await waitFor(() => s.alo.incident(id)?.uploaded_videos.length === 2, 30_000, 'both videos uploaded');
+    const expected = { queued: 0, uploading: 0, done: 2, failed: 0, waiting: 0, failedVideos: 1 };
+    expect((await statusJson(s.configPath)).totals).toEqual(expected);
+
+    d.kill('SIGTERM');
+    expect(await d.exited).toEqual({ code: 0, signal: null });
+    const after = await statusJson(s.configPath);
+    expect(after.totals).toEqual(expected);
+    expect(after.incidents[0]!.videos.find((v) => v.id === 'big')!.uploads[0]).toMatchObject({ state: 'done', bytesDone: 12 * MiB });
+    const afterText = await runCli(['status', '--config', s.configPath]);
+    expect(afterText.code).toBe(0);
+    expect(afterText.stdout).toContain(id);
+    expect(afterText.stdout).toMatch(/2 done/);
+  });
+
+  it('status works on a ledger the daemon has only just created (its tables not yet there)', async (ctx) => {
+    // What a daemon starting on a new box leaves for an instant between creating the file and
+    // migrating it; an operator running `status` right then must not get a fatal error.
+    const dir = await harness(ctx).dir();
+    const { configPath, ledgerPath } = await configIn(dir);
+    await mkdir(join(dir, 'state'), { recursive: true });
+    const db = new Database(ledgerPath);
+    db.pragma('journal_mode = WAL');
+    db.close();
+
+    const json = await runCli(['status', '--json', '--config', configPath]);
+    expect(json.code, json.stderr).toBe(0);
+    expect(JSON.parse(json.stdout)).toMatchObject({ incidents: [] });
+    const text = await runCli(['status', '--config', configPath]);
+    expect(text.code, text.stderr).toBe(0);
+  });
+
+  it('retry puts a failed upload back in the queue; an unknown id exits 1, no id exits 2', async (ctx) => {
+    const h = harness(ctx);
+    const s = await h.site({ emulator: { maxUploadSizeMb: 1 } });
+    const folder = join(s.exportsRoot, 'too-big');
+    await writeVideo(join(folder, 'cam01.mp4'), 3 * MiB);
+    const id = randomUUID();
+    await writeManifest(folder, incidentManifest(id, [{ id: 'cam01', file: 'cam01.mp4' }]));
+
+    const d = h.daemon(s);
+    const incident = await waitFor(() => {
+      const i = s.alo.incident(id);
+      return i && i.failed_videos.length === 1 ? i : undefined;
+    }, 15_000, 'the too-big video reported failed');
+    const errors = incident.failed_videos[0]!.upload_errors.join('\n');
+    expect(errors).toContain('max_upload_size_mb');
+    expect(errors).toContain('cam01.mp4');
+    expect(s.store.requests.filter((r) => r.method === 'PUT' && r.status === 200)).toEqual([]);
+    d.kill('SIGTERM');
+    expect(await d.exited).toEqual({ code: 0, signal: null });
+    expect((await statusJson(s.configPath)).totals).toMatchObject({ failed: 1, queued: 0, done: 0 });
+
+    const retried = await runCli(['retry', id, '--config', s.configPath]);
+    expect(retried.code, retried.stderr).toBe(0);
+    const st = await statusJson(s.configPath);
+    expect(st.totals).toMatchObject({ failed: 0, queued: 1, done: 0 });
+    expect(st.incidents[0]!.videos[0]!.uploads[0]).toMatchObject({ role: 'video', state: 'queued' });
+
+    const unknown = await runCli(['retry', randomUUID(), '--config', s.configPath]);
+    expect(unknown.code, unknown.stderr).toBe(1);
+    const missing = await runCli(['retry', '--config', s.configPath]);
+    expect(missing.code, missing.stderr).toBe(2);
+    expect(missing.stderr).toMatch(/usage/i);
+  });
+
+  it('refuses to run on a corrupt ledger (exit 1, says how to recover) and leaves the file untouched', async (ctx) => {
+    const dir = await harness(ctx).dir();
+    const { configPath, ledgerPath } = await configIn(dir);
+    await mkdir(join(dir, 'state'), { recursive: true });
+    const garbage = Buffer.concat([Buffer.from('SQLite format 3\0', 'latin1'), randomBytes(16 * 1024)]);
+    await writeFile(ledgerPath, garbage);
+
+    const r = await runCli(['run', '--config', configPath]);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/corrupt/i);
+    expect(r.stderr).toContain(ledgerPath);
+    expect(r.stderr).toMatch(/backup|empty ledger|mv /i);
+    expect((await readFile(ledgerPath)).equals(garbage)).toBe(true);
+  });
+
+  it('an unknown command exits 2 with the usage', async () => {
+    const r = await runCli(['frobnicate']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('frobnicate');
+    expect(r.stderr).toMatch(/usage/i);
+    expect(r.stderr).toContain('check-config');
+  });
+});
