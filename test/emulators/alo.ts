@@ -5,7 +5,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listen } from './listen.js';
 import { z } from 'zod';
 import { S3Error, type S3Store } from './s3-store.js';
 
@@ -223,16 +223,7 @@ class AloServer implements AloEmulator {
   }
 
   async listen(host: string, port: number): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = this.server.address() as AddressInfo;
-    const hostPart = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    this.baseUrlValue = `http://${hostPart}:${address.port}/v1`;
+    this.baseUrlValue = `${await listen(this.server, host, port)}/v1`;
   }
 
   incident(id: string): AloIncident | undefined {

@@ -8,7 +8,8 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { listen } from './listen.js';
 import os from 'node:os';
 import path from 'node:path';
 import { Transform, Writable } from 'node:stream';
@@ -202,16 +203,7 @@ class S3StoreServer implements S3Store {
   }
 
   async listen(host: string, port: number, publicOrigin: string | undefined): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = this.server.address() as AddressInfo;
-    const hostPart = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    this.originValue = `http://${hostPart}:${address.port}`;
+    this.originValue = await listen(this.server, host, port);
     this.setPublicOrigin(publicOrigin ?? this.originValue);
   }
 

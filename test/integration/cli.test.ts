@@ -7,45 +7,12 @@ import Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it, type TestContext } from 'vitest';
-import { startAloSite, type AloSite, type AloSiteOptions } from '../support/alo-site.js';
-import { DaemonProcess, runCli, waitFor, writeConfig } from '../support/daemon-process.js';
-import { MiB, tempDir, writeVideo } from '../support/files.js';
+import { describe, expect, it } from 'vitest';
+import { harness } from '../support/harness.js';
+import { runCli, waitFor, writeConfig } from '../support/daemon-process.js';
+import { MiB, writeVideo } from '../support/files.js';
 import { incidentManifest, writeManifest } from '../support/manifest.js';
 
-interface Harness {
-  dir(): Promise<string>;
-  site(options?: AloSiteOptions): Promise<AloSite>;
-  daemon(s: AloSite): DaemonProcess;
-}
-
-/** Everything one test starts, torn down when it finishes (the tests run concurrently). */
-function harness(ctx: TestContext): Harness {
-  const cleanups: Array<() => Promise<void>> = [];
-  ctx.onTestFinished(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-  return {
-    async dir() {
-      const t = await tempDir();
-      cleanups.push(t.cleanup);
-      return t.path;
-    },
-    async site(options = {}) {
-      const s = await startAloSite(options);
-      cleanups.push(() => s.close());
-      return s;
-    },
-    daemon(s) {
-      const d = DaemonProcess.run(s.configPath);
-      cleanups.push(async () => {
-        d.kill('SIGKILL');
-        await d.exited;
-      });
-      return d;
-    },
-  };
-}
 
 /** A configuration that validates, for a directory; `patch` replaces top-level sections. */
 async function configIn(dir: string, patch: Record<string, unknown> = {}): Promise<{ configPath: string; ledgerPath: string }> {

@@ -7,45 +7,16 @@ import { appendFile, copyFile, mkdir, rename, stat, symlink, writeFile } from 'n
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
-import { describe, expect, it, type TestContext } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { AloIncident } from '../emulators/alo.js';
-import { startAloSite, type AloSite, type AloSiteOptions } from '../support/alo-site.js';
+import { type AloSite } from '../support/alo-site.js';
+import { harness } from '../support/harness.js';
 import { DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
 import { mp4Header, sha256File, writeVideo } from '../support/files.js';
 import { incidentManifest, writeManifest } from '../support/manifest.js';
 
 const KiB = 1024;
 
-/**
- * Sites and daemons of one test, torn down when it finishes (daemons before their site). Per test
- * rather than in afterEach, because most tests here run concurrently.
- */
-interface Harness {
-  site(options?: AloSiteOptions): Promise<AloSite>;
-  daemon(s: AloSite): DaemonProcess;
-}
-
-function harness(ctx: TestContext): Harness {
-  const cleanups: Array<() => Promise<void>> = [];
-  ctx.onTestFinished(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-  return {
-    async site(options = {}) {
-      const s = await startAloSite(options);
-      cleanups.push(() => s.close());
-      return s;
-    },
-    daemon(s) {
-      const d = DaemonProcess.run(s.configPath);
-      cleanups.push(async () => {
-        d.kill('SIGKILL');
-        await d.exited;
-      });
-      return d;
-    },
-  };
-}
 
 /** The daemon's complaints, for the message of a wait that timed out. */
 function troubles(d: DaemonProcess): string {
