@@ -140,6 +140,13 @@ export interface Target {
   /** Releases the remote upload of something given up. Must tolerate an unknown or finished session. */
   abort(session: SessionState, file: SourceFile, signal: AbortSignal): Promise<void>;
 
+  /**
+   * After a restart, the parts the platform already holds (Aionvision's progress, TruVideo's
+   * registered parts), so a part acknowledged just before a crash is not sent again. Platforms
+   * without such a call rely on the ledger alone.
+   */
+  confirmedParts?(session: SessionState, file: SourceFile, signal: AbortSignal): Promise<Array<{ number: number; etag: string | null }>>;
+
   /** Platforms that keep incidents (ALO) receive the whole incident after every change. */
   report?(report: IncidentReport, signal: AbortSignal): Promise<void>;
 

@@ -1,0 +1,63 @@
+/**
+ * What the conformance suite needs from each platform's emulator. One fixture per platform
+ * (test/conformance/fixtures/<platform>.ts); the suite (conformance.test.ts) runs the same
+ * scenarios through the real daemon against each of them.
+ */
+import type { S3Store } from '../emulators/s3-store.js';
+
+/** A video as the platform holds it once the upload is complete. */
+export interface ReceivedVideo {
+  /** SHA-256 of the bytes the platform assembled. */
+  sha256: string;
+  size: number;
+  /** The metadata as the platform received it (title, tags, camera…), for assertions. */
+  metadata: Record<string, unknown>;
+}
+
+/**
+ * A video of the test's manifest. Platforms see different parts of it (ALO the video id as
+ * file_id, Aionvision the file name, TruVideo tags, Valt the record name with the camera), so
+ * each fixture recognises a video by whatever its platform received.
+ */
+export interface VideoRef {
+  id: string;
+  incidentId: string;
+  incidentTitle: string;
+  file: string;
+  cameraName: string;
+  size: number;
+}
+
+export interface PlatformSite {
+  /** The `targets.<name>` block for the daemon's config (type, base_url, auth, limits…). */
+  targetConfig: Record<string, unknown>;
+  /** The completed video, as the platform holds it; undefined while it is not complete. */
+  received(video: VideoRef): Promise<ReceivedVideo | undefined>;
+  /**
+   * Number of part/chunk bodies the platform accepted, by video id and part number: the
+   * "finished parts are not sent again" check after a SIGKILL.
+   */
+  acceptedParts(video: VideoRef): Map<number, number>;
+  /** The next `count` part bodies are refused with a 503 (or the platform's throttling status). */
+  failNextParts(count: number): void;
+  /** The next `count` part bodies have their connection reset mid-body. */
+  resetNextParts(count: number): void;
+  /** Every URL handed out from now on expires after `seconds` (platforms without URLs: no-op). */
+  setUrlExpiry(seconds: number): void;
+  /** Every part answer is delayed by `ms` (makes a SIGKILL land mid-upload). */
+  setLatency(ms: number): void;
+  /** Uploads of this video are refused for good with a 4xx carrying this message. */
+  refuseVideo(video: VideoRef, message: string): void;
+  /** Remote uploads that were started and neither completed nor aborted. */
+  openUploads(): number;
+  close(): Promise<void>;
+}
+
+export interface PlatformFixture {
+  /** `alo`, `aionvision`, `truvideo`, `valt`. */
+  type: string;
+  /** Starts the emulator (and the S3 store it needs, if any: pass the shared one). */
+  start(store: S3Store): Promise<PlatformSite>;
+  /** What this platform cannot do; the suite skips nothing silently: it asserts the documented alternative. */
+  limits: { presignedUrls: boolean; abortsGivenUp: boolean };
+}
