@@ -12,6 +12,7 @@ import { sleep } from './upload/backoff.js';
 import { UploadEngine } from './upload/engine.js';
 import { HttpClient } from './upload/http.js';
 import { FolderWatcher } from './watch/folder-watcher.js';
+import { IncidentRouter } from './watch/routes.js';
 
 export class Daemon {
   private readonly stopCtl = new AbortController();
@@ -56,12 +57,14 @@ export class Daemon {
       log,
     });
     const reporter = new IncidentReporter(ledger, targets, backoff, log);
+    const router = new IncidentRouter(config.watch.root, config.routes, [...targets.keys()]);
     const watcher = new FolderWatcher({
       root: config.watch.root,
       poll: config.watch.poll,
       pollIntervalMs: config.watch.pollInterval * 1000,
       settleMs,
       ledger,
+      route: (folder) => router.targetsFor(folder),
       log,
     });
     log.info({ event: 'daemon.started', root: config.watch.root, ledger: config.ledger.path, targets: [...targets.keys()] }, 'vms-uplink started');

@@ -182,6 +182,13 @@ export interface LogConfig {
   level: LogLevel;
 }
 
+/** Which targets the incidents of matching folders go to. */
+export interface Route {
+  /** Glob over the incident folder's path below watch.root: `*` within a name, `**` across folders. */
+  match: string;
+  targets: string[];
+}
+
 export interface Config {
   watch: WatchConfig;
   ledger: LedgerConfig;
@@ -189,8 +196,10 @@ export interface Config {
   afterUpload: AfterUploadConfig;
   /** null = uploaded files are kept (subject to afterUpload). */
   retention: RetentionConfig | null;
-  /** In file order; every incident goes to every target. */
+  /** In file order. */
   targets: Record<string, TargetConfig>;
+  /** null = every incident goes to every target; else the first matching route decides. */
+  routes: Route[] | null;
   /** null = no local API. */
   api: ApiConfig | null;
   log: LogConfig;
@@ -361,6 +370,18 @@ function duration(limits: { positive?: boolean } = {}): Parser<number> {
 function rate(v: unknown): number | null {
   return parseRate(asStringOrNumber(v, 'a rate such as 4MiB/s or unlimited'));
 }
+
+const folderGlob: Parser<string> = (v) => {
+  if (typeof v !== 'string' || v.trim() === '') throw new Error(`expected a folder glob such as "site-a/**", got ${describeInput(v)}`);
+  return v;
+};
+
+const targetNameList: Parser<string[]> = (v) => {
+  if (!Array.isArray(v) || v.length === 0 || v.some((n) => typeof n !== 'string')) {
+    throw new Error(`expected a non-empty list of target names, got ${describeInput(v)}`);
+  }
+  return v as string[];
+};
 
 function oneOf<const T extends readonly string[]>(values: T): Parser<T[number]> {
   return (v) => {
@@ -791,6 +812,16 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
       return named;
     });
 
+  // routes: which targets an incident goes to, by its folder below watch.root. The first route
+  // whose `match` glob fits the folder decides (`*` within a name, `**` across folders, `?` one
+  // character); an incident no route matches is not uploaded and its videos show as failed.
+  // Without routes every incident goes to every target.
+  const route = section({
+    match: required(folderGlob),
+    targets: required(targetNameList),
+  }).transform((v): Route => ({ match: v.match, targets: v.targets }));
+  const routes = z.array(route).min(1, { error: 'must list at least one { match, targets } route, or be left out' });
+
   // api: optional local HTTP API (status, metrics, camera pause/resume).
   const api = section({
     // host:port, [v6]:port, or a bare port (host 127.0.0.1). Without it there is no API.
@@ -823,10 +854,20 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
     after_upload_dir: optional(toAbsolute),
     retention: retention.optional(),
     targets,
+    routes: routes.optional(),
     api: api.optional(),
     log: log.prefault({} as z.input<typeof log>),
   })
     .superRefine((v, ctx) => {
+      const configured = isPlainObject(v.targets) ? Object.keys(v.targets) : [];
+      // Routes that failed their own checks arrive here half-parsed: look only at valid lists.
+      (Array.isArray(v.routes) ? (v.routes as unknown[]) : []).forEach((r, i) =>
+        (isPlainObject(r) && Array.isArray(r.targets) ? (r.targets as unknown[]) : []).forEach((name, j) => {
+          if (typeof name === 'string' && configured.length && !configured.includes(name)) {
+            ctx.addIssue({ code: 'custom', message: `unknown target "${name}" (configured: ${configured.join(', ')})`, path: ['routes', i, 'targets', j] });
+          }
+        }),
+      );
       const dir = v.after_upload_dir;
       if (v.after_upload === 'move' && dir === undefined) {
         ctx.addIssue({ code: 'custom', message: 'required when after_upload is move', path: ['after_upload_dir'] });
@@ -855,6 +896,7 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
           v.after_upload === 'move' ? { action: 'move', dir: v.after_upload_dir as string } : { action: v.after_upload },
         retention: v.retention ?? null,
         targets: v.targets,
+        routes: v.routes ?? null,
         api: v.api ?? null,
         log: v.log,
       }),

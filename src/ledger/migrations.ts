@@ -109,4 +109,6 @@ export const MIGRATIONS: readonly string[] = [
     seen_at INTEGER NOT NULL
   ) STRICT;
   `,
+  // 2: the targets `routes` chose for each incident (NULL: every target, as before routes).
+  `ALTER TABLE incidents ADD COLUMN targets TEXT;`,
 ];

@@ -47,6 +47,8 @@ export interface WaitingVideo {
   incidentId: string;
   videoId: string;
   folder: string;
+  /** The targets the incident's route chose; null: every target. */
+  targets: string[] | null;
   firstSeenAt: number;
   files: Array<{ role: FileRole; relPath: string }>;
 }
@@ -102,20 +104,20 @@ export class UploadLedger {
    * a rewrite updates metadata, adds new videos, sends changed files round again, and asks for
    * the incident to be reported again.
    */
-  applyManifest(manifestPath: string, folder: string, manifestSha256: string, manifest: Manifest): boolean {
+  applyManifest(manifestPath: string, folder: string, manifestSha256: string, manifest: Manifest, targets: string[]): boolean {
     return this.db.transaction(() => {
-      const existing = this.db.prepare('SELECT manifest_sha256, folder FROM incidents WHERE id = ?').get(manifest.incident.id) as Row | undefined;
-      if (existing && existing.manifest_sha256 === manifestSha256 && existing.folder === folder) return false;
+      const existing = this.db.prepare('SELECT manifest_sha256, folder, targets FROM incidents WHERE id = ?').get(manifest.incident.id) as Row | undefined;
+      if (existing && existing.manifest_sha256 === manifestSha256 && existing.folder === folder && existing.targets === json(targets)) return false;
       const t = now();
       const info: IncidentInfo = manifest.incident;
       this.db
         .prepare(
-          `INSERT INTO incidents (id, folder, manifest_path, manifest_sha256, info, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?)
+          `INSERT INTO incidents (id, folder, manifest_path, manifest_sha256, info, targets, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (id) DO UPDATE SET folder = excluded.folder, manifest_path = excluded.manifest_path,
-             manifest_sha256 = excluded.manifest_sha256, info = excluded.info, updated_at = excluded.updated_at`,
+             manifest_sha256 = excluded.manifest_sha256, info = excluded.info, targets = excluded.targets, updated_at = excluded.updated_at`,
         )
-        .run(info.id, folder, manifestPath, manifestSha256, json(info), t, t);
+        .run(info.id, folder, manifestPath, manifestSha256, json(info), json(targets), t, t);
       manifest.videos.forEach((video, position) => this.applyManifestVideo(info.id, video, position, t));
       this.db.prepare('DELETE FROM manifest_errors WHERE path = ?').run(manifestPath);
       this.bumpReports(info.id);
@@ -182,7 +184,7 @@ export class UploadLedger {
   waitingVideos(): WaitingVideo[] {
     const rows = this.db
       .prepare(
-        `SELECT v.incident_id, v.id, v.first_seen_at, i.folder, f.role, f.rel_path
+        `SELECT v.incident_id, v.id, v.first_seen_at, i.folder, i.targets, f.role, f.rel_path
          FROM videos v JOIN incidents i ON i.id = v.incident_id
          LEFT JOIN video_files f ON f.incident_id = v.incident_id AND f.video_id = v.id
          WHERE v.state = 'waiting' ORDER BY v.first_seen_at, v.incident_id, v.position`,
@@ -193,7 +195,14 @@ export class UploadLedger {
       const key = `${String(r.incident_id)}\u0000${String(r.id)}`;
       let v = byKey.get(key);
       if (!v) {
-        v = { incidentId: String(r.incident_id), videoId: String(r.id), folder: String(r.folder), firstSeenAt: Number(r.first_seen_at), files: [] };
+        v = {
+          incidentId: String(r.incident_id),
+          videoId: String(r.id),
+          folder: String(r.folder),
+          targets: r.targets ? (JSON.parse(String(r.targets)) as string[]) : null,
+          firstSeenAt: Number(r.first_seen_at),
+          files: [],
+        };
         byKey.set(key, v);
       }
       if (r.role) v.files.push({ role: r.role as FileRole, relPath: String(r.rel_path) });
@@ -201,11 +210,16 @@ export class UploadLedger {
     return [...byKey.values()];
   }
 
-  videoContext(incidentId: string, videoId: string): { incident: IncidentInfo; info: VideoInfo } {
+  /** A video with its incident, and the targets its incident goes to (null: every target). */
+  videoContext(incidentId: string, videoId: string): { incident: IncidentInfo; info: VideoInfo; targets: string[] | null } {
     const row = this.db
-      .prepare('SELECT i.info AS incident_info, v.info AS video_info FROM videos v JOIN incidents i ON i.id = v.incident_id WHERE v.incident_id = ? AND v.id = ?')
+      .prepare('SELECT i.info AS incident_info, i.targets, v.info AS video_info FROM videos v JOIN incidents i ON i.id = v.incident_id WHERE v.incident_id = ? AND v.id = ?')
       .get(incidentId, videoId) as Row;
-    return { incident: JSON.parse(String(row.incident_info)) as IncidentInfo, info: JSON.parse(String(row.video_info)) as VideoInfo };
+    return {
+      incident: JSON.parse(String(row.incident_info)) as IncidentInfo,
+      info: JSON.parse(String(row.video_info)) as VideoInfo,
+      targets: row.targets ? (JSON.parse(String(row.targets)) as string[]) : null,
+    };
   }
 
   /** A video that cannot be uploaded (refused path, missing, empty, not a video). */
@@ -469,24 +483,31 @@ export class UploadLedger {
   // ---- report stage ------------------------------------------------------------------------
 
   private bumpReports(incidentId: string): void {
-    const upsert = this.db.prepare(
-      `INSERT INTO reports (incident_id, target, wanted) VALUES (?, ?, 1)
-       ON CONFLICT (incident_id, target) DO UPDATE SET wanted = wanted + 1`,
-    );
-    for (const target of this.reportingTargets) upsert.run(incidentId, target);
+    for (const target of this.reportingTargetsOf(incidentId)) this.bumpReport(incidentId, target);
   }
 
   /** Asks for a new report when this video reached a final state for some reporting target. */
   private bumpReportsIfFinal(incidentId: string, videoId: string): void {
-    for (const target of this.reportingTargets) {
-      if (this.videoOutcome(incidentId, videoId, target) === 'pending') continue;
-      this.db
-        .prepare(
-          `INSERT INTO reports (incident_id, target, wanted) VALUES (?, ?, 1)
-           ON CONFLICT (incident_id, target) DO UPDATE SET wanted = wanted + 1`,
-        )
-        .run(incidentId, target);
+    for (const target of this.reportingTargetsOf(incidentId)) {
+      if (this.videoOutcome(incidentId, videoId, target) !== 'pending') this.bumpReport(incidentId, target);
     }
+  }
+
+  private bumpReport(incidentId: string, target: string): void {
+    this.db
+      .prepare(
+        `INSERT INTO reports (incident_id, target, wanted) VALUES (?, ?, 1)
+         ON CONFLICT (incident_id, target) DO UPDATE SET wanted = wanted + 1`,
+      )
+      .run(incidentId, target);
+  }
+
+  /** The reporting targets this incident goes to (its route's, or all of them). */
+  private reportingTargetsOf(incidentId: string): readonly string[] {
+    const row = this.db.prepare('SELECT targets FROM incidents WHERE id = ?').get(incidentId) as Row | undefined;
+    if (!row?.targets) return this.reportingTargets;
+    const routed = JSON.parse(String(row.targets)) as string[];
+    return this.reportingTargets.filter((t) => routed.includes(t));
   }
 
   /**

@@ -68,7 +68,7 @@ export class VideoPlanner {
 
   private async check(video: WaitingVideo, signal?: AbortSignal): Promise<boolean> {
     const ids = { incidentId: video.incidentId, videoId: video.videoId };
-    const verdict = await this.inspect(video, Date.now());
+    const verdict = video.targets?.length === 0 ? noRoute(video) : await this.inspect(video, Date.now());
     if (verdict.kind === 'wait') return false;
     if (verdict.kind === 'fail') {
       this.o.ledger.failVideo(video.incidentId, video.videoId, [verdict.error]);
@@ -132,7 +132,8 @@ export class VideoPlanner {
   private async plan(video: WaitingVideo, files: CheckedFile[], notes: string[], signal?: AbortSignal): Promise<void> {
     const hashed: HashedFile[] = [];
     const plans: UploadPlan[] = [];
-    const { incident, info } = this.o.ledger.videoContext(video.incidentId, video.videoId);
+    const { incident, info, targets: routed } = this.o.ledger.videoContext(video.incidentId, video.videoId);
+    const incidentTargets = this.o.targets.filter((t) => !routed || routed.includes(t.name));
     for (const f of files) {
       const source: SourceFile = {
         role: f.role,
@@ -144,7 +145,7 @@ export class VideoPlanner {
         incident,
         video: info,
       };
-      const targets = this.o.targets.filter((t) => t.roles.includes(f.role));
+      const targets = incidentTargets.filter((t) => t.roles.includes(f.role));
       const layouts = new Map<Target, PartLayout | null | string>();
       for (const t of targets) layouts.set(t, layoutOrRefusal(t, source, this.o.preferredPartSize));
       const known = [...layouts.values()].filter((l): l is PartLayout => Array.isArray(l));
@@ -162,6 +163,10 @@ export class VideoPlanner {
     }
     this.o.ledger.videoReady(video.incidentId, video.videoId, hashed, plans, notes);
   }
+}
+
+function noRoute(video: WaitingVideo): Verdict {
+  return { kind: 'fail', error: `no route in \`routes\` matches the incident folder ${video.folder}: not uploaded anywhere` };
 }
 
 /** The target's layout for the file, null when the platform decides it, or why it refuses the file. */

@@ -122,6 +122,9 @@ export interface Target {
   /** Which of a video's files this platform takes. */
   readonly roles: readonly FileRole[];
 
+  /** The platform appends parts (Valt): they are sent one at a time, in order. */
+  readonly sequentialParts?: boolean;
+
   /**
    * Refuses a file before any call (format, size). Returns the reason, or null to accept.
    */

@@ -104,6 +104,8 @@ export class UploadEngine {
       if (!session) {
         ({ session, parts } = await this.startUpload(upload, target, ctl.signal));
         log.info({ event: 'upload.started', parts: parts.length, bytes: file.size }, 'upload started');
+      } else {
+        parts = await this.recordConfirmedParts(upload, target, session, ctl.signal, log);
       }
       session = await this.sendParts(upload, target, session, parts, ctl, log);
       await this.checkUnchanged(upload);
@@ -150,6 +152,20 @@ export class UploadEngine {
     return { session: started.session, parts };
   }
 
+  /** Resuming: parts the platform acknowledged just before a crash are recorded, not sent again. */
+  private async recordConfirmedParts(upload: QueuedUpload, target: Target, session: SessionState, signal: AbortSignal, log: Logger): Promise<QueuedUpload['parts']> {
+    if (!target.confirmedParts) return upload.parts;
+    const confirmed = await this.retrying(signal, log, 'resume', () => target.confirmedParts!(session, upload.file, signal));
+    const byNumber = new Map(confirmed.map((c) => [c.number, c.etag]));
+    return upload.parts.map((p) => {
+      if (p.state === 'done' || !byNumber.has(p.number)) return p;
+      const etag = byNumber.get(p.number) ?? null;
+      this.o.ledger.partDone(upload.id, p.number, etag);
+      log.info({ event: 'upload.part.confirmed', part: p.number }, 'part already held by the platform');
+      return { ...p, state: 'done' as const, etag };
+    });
+  }
+
   /** Sends every pending part; the first failure that is not retried stops its siblings. */
   private async sendParts(
     upload: QueuedUpload,
@@ -190,7 +206,8 @@ export class UploadEngine {
         });
       }
     };
-    await Promise.all(Array.from({ length: Math.min(this.o.concurrency, queue.length) }, worker));
+    const workers = target.sequentialParts ? 1 : Math.min(this.o.concurrency, queue.length);
+    await Promise.all(Array.from({ length: workers }, worker));
     if (failure !== null) throw failure;
     return session;
   }

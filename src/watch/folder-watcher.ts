@@ -23,6 +23,8 @@ export interface WatcherOptions {
   pollIntervalMs: number;
   settleMs: number;
   ledger: UploadLedger;
+  /** The targets an incident in this folder goes to. */
+  route: (folder: string) => string[];
   log: Logger;
 }
 
@@ -128,7 +130,7 @@ export class FolderWatcher {
       }
       return false;
     }
-    const applied = this.o.ledger.applyManifest(path, folder, sha, parsed.manifest);
+    const applied = this.o.ledger.applyManifest(path, folder, sha, parsed.manifest, this.o.route(folder));
     if (applied) {
       this.o.log.info({ event: 'manifest.applied', path, incidentId: parsed.manifest.incident.id, videos: parsed.manifest.videos.length }, 'manifest read');
     }

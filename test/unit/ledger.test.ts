@@ -33,8 +33,8 @@ const row = (sql: string, ...args: unknown[]): Record<string, unknown> => ledger
 describe('UploadLedger', () => {
   it('records a manifest once per version and asks for a report', () => {
     const m = manifest([{ id: 'v1', file: 'a.mp4' }, { id: 'v2', errors: ['G64 export failed'] }]);
-    expect(ledger.applyManifest('/exports/inc-1/incident.json', '/exports/inc-1', 'sha-1', m)).toBe(true);
-    expect(ledger.applyManifest('/exports/inc-1/incident.json', '/exports/inc-1', 'sha-1', m)).toBe(false);
+    expect(ledger.applyManifest('/exports/inc-1/incident.json', '/exports/inc-1', 'sha-1', m, ['alo'])).toBe(true);
+    expect(ledger.applyManifest('/exports/inc-1/incident.json', '/exports/inc-1', 'sha-1', m, ['alo'])).toBe(false);
     expect(ledger.waitingVideos().map((v) => v.videoId)).toEqual(['v1']);
     expect(row(`SELECT state, errors FROM videos WHERE id = 'v2'`)).toEqual({ state: 'failed', errors: '["G64 export failed"]' });
     expect(ledger.reportsDue()).toEqual([{ incidentId: 'inc-1', target: 'alo', wanted: 1, attempts: 0 }]);
@@ -43,7 +43,7 @@ describe('UploadLedger', () => {
   });
 
   it('walks an upload from ready through parts to done, and reports it', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4', camera_name: 'Cam 1' }]));
+    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4', camera_name: 'Cam 1' }]), ['alo']);
     ledger.reportAcked('inc-1', 'alo', 1);
     ledger.videoReady('inc-1', 'v1', [hashed('c0ffee')], [{ target: 'alo', role: 'video', parts }]);
     const [id] = ledger.queuedUploadIds(10, new Set());
@@ -67,7 +67,7 @@ describe('UploadLedger', () => {
   });
 
   it('never sends the same content twice to a target', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }, { id: 'v2', file: 'b.mp4' }]));
+    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }, { id: 'v2', file: 'b.mp4' }]), ['alo']);
     ledger.videoReady('inc-1', 'v1', [hashed('same')], [{ target: 'alo', role: 'video', parts }]);
     ledger.videoReady('inc-1', 'v2', [hashed('same')], [{ target: 'alo', role: 'video', parts }]);
     const ids = ledger.queuedUploadIds(10, new Set());
@@ -76,13 +76,13 @@ describe('UploadLedger', () => {
     expect(row(`SELECT state, reused_from, result FROM uploads WHERE video_id = 'v2'`)).toEqual({ state: 'done', reused_from: ids[0], result: '{"s3_key":"k/a.mp4"}' });
 
     // A later incident with the same content is done at once.
-    ledger.applyManifest('/m2', '/exports/inc-2', 's2', { incident: { id: 'inc-2' }, videos: [{ id: 'v9', file: 'c.mp4' }] });
+    ledger.applyManifest('/m2', '/exports/inc-2', 's2', { incident: { id: 'inc-2' }, videos: [{ id: 'v9', file: 'c.mp4' }] }, ['alo']);
     ledger.videoReady('inc-2', 'v9', [hashed('same')], [{ target: 'alo', role: 'video', parts }]);
     expect(row(`SELECT state, reused_from FROM uploads WHERE video_id = 'v9'`)).toEqual({ state: 'done', reused_from: ids[0] });
   });
 
   it('fails an upload with the message, queues the abort of its session, and retries on request', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]));
+    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
     ledger.videoReady('inc-1', 'v1', [hashed('x')], [{ target: 'alo', role: 'video', parts }]);
     const [id] = ledger.queuedUploadIds(10, new Set());
     ledger.uploadStarted(id!, { mode: 'multipart', upload_id: 'u-1' });
@@ -99,7 +99,7 @@ describe('UploadLedger', () => {
   });
 
   it('drops unfinished uploads of a file that changed and waits for it again', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]));
+    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
     ledger.videoReady('inc-1', 'v1', [hashed('v1-old')], [{ target: 'alo', role: 'video', parts }]);
     const [id] = ledger.queuedUploadIds(10, new Set());
     ledger.uploadStarted(id!, { mode: 'multipart', upload_id: 'u-old' });
@@ -112,9 +112,9 @@ describe('UploadLedger', () => {
   });
 
   it('applies a manifest rewrite: new videos wait, changed metadata is kept, the incident is reported again', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's1', manifest([{ id: 'v1', file: 'a.mp4' }]));
+    ledger.applyManifest('/m', '/exports/inc-1', 's1', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
     ledger.reportAcked('inc-1', 'alo', 1);
-    ledger.applyManifest('/m', '/exports/inc-1', 's2', manifest([{ id: 'v1', file: 'a.mp4', camera_name: 'renamed' }, { id: 'v2', file: 'b.mp4' }], 'Break-in (updated)'));
+    ledger.applyManifest('/m', '/exports/inc-1', 's2', manifest([{ id: 'v1', file: 'a.mp4', camera_name: 'renamed' }, { id: 'v2', file: 'b.mp4' }], 'Break-in (updated)'), ['alo']);
     expect(ledger.waitingVideos().map((v) => v.videoId)).toEqual(['v1', 'v2']);
     expect(ledger.videoContext('inc-1', 'v1').info.camera_name).toBe('renamed');
     expect(ledger.buildReport('inc-1', 'alo').incident.title).toBe('Break-in (updated)');
@@ -122,7 +122,7 @@ describe('UploadLedger', () => {
   });
 
   it('reports a video whose thumbnail failed as uploaded, without the thumbnail', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4', thumbnail: 'a.jpg' }]));
+    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4', thumbnail: 'a.jpg' }]), ['alo']);
     const thumb: HashedFile = { ...hashed('t'), role: 'thumbnail', path: '/exports/inc-1/a.jpg' };
     ledger.videoReady('inc-1', 'v1', [hashed('v'), thumb], [
       { target: 'alo', role: 'video', parts },
@@ -135,6 +135,14 @@ describe('UploadLedger', () => {
     expect(ledger.buildReport('inc-1', 'alo').videos).toEqual([{ video: { id: 'v1' }, outcome: 'uploaded', results: { video: { s3_key: 'k/a.mp4' } } }]);
   });
 
+  it('reports an incident only to the targets its route chose', () => {
+    const both = UploadLedger.open(join(dir.path, 'routed.db'), ['alo', 'alo2']);
+    both.applyManifest('/m', '/exports/north/inc-1', 's', manifest([{ id: 'v1', errors: ['failed'] }]), ['alo2']);
+    expect(both.reportsDue().map((r) => r.target)).toEqual(['alo2']);
+    expect(both.videoContext('inc-1', 'v1').targets).toEqual(['alo2']);
+    both.close();
+  });
+
   it('logs an invalid manifest once per version', () => {
     expect(ledger.recordManifestError('/m', 'fp1', ['videos[0].id: Required'])).toBe(true);
     expect(ledger.recordManifestError('/m', 'fp1', ['videos[0].id: Required'])).toBe(false);
@@ -142,7 +150,7 @@ describe('UploadLedger', () => {
   });
 
   it('keeps every committed change across a reopen', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]));
+    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
     ledger.close();
     ledger = UploadLedger.open(dbPath, ['alo']);
     expect(ledger.waitingVideos()).toHaveLength(1);
