@@ -56,8 +56,10 @@ export interface PlatformSite {
 export interface PlatformFixture {
   /** `alo`, `aionvision`, `truvideo`, `valt`. */
   type: string;
-  /** Starts the emulator (and the S3 store it needs, if any: pass the shared one). */
+  /** Starts the emulator on the shared S3 store (platforms that take the bytes themselves ignore it). */
   start(store: S3Store): Promise<PlatformSite>;
+  /** Asserts (with vitest's expect) that the metadata the platform received for the video is right. */
+  expectMetadata(video: VideoRef, received: ReceivedVideo): void;
   /** What this platform cannot do; the suite skips nothing silently: it asserts the documented alternative. */
   limits: { presignedUrls: boolean; abortsGivenUp: boolean };
 }

@@ -90,6 +90,8 @@ export interface AloEmulator {
    */
   resetNext(route: AloRoute, count: number, when?: 'before' | 'after'): void;
   setUrlExpiry(seconds: number): void;
+  /** upload_urls for this file id is refused for good: 422 with this message (a policy a real ALO could have). */
+  refuseFile(fileId: string, message: string): void;
   close(): Promise<void>;
 }
 
@@ -194,6 +196,7 @@ class AloServer implements AloEmulator {
   private readonly store: S3Store;
   private readonly auth: { header: string; value: string };
   private urlExpiresSeconds: number;
+  private readonly refusedFiles = new Map<string, string>();
   private readonly maxUploadSizeMb: number;
   private readonly server: http.Server;
   private readonly incidents = new Map<string, AloIncident>();
@@ -241,6 +244,10 @@ class AloServer implements AloEmulator {
 
   setUrlExpiry(seconds: number): void {
     this.urlExpiresSeconds = seconds;
+  }
+
+  refuseFile(fileId: string, message: string): void {
+    this.refusedFiles.set(fileId, message);
   }
 
   async close(): Promise<void> {
@@ -367,6 +374,8 @@ class AloServer implements AloEmulator {
     const uploads: Record<string, { s3_key: string; signed_urls: string | string[] }> = {};
     for (const [fileId, file] of Object.entries(files)) {
       const field = `files.${fileId}`;
+      const refusal = this.refusedFiles.get(fileId);
+      if (refusal) throw new HttpProblem(422, `${field}: ${refusal}`);
       if (typeof file !== 'object' || file === null || Array.isArray(file)) {
         throw new HttpProblem(400, `${field}: expected a file object`);
       }

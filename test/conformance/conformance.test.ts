@@ -1,0 +1,177 @@
+/**
+ * The conformance suite: the same scenarios, through the real daemon, against every platform's
+ * emulator. A platform is done when it passes this suite (test/conformance/fixtures/).
+ */
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it, type TestContext } from 'vitest';
+import { startS3Store } from '../emulators/s3-store.js';
+import { DaemonProcess, runCli, waitFor, writeConfig } from '../support/daemon-process.js';
+import { MiB, tempDir, writeVideo } from '../support/files.js';
+import { incidentManifest, writeManifest } from '../support/manifest.js';
+import { aloFixture } from './fixtures/alo.js';
+import type { PlatformFixture, PlatformSite, ReceivedVideo, VideoRef } from './platform-fixture.js';
+
+const FIXTURES: PlatformFixture[] = [aloFixture];
+const CONCURRENCY = 2;
+
+interface Site {
+  platform: PlatformSite;
+  exportsRoot: string;
+  ledgerPath: string;
+  configPath: string;
+  daemon(): DaemonProcess;
+}
+
+/** A platform, its store, an export folder and a daemon config; torn down when the test ends. */
+async function site(ctx: TestContext, fixture: PlatformFixture): Promise<Site> {
+  const tmp = await tempDir();
+  const store = await startS3Store();
+  const platform = await fixture.start(store);
+  const daemons: DaemonProcess[] = [];
+  ctx.onTestFinished(async () => {
+    for (const d of daemons) {
+      d.kill('SIGKILL');
+      await d.exited;
+    }
+    await platform.close();
+    await store.close();
+    await tmp.cleanup();
+  });
+  const exportsRoot = join(tmp.path, 'exports');
+  const ledgerPath = join(tmp.path, 'ledger.db');
+  const configPath = await writeConfig(tmp.path, {
+    watch: { root: exportsRoot, settle_seconds: 0.3 },
+    ledger: { path: ledgerPath },
+    upload: { concurrency: CONCURRENCY, part_size: '5MiB', retry_initial: 0.05, retry_max: 0.5, stall_timeout: 10 },
+    targets: { [fixture.type]: platform.targetConfig },
+    log: { level: 'debug' },
+  });
+  return {
+    platform,
+    exportsRoot,
+    ledgerPath,
+    configPath,
+    daemon() {
+      const d = DaemonProcess.run(configPath);
+      daemons.push(d);
+      return d;
+    },
+  };
+}
+
+let counter = 0;
+
+/** Writes an incident of fresh videos (sizes in bytes) and returns them as the platform should see them. */
+async function incident(s: Site, sizes: number[]): Promise<Array<VideoRef & { sha256: string }>> {
+  const incidentId = `conf-${process.pid}-${++counter}`;
+  const title = `Conformance ${counter}`;
+  const folder = join(s.exportsRoot, incidentId);
+  const videos: Array<VideoRef & { sha256: string }> = [];
+  for (const [i, size] of sizes.entries()) {
+    const file = `cam0${i + 1}_${counter}.mp4`;
+    const sha256 = await writeVideo(join(folder, file), size);
+    videos.push({ id: `v${i + 1}`, incidentId, incidentTitle: title, file, cameraName: `192.168.0.${240 + i} - Camera - 0${i + 1}`, size, sha256 });
+  }
+  await writeManifest(folder, incidentManifest(incidentId, videos.map((v) => ({ id: v.id, file: v.file })), title));
+  return videos;
+}
+
+function receivedIntact(s: Site, video: VideoRef & { sha256: string }, timeoutMs = 45_000): Promise<ReceivedVideo> {
+  return waitFor(async () => {
+    const r = await s.platform.received(video);
+    return r && r.sha256 === video.sha256 && r.size === video.size ? r : undefined;
+  }, timeoutMs, `${video.id} received intact`);
+}
+
+function ledger<T>(s: Site, sql: string, ...args: unknown[]): T[] {
+  const db = new Database(s.ledgerPath, { readonly: true });
+  try {
+    return db.prepare(sql).all(...args) as T[];
+  } finally {
+    db.close();
+  }
+}
+
+function partsOf(s: Site, video: VideoRef): Array<{ number: number; state: string }> {
+  try {
+    return ledger(s, `SELECT p.number, p.state FROM parts p JOIN uploads u ON u.id = p.upload_id WHERE u.incident_id = ? AND u.video_id = ? AND u.role = 'video'`, video.incidentId, video.id);
+  } catch {
+    return []; // no ledger yet
+  }
+}
+
+interface UploadRow {
+  state: string;
+  lastError: string | null;
+}
+
+async function uploadStatus(s: Site, video: VideoRef): Promise<UploadRow | undefined> {
+  const out = JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as {
+    incidents: Array<{ id: string; videos: Array<{ id: string; uploads: Array<UploadRow & { role: string }> }> }>;
+  };
+  return out.incidents.find((i) => i.id === video.incidentId)?.videos.find((v) => v.id === video.id)?.uploads.find((u) => u.role === 'video');
+}
+
+describe.each(FIXTURES)('$type conforms', (fixture) => {
+  it('delivers every video byte-identical, with the metadata the platform expects', async (ctx) => {
+    const s = await site(ctx, fixture);
+    const videos = await incident(s, [12 * MiB + 1234, 1 * MiB + 7]);
+    s.daemon();
+    for (const v of videos) fixture.expectMetadata(v, await receivedIntact(s, v));
+  });
+
+  it('resumes after SIGKILL at the first unfinished part, re-sending at most the parts in flight', async (ctx) => {
+    const s = await site(ctx, fixture);
+    s.platform.setLatency(300);
+    const [video] = await incident(s, [32 * MiB + 5]);
+    const first = s.daemon();
+    await waitFor(() => partsOf(s, video!).filter((p) => p.state === 'done').length >= 1, 45_000, 'a part acknowledged');
+    first.kill('SIGKILL');
+    await first.exited;
+    const parts = partsOf(s, video!);
+    const doneBefore = parts.filter((p) => p.state === 'done').map((p) => p.number);
+    expect(doneBefore.length).toBeLessThan(parts.length);
+
+    s.platform.setLatency(0);
+    s.daemon();
+    await receivedIntact(s, video!);
+    const accepted = s.platform.acceptedParts(video!);
+    for (const n of doneBefore) expect(accepted.get(n), `part ${n} acknowledged before the kill`).toBe(1);
+    const sent = [...accepted.values()].reduce((a, b) => a + b, 0);
+    expect(sent - partsOf(s, video!).length).toBeLessThanOrEqual(CONCURRENCY);
+  });
+
+  it('carries on when presigned URLs expire mid-upload', async (ctx) => {
+    const s = await site(ctx, fixture);
+    s.platform.setUrlExpiry(2);
+    s.platform.setLatency(400);
+    const [video] = await incident(s, [25 * MiB]);
+    s.daemon();
+    await receivedIntact(s, video!);
+  });
+
+  it('rides out 503s and connection resets', async (ctx) => {
+    const s = await site(ctx, fixture);
+    s.platform.failNextParts(2);
+    s.platform.resetNextParts(1);
+    const [video] = await incident(s, [12 * MiB + 3]);
+    s.daemon();
+    await receivedIntact(s, video!);
+  });
+
+  it("fails a refused upload with the platform's message, cleans up, and carries on with the others", async (ctx) => {
+    const s = await site(ctx, fixture);
+    const [refused, other] = await incident(s, [12 * MiB, 3 * MiB]);
+    s.platform.refuseVideo(refused!, 'policy forbids this clip');
+    s.daemon();
+    await receivedIntact(s, other!);
+    const failed = await waitFor(async () => {
+      const u = await uploadStatus(s, refused!);
+      return u?.state === 'failed' ? u : undefined;
+    }, 30_000, 'the refused upload failed');
+    expect(failed.lastError).toContain('policy forbids this clip');
+    if (fixture.limits.abortsGivenUp) await waitFor(() => s.platform.openUploads() === 0, 15_000, 'the remote upload aborted');
+    expect(s.platform.openUploads()).toBe(0);
+  });
+});
