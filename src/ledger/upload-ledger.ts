@@ -378,7 +378,10 @@ export class UploadLedger {
   }
 
   partFailed(uploadId: number, number: number, error: string): void {
-    this.db.prepare('UPDATE parts SET attempts = attempts + 1, last_error = ? WHERE upload_id = ? AND number = ?').run(error, uploadId, number);
+    this.db.transaction(() => {
+      this.db.prepare('UPDATE parts SET attempts = attempts + 1, last_error = ? WHERE upload_id = ? AND number = ?').run(error, uploadId, number);
+      this.uploadTrouble(uploadId, `part ${number}: ${error}`);
+    })();
   }
 
   /** Completed by the platform: done, along with every queued upload of the same content to that target. */

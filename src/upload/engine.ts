@@ -110,8 +110,12 @@ export class UploadEngine {
       session = await this.sendParts(upload, target, session, parts, ctl, log);
       await this.checkUnchanged(upload);
       const done = this.o.ledger.loadUpload(upload.id)?.parts ?? [];
-      const result = await this.retrying(ctl.signal, log, 'complete', () =>
-        target.complete(session, file, done.map((p) => ({ number: p.number, size: p.size, etag: p.etag })), ctl.signal),
+      const result = await this.retrying(
+        ctl.signal,
+        log,
+        'complete',
+        () => target.complete(session, file, done.map((p) => ({ number: p.number, size: p.size, etag: p.etag })), ctl.signal),
+        this.troubleOf(upload),
       );
       this.o.ledger.uploadDone(upload.id, result);
       log.info({ event: 'upload.completed', bytes: file.size, result }, 'upload completed');
@@ -139,7 +143,7 @@ export class UploadEngine {
 
   private async startUpload(upload: QueuedUpload, target: Target, signal: AbortSignal): Promise<{ session: SessionState; parts: QueuedUpload['parts'] }> {
     const planned: PartLayout | null = upload.parts.length > 0 ? upload.parts : null;
-    const started = await this.retrying(signal, this.o.log, 'start', () => target.start(upload.file, planned, signal));
+    const started = await this.retrying(signal, this.o.log, 'start', () => target.start(upload.file, planned, signal), this.troubleOf(upload));
     let serverParts: PlannedPart[] | undefined;
     if (started.layout) {
       // The platform chose the layout: hash the file again along it, and make sure it is the content we hashed.
@@ -155,7 +159,7 @@ export class UploadEngine {
   /** Resuming: parts the platform acknowledged just before a crash are recorded, not sent again. */
   private async recordConfirmedParts(upload: QueuedUpload, target: Target, session: SessionState, signal: AbortSignal, log: Logger): Promise<QueuedUpload['parts']> {
     if (!target.confirmedParts) return upload.parts;
-    const confirmed = await this.retrying(signal, log, 'resume', () => target.confirmedParts!(session, upload.file, signal));
+    const confirmed = await this.retrying(signal, log, 'resume', () => target.confirmedParts!(session, upload.file, signal), this.troubleOf(upload));
     const byNumber = new Map(confirmed.map((c) => [c.number, c.etag]));
     return upload.parts.map((p) => {
       if (p.state === 'done' || !byNumber.has(p.number)) return p;
@@ -240,6 +244,11 @@ export class UploadEngine {
       watchdog.stop();
       signal.removeEventListener('abort', onAbort);
     }
+  }
+
+  /** Records a retried error on the upload, so `status` says why it waits. */
+  private troubleOf(upload: QueuedUpload): (err: unknown) => void {
+    return (err) => this.o.ledger.uploadTrouble(upload.id, describeError(err));
   }
 
   private async checkUnchanged(upload: QueuedUpload): Promise<void> {
