@@ -12,8 +12,6 @@ import { emptyStatus, hasSchema, readStatus } from './ledger/status-snapshot.js'
 import { UploadLedger } from './ledger/upload-ledger.js';
 import { createLogger, describeError } from './log/logger.js';
 import { formatStatus } from './status/format-status.js';
-import { unsupportedTargets } from './targets/index.js';
-import type { Config } from './config/schema.js';
 
 const USAGE = `usage:
   vms-uplink run [--config FILE]            run the daemon in the foreground
@@ -50,17 +48,8 @@ function parseArgs(argv: string[]): Args {
   return args;
 }
 
-/** The configuration, refused (exit 2) when it names a platform this version cannot upload to. */
-function loadUsableConfig(args: Args): Config {
-  const path = resolveConfigPath(args.config);
-  const config = loadConfig(path);
-  const unsupported = unsupportedTargets(config);
-  if (unsupported.length > 0) throw new ConfigError(path, unsupported);
-  return config;
-}
-
 async function run(args: Args): Promise<number> {
-  const config = loadUsableConfig(args);
+  const config = loadConfig(resolveConfigPath(args.config));
   const log = createLogger(config.log.level);
   const daemon = Daemon.open(config, log);
   const onSignal = (signal: string): void => {
@@ -112,7 +101,7 @@ async function main(argv: string[]): Promise<number> {
       case 'run':
         return await run(args);
       case 'check-config':
-        console.log(describeConfig(loadUsableConfig(args)));
+        console.log(describeConfig(loadConfig(resolveConfigPath(args.config))));
         return 0;
       case 'status':
         return status(args);

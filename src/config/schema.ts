@@ -153,7 +153,7 @@ export interface TruvideoTargetConfig extends TargetCommon {
   moreUrlsPath: string;
   /** Seconds between status polls after complete. */
   pollInterval: number;
-  /** Seconds after complete at which a video still not COMPLETED is failed. */
+  /** Seconds of polling after complete before the wait is given up and retried (complete again, then the status). */
   pollTimeout: number;
 }
 
@@ -647,7 +647,8 @@ const TARGETS: Record<TargetType, z.ZodType<Unnamed<TargetConfig>>> = {
     more_urls_path: required(moreUrlsPath, '/upload/{uploadId}/presigned-urls'),
     // Seconds between status polls after complete (202 Accepted). Default 5.
     poll_interval: required(duration({ positive: true }), 5),
-    // Seconds after complete before a video still not COMPLETED is failed. Default 3600.
+    // Seconds of polling after complete before the wait is given up and retried (complete again,
+    // then the status). Default 3600.
     poll_timeout: required(duration({ positive: true }), 3600),
   }).transform(
     (v): Unnamed<TruvideoTargetConfig> => ({

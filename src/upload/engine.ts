@@ -147,9 +147,15 @@ export class UploadEngine {
     let serverParts: PlannedPart[] | undefined;
     if (started.layout) {
       // The platform chose the layout: hash the file again along it, and make sure it is the content we hashed.
-      const digest = await digestFile(upload.file.path, [started.layout], signal);
-      if (digest.sha256 !== upload.file.sha256) throw new FileChangedError('content differs from the hashed file');
-      serverParts = started.layout.map((p, i) => ({ ...p, md5: digest.partMd5s[0]![i]! }));
+      try {
+        const digest = await digestFile(upload.file.path, [started.layout], signal);
+        if (digest.sha256 !== upload.file.sha256) throw new FileChangedError('content differs from the hashed file');
+        serverParts = started.layout.map((p, i) => ({ ...p, md5: digest.partMd5s[0]![i]! }));
+      } catch (err) {
+        // The session is not in the ledger yet, so nothing else would release it.
+        await target.abort(started.session, upload.file, signal).catch(() => undefined);
+        throw err;
+      }
     }
     this.o.ledger.uploadStarted(upload.id, started.session, serverParts);
     const parts = serverParts ? serverParts.map((p) => ({ ...p, state: 'pending' as const, etag: null })) : upload.parts;

@@ -9,10 +9,13 @@ import { startS3Store } from '../emulators/s3-store.js';
 import { DaemonProcess, runCli, waitFor, writeConfig } from '../support/daemon-process.js';
 import { MiB, tempDir, writeVideo } from '../support/files.js';
 import { incidentManifest, writeManifest } from '../support/manifest.js';
+import { aionvisionFixture } from './fixtures/aionvision.js';
 import { aloFixture } from './fixtures/alo.js';
+import { truvideoFixture } from './fixtures/truvideo.js';
+import { valtFixture } from './fixtures/valt.js';
 import type { PlatformFixture, PlatformSite, ReceivedVideo, VideoRef } from './platform-fixture.js';
 
-const FIXTURES: PlatformFixture[] = [aloFixture];
+const FIXTURES: PlatformFixture[] = [aloFixture, aionvisionFixture, truvideoFixture, valtFixture];
 const CONCURRENCY = 2;
 
 interface Site {

@@ -70,6 +70,8 @@ export interface S3Store {
   objectSize(key: string): number;
   objectSha256(key: string): Promise<string>;
   openMultipartUploads(): Array<{ key: string; uploadId: string; parts: number[] }>;
+  /** S3 ListParts: the parts an open multipart upload holds, with their ETags (unquoted MD5). */
+  listParts(key: string, uploadId: string): Array<{ partNumber: number; etag: string; size: number }>;
   readonly requests: S3RequestRecord[];
   injectFaults(...faults: S3Fault[]): void;
   /** Every successful PUT is answered this many ms after its body arrived (a slow uplink, made visible). */
@@ -301,6 +303,14 @@ class S3StoreServer implements S3Store {
       for await (const chunk of createReadStream(blob.file)) hash.update(chunk as Buffer);
     }
     return hash.digest('hex');
+  }
+
+  listParts(key: string, uploadId: string): Array<{ partNumber: number; etag: string; size: number }> {
+    const upload = this.uploads.get(uploadId);
+    if (!upload || upload.key !== key) throw new S3Error(404, 'NoSuchUpload', NO_SUCH_UPLOAD_MESSAGE);
+    return [...upload.parts.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([partNumber, blob]) => ({ partNumber, etag: blob.md5.toString('hex'), size: blob.size }));
   }
 
   openMultipartUploads(): Array<{ key: string; uploadId: string; parts: number[] }> {

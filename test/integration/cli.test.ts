@@ -59,26 +59,36 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     expect(existsSync(join(dir, 'state'))).toBe(false);
   });
 
-  it('refuses to run a target type this version does not support yet (exit 2, targets.<name>.type)', async (ctx) => {
-    const dir = await harness(ctx).dir();
-    const { configPath, ledgerPath } = await configIn(dir, {
-      targets: { aion: { type: 'aionvision', base_url: 'https://api.aionvision.tech/api/v2', auth: { bearer: 'x' } } },
-    });
-    const r = await runCli(['run', '--config', configPath]);
-    expect(r.code, r.stderr).toBe(2);
-    expect(r.stderr).toContain('targets.aion.type');
-    expect(existsSync(ledgerPath)).toBe(false);
-  });
-
-  it('check-config refuses the target type that run refuses (exit 2, targets.<name>.type)', async (ctx) => {
-    // "validates the file": a file that check-config passes must not be refused by run as bad configuration.
+  it('check-config accepts every platform type and names each target', async (ctx) => {
     const dir = await harness(ctx).dir();
     const { configPath } = await configIn(dir, {
-      targets: { aion: { type: 'aionvision', base_url: 'https://api.aionvision.tech/api/v2', auth: { bearer: 'x' } } },
+      targets: {
+        alo: { type: 'alo', base_url: 'https://api.alo.ai/v1', auth: { bearer: 'x' } },
+        aion: { type: 'aionvision', base_url: 'https://api.aionvision.tech/api/v2', auth: { bearer: 'x' } },
+        tv: { type: 'truvideo', base_url: 'https://upload-api.truvideo.com', auth: { bearer: 'x' } },
+        valt: {
+          type: 'valt',
+          base_url: 'http://valt.example.com/api/v3',
+          auth: { login: { url: 'http://valt.example.com/api/v3/login', body: { username: 'u', password: 'p' }, token_field: 'data.access_token' }, send_as: { query: 'access_token' } },
+        },
+      },
     });
     const r = await runCli(['check-config', '--config', configPath]);
-    expect(r.code, `check-config accepted it (exit ${String(r.code)}), printing:\n${r.stdout.slice(0, 400)}`).toBe(2);
-    expect(r.stderr).toContain('targets.aion.type');
+    expect(r.code, r.stderr).toBe(0);
+    for (const type of ['alo', 'aionvision', 'truvideo', 'valt']) expect(r.stdout).toContain(type);
+  });
+
+  it('refuses a target type no platform module has (exit 2, targets.<name>.type), for run and check-config', async (ctx) => {
+    const dir = await harness(ctx).dir();
+    const { configPath, ledgerPath } = await configIn(dir, {
+      targets: { tube: { type: 'youtube', base_url: 'https://example.com', auth: { bearer: 'x' } } },
+    });
+    for (const command of ['run', 'check-config']) {
+      const r = await runCli([command, '--config', configPath]);
+      expect(r.code, `${command}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(/^\s*targets\.tube\.type: /m);
+    }
+    expect(existsSync(ledgerPath)).toBe(false);
   });
 
   it('refuses a configuration that names an unset environment variable (exit 2, naming the path)', async (ctx) => {

@@ -1,0 +1,338 @@
+/**
+ * TruVideo Upload V3 (seeds/004, CONTRACT §5 and §7): each video is one media item, uploaded as
+ * an S3 multipart upload through presigned URLs that TruVideo hands out, then completed
+ * asynchronously: complete answers 202 and the status is polled until COMPLETED or FAILED.
+ *
+ *   POST /upload/start                 → uploadId, mediaId, some presigned URLs   (once per file)
+ *   POST {moreUrlsPath}                → presigned URLs for the parts still to send (CONTRACT §7)
+ *   PUT  <presigned URL> × parts       → ETag (the part's MD5, checked by the engine)
+ *   GET  /upload/{uploadId}            → status and registered parts (resume, polling)
+ *   POST /upload/{uploadId}/complete   → 202, then GET until COMPLETED / FAILED
+ *
+ * Sizes: the document's "MB" is read as MiB (2^20 bytes) everywhere, so its 5 MB minimum part is
+ * S3's real 5 MiB minimum, and a part is at most 600 MiB; a file is at most 120 × 600 MiB.
+ */
+import { extname } from 'node:path';
+import type { TruvideoTargetConfig } from '../../config/schema.js';
+import { redactUrl } from '../../log/redact.js';
+import { MiB, planParts, type PartLayout, type PartLimits } from '../../plan/part-plan.js';
+import { sleep } from '../../upload/backoff.js';
+import type { HttpClient } from '../../upload/http.js';
+import { Authenticator } from '../auth.js';
+import { JsonApi } from '../json-api.js';
+import { presignedExpiry, putPresigned } from '../presigned-put.js';
+import {
+  TargetError,
+  type CompletedPart,
+  type FileRole,
+  type PartReceipt,
+  type SendPartRequest,
+  type SessionState,
+  type SourceFile,
+  type StartResult,
+  type Target,
+  type UploadResult,
+} from '../target.js';
+import {
+  AnyResponse,
+  MAX_TEXT_LENGTH,
+  MoreUrlsResponse,
+  RESERVED_METADATA_KEYS,
+  StartResponse,
+  TruvideoSession,
+  UploadDetails,
+  VIDEO_FILE_TYPES,
+  type StartRequest,
+} from './api.js';
+
+export const MAX_PARTS = 120;
+export const MAX_PART_SIZE = 600 * MiB;
+export const MAX_FILE_SIZE = MAX_PARTS * MAX_PART_SIZE;
+const CREATOR = 'vms-uplink';
+const INCIDENT_METADATA = ['title', 'description', 'incident_at', 'created_at', 'updated_at', 'latitude', 'longitude'] as const;
+const VIDEO_METADATA = ['camera_id', 'camera_name', 'camera_description', 'camera_latitude', 'camera_longitude', 'started_at', 'ended_at'] as const;
+
+/**
+ * The part size the document recommends, by file size:
+ *   < 100 MiB: 10–20 MiB · 100 MiB – 1 GiB (inclusive): 20–50 MiB · > 1 GiB: 50–600 MiB.
+ * `upload.part_size` is used when it lies in the band of the file's size class and clamped to the
+ * band's nearer end otherwise; should that need more than 120 parts, the part grows to
+ * ceil(size / 120) rounded up to a whole MiB (only ever in the last band, and never past 600 MiB
+ * for a file refuse() accepts). A file no larger than one part is sent as one part.
+ */
+export function truvideoPartLimits(fileSize: number): PartLimits {
+  if (fileSize < 100 * MiB) return { minPartSize: 10 * MiB, maxPartSize: 20 * MiB, maxParts: MAX_PARTS };
+  if (fileSize <= 1024 * MiB) return { minPartSize: 20 * MiB, maxPartSize: 50 * MiB, maxParts: MAX_PARTS };
+  return { minPartSize: 50 * MiB, maxPartSize: MAX_PART_SIZE, maxParts: MAX_PARTS };
+}
+
+/** Fresh URLs are fetched when a tenth of their lifetime (at most 5 min) is left: a part must fit in it. */
+const URL_MARGIN_MAX_MS = 5 * 60_000;
+/** Lifetime assumed for a URL that does not say when it expires. */
+const URL_DEFAULT_LIFETIME_MS = 3600_000;
+
+interface CachedUrl {
+  url: string;
+  renewAt: number;
+}
+
+/** What this process knows of one remote upload; in memory only, never persisted. */
+interface UploadState {
+  urls: Map<number, CachedUrl>;
+  /** Parts acknowledged (sent, or registered by TruVideo) since this process started. */
+  done: Set<number>;
+  /** More-URLs requests in flight, by the parts they ask for: a part waits for the one asking for it. */
+  fetches: Array<{ parts: ReadonlySet<number>; promise: Promise<void> }>;
+}
+
+export class TruvideoTarget implements Target {
+  readonly roles: readonly FileRole[] = ['video'];
+  private readonly api: JsonApi;
+  private readonly uploads = new Map<string, UploadState>();
+  /** Sessions given up (abort): TruVideo cannot release them, and they are never used again. */
+  private readonly retired = new Set<string>();
+
+  constructor(
+    readonly name: string,
+    private readonly config: TruvideoTargetConfig,
+    private readonly http: HttpClient,
+  ) {
+    this.api = new JsonApi(`TruVideo (${name})`, config.baseUrl, http, new Authenticator(config.auth, http));
+  }
+
+  refuse(file: SourceFile): string | null {
+    if (!fileTypeOf(file.name)) {
+      const shown = extname(file.name) || '(none)';
+      return `TruVideo accepts video files ${Object.keys(VIDEO_FILE_TYPES).map((t) => `.${t.toLowerCase()}`).join(', ')}; ${file.name} has extension ${shown}`;
+    }
+    if (file.size > MAX_FILE_SIZE) {
+      return `${file.name} is ${file.size} bytes; TruVideo accepts at most ${MAX_PARTS} parts of 600 MiB (${MAX_FILE_SIZE} bytes)`;
+    }
+    return null;
+  }
+
+  layout(file: SourceFile, preferredPartSize: number): PartLayout {
+    return planParts(file.size, preferredPartSize, truvideoPartLimits(file.size));
+  }
+
+  /**
+   * The start is the one call that is not idempotent: each one opens a media item, and the
+   * document warns against resending it blindly after a token refresh. A 401 proves nothing was
+   * created, so the engine's retry after the fresh login is safe. A start whose answer was lost
+   * (connection dropped after sending, timeout, some 5xx) cannot be told apart from one that never
+   * arrived, and TruVideo has neither an idempotency key nor a way to list sessions: the engine
+   * retries it, and the worst case is one orphan INITIALIZED media item without bytes. The
+   * session is in the ledger before any part is sent, so a restart resumes it, never starts again.
+   */
+  async start(file: SourceFile, layout: PartLayout | null, signal: AbortSignal): Promise<StartResult> {
+    if (!layout || layout.length < 1 || layout.length > MAX_PARTS) {
+      throw new TargetError('permanent', `TruVideo takes 1 to ${MAX_PARTS} parts, planned ${layout?.length ?? 0}`);
+    }
+    const res = await this.api.call({ method: 'POST', path: '/upload/start', json: startRequest(file, layout.length), schema: StartResponse, signal });
+    const session: TruvideoSession = { uploadId: res.uploadId, mediaId: res.mediaId, amountOfParts: layout.length };
+    this.remember(this.state(session.uploadId), res.presignedUrls);
+    return { session };
+  }
+
+  async sendPart({ session: raw, part, body, signal }: SendPartRequest): Promise<PartReceipt> {
+    const session = this.session(raw);
+    const state = this.state(session.uploadId);
+    const url = await this.urlFor(session, state, part.number, signal);
+    try {
+      const etag = await putPresigned(this.http, url, body() as never, part.size, signal);
+      state.done.add(part.number);
+      state.urls.delete(part.number);
+      return { etag };
+    } catch (err) {
+      // A refused URL has most likely expired, and its siblings were minted with it.
+      if (err instanceof TargetError && err.kind === 'new-url') state.urls.clear();
+      throw err;
+    }
+  }
+
+  /** After a restart: the parts TruVideo registered, with their ETags. */
+  async confirmedParts(raw: SessionState, _file: SourceFile, signal: AbortSignal): Promise<Array<{ number: number; etag: string | null }>> {
+    const session = this.session(raw);
+    const details = await this.details(session, signal);
+    if (details.status === 'FAILED') throw failed(session, details);
+    // A part registered without its ETag cannot be listed in complete: it is sent again.
+    const registered = details.parts.filter((p) => p.eTag !== null);
+    const state = this.state(session.uploadId);
+    for (const p of registered) state.done.add(p.partNumber);
+    return registered.map((p) => ({ number: p.partNumber, etag: p.eTag }));
+  }
+
+  /**
+   * Completes, then polls the status until COMPLETED or FAILED. A complete refused with a 4xx
+   * (e.g. 409: already completing, after a restart or a lost answer) is judged by the status:
+   * PENDING_COMPLETE, COMPLETED or FAILED mean the complete was already accepted (CONTRACT §7).
+   */
+  async complete(raw: SessionState, _file: SourceFile, parts: CompletedPart[], signal: AbortSignal): Promise<UploadResult> {
+    const session = this.session(raw);
+    this.uploads.delete(session.uploadId); // no part is sent after this: its URLs are of no more use
+    let known: UploadDetails | null = null;
+    try {
+      await this.api.call({
+        method: 'POST',
+        path: `${uploadPath(session)}/complete`,
+        json: { parts: [...parts].sort((a, b) => a.number - b.number).map((p) => ({ partNumber: p.number, eTag: p.etag })) },
+        schema: AnyResponse,
+        signal,
+      });
+    } catch (err) {
+      const refused = err instanceof TargetError && err.kind === 'permanent' && (err.details.status ?? 0) >= 400 && (err.details.status ?? 0) < 500;
+      if (!refused) throw err;
+      known = await this.details(session, signal);
+      if (known.status !== 'PENDING_COMPLETE' && known.status !== 'COMPLETED' && known.status !== 'FAILED') throw err;
+    }
+    const done = await this.pollUntilFinal(session, known, signal);
+    const result: UploadResult = { uploadId: session.uploadId, mediaId: session.mediaId };
+    if (done.fileUrl) result.fileUrl = redactUrl(done.fileUrl);
+    return result;
+  }
+
+  /** The document has no abort: the session is dropped here and never used again. */
+  async abort(raw: SessionState): Promise<void> {
+    const parsed = TruvideoSession.safeParse(raw);
+    if (!parsed.success) return;
+    this.retired.add(parsed.data.uploadId);
+    this.uploads.delete(parsed.data.uploadId);
+  }
+
+  async close(): Promise<void> {
+    this.uploads.clear();
+  }
+
+  /** GET /upload/{uploadId} with capped backoff (pollInterval), until a final status or pollTimeout. */
+  private async pollUntilFinal(session: TruvideoSession, first: UploadDetails | null, signal: AbortSignal): Promise<UploadDetails> {
+    const intervalMs = this.config.pollInterval * 1000;
+    const deadline = Date.now() + this.config.pollTimeout * 1000;
+    let details = first ?? (await this.details(session, signal));
+    for (let round = 0; ; round++) {
+      if (details.status === 'COMPLETED') return details;
+      if (details.status === 'FAILED') throw failed(session, details);
+      const delay = Math.min(intervalMs, (intervalMs / 4) * 2 ** round);
+      if (Date.now() + delay > deadline) {
+        throw new TargetError('retryable', `TruVideo upload ${session.uploadId} is still ${details.status} ${this.config.pollTimeout} s after complete`);
+      }
+      await sleep(delay, signal);
+      details = await this.details(session, signal);
+    }
+  }
+
+  private details(session: TruvideoSession, signal: AbortSignal): Promise<UploadDetails> {
+    return this.api.call({ method: 'GET', path: uploadPath(session), schema: UploadDetails, signal });
+  }
+
+  /** A URL for the part; missing or near-expiry ones are fetched in one batch for every part still to send. */
+  private async urlFor(session: TruvideoSession, state: UploadState, number: number, signal: AbortSignal): Promise<string> {
+    for (;;) {
+      const cached = state.urls.get(number);
+      if (cached && cached.renewAt > Date.now()) return cached.url;
+      const pending = state.fetches.find((f) => f.parts.has(number));
+      if (pending) {
+        await pending.promise;
+        continue;
+      }
+      const wanted = new Set([number]);
+      for (let n = 1; n <= (session.amountOfParts ?? 0); n++) {
+        const url = state.urls.get(n);
+        const fresh = url !== undefined && url.renewAt > Date.now();
+        if (!fresh && !state.done.has(n) && !state.fetches.some((f) => f.parts.has(n))) wanted.add(n);
+      }
+      const fetch = { parts: wanted, promise: Promise.resolve() };
+      fetch.promise = this.fetchUrls(session, state, [...wanted].sort((a, b) => a - b), signal).finally(() => {
+        state.fetches = state.fetches.filter((f) => f !== fetch);
+      });
+      state.fetches.push(fetch);
+      await fetch.promise;
+      const got = state.urls.get(number);
+      if (!got) throw new TargetError('permanent', `TruVideo answered the presigned URLs of upload ${session.uploadId} without part ${number}`);
+      return got.url;
+    }
+  }
+
+  private async fetchUrls(session: TruvideoSession, state: UploadState, partNumbers: number[], signal: AbortSignal): Promise<void> {
+    const path = this.config.moreUrlsPath.replaceAll('{uploadId}', encodeURIComponent(session.uploadId));
+    const res = await this.api.call({ method: 'POST', path, json: { partNumbers }, schema: MoreUrlsResponse, signal });
+    this.remember(state, res.presignedUrls);
+  }
+
+  private remember(state: UploadState, urls: Array<{ partNumber: number; url: string }>): void {
+    const now = Date.now();
+    for (const { partNumber, url } of urls) {
+      const expiresAt = presignedExpiry(url) ?? now + URL_DEFAULT_LIFETIME_MS;
+      state.urls.set(partNumber, { url, renewAt: expiresAt - Math.min(URL_MARGIN_MAX_MS, (expiresAt - now) / 10) });
+    }
+  }
+
+  private state(uploadId: string): UploadState {
+    let state = this.uploads.get(uploadId);
+    if (!state) {
+      state = { urls: new Map(), done: new Set(), fetches: [] };
+      this.uploads.set(uploadId, state);
+    }
+    return state;
+  }
+
+  private session(raw: SessionState): TruvideoSession {
+    const parsed = TruvideoSession.safeParse(raw);
+    if (!parsed.success) throw new TargetError('permanent', 'the ledger holds no TruVideo session (uploadId, mediaId) for this upload');
+    if (this.retired.has(parsed.data.uploadId)) {
+      throw new TargetError('permanent', `TruVideo upload ${parsed.data.uploadId} was given up and is not used again`);
+    }
+    return parsed.data;
+  }
+}
+
+/** `media.fileType` from the file's extension; undefined when TruVideo takes no video of that kind. */
+export function fileTypeOf(fileName: string): string | undefined {
+  return VIDEO_FILE_TYPES[extname(fileName).slice(1).toUpperCase()];
+}
+
+/** `<incident title> — <camera_name>` (CONTRACT §5); `Incident <id>` and the file name stand in for what is missing. */
+export function mediaTitle(file: SourceFile): string {
+  const incident = file.incident.title?.trim() || `Incident ${file.incident.id}`;
+  const camera = file.video.camera_name?.trim() || file.name;
+  const title = `${incident} — ${camera}`;
+  const chars = Array.from(title);
+  return chars.length <= MAX_TEXT_LENGTH ? title : `${chars.slice(0, MAX_TEXT_LENGTH - 1).join('')}…`;
+}
+
+export function startRequest(file: SourceFile, amountOfParts: number): StartRequest {
+  const { incident, video } = file;
+  const tags: Record<string, string> = {};
+  const tag = (key: string, value: string | undefined): void => {
+    if (value) tags[key] = value;
+  };
+  tag('incidentId', incident.id);
+  tag('videoId', video.id);
+  tag('cameraId', video.camera_id);
+  tag('cameraName', video.camera_name);
+
+  // The incident's fields and the video's camera fields and time range, as the manifest names them.
+  const metadata: Record<string, unknown> = {};
+  for (const key of INCIDENT_METADATA) if (incident[key] !== undefined) metadata[key] = incident[key];
+  for (const key of VIDEO_METADATA) if (video[key] !== undefined) metadata[key] = video[key];
+  for (const key of RESERVED_METADATA_KEYS) delete metadata[key];
+
+  const media: StartRequest['media'] = { fileType: fileTypeOf(file.name) ?? '', title: mediaTitle(file), creator: CREATOR, tags };
+  const duration = durationMs(video.started_at, video.ended_at);
+  if (duration !== undefined) media.duration = duration;
+  return { amountOfParts, media, metadata };
+}
+
+/** Milliseconds between the export's start and end, when both are known and in order. */
+function durationMs(startedAt: string | undefined, endedAt: string | undefined): number | undefined {
+  if (!startedAt || !endedAt) return undefined;
+  const ms = Date.parse(endedAt) - Date.parse(startedAt);
+  return Number.isFinite(ms) && ms >= 0 ? Math.round(ms) : undefined;
+}
+
+function failed(session: TruvideoSession, details: UploadDetails): TargetError {
+  return new TargetError('permanent', `TruVideo upload ${session.uploadId} FAILED: ${details.failureReason ?? '(no failureReason given)'}`);
+}
+
+function uploadPath(session: TruvideoSession): string {
+  return `/upload/${encodeURIComponent(session.uploadId)}`;
+}

@@ -1,0 +1,360 @@
+/**
+ * Aionvision through the real daemon: server-decided chunks, a confirm per chunk, resume from the
+ * platform's progress after SIGKILL, chunk URLs replaced through chunks/retry, formats and
+ * refusals, and the remote upload aborted when it is given up. Each test asserts what the
+ * emulator received, what the daemon sent to the presigned URLs and the bytes in the store.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import type { AionvisionTargetConfig } from '../../src/config/schema.js';
+import { Secret } from '../../src/config/secret.js';
+import { AionvisionTarget } from '../../src/targets/aionvision/index.js';
+import type { SourceFile } from '../../src/targets/target.js';
+import { HttpClient } from '../../src/upload/http.js';
+import { AION_TEST_KEY, startAionvisionEmulator, type AionCall, type AionUpload } from '../emulators/aionvision.js';
+import { listen } from '../emulators/listen.js';
+import { startS3Store } from '../emulators/s3-store.js';
+import { startAionSite, type AionSite, type AionSiteOptions } from '../support/aionvision-site.js';
+import { DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
+import { MiB, mp4Header, tempDir, writeVideo } from '../support/files.js';
+import { incidentManifest, writeManifest, type TestVideo } from '../support/manifest.js';
+
+/** An MPEG transport stream packet header (PID 0x100, payload starting a PES): what many NVRs export as .ts. */
+const MPEG_TS_HEADER = Buffer.from([0x47, 0x41, 0x00, 0x10, 0x00, 0x00, 0x01, 0xe0, 0x00, 0x00]);
+
+/** A QuickTime `ftyp` box (brand `qt  `): sniffed as video/quicktime. */
+function quickTimeHeader(): Buffer {
+  const box = mp4Header();
+  box.write('qt  ', 8, 'latin1');
+  box.write('qt  qt  qt  qt  ', 16, 'latin1');
+  return box;
+}
+
+/** Sites and daemons of one test, torn down when it finishes (daemons first). */
+function useSites(ctx: TestContext) {
+  const cleanups: Array<() => Promise<void>> = [];
+  ctx.onTestFinished(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  return {
+    async site(options: AionSiteOptions = {}): Promise<AionSite> {
+      const s = await startAionSite(options);
+      cleanups.push(() => s.close());
+      return s;
+    },
+    daemon(s: AionSite): DaemonProcess {
+      const d = DaemonProcess.run(s.configPath);
+      cleanups.push(async () => {
+        d.kill('SIGKILL');
+        await d.exited;
+      });
+      return d;
+    },
+  };
+}
+
+async function incident(s: AionSite, id: string, videos: Array<TestVideo & { size: number; header?: Buffer }>): Promise<Map<string, string>> {
+  const folder = join(s.exportsRoot, id);
+  const shas = new Map<string, string>();
+  for (const v of videos) if (v.file) shas.set(v.file, await writeVideo(join(folder, v.file), v.size, v.header));
+  await writeManifest(folder, incidentManifest(id, videos.map(({ size: _size, header: _header, ...v }) => v)));
+  return shas;
+}
+
+function completed(s: AionSite, filename: string, timeoutMs = 30_000): Promise<AionUpload> {
+  return waitFor(() => [...s.aion.uploads.values()].find((u) => u.filename === filename && u.status === 'completed'), timeoutMs, `${filename} completed`);
+}
+
+const callsOf = (s: AionSite, route: AionCall['route']): AionCall[] => s.aion.calls.filter((c) => c.route === route);
+
+/** S3 PUTs of one chunk that the store accepted. */
+const okPuts = (s: AionSite, upload: AionUpload, chunk: number) =>
+  s.store.requests.filter((r) => r.method === 'PUT' && r.status === 200 && r.uploadId === upload.uploadId && r.partNumber === chunk);
+
+interface StatusJson {
+  totals: Record<string, number>;
+  pendingAborts: number;
+  incidents: Array<{ videos: Array<{ id: string; uploads: Array<{ target: string; state: string; lastError: string | null }> }> }>;
+}
+
+async function status(s: AionSite): Promise<StatusJson> {
+  const out = await runCli(['status', '--json', '--config', s.configPath]);
+  expect(out.code).toBe(0);
+  return JSON.parse(out.stdout) as StatusJson;
+}
+
+function uploadStatus(snapshot: StatusJson, videoId: string) {
+  return snapshot.incidents.flatMap((i) => i.videos).find((v) => v.id === videoId)?.uploads.find((u) => u.target === 'aion');
+}
+
+describe('a 25 MiB video in server-decided 10 MiB chunks', () => {
+  let s: AionSite;
+  let d: DaemonProcess;
+  let sha: string;
+  let file: Buffer;
+  let upload: AionUpload;
+
+  beforeAll(async () => {
+    s = await startAionSite({ upload: { concurrency: 1 } });
+    sha = (await incident(s, 'happy-1', [{ id: 'v1', file: 'cam01_1149.mp4', size: 25 * MiB }])).get('cam01_1149.mp4')!;
+    file = await readFile(join(s.exportsRoot, 'happy-1', 'cam01_1149.mp4'));
+    d = DaemonProcess.run(s.configPath);
+    upload = await completed(s, 'cam01_1149.mp4');
+  });
+
+  afterAll(async () => {
+    d?.kill('SIGKILL');
+    await d?.exited;
+    await s?.close();
+  });
+
+  it('sends 3 chunks of 10/10/5 MiB, confirms each with its ETag and size, and the object is byte-identical', async () => {
+    expect(callsOf(s, 'initiate').map((c) => [c.status, c.body])).toEqual([
+      [200, { filename: 'cam01_1149.mp4', content_type: 'video/mp4', size_bytes: 25 * MiB }],
+    ]);
+    expect(upload.chunks.map((c) => c.size)).toEqual([10 * MiB, 10 * MiB, 5 * MiB]);
+    const confirms = callsOf(s, 'confirm');
+    expect(confirms.every((c) => c.status === 200)).toBe(true);
+    expect(confirms.map((c) => c.body)).toEqual(
+      upload.chunks.map((c) => ({
+        media_id: upload.mediaId,
+        upload_id: upload.uploadId,
+        chunk_number: c.number,
+        etag: `"${createHash('md5').update(file.subarray(c.offset, c.offset + c.size)).digest('hex')}"`,
+        size_bytes: c.size,
+      })),
+    );
+    expect(callsOf(s, 'complete').map((c) => [c.status, c.body])).toEqual([[200, { media_id: upload.mediaId, upload_id: upload.uploadId }]]);
+    expect(await s.store.objectSha256(upload.s3Key)).toBe(sha);
+    expect(s.store.openMultipartUploads()).toEqual([]);
+    // The credentials went on every API call (the emulator answers 401 otherwise), never to S3.
+    expect(s.aion.calls.every((c) => c.status === 200)).toBe(true);
+    const puts = s.presigned.filter((r) => r.method === 'PUT');
+    expect(puts).toHaveLength(3);
+    for (const put of puts) {
+      expect(put.headers['content-type']).toBe('video/mp4');
+      expect(put.headers.authorization).toBeUndefined();
+    }
+    // The URLs of initiate were used: no chunk needed chunks/retry.
+    expect(callsOf(s, 'retry')).toEqual([]);
+    const snapshot = await status(s);
+    expect(snapshot.totals).toMatchObject({ done: 1, failed: 0 });
+  });
+
+  it('confirms each chunk right after its own PUT, never before it and not in a batch at the end', () => {
+    const confirms = callsOf(s, 'confirm');
+    const puts = s.presigned.filter((r) => r.method === 'PUT');
+    expect(confirms.map((c) => c.chunkNumber)).toEqual([1, 2, 3]);
+    for (const [i, confirm] of confirms.entries()) {
+      // S3 had answered this chunk's PUT when its confirm arrived…
+      expect(confirm.putsBefore, `chunk ${confirm.chunkNumber}`).toBe(1);
+      expect(confirm.at).toBeGreaterThanOrEqual(puts[i]!.at);
+      // …and the next chunk's PUT came only after it.
+      if (puts[i + 1]) expect(confirm.at).toBeLessThanOrEqual(puts[i + 1]!.at);
+    }
+  });
+});
+
+describe('resilience', () => {
+  it('resumes from progress after SIGKILL: chunks confirmed before the kill are not sent again', async (ctx) => {
+    const t = useSites(ctx);
+    const s = await t.site({ upload: { concurrency: 1 }, emulator: { chunkSizeBytes: 5 * MiB } });
+    s.store.setLatency(500);
+    const sha = (await incident(s, 'kill-1', [{ id: 'v1', file: 'cam01.mp4', size: 10 * MiB + 512 * 1024 }])).get('cam01.mp4')!;
+
+    const first = t.daemon(s);
+    await waitFor(() => callsOf(s, 'confirm').some((c) => c.chunkNumber === 1 && c.status === 200), 30_000, 'chunk 1 confirmed');
+    // Chunk 2's confirm is carried out but its answer never arrives: the kill lands in between.
+    s.aion.holdNext('confirm', 1);
+    await waitFor(() => callsOf(s, 'confirm').some((c) => c.chunkNumber === 2 && c.held), 30_000, 'chunk 2 confirmed, answer held');
+    first.kill('SIGKILL');
+    await first.exited;
+
+    const [upload] = [...s.aion.uploads.values()];
+    expect([...upload!.confirmed.keys()].sort()).toEqual([1, 2]);
+    const db = new Database(s.ledgerPath, { readonly: true });
+    const doneInLedger = (db.prepare(`SELECT number FROM parts WHERE state = 'done' ORDER BY number`).all() as Array<{ number: number }>).map((r) => r.number);
+    db.close();
+    expect(doneInLedger).toEqual([1]); // the ledger never heard of chunk 2: only progress can tell
+
+    s.store.setLatency(0);
+    const progressBefore = callsOf(s, 'progress').length;
+    t.daemon(s);
+    await completed(s, 'cam01.mp4');
+    expect(await s.store.objectSha256(upload!.s3Key)).toBe(sha);
+    expect(callsOf(s, 'progress').slice(progressBefore).map((c) => [c.status, c.mediaId])).toEqual([[200, upload!.mediaId]]);
+    // The same upload was continued: one initiate, chunks 1 and 2 PUT and confirmed once, only chunk 3 sent after the restart.
+    expect(callsOf(s, 'initiate')).toHaveLength(1);
+    expect([1, 2, 3].map((n) => okPuts(s, upload!, n).length)).toEqual([1, 1, 1]);
+    expect([1, 2, 3].map((n) => callsOf(s, 'confirm').filter((c) => c.chunkNumber === n).length)).toEqual([1, 1, 1]);
+    // Chunk URLs are not persisted: chunk 3's came from chunks/retry after the restart.
+    expect(callsOf(s, 'retry').map((c) => [c.status, c.chunkNumber])).toEqual([[200, 3]]);
+  });
+
+  it('replaces an expired chunk URL and a refused one through chunks/retry', async (ctx) => {
+    const t = useSites(ctx);
+    const s = await t.site({ upload: { concurrency: 1 }, emulator: { chunkSizeBytes: 5 * MiB, urlExpiresSeconds: 2 } });
+    // Chunk 1 takes 2.5 s to upload, so chunk 2's URL from initiate has expired when its turn comes.
+    s.store.setLatency(2500);
+    s.store.injectFaults({ kind: 'status', status: 403, code: 'AccessDenied', partNumber: 1 });
+    const sha = (await incident(s, 'expiry-1', [{ id: 'v1', file: 'cam01.mp4', size: 5 * MiB + 64 * 1024 }])).get('cam01.mp4')!;
+
+    const d = t.daemon(s);
+    const upload = await completed(s, 'cam01.mp4');
+    expect(await s.store.objectSha256(upload.s3Key)).toBe(sha);
+    const retries = callsOf(s, 'retry');
+    expect(retries.every((c) => c.status === 200)).toBe(true);
+    expect(retries.filter((c) => c.chunkNumber === 1).length).toBeGreaterThanOrEqual(1); // after the 403
+    expect(retries.filter((c) => c.chunkNumber === 2)).toHaveLength(1); // before its URL was used expired
+    expect(retries[0]!.body).toEqual({ media_id: upload.mediaId, upload_id: upload.uploadId, chunk_number: 1 });
+    // The injected 403 is the only refusal: an expired URL was never sent.
+    expect(s.store.requests.filter((r) => r.status === 403)).toHaveLength(1);
+    // The refused URL was logged (with the retry), masked; the API key never.
+    const logged = [...d.logs.map((l) => JSON.stringify(l)), ...d.stderr].join('\n');
+    expect(logged).toContain('X-Amz-Signature=***');
+    expect(logged).not.toMatch(/X-Amz-Signature=[0-9a-f]|X-Amz-Credential=[A-Z0-9]/i);
+    expect(logged).not.toContain(AION_TEST_KEY);
+  });
+});
+
+describe('refusals', () => {
+  it('refuses an MPEG-TS export before any call, fails a video the platform refuses with its message, and uploads the other', async (ctx) => {
+    const t = useSites(ctx);
+    const s = await t.site();
+    s.aion.refuseFilename('cam02.mp4', 'Video rejected: this account has reached its storage quota');
+    const shas = await incident(s, 'refuse-1', [
+      { id: 'ts', file: 'cam01.ts', size: 512 * 1024, header: MPEG_TS_HEADER },
+      { id: 'refused', file: 'cam02.mp4', size: 512 * 1024 },
+      { id: 'good', file: 'cam03.mov', size: 512 * 1024, header: quickTimeHeader() },
+    ]);
+
+    t.daemon(s);
+    const good = await completed(s, 'cam03.mov');
+    expect(await s.store.objectSha256(good.s3Key)).toBe(shas.get('cam03.mov'));
+    expect(good.contentType).toBe('video/quicktime');
+    const snapshot = await waitFor(async () => {
+      const snap = await status(s);
+      return snap.totals.failed === 2 && snap.totals.done === 1 ? snap : undefined;
+    }, 15_000, 'two failed, one done');
+
+    // The .ts file never reached the platform.
+    expect(s.aion.calls.map((c) => (c.body as { filename?: string } | undefined)?.filename).filter(Boolean)).not.toContain('cam01.ts');
+    expect(uploadStatus(snapshot, 'ts')).toMatchObject({ state: 'failed', lastError: 'cam01.ts is video/mp2t; Aionvision accepts MP4, MOV, M4V, WebM and AVI only' });
+    // The refused file failed with the platform's own words, after one try (a 4xx is final).
+    expect(uploadStatus(snapshot, 'refused')).toMatchObject({ state: 'failed', lastError: expect.stringContaining('this account has reached its storage quota') });
+    expect(callsOf(s, 'initiate').filter((c) => (c.body as { filename: string }).filename === 'cam02.mp4').map((c) => c.status)).toEqual([422]);
+    expect(uploadStatus(snapshot, 'good')?.state).toBe('done');
+  });
+
+  it('aborts the remote upload it gives up on: the S3 multipart upload is gone', async (ctx) => {
+    const t = useSites(ctx);
+    const s = await t.site();
+    s.aion.failNext('confirm', 1, 400);
+    await incident(s, 'abort-1', [{ id: 'v1', file: 'cam01.mp4', size: MiB }]);
+
+    t.daemon(s);
+    const abort = await waitFor(() => callsOf(s, 'abort').find((c) => c.status === 200), 30_000, 'abort');
+    const [upload] = [...s.aion.uploads.values()];
+    expect(abort.body).toEqual({ media_id: upload!.mediaId, upload_id: upload!.uploadId });
+    expect(upload!.status).toBe('aborted');
+    expect(okPuts(s, upload!, 1)).toHaveLength(1); // S3 held the chunk…
+    expect(s.store.openMultipartUploads()).toEqual([]); // …and no longer does
+    expect(callsOf(s, 'complete')).toEqual([]);
+    const snapshot = await status(s);
+    expect(uploadStatus(snapshot, 'v1')).toMatchObject({ state: 'failed', lastError: expect.stringContaining('chunks/confirm answered 400') });
+    expect(snapshot.pendingAborts).toBe(0);
+  });
+});
+
+describe('the target on its own', () => {
+  const http1 = new HttpClient({ connectionsPerOrigin: 4, timeoutMs: 10_000 });
+  afterAll(() => http1.close());
+  const target = (baseUrl: string): AionvisionTarget => {
+    const config: AionvisionTargetConfig = { type: 'aionvision', name: 'aion', baseUrl, auth: { kind: 'bearer', token: new Secret(AION_TEST_KEY) }, requestTimeout: 30 };
+    return new AionvisionTarget('aion', config, http1);
+  };
+  const file = (over: Partial<SourceFile>): SourceFile => ({
+    role: 'video',
+    path: '/nonexistent',
+    name: 'cam01.mp4',
+    size: MiB,
+    sha256: '',
+    contentType: 'video/mp4',
+    incident: { id: 'i1' },
+    video: { id: 'v1' },
+    ...over,
+  });
+  const signal = new AbortController().signal;
+
+  it('refuses other formats, other extensions and videos over 10 GiB, saying which limit', () => {
+    const t = target('http://127.0.0.1:9/api/v2');
+    for (const [name, contentType] of [['a.mp4', 'video/mp4'], ['a.MOV', 'video/quicktime'], ['a.m4v', 'video/x-m4v'], ['a.webm', 'video/webm'], ['a.avi', 'video/x-msvideo']]) {
+      expect(t.refuse(file({ name: name!, contentType: contentType! })), name).toBeNull();
+    }
+    expect(t.refuse(file({ name: 'a.mkv', contentType: 'video/x-matroska' }))).toBe('a.mkv is video/x-matroska; Aionvision accepts MP4, MOV, M4V, WebM and AVI only');
+    expect(t.refuse(file({ name: 'a.ts', contentType: 'video/mp4' }))).toMatch(/a\.ts is MP4, but Aionvision accepts only file names ending in \.mp4, \.mov/);
+    expect(t.refuse(file({ size: 10 * 1024 ** 3 }))).toBeNull();
+    expect(t.refuse(file({ size: 10 * 1024 ** 3 + 1 }))).toMatch(/at most 10 GiB \(10737418240 bytes\) per video/);
+    expect(t.layout()).toBeNull();
+  });
+
+  it('refuses a chunk layout that does not cover the file, and aborts that upload', async (ctx) => {
+    const calls: Array<{ url: string; body: string }> = [];
+    const answers = [
+      { chunks: [{ chunk_number: 1, upload_url: 'http://127.0.0.1:9/a', size_bytes: 5 }, { chunk_number: 3, upload_url: 'http://127.0.0.1:9/c', size_bytes: 5 }] },
+      { chunks: [{ chunk_number: 1, upload_url: 'http://127.0.0.1:9/a', size_bytes: 4 }, { chunk_number: 2, upload_url: 'http://127.0.0.1:9/b', size_bytes: 5 }] },
+    ];
+    const server = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        calls.push({ url: req.url ?? '', body });
+        const answer = req.url?.endsWith('/initiate') ? { media_id: 'm1', upload_id: 'u1', ...answers.shift() } : { status: 'aborted' };
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+      });
+    });
+    const origin = await listen(server, '127.0.0.1', 0);
+    ctx.onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const t = target(`${origin}/api/v2`);
+    await expect(t.start(file({ size: 10 }), null, signal)).rejects.toMatchObject({ kind: 'permanent', message: expect.stringContaining('chunk 3 where chunk 2 of 2 belongs') });
+    await expect(t.start(file({ size: 10 }), null, signal)).rejects.toMatchObject({ kind: 'permanent', message: expect.stringContaining('chunks of 9 bytes in all for a file of 10 bytes') });
+    expect(calls.map((c) => c.url)).toEqual(['/api/v2/video-uploads/initiate', '/api/v2/video-uploads/abort', '/api/v2/video-uploads/initiate', '/api/v2/video-uploads/abort']);
+    expect(JSON.parse(calls[1]!.body)).toEqual({ media_id: 'm1', upload_id: 'u1' });
+  });
+
+  it('counts a complete that already went through as done (409, progress completed), and abort of it as done', async (ctx) => {
+    const store = await startS3Store();
+    const aion = await startAionvisionEmulator({ store });
+    const dir = await tempDir();
+    ctx.onTestFinished(async () => {
+      await aion.close();
+      await store.close();
+      await dir.cleanup();
+    });
+    const path = join(dir.path, 'cam01.mp4');
+    const sha = await writeVideo(path, MiB);
+    const md5 = createHash('md5').update(await readFile(path)).digest('hex');
+    const t = target(aion.baseUrl);
+    const video = file({ path, sha256: sha });
+    const started = await t.start(video, null, signal);
+    expect(started.layout).toEqual([{ number: 1, offset: 0, size: MiB }]);
+    const receipt = await t.sendPart({ session: started.session, file: video, part: { number: 1, offset: 0, size: MiB, md5 }, body: () => createReadStream(path), signal });
+    expect(receipt.etag).toBe(md5);
+    const parts = [{ number: 1, size: MiB, etag: md5 }];
+    expect(await t.complete(started.session, video, parts, signal)).toEqual({ media_id: started.session.media_id });
+    // As after a restart that never saw the first answer:
+    expect(await t.complete(started.session, video, parts, signal)).toEqual({ media_id: started.session.media_id });
+    await t.abort(started.session, video, signal);
+    expect(aion.calls.map((c) => [c.route, c.status])).toEqual([
+      ['initiate', 200], ['confirm', 200], ['complete', 200], ['complete', 409], ['progress', 200], ['abort', 409],
+    ]);
+    expect(await store.objectSha256([...aion.uploads.values()][0]!.s3Key)).toBe(sha);
+    // An upload the platform does not know fails complete for good.
+    await expect(t.complete({ media_id: 'nope', upload_id: 'nope' }, video, parts, signal)).rejects.toMatchObject({ kind: 'permanent', details: { status: 404 } });
+  });
+});

@@ -1,0 +1,386 @@
+/**
+ * Valt through the real daemon (seeds/001, CONTRACT §5 and §7): one record per video named
+ * `<incident title> — <camera>`, the file appended in RFC 9110 Content-Range chunks, one POST at a
+ * time, resumed after a crash from the last acknowledged chunk, a new login after a 401, Valt's own
+ * message when it refuses, and the access token (a query parameter) never shown anywhere.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it, type TestContext } from 'vitest';
+import type { ValtEmulator, ValtEmulatorOptions, ValtRecord } from '../emulators/valt.js';
+import { startValt, VALT_PASSWORD, VALT_USERNAME, valtTargetConfig } from '../conformance/fixtures/valt.js';
+import { DaemonProcess, runCli, waitFor, writeConfig } from '../support/daemon-process.js';
+import { MiB, tempDir, writeThumbnail, writeVideo } from '../support/files.js';
+import { incidentManifest, writeManifest, type TestVideo } from '../support/manifest.js';
+
+interface Site {
+  valt: ValtEmulator;
+  exportsRoot: string;
+  ledgerPath: string;
+  configPath: string;
+  daemon(): DaemonProcess;
+  /** Everything the daemons printed so far, for the secret checks. */
+  output(): string;
+}
+
+async function valtSite(ctx: TestContext, options: { emulator?: Partial<ValtEmulatorOptions>; target?: Record<string, unknown>; upload?: Record<string, unknown> } = {}): Promise<Site> {
+  const tmp = await tempDir();
+  const valt = await startValt(options.emulator);
+  const daemons: DaemonProcess[] = [];
+  ctx.onTestFinished(async () => {
+    for (const d of daemons) {
+      d.kill('SIGKILL');
+      await d.exited;
+    }
+    await valt.close();
+    await tmp.cleanup();
+  });
+  const exportsRoot = join(tmp.path, 'exports');
+  const ledgerPath = join(tmp.path, 'state', 'ledger.db');
+  const configPath = await writeConfig(tmp.path, {
+    watch: { root: exportsRoot, settle_seconds: 0.3 },
+    ledger: { path: ledgerPath },
+    upload: { concurrency: 4, retry_initial: 0.05, retry_max: 0.5, stall_timeout: 10, ...options.upload },
+    targets: { valt: valtTargetConfig(valt, { chunk_size: '1MiB', ...options.target }) },
+    log: { level: 'debug' },
+  });
+  return {
+    valt,
+    exportsRoot,
+    ledgerPath,
+    configPath,
+    daemon() {
+      const d = DaemonProcess.run(configPath);
+      daemons.push(d);
+      return d;
+    },
+    output: () => daemons.flatMap((d) => [...d.logs.map((l) => JSON.stringify(l)), ...d.stderr]).join('\n'),
+  };
+}
+
+/** Writes an incident and returns each video's SHA-256 by id. */
+async function writeIncident(s: Site, id: string, videos: Array<TestVideo & { size?: number }>, title = 'Test incident'): Promise<Map<string, string>> {
+  const folder = join(s.exportsRoot, id);
+  const shas = new Map<string, string>();
+  for (const v of videos) if (v.file && v.size !== undefined) shas.set(v.id, await writeVideo(join(folder, v.file), v.size));
+  await writeManifest(folder, incidentManifest(id, videos.map(({ size: _size, ...v }) => v), title));
+  return shas;
+}
+
+function completeRecord(s: Site, name: string, timeoutMs = 30_000): Promise<ValtRecord> {
+  // Complete and answered: the last chunk's call is in the emulator's log.
+  return waitFor(() => s.valt.records.find((r) => r.name === name && r.complete && r.chunksInFlight === 0), timeoutMs, `record "${name}" complete`);
+}
+
+function ledgerRows<T>(s: Site, sql: string): T[] {
+  try {
+    const db = new Database(s.ledgerPath, { readonly: true });
+    try {
+      return db.prepare(sql).all() as T[];
+    } finally {
+      db.close();
+    }
+  } catch {
+    return []; // no ledger yet
+  }
+}
+
+async function statusJson(s: Site): Promise<{ text: string; snapshot: StatusSnapshot }> {
+  const out = await runCli(['status', '--json', '--config', s.configPath]);
+  expect(out.code).toBe(0);
+  return { text: out.stdout, snapshot: JSON.parse(out.stdout) as StatusSnapshot };
+}
+
+interface StatusSnapshot {
+  totals: Record<string, number>;
+  incidents: Array<{ id: string; videos: Array<{ id: string; state: string; uploads: Array<{ state: string; lastError: string | null }> }> }>;
+}
+
+/** No access token Valt handed out appears in the logs, `status --json` or the ledger file. */
+async function expectNoTokenShown(s: Site): Promise<void> {
+  const { text } = await statusJson(s);
+  const ledgerBytes = Buffer.concat([await readFile(s.ledgerPath), await readFile(`${s.ledgerPath}-wal`).catch(() => Buffer.alloc(0))]).toString('latin1');
+  expect(s.valt.issuedTokens.length).toBeGreaterThan(0);
+  for (const token of s.valt.issuedTokens) {
+    expect(s.output()).not.toContain(token);
+    expect(text).not.toContain(token);
+    expect(ledgerBytes).not.toContain(token);
+  }
+}
+
+const chunkCalls = (s: Site) => s.valt.calls.filter((c) => c.route === 'chunk');
+const okCalls = (s: Site, route: string) => s.valt.calls.filter((c) => c.route === route && c.status === 200);
+
+/** An incident of two videos of about 1 MiB on cameras 01 and 02. */
+function twoCameras(s: Site, id: string, title: string): Promise<Map<string, string>> {
+  return writeIncident(s, id, [{ id: 'v1', file: 'cam01.mp4', size: MiB + 5 }, { id: 'v2', file: 'cam02.mp4', size: MiB + 7 }], title);
+}
+
+/** The Content-Range of each chunk of `size` bytes in chunks of `chunk`, RFC 9110 form. */
+function ranges(size: number, chunk: number): string[] {
+  const out: string[] = [];
+  for (let first = 0; first < size; first += chunk) out.push(`bytes ${first}-${Math.min(first + chunk, size) - 1}/${size}`);
+  return out;
+}
+
+describe('Valt', () => {
+  it('creates one record per video named "<title> — <camera>", with the template and share of the config, and the bytes intact', async (ctx) => {
+    const template = { '1': 'Field Value 1', '2': 'Field Value 2' };
+    const share = { users: [1, 2, 3], groups: [4, 5, 6] };
+    const s = await valtSite(ctx, { target: { template, share } });
+    const folder = join(s.exportsRoot, 'happy-1');
+    await writeThumbnail(join(folder, 'cam01a_1149.jpg'));
+    const shas = await writeIncident(
+      s,
+      'happy-1',
+      [
+        { id: 'good-file-1', file: 'cam01a_1149.mp4', thumbnail: 'cam01a_1149.jpg', camera_name: '192.168.0.241 - Camera - 01a', size: 2 * MiB + 100 },
+        { id: 'no-camera', file: 'cam09_1149.mp4', camera_name: undefined, size: MiB / 2 },
+        { id: 'bad-file-2', errors: ['G64 export failed with: No video available for the camera during the selected time period.'] },
+      ],
+      'Hey There!',
+    );
+    s.daemon();
+    const cam = await completeRecord(s, 'Hey There! — 192.168.0.241 - Camera - 01a');
+    const noCamera = await completeRecord(s, 'Hey There! — cam09_1149.mp4');
+
+    // Only the two videos: no record for the failed export, no thumbnail (Valt takes videos only).
+    expect(s.valt.records).toHaveLength(2);
+    for (const [record, id, size] of [[cam, 'good-file-1', 2 * MiB + 100], [noCamera, 'no-camera', MiB / 2]] as const) {
+      expect(record).toMatchObject({ template, share, contentType: 'video/mp4', bytes: size, total: size, maxChunksInFlight: 1 });
+      expect(await s.valt.assembledSha256(record.id)).toBe(shas.get(id));
+      expect(record.sha256).toBe(shas.get(id));
+      expect(record.contentRanges).toEqual(ranges(size, MiB));
+      expect(record.chunks.every((c) => c.status === 200 && !c.repeat)).toBe(true);
+    }
+    expect(cam.filename).toBe('cam01a_1149.mp4');
+    const bodies = s.valt.calls.filter((c) => c.route === 'create-upload').map((c) => c.body);
+    expect(bodies).toContainEqual({ name: 'Hey There! — 192.168.0.241 - Camera - 01a', template, share });
+    // Every chunk has an exact Content-Length, never a chunked body; one login served every call.
+    for (const c of chunkCalls(s)) {
+      expect(c.transferEncoding).toBeUndefined();
+      expect(Number(c.contentLength)).toBeGreaterThan(0);
+    }
+    expect(okCalls(s, 'login')).toHaveLength(1);
+
+    // The ledger keeps what Valt knows the video as: record, video and the download URL of the last answer.
+    await waitFor(() => ledgerRows(s, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2, 10_000, 'both uploads done');
+    const results = ledgerRows<{ video_id: string; result: string }>(s, `SELECT video_id, result FROM uploads`);
+    expect(JSON.parse(results.find((r) => r.video_id === 'good-file-1')!.result)).toEqual({ record_id: cam.id, video_id: cam.videoId, url: cam.url });
+    const { snapshot } = await statusJson(s);
+    expect(snapshot.totals).toMatchObject({ done: 2, failed: 0, failedVideos: 1 });
+    await expectNoTokenShown(s);
+  });
+
+  it('sends a 20 MiB + 3 file in 8 MiB chunks (the default) with RFC 9110 Content-Ranges, one POST at a time, in order', async (ctx) => {
+    const s = await valtSite(ctx, { target: { chunk_size: undefined } });
+    const size = 20 * MiB + 3;
+    const shas = await writeIncident(s, 'range-1', [{ id: 'v1', file: 'cam01.mp4', size }], 'Ranges');
+    s.daemon();
+    const record = await completeRecord(s, 'Ranges — 192.168.0.240 - Camera - 01');
+    expect(chunkCalls(s).map((c) => c.contentRange)).toEqual(['bytes 0-8388607/20971523', 'bytes 8388608-16777215/20971523', 'bytes 16777216-20971522/20971523']);
+    expect(record.maxChunksInFlight).toBe(1);
+    expect(await s.valt.assembledSha256(record.id)).toBe(shas.get('v1'));
+    // The multipart envelope around each chunk is a few hundred bytes: the chunk was streamed with an exact length.
+    chunkCalls(s).forEach((c, i) => {
+      const overhead = Number(c.contentLength) - [8 * MiB, 8 * MiB, 4 * MiB + 3][i]!;
+      expect(overhead).toBeGreaterThan(100);
+      expect(overhead).toBeLessThan(400);
+    });
+  });
+
+  it('resumes after SIGKILL from the last acknowledged chunk, in the same record', async (ctx) => {
+    const s = await valtSite(ctx);
+    s.valt.setLatency(250);
+    const size = 6 * MiB + 11;
+    const shas = await writeIncident(s, 'kill-1', [{ id: 'v1', file: 'cam01.mp4', size }], 'Kill');
+    const first = s.daemon();
+    await waitFor(() => ledgerRows(s, `SELECT number FROM parts WHERE state = 'done'`).length >= 3, 30_000, 'three chunks done');
+    first.kill('SIGKILL');
+    await first.exited;
+    const done = ledgerRows<{ number: number }>(s, `SELECT number FROM parts WHERE state = 'done' ORDER BY number`).map((r) => r.number);
+    expect(done.length).toBeLessThan(7);
+    const callsBefore = s.valt.calls.length;
+
+    s.valt.setLatency(0);
+    s.daemon();
+    const record = await completeRecord(s, 'Kill — 192.168.0.240 - Camera - 01');
+    expect(await s.valt.assembledSha256(record.id)).toBe(shas.get('v1'));
+    // The same record was continued: created once, by the first daemon.
+    expect(s.valt.records).toHaveLength(1);
+    expect(s.valt.calls.filter((c) => c.route === 'create-upload')).toHaveLength(1);
+    // Acknowledged chunks were not POSTed again; the restart began at the first unacknowledged one
+    // (which, if the kill caught it in flight after Valt kept it, was accepted as an exact repeat).
+    const all = ranges(size, MiB);
+    const after = s.valt.calls.slice(callsBefore).filter((c) => c.route === 'chunk').map((c) => c.contentRange);
+    expect(after[0]).toBe(all[done.length]);
+    for (const n of done) expect(chunkCalls(s).filter((c) => c.contentRange === all[n - 1]), `chunk ${n}`).toHaveLength(1);
+    expect(record.chunks.filter((c) => c.repeat).length).toBeLessThanOrEqual(1);
+    expect([...new Set(record.contentRanges)]).toEqual(all);
+    // The token was not kept across the restart: the second daemon logged in again.
+    expect(okCalls(s, 'login')).toHaveLength(2);
+  });
+
+  it('reads create-upload and chunk answers with and without the `data` wrapper', async (ctx) => {
+    const s = await valtSite(ctx); // the emulator alternates: the first record bare, the second in `data`
+    const shas = await twoCameras(s, 'shape-1', 'Shapes');
+    s.daemon();
+    const one = await completeRecord(s, 'Shapes — 192.168.0.240 - Camera - 01');
+    const two = await completeRecord(s, 'Shapes — 192.168.0.241 - Camera - 02');
+    expect(new Set([one.shape, two.shape])).toEqual(new Set(['plain', 'data']));
+    expect(await s.valt.assembledSha256(one.id)).toBe(shas.get('v1'));
+    expect(await s.valt.assembledSha256(two.id)).toBe(shas.get('v2'));
+    await waitFor(() => ledgerRows(s, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2, 10_000, 'both uploads done');
+    const results = new Map(ledgerRows<{ video_id: string; result: string }>(s, `SELECT video_id, result FROM uploads`).map((r) => [r.video_id, JSON.parse(r.result) as unknown]));
+    expect(results.get('v1')).toEqual({ record_id: one.id, video_id: one.videoId, url: one.url });
+    expect(results.get('v2')).toEqual({ record_id: two.id, video_id: two.videoId, url: two.url });
+  });
+
+  it('logs in again when Valt refuses the token mid-upload (401), and carries on in the same record', async (ctx) => {
+    const s = await valtSite(ctx);
+    s.valt.setLatency(150);
+    const size = 4 * MiB + 9;
+    const shas = await writeIncident(s, 'reauth-1', [{ id: 'v1', file: 'cam01.mp4', size }], 'Reauth');
+    s.daemon();
+    await waitFor(() => (s.valt.records[0]?.contentRanges.length ?? 0) >= 2, 30_000, 'two chunks accepted');
+    s.valt.expireTokens();
+    const record = await completeRecord(s, 'Reauth — 192.168.0.240 - Camera - 01');
+    expect(await s.valt.assembledSha256(record.id)).toBe(shas.get('v1'));
+    expect(chunkCalls(s).filter((c) => c.status === 401).length).toBeGreaterThanOrEqual(1);
+    expect(okCalls(s, 'login').length).toBeGreaterThanOrEqual(2);
+    // A refused chunk was not kept: every chunk was appended exactly once, in order.
+    expect(record.contentRanges).toEqual(ranges(size, MiB));
+    expect(s.valt.records).toHaveLength(1);
+    await expectNoTokenShown(s);
+  });
+
+  it("fails the video whose record Valt refuses with Valt's message, and uploads the other", async (ctx) => {
+    const s = await valtSite(ctx);
+    s.valt.refuseName('Camera - 02', 'Recording name contains a forbidden word.');
+    const shas = await twoCameras(s, 'refuse-1', 'Refused');
+    s.daemon();
+    const ok = await completeRecord(s, 'Refused — 192.168.0.240 - Camera - 01');
+    expect(await s.valt.assembledSha256(ok.id)).toBe(shas.get('v1'));
+    const failed = await waitFor(async () => {
+      const { snapshot } = await statusJson(s);
+      const upload = snapshot.incidents[0]?.videos.find((v) => v.id === 'v2')?.uploads[0];
+      return upload?.state === 'failed' ? upload : undefined;
+    }, 30_000, 'v2 failed');
+    expect(failed.lastError).toContain('answered 400: Recording name contains a forbidden word.');
+    // Refused for good: asked once, not retried, and nothing was opened on Valt for it.
+    const refusedCalls = s.valt.calls.filter((c) => c.route === 'create-upload' && (c.body as { name: string }).name.includes('Camera - 02'));
+    expect(refusedCalls.map((c) => c.status)).toEqual([400]);
+    expect(s.valt.records).toHaveLength(1);
+  });
+
+  it('never shows the access token: failures are logged with access_token=***, status and ledger hold none', async (ctx) => {
+    const s = await valtSite(ctx);
+    s.valt.failNext('create-upload', 1, 503);
+    s.valt.failNext('chunk', 1, 500);
+    s.valt.resetNext('chunk', 1, 'before');
+    const shas = await writeIncident(s, 'secret-1', [{ id: 'v1', file: 'cam01.mp4', size: 2 * MiB + 1 }], 'Secret');
+    const d = s.daemon();
+    const record = await completeRecord(s, 'Secret — 192.168.0.240 - Camera - 01');
+    expect(await s.valt.assembledSha256(record.id)).toBe(shas.get('v1'));
+    expect(d.events('upload.retry').length).toBeGreaterThanOrEqual(3);
+    // The connection reset is reported with the request's URL: its token is masked.
+    expect(s.output()).toContain('access_token=***');
+    await expectNoTokenShown(s);
+  });
+});
+
+describe('the Valt emulator refuses what Valt would', () => {
+  async function emulator(ctx: TestContext): Promise<{ valt: ValtEmulator; post: (path: string, init: RequestInit) => Promise<{ status: number; body: any }> }> {
+    const valt = await startValt({ wrapInData: false });
+    ctx.onTestFinished(() => valt.close());
+    const post = async (path: string, init: RequestInit) => {
+      const res = await fetch(`${valt.baseUrl}${path}`, { method: 'POST', ...init });
+      return { status: res.status, body: (await res.json()) as any };
+    };
+    return { valt, post };
+  }
+  const json = (body: unknown): RequestInit => ({ headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+  it('logs in with the configured credentials only, and requires a live token as access_token', async (ctx) => {
+    const { valt, post } = await emulator(ctx);
+    expect(await post('/login', json({ username: VALT_USERNAME, password: 'wrong' }))).toEqual({ status: 401, body: { error: { code: 401, message: 'Bad credentials.' } } });
+    expect((await post('/login', json({ username: VALT_USERNAME }))).status).toBe(400);
+    const login = await post('/login', json({ username: VALT_USERNAME, password: VALT_PASSWORD }));
+    expect(login.status).toBe(200);
+    const token = login.body.data.access_token as string;
+    expect(token).toMatch(/^[0-9a-f]{32}$/);
+    expect(await post('/records/create-upload', json({ name: 'x' }))).toEqual({ status: 401, body: { error: { code: 401, message: 'No API token provided' } } });
+    expect((await post(`/records/create-upload?access_token=${token}`, json({ name: 'x' }))).status).toBe(200);
+    valt.expireTokens();
+    expect((await post(`/records/create-upload?access_token=${token}`, json({ name: 'x' }))).status).toBe(401);
+    // What it recorded of the calls never holds the token.
+    expect(JSON.stringify(valt.calls)).not.toContain(token);
+  });
+
+  it('validates create-upload bodies: a name, template values as strings, share ids as integers, nothing else', async (ctx) => {
+    const { post } = await emulator(ctx);
+    const token = (await post('/login', json({ username: VALT_USERNAME, password: VALT_PASSWORD }))).body.data.access_token as string;
+    const create = (body: unknown) => post(`/records/create-upload?access_token=${token}`, json(body));
+    for (const [body, field] of [
+      [{}, 'name'],
+      [{ name: '  ' }, 'name'],
+      [{ name: 'x', template: { '1': 2 } }, 'template.1'],
+      [{ name: 'x', share: { users: ['a'] } }, 'share.users[0]'],
+      [{ name: 'x', share: { teams: [1] } }, 'share'],
+      [{ name: 'x', tags: ['a'] }, 'body'],
+    ] as const) {
+      const res = await create(body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.body.error.message).toContain(`${field}: `);
+    }
+    const ok = await create({ name: 'Upload Recording', template: { '1': 'Field Value 1' }, share: { users: [1, 2, 3], groups: [4, 5, 6] } });
+    expect(ok.status).toBe(200);
+    expect(ok.body).toEqual({ id: expect.any(String), videos: [expect.any(String)] });
+  });
+
+  it('appends only RFC 9110 ranges that continue the video, from real multipart bodies with a length', async (ctx) => {
+    const { valt, post } = await emulator(ctx);
+    const token = (await post('/login', json({ username: VALT_USERNAME, password: VALT_PASSWORD }))).body.data.access_token as string;
+    const record = (await post(`/records/create-upload?access_token=${token}`, json({ name: 'Ranges' }))).body as { id: string; videos: string[] };
+    const path = `/records/${record.id}/videos/${record.videos[0]}?access_token=${token}`;
+    const bytes = randomBytes(30);
+    const chunk = (range: string | null, data: Buffer, field = 'file') => {
+      const form = new FormData();
+      form.append(field, new Blob([data], { type: 'video/mp4' }), 'cam01.mp4');
+      return post(path, { body: form, headers: range ? { 'content-range': range } : {} });
+    };
+    const refused = async (range: string | null, data: Buffer, words: string, field?: string) => {
+      const res = await chunk(range, data, field);
+      expect(res.status, range ?? 'no range').toBe(400);
+      expect(res.body.error.message).toContain(words);
+    };
+    await refused('bytes 0-30/30', bytes, 'inclusive'); // the seed's example form, off by one
+    await refused(null, bytes.subarray(0, 10), 'Content-Range: header is required');
+    await refused('bytes=0-9/30', bytes.subarray(0, 10), 'expected "bytes FIRST-LAST/TOTAL"');
+    await refused('bytes 0-9/30', bytes.subarray(0, 9), 'announces 10');
+    await refused('bytes 0-9/30', bytes.subarray(0, 10), 'unexpected form field', 'video');
+    expect((await chunk('bytes 0-9/30', bytes.subarray(0, 10))).status).toBe(200);
+    await refused('bytes 20-29/30', bytes.subarray(20), 'a gap');
+    await refused('bytes 5-14/30', bytes.subarray(5, 15), 'an overlap');
+    await refused('bytes 10-19/31', bytes.subarray(10, 20), 'total 31 differs');
+    await refused('bytes 0-9/30', randomBytes(10), 'different bytes');
+    expect((await chunk('bytes 0-9/30', bytes.subarray(0, 10))).status).toBe(200); // an exact repeat: acknowledged, not appended
+    // A chunked body (no Content-Length) is refused.
+    const streamed = await fetch(`${valt.baseUrl}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data; boundary=x', 'content-range': 'bytes 10-19/30' },
+      body: new Blob(['--x--']).stream(),
+      duplex: 'half',
+    } as RequestInit);
+    expect(streamed.status).toBe(411);
+    expect((await chunk('bytes 10-19/30', bytes.subarray(10, 20))).status).toBe(200);
+    const last = await chunk('bytes 20-29/30', bytes.subarray(20));
+    expect(last).toEqual({ status: 200, body: { id: record.id, videos: record.videos, url: expect.stringMatching(/^http:/) } });
+    const [held] = valt.records;
+    expect(held).toMatchObject({ complete: true, bytes: 30, filename: 'cam01.mp4', contentType: 'video/mp4' });
+    expect(held!.contentRanges).toEqual(['bytes 0-9/30', 'bytes 0-9/30', 'bytes 10-19/30', 'bytes 20-29/30']);
+    expect(await valt.assembledSha256(held!.id)).toBe(createHash('sha256').update(bytes).digest('hex'));
+  });
+});
