@@ -48,10 +48,21 @@ export function presignedError(res: HttpResponse, url: string): TargetError {
 }
 
 /** When a presigned URL stops working: X-Amz-Date + X-Amz-Expires, or null if it does not say. */
-export function presignedExpiry(url: string): number | null {
+function presignedExpiry(url: string): number | null {
   const date = /[?&]X-Amz-Date=(\d{8}T\d{6}Z)/i.exec(url)?.[1];
   const expires = /[?&]X-Amz-Expires=(\d+)/i.exec(url)?.[1];
   if (!date || !expires) return null;
   const iso = `${date.slice(0, 4)}-${date.slice(4, 6)}-${date.slice(6, 8)}T${date.slice(9, 11)}:${date.slice(11, 13)}:${date.slice(13, 15)}Z`;
   return Date.parse(iso) + Number(expires) * 1000;
+}
+
+/** Fresh URLs are fetched when a tenth of their lifetime (at most 5 min) is left: a part must fit in it. */
+const URL_MARGIN_MAX_MS = 5 * 60_000;
+/** Lifetime assumed for a URL that does not say when it expires. */
+const URL_DEFAULT_LIFETIME_MS = 3600_000;
+
+/** When to stop handing out URLs fetched at `fetchedAt`: before the first of them expires, by the margin. */
+export function renewUrlsAt(urls: readonly string[], fetchedAt: number): number {
+  const expiresAt = Math.min(...urls.map((u) => presignedExpiry(u) ?? fetchedAt + URL_DEFAULT_LIFETIME_MS));
+  return expiresAt - Math.min(URL_MARGIN_MAX_MS, (expiresAt - fetchedAt) / 10);
 }

@@ -17,6 +17,7 @@
  * - Presigned URLs are never persisted: a target keeps them in memory and asks for new ones when
  *   they are missing (after a restart) or refused (`new-url`).
  */
+import type { Readable } from 'node:stream';
 import type { PartLayout } from '../plan/part-plan.js';
 import type { ManifestIncident, ManifestVideo } from '../watch/manifest.js';
 
@@ -79,7 +80,7 @@ export interface SendPartRequest {
   file: SourceFile;
   part: PartToSend;
   /** A fresh read stream of exactly this part's bytes; call it once per attempt. */
-  body: () => NodeJS.ReadableStream;
+  body: () => Readable;
   signal: AbortSignal;
 }
 

@@ -2,13 +2,14 @@
  * The conformance suite: the same scenarios, through the real daemon, against every platform's
  * emulator. A platform is done when it passes this suite (test/conformance/fixtures/).
  */
-import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { startS3Store } from '../emulators/s3-store.js';
-import { DaemonProcess, runCli, waitFor, writeConfig } from '../support/daemon-process.js';
-import { MiB, tempDir, writeVideo } from '../support/files.js';
-import { incidentManifest, writeManifest } from '../support/manifest.js';
+import { runCli, waitFor, type DaemonProcess } from '../support/daemon-process.js';
+import { MiB } from '../support/files.js';
+import { harness } from '../support/harness.js';
+import { ledgerRowsSoFar } from '../support/ledger.js';
+import { videoDefaults, writeIncident } from '../support/manifest.js';
+import { writeSiteConfig, type SiteFiles } from '../support/site.js';
 import { aionvisionFixture } from './fixtures/aionvision.js';
 import { aloFixture } from './fixtures/alo.js';
 import { truvideoFixture } from './fixtures/truvideo.js';
@@ -18,49 +19,19 @@ import type { PlatformFixture, PlatformSite, ReceivedVideo, VideoRef } from './p
 const FIXTURES: PlatformFixture[] = [aloFixture, aionvisionFixture, truvideoFixture, valtFixture];
 const CONCURRENCY = 2;
 
-interface Site {
+interface Site extends SiteFiles {
   platform: PlatformSite;
-  exportsRoot: string;
-  ledgerPath: string;
-  configPath: string;
   daemon(): DaemonProcess;
 }
 
 /** A platform, its store, an export folder and a daemon config; torn down when the test ends. */
 async function site(ctx: TestContext, fixture: PlatformFixture): Promise<Site> {
-  const tmp = await tempDir();
-  const store = await startS3Store();
-  const platform = await fixture.start(store);
-  const daemons: DaemonProcess[] = [];
-  ctx.onTestFinished(async () => {
-    for (const d of daemons) {
-      d.kill('SIGKILL');
-      await d.exited;
-    }
-    await platform.close();
-    await store.close();
-    await tmp.cleanup();
-  });
-  const exportsRoot = join(tmp.path, 'exports');
-  const ledgerPath = join(tmp.path, 'ledger.db');
-  const configPath = await writeConfig(tmp.path, {
-    watch: { root: exportsRoot, settle_seconds: 0.3 },
-    ledger: { path: ledgerPath },
-    upload: { concurrency: CONCURRENCY, part_size: '5MiB', retry_initial: 0.05, retry_max: 0.5, stall_timeout: 10 },
-    targets: { [fixture.type]: platform.targetConfig },
-    log: { level: 'debug' },
-  });
-  return {
-    platform,
-    exportsRoot,
-    ledgerPath,
-    configPath,
-    daemon() {
-      const d = DaemonProcess.run(configPath);
-      daemons.push(d);
-      return d;
-    },
-  };
+  const h = harness(ctx);
+  const dir = await h.dir();
+  const store = h.closeAtEnd(await startS3Store());
+  const platform = h.closeAtEnd(await fixture.start(store));
+  const files = await writeSiteConfig(dir, { upload: { concurrency: CONCURRENCY }, targets: { [fixture.type]: platform.targetConfig } });
+  return { ...files, platform, daemon: () => h.daemon(files) };
 }
 
 let counter = 0;
@@ -68,16 +39,17 @@ let counter = 0;
 /** Writes an incident of fresh videos (sizes in bytes) and returns them as the platform should see them. */
 async function incident(s: Site, sizes: number[]): Promise<Array<VideoRef & { sha256: string }>> {
   const incidentId = `conf-${process.pid}-${++counter}`;
-  const title = `Conformance ${counter}`;
-  const folder = join(s.exportsRoot, incidentId);
-  const videos: Array<VideoRef & { sha256: string }> = [];
-  for (const [i, size] of sizes.entries()) {
-    const file = `cam0${i + 1}_${counter}.mp4`;
-    const sha256 = await writeVideo(join(folder, file), size);
-    videos.push({ id: `v${i + 1}`, incidentId, incidentTitle: title, file, cameraName: `192.168.0.${240 + i} - Camera - 0${i + 1}`, size, sha256 });
-  }
-  await writeManifest(folder, incidentManifest(incidentId, videos.map((v) => ({ id: v.id, file: v.file })), title));
-  return videos;
+  const incidentTitle = `Conformance ${counter}`;
+  const videos: VideoRef[] = sizes.map((size, i) => ({
+    id: `v${i + 1}`,
+    incidentId,
+    incidentTitle,
+    file: `cam0${i + 1}_${counter}.mp4`,
+    cameraName: videoDefaults(i).camera_name,
+    size,
+  }));
+  const shas = await writeIncident(s.exportsRoot, incidentId, videos.map(({ id, file, size }) => ({ id, file, size })), { title: incidentTitle });
+  return videos.map((v) => ({ ...v, sha256: shas.get(v.id)! }));
 }
 
 function receivedIntact(s: Site, video: VideoRef & { sha256: string }, timeoutMs = 45_000): Promise<ReceivedVideo> {
@@ -87,21 +59,13 @@ function receivedIntact(s: Site, video: VideoRef & { sha256: string }, timeoutMs
   }, timeoutMs, `${video.id} received intact`);
 }
 
-function ledger<T>(s: Site, sql: string, ...args: unknown[]): T[] {
-  const db = new Database(s.ledgerPath, { readonly: true });
-  try {
-    return db.prepare(sql).all(...args) as T[];
-  } finally {
-    db.close();
-  }
-}
-
 function partsOf(s: Site, video: VideoRef): Array<{ number: number; state: string }> {
-  try {
-    return ledger(s, `SELECT p.number, p.state FROM parts p JOIN uploads u ON u.id = p.upload_id WHERE u.incident_id = ? AND u.video_id = ? AND u.role = 'video'`, video.incidentId, video.id);
-  } catch {
-    return []; // no ledger yet
-  }
+  return ledgerRowsSoFar(
+    s.ledgerPath,
+    `SELECT p.number, p.state FROM parts p JOIN uploads u ON u.id = p.upload_id WHERE u.incident_id = ? AND u.video_id = ? AND u.role = 'video'`,
+    video.incidentId,
+    video.id,
+  );
 }
 
 interface UploadRow {

@@ -7,10 +7,10 @@
  * with a 400 naming the field; no credentials is a 401.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import http from 'node:http';
+import type http from 'node:http';
 import { extname } from 'node:path';
 import { z } from 'zod';
-import { listen } from './listen.js';
+import { bearerChallenge, EmulatorServer, HttpProblem, isRecord, jsonBody, loggedBody, parseJson, readBody, sendJson, validate, type Reply } from './json-server.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
 export const AION_TEST_KEY = 'aion-test-key';
@@ -96,22 +96,6 @@ export interface AionvisionEmulator {
   close(): Promise<void>;
 }
 
-type Fault = { kind: 'status'; status: number } | { kind: 'reset'; when: 'before' | 'after' } | { kind: 'hold' };
-
-interface Reply {
-  status: number;
-  body: unknown;
-}
-
-class HttpProblem extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 const id = z.string().min(1);
 const chunkNumber = z.int().min(1);
 const initiateSchema = z.strictObject({ filename: z.string().min(1).max(255), content_type: z.string().min(1), size_bytes: z.int().min(1) });
@@ -125,48 +109,28 @@ export async function startAionvisionEmulator(opts: AionvisionEmulatorOptions): 
   return emulator;
 }
 
-class AionvisionServer implements AionvisionEmulator {
-  readonly calls: AionCall[] = [];
+class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements AionvisionEmulator {
   readonly uploads = new Map<string, AionUpload>();
-  private baseUrlValue = '';
   private readonly store: S3Store;
   private readonly auth: { header: string; value: string };
   private readonly chunkSize: number;
   private urlExpiresSeconds: number;
-  private readonly server: http.Server;
-  private readonly faults = new Map<AionRoute, Fault[]>();
   private readonly refusals = new Map<string, { status: number; message: string }>();
 
   constructor(opts: AionvisionEmulatorOptions) {
+    super();
     this.store = opts.store;
     this.auth = { header: (opts.auth?.header ?? 'authorization').toLowerCase(), value: opts.auth?.value ?? `Bearer ${AION_TEST_KEY}` };
     this.chunkSize = opts.chunkSizeBytes ?? 10 * MiB;
     this.urlExpiresSeconds = opts.urlExpiresSeconds ?? 3600;
-    this.server = http.createServer((req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent && !res.destroyed) reply(res, { status: 500, body: { detail: err instanceof Error ? err.message : String(err) } });
-      });
-    });
   }
 
   get baseUrl(): string {
-    return this.baseUrlValue;
-  }
-
-  async listen(host: string, port: number): Promise<void> {
-    this.baseUrlValue = `${await listen(this.server, host, port)}/api/v2`;
-  }
-
-  failNext(route: AionRoute, count: number, status = 503): void {
-    this.queue(route, count, { kind: 'status', status });
-  }
-
-  resetNext(route: AionRoute, count: number, when: 'before' | 'after' = 'before'): void {
-    this.queue(route, count, { kind: 'reset', when });
+    return `${this.origin}/api/v2`;
   }
 
   holdNext(route: AionRoute, count: number): void {
-    this.queue(route, count, { kind: 'hold' });
+    this.queueFaults(route, count, { kind: 'hold' });
   }
 
   refuseFilename(filename: string, message: string, status = 422): void {
@@ -177,57 +141,36 @@ class AionvisionServer implements AionvisionEmulator {
     this.urlExpiresSeconds = seconds;
   }
 
-  async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeAllConnections();
-    await closed;
-  }
-
-  private queue(route: AionRoute, count: number, fault: Fault): void {
-    const list = this.faults.get(route) ?? [];
-    for (let i = 0; i < count; i++) list.push({ ...fault });
-    this.faults.set(route, list);
-  }
-
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  protected async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const at = Date.now();
     const method = req.method ?? '';
     const path = new URL(req.url ?? '/', 'http://aion.invalid').pathname;
     const matched = matchRoute(method, path);
     const call: AionCall = { method, route: matched.route ?? 'unknown', path, status: 0, at };
     if (matched.mediaId !== undefined) call.mediaId = matched.mediaId;
-    const raw = await readBody(req).catch((err: unknown) => (err instanceof HttpProblem ? err : new HttpProblem(400, 'could not read the request body')));
-    if (raw instanceof HttpProblem) return this.answer(req, res, call, problem(raw));
+    const raw = await readBody(req, MAX_BODY_BYTES).catch((err: unknown) => (err instanceof HttpProblem ? err : new HttpProblem(400, 'could not read the request body')));
+    if (raw instanceof HttpProblem) return this.answer(req, res, call, this.problemReply(raw));
+    if (raw.length > 0) call.body = loggedBody(raw);
     const parsed = parseJson(raw);
-    if (raw.length > 0) call.body = parsed.ok ? parsed.value : raw.toString('utf8');
-    if (parsed.ok && isRecord(parsed.value)) {
-      if (typeof parsed.value.media_id === 'string') call.mediaId = parsed.value.media_id;
-      if (typeof parsed.value.chunk_number === 'number') call.chunkNumber = parsed.value.chunk_number;
+    if (isRecord(parsed)) {
+      if (typeof parsed.media_id === 'string') call.mediaId = parsed.media_id;
+      if (typeof parsed.chunk_number === 'number') call.chunkNumber = parsed.chunk_number;
     }
-    if (matched.problem || !matched.route) return this.answer(req, res, call, problem(matched.problem ?? new HttpProblem(404, 'Not Found')));
+    if (matched.problem || !matched.route) return this.answer(req, res, call, this.problemReply(matched.problem ?? new HttpProblem(404, 'Not Found')));
     const route = matched.route;
 
-    const fault = this.faults.get(route)?.shift();
-    if (fault?.kind === 'status') return this.answer(req, res, call, { status: fault.status, body: { detail: `injected ${fault.status}` } });
-    if (fault?.kind === 'reset' && fault.when === 'before') return this.answer(req, res, call, 'reset');
+    const fault = this.takeFault(route);
+    const preempted = this.preemption(fault);
+    if (preempted) return this.answer(req, res, call, preempted);
 
-    let result: Reply;
-    try {
+    const result = await this.carryOut(() => {
       const given = req.headers[this.auth.header];
       if (given !== this.auth.value) throw new HttpProblem(401, given === undefined ? `missing ${this.auth.header} header` : 'Invalid API key');
-      if (route === 'progress') {
-        result = this.progress(matched.mediaId ?? '');
-      } else {
-        const contentType = req.headers['content-type'] ?? '';
-        if (!/^application\/json\s*(;|$)/i.test(contentType)) throw new HttpProblem(415, `content-type must be application/json, got "${contentType}"`);
-        if (!parsed.ok) throw new HttpProblem(400, raw.length === 0 ? 'request body is required' : 'request body is not valid JSON');
-        if (route === 'confirm') call.putsBefore = this.putsOf(parsed.value);
-        result = await this.dispatch(route, parsed.value);
-      }
-    } catch (err) {
-      if (!(err instanceof HttpProblem)) throw err;
-      result = problem(err);
-    }
+      if (route === 'progress') return this.progress(matched.mediaId ?? '');
+      const body = jsonBody(req, raw);
+      if (route === 'confirm') call.putsBefore = this.putsOf(body);
+      return this.dispatch(route, body);
+    });
     if (fault?.kind === 'hold') {
       call.status = result.status;
       call.held = true;
@@ -237,11 +180,16 @@ class AionvisionServer implements AionvisionEmulator {
     this.answer(req, res, call, fault?.kind === 'reset' ? 'reset' : result);
   }
 
-  private answer(req: http.IncomingMessage, res: http.ServerResponse, call: AionCall, result: Reply | 'reset'): void {
-    call.status = result === 'reset' ? 0 : result.status;
-    this.calls.push(call);
-    if (result === 'reset') req.socket.destroy();
-    else reply(res, result);
+  protected override injectedMessage(status: number): string {
+    return `injected ${status}`;
+  }
+
+  protected problemReply(problem: HttpProblem): Reply {
+    return { status: problem.status, body: { detail: problem.message } };
+  }
+
+  protected send(res: http.ServerResponse, reply: Reply): void {
+    sendJson(res, reply, { 'x-request-id': randomBytes(8).toString('hex'), ...bearerChallenge(reply.status) });
   }
 
   private dispatch(route: Exclude<AionRoute, 'progress'>, body: unknown): Promise<Reply> | Reply {
@@ -373,18 +321,9 @@ class AionvisionServer implements AionvisionEmulator {
   }
 }
 
-/**
- * The ETag and size S3 recorded for a part (S3's ListParts). The store offers no ListParts yet,
- * so its multipart table is read directly; `listParts` is used as soon as it exists.
- */
+/** The ETag and size S3 recorded for a part (S3's ListParts). */
 function recordedPart(store: S3Store, upload: AionUpload, n: number): { etag: string; size: number } | undefined {
-  type Part = { partNumber: number; etag: string; size: number };
-  const withList = store as S3Store & { listParts?: (key: string, uploadId: string) => Part[] };
-  if (typeof withList.listParts === 'function') return withList.listParts(upload.s3Key, upload.uploadId).find((p) => p.partNumber === n);
-  const table = (store as unknown as { uploads?: Map<string, { key: string; parts: Map<number, { size: number; md5: Buffer }> }> }).uploads;
-  if (!(table instanceof Map)) throw new Error('the S3 store offers no way to list the parts of a multipart upload');
-  const part = table.get(upload.uploadId)?.parts.get(n);
-  return part && { etag: `"${part.md5.toString('hex')}"`, size: part.size };
+  return store.listParts(upload.s3Key, upload.uploadId).find((p) => p.partNumber === n);
 }
 
 function matchRoute(method: string, path: string): { route?: AionRoute; mediaId?: string; problem?: HttpProblem } {
@@ -409,54 +348,6 @@ function safeDecode(value: string): string {
   }
 }
 
-async function readBody(req: http.IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new HttpProblem(413, 'request body too large');
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
-}
-
-function parseJson(raw: Buffer): { ok: true; value: unknown } | { ok: false } {
-  if (raw.length === 0) return { ok: false };
-  try {
-    return { ok: true, value: JSON.parse(raw.toString('utf8')) as unknown };
-  } catch {
-    return { ok: false };
-  }
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** A 400 naming every field that is wrong, as `field: what`. */
-function validate<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
-  const result = schema.safeParse(value);
-  if (result.success) return result.data;
-  const fields = result.error.issues.map((issue) => `${issue.path.map(String).join('.') || 'body'}: ${issue.message}`);
-  throw new HttpProblem(400, fields.join('; '));
-}
-
 function unquote(etag: string): string {
   return etag.replace(/^W\//, '').replace(/"/g, '').toLowerCase();
-}
-
-function problem(err: HttpProblem): Reply {
-  return { status: err.status, body: { detail: err.message } };
-}
-
-function reply(res: http.ServerResponse, result: Reply): void {
-  const text = JSON.stringify(result.body);
-  const headers: http.OutgoingHttpHeaders = {
-    'content-type': 'application/json',
-    'content-length': String(Buffer.byteLength(text)),
-    'x-request-id': randomBytes(8).toString('hex'),
-  };
-  if (result.status === 401) headers['www-authenticate'] = 'Bearer';
-  res.writeHead(result.status, headers);
-  res.end(text);
 }

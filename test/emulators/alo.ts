@@ -4,9 +4,9 @@
  * pleased a lenient mock: unknown fields, wrong types and keys that were never uploaded are refused.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import http from 'node:http';
-import { listen } from './listen.js';
+import type http from 'node:http';
 import { z } from 'zod';
+import { bearerChallenge, EmulatorServer, HttpProblem, jsonBody, loggedBody, readBody, sendJson, validate, type Reply } from './json-server.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
 export interface AloEmulatorOptions {
@@ -100,22 +100,6 @@ const ORG_ID = '08697d4a-dd01-457f-a4f7-823f0ab35814';
 const MAX_BODY_BYTES = 10 * 1024 * 1024;
 const MAX_PART_COUNT = 10_000;
 
-type Fault = { kind: 'status'; status: number } | { kind: 'reset'; when: 'before' | 'after' };
-
-interface Reply {
-  status: number;
-  body: unknown;
-}
-
-class HttpProblem extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 const isoDateTime = z.iso
   .datetime({ offset: true })
   .refine((value) => !Number.isNaN(Date.parse(value)), { message: 'Invalid ISO-8601 date-time' });
@@ -189,22 +173,19 @@ export async function startAloEmulator(opts: AloEmulatorOptions): Promise<AloEmu
   return emulator;
 }
 
-class AloServer implements AloEmulator {
+class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator {
   readonly reports: AloReport[] = [];
-  readonly calls: AloCall[] = [];
-  private baseUrlValue = '';
   private readonly store: S3Store;
   private readonly auth: { header: string; value: string };
   private urlExpiresSeconds: number;
   private readonly refusedFiles = new Map<string, string>();
   private readonly maxUploadSizeMb: number;
-  private readonly server: http.Server;
   private readonly incidents = new Map<string, AloIncident>();
   /** uploadId → the incident and key it was created for. */
   private readonly multipartUploads = new Map<string, { incidentId: string; s3Key: string }>();
-  private readonly faults = new Map<AloRoute, Fault[]>();
 
   constructor(opts: AloEmulatorOptions) {
+    super();
     this.store = opts.store;
     this.auth = {
       header: (opts.auth?.header ?? 'authorization').toLowerCase(),
@@ -212,34 +193,15 @@ class AloServer implements AloEmulator {
     };
     this.urlExpiresSeconds = opts.urlExpiresSeconds ?? 7200;
     this.maxUploadSizeMb = opts.maxUploadSizeMb ?? -1;
-    this.server = http.createServer((req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent && !res.destroyed) {
-          send(res, { status: 500, body: errorBody(500, err instanceof Error ? err.message : String(err)) });
-        }
-      });
-    });
   }
 
   get baseUrl(): string {
-    return this.baseUrlValue;
-  }
-
-  async listen(host: string, port: number): Promise<void> {
-    this.baseUrlValue = `${await listen(this.server, host, port)}/v1`;
+    return `${this.origin}/v1`;
   }
 
   incident(id: string): AloIncident | undefined {
     const incident = this.incidents.get(id);
     return incident && structuredClone(incident);
-  }
-
-  failNext(route: AloRoute, count: number, status = 503): void {
-    this.queueFaults(route, count, { kind: 'status', status });
-  }
-
-  resetNext(route: AloRoute, count: number, when: 'before' | 'after' = 'before'): void {
-    this.queueFaults(route, count, { kind: 'reset', when });
   }
 
   setUrlExpiry(seconds: number): void {
@@ -250,19 +212,7 @@ class AloServer implements AloEmulator {
     this.refusedFiles.set(fileId, message);
   }
 
-  async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeAllConnections();
-    await closed;
-  }
-
-  private queueFaults(route: AloRoute, count: number, fault: Fault): void {
-    const queue = this.faults.get(route) ?? [];
-    for (let i = 0; i < count; i++) queue.push({ ...fault });
-    this.faults.set(route, queue);
-  }
-
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  protected async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://alo.invalid');
     const query = Object.fromEntries(url.searchParams);
     const method = req.method ?? '';
@@ -272,58 +222,57 @@ class AloServer implements AloEmulator {
 
     let raw: Buffer;
     try {
-      raw = await readBody(req);
+      raw = await readBody(req, MAX_BODY_BYTES);
     } catch (err) {
-      if (err instanceof HttpProblem) {
-        this.answer(req, res, call, { status: err.status, body: errorBody(err.status, err.message) });
-      }
+      // A client that went away mid-body is not logged: there is no call to speak of.
+      if (err instanceof HttpProblem) this.answer(req, res, call, this.problemReply(err));
       return;
     }
-    const parsedBody = raw.length > 0 ? tryParseJson(raw) : undefined;
-    if (parsedBody !== undefined) call.body = parsedBody.ok ? parsedBody.value : raw.toString('utf8');
-
+    if (raw.length > 0) call.body = loggedBody(raw);
     if (matched.problem) {
-      const { status, message } = matched.problem;
-      this.answer(req, res, call, { status, body: errorBody(status, message) });
+      this.answer(req, res, call, this.problemReply(matched.problem));
       return;
     }
     const route = matched.route as AloRoute;
     const incidentId = matched.incidentId as string;
 
-    const fault = this.faults.get(route)?.shift();
-    if (fault?.kind === 'status') {
-      const body = errorBody(fault.status, 'Service temporarily unavailable (injected)');
-      this.answer(req, res, call, { status: fault.status, body });
+    const fault = this.takeFault(route);
+    const preempted = this.preemption(fault);
+    if (preempted) {
+      this.answer(req, res, call, preempted);
       return;
     }
-    if (fault?.kind === 'reset' && fault.when === 'before') {
-      this.answer(req, res, call, 'reset');
-      return;
-    }
-
-    let reply: Reply;
-    try {
+    const reply = await this.carryOut(() => {
       this.checkAuth(req);
-      const body = method === 'POST' || method === 'PUT' ? jsonBody(req, raw, parsedBody) : undefined;
-      reply = await this.dispatch(route, incidentId, query, body);
-    } catch (err) {
-      if (!(err instanceof HttpProblem)) throw err;
-      reply = { status: err.status, body: errorBody(err.status, err.message) };
-    }
+      const body = method === 'POST' || method === 'PUT' ? jsonBody(req, raw) : undefined;
+      return this.dispatch(route, incidentId, query, body);
+    });
     this.answer(req, res, call, fault?.kind === 'reset' ? 'reset' : reply);
   }
 
-  private answer(req: http.IncomingMessage, res: http.ServerResponse, call: AloCall, reply: Reply | 'reset'): void {
-    call.status = reply === 'reset' ? 0 : reply.status;
-    this.calls.push(call);
+  /** Every answered PUT of an incident is a report, whatever its status. */
+  protected override answer(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    call: AloCall,
+    reply: Reply | 'reset',
+  ): void {
+    super.answer(req, res, call, reply);
     if (call.route === 'put_incident' && call.incidentId !== undefined) {
       this.reports.push({ incidentId: call.incidentId, body: call.body, status: call.status });
     }
-    if (reply === 'reset') {
-      req.socket.destroy();
-      return;
-    }
-    send(res, reply);
+  }
+
+  protected problemReply(problem: HttpProblem): Reply {
+    return { status: problem.status, body: { error: { code: problem.status, message: problem.message } } };
+  }
+
+  protected send(res: http.ServerResponse, reply: Reply): void {
+    sendJson(res, reply, {
+      'content-type': 'application/json; charset=utf-8',
+      'x-request-id': randomBytes(8).toString('hex'),
+      ...bearerChallenge(reply.status),
+    });
   }
 
   private checkAuth(req: http.IncomingMessage): void {
@@ -532,60 +481,6 @@ function matchRoute(
   return { route, incidentId };
 }
 
-async function readBody(req: http.IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new HttpProblem(413, 'request body too large');
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
-}
-
-function tryParseJson(raw: Buffer): { ok: true; value: unknown } | { ok: false } {
-  try {
-    return { ok: true, value: JSON.parse(raw.toString('utf8')) as unknown };
-  } catch {
-    return { ok: false };
-  }
-}
-
-/** A JSON API reads a body only when it is declared as JSON; anything else is refused, not guessed at. */
-function jsonBody(
-  req: http.IncomingMessage,
-  raw: Buffer,
-  parsed: { ok: true; value: unknown } | { ok: false } | undefined,
-): unknown {
-  const contentType = req.headers['content-type'] ?? '';
-  if (!/^application\/json\s*(;|$)/i.test(contentType)) {
-    throw new HttpProblem(415, `content-type must be application/json, got "${contentType}"`);
-  }
-  if (raw.length === 0 || parsed === undefined) throw new HttpProblem(400, 'request body is required');
-  if (!parsed.ok) throw new HttpProblem(400, 'request body is not valid JSON');
-  return parsed.value;
-}
-
-function validate<T extends z.ZodType>(schema: T, value: unknown, prefix?: string): z.infer<T> {
-  const result = schema.safeParse(value);
-  if (result.success) return result.data;
-  const message = result.error.issues
-    .map((issue) => {
-      const parts = [...(prefix ? [prefix] : []), ...issue.path.map(String)];
-      const where = parts.length > 0 ? formatPath(parts) : 'body';
-      return `${where}: ${issue.message}`;
-    })
-    .join('; ');
-  throw new HttpProblem(400, message);
-}
-
-function formatPath(parts: string[]): string {
-  return parts.reduce(
-    (out, part, i) => (/^\d+$/.test(part) && i > 0 ? `${out}[${part}]` : out ? `${out}.${part}` : part),
-    '',
-  );
-}
-
 function fromS3Error(err: unknown): HttpProblem {
   if (!(err instanceof S3Error)) throw err;
   return new HttpProblem(err.status === 404 ? 404 : 400, `${err.code}: ${err.message}`);
@@ -627,20 +522,4 @@ function toStoredIncident(
     })),
     failed_videos: (input.failed_videos ?? []).map((v) => ({ ...video(v), upload_errors: [...v.errors] })),
   };
-}
-
-function errorBody(status: number, message: string): { error: { code: number; message: string } } {
-  return { error: { code: status, message } };
-}
-
-function send(res: http.ServerResponse, reply: Reply): void {
-  const text = JSON.stringify(reply.body);
-  const headers: http.OutgoingHttpHeaders = {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': String(Buffer.byteLength(text)),
-    'x-request-id': randomBytes(8).toString('hex'),
-  };
-  if (reply.status === 401) headers['www-authenticate'] = 'Bearer';
-  res.writeHead(reply.status, headers);
-  res.end(text);
 }

@@ -14,9 +14,9 @@
  * - media.title is at most 255 characters, like creator.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import http from 'node:http';
+import type http from 'node:http';
 import { z } from 'zod';
-import { listen } from './listen.js';
+import { bearerChallenge, EmulatorServer, HttpProblem, jsonBody, loggedBody, readBody, sendJson, validate, type Reply } from './json-server.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
 export const TRUVIDEO_FILE_TYPES = [
@@ -139,28 +139,13 @@ const completeSchema = z.strictObject({
   parts: z.array(z.strictObject({ partNumber, eTag: z.string().min(1) })).min(1).max(MAX_PARTS),
 });
 
-type Fault = { kind: 'status'; status: number } | { kind: 'reset'; when: 'before' | 'after' };
-type Reply = { status: number; body: unknown };
-
-class HttpProblem extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 export async function startTruvideoEmulator(opts: TruvideoEmulatorOptions): Promise<TruvideoEmulator> {
   const emulator = new TruvideoServer(opts);
   await emulator.listen(opts.host ?? '127.0.0.1', opts.port ?? 0);
   return emulator;
 }
 
-class TruvideoServer implements TruvideoEmulator {
-  readonly calls: TruvideoCall[] = [];
-  private origin = '';
-  private readonly server: http.Server;
+class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> implements TruvideoEmulator {
   private readonly store: S3Store;
   private readonly tokenTtlMs: number;
   private urlExpiresSeconds: number;
@@ -169,22 +154,17 @@ class TruvideoServer implements TruvideoEmulator {
   /** token → expiry (epoch ms). */
   private readonly tokens = new Map<string, number>();
   private readonly sessions = new Map<string, TruvideoUpload>();
-  private readonly faults = new Map<TruvideoRoute, Fault[]>();
   private readonly completionFailures: string[] = [];
   private readonly refusedTitles: Array<{ substring: string; message: string }> = [];
   private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly opts: TruvideoEmulatorOptions) {
+    super();
     this.store = opts.store;
     this.tokenTtlMs = (opts.tokenTtlSeconds ?? 3600) * 1000;
     this.urlExpiresSeconds = opts.urlExpiresSeconds ?? 3600;
     this.initialUrls = opts.initialUrls ?? 10;
     this.completeDelayMs = opts.completeDelayMs ?? 200;
-    this.server = http.createServer((req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent && !res.destroyed) send(res, { status: 500, body: errorBody(500, err instanceof Error ? err.message : String(err)) });
-      });
-    });
   }
 
   get baseUrl(): string {
@@ -193,10 +173,6 @@ class TruvideoServer implements TruvideoEmulator {
 
   get loginUrl(): string {
     return `${this.origin}/auth/token`;
-  }
-
-  async listen(host: string, port: number): Promise<void> {
-    this.origin = await listen(this.server, host, port);
   }
 
   uploads(): TruvideoUpload[] {
@@ -212,14 +188,6 @@ class TruvideoServer implements TruvideoEmulator {
     for (const token of this.tokens.keys()) this.tokens.set(token, 0);
   }
 
-  failNext(route: TruvideoRoute, count: number, status = 503): void {
-    this.queueFaults(route, count, { kind: 'status', status });
-  }
-
-  resetNext(route: TruvideoRoute, count: number, when: 'before' | 'after' = 'before'): void {
-    this.queueFaults(route, count, { kind: 'reset', when });
-  }
-
   failNextCompletion(reason: string): void {
     this.completionFailures.push(reason);
   }
@@ -232,52 +200,42 @@ class TruvideoServer implements TruvideoEmulator {
     this.urlExpiresSeconds = seconds;
   }
 
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeAllConnections();
-    await closed;
+    await super.close();
   }
 
-  private queueFaults(route: TruvideoRoute, count: number, fault: Fault): void {
-    const queue = this.faults.get(route) ?? [];
-    for (let i = 0; i < count; i++) queue.push({ ...fault });
-    this.faults.set(route, queue);
-  }
-
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  protected async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const method = req.method ?? '';
     const { pathname } = new URL(req.url ?? '/', 'http://truvideo.invalid');
     const matched = matchRoute(method, pathname);
     const call: TruvideoCall = { method, route: matched.route ?? 'unknown', status: 0 };
     if (matched.uploadId !== undefined) call.uploadId = matched.uploadId;
 
-    let reply: Reply | 'reset';
-    try {
-      const raw = await readBody(req);
-      if (raw.length > 0) call.body = parseJson(raw) ?? raw.toString('utf8');
+    // A refusal is answered even under a reset-after fault: only a carried-out call loses its answer.
+    const reply = await this.carryOut(async () => {
+      const raw = await readBody(req, MAX_BODY_BYTES);
+      if (raw.length > 0) call.body = loggedBody(raw);
       if (matched.problem) throw matched.problem;
       const route = matched.route!;
-      const fault = this.faults.get(route)?.shift();
-      if (fault?.kind === 'status') {
-        reply = { status: fault.status, body: errorBody(fault.status, 'Service temporarily unavailable (injected)') };
-      } else if (fault?.kind === 'reset' && fault.when === 'before') {
-        reply = 'reset';
-      } else {
-        if (route !== 'login') this.checkToken(req);
-        const body = method === 'POST' ? jsonBody(req, raw) : undefined;
-        const carriedOut = await this.dispatch(route, matched.uploadId ?? '', body);
-        reply = fault?.kind === 'reset' ? 'reset' : carriedOut;
-      }
-    } catch (err) {
-      if (!(err instanceof HttpProblem)) throw err;
-      reply = { status: err.status, body: errorBody(err.status, err.message) };
-    }
-    call.status = reply === 'reset' ? 0 : reply.status;
-    this.calls.push(call);
-    if (reply === 'reset') req.socket.destroy();
-    else send(res, reply);
+      const fault = this.takeFault(route);
+      const preempted = this.preemption(fault);
+      if (preempted) return preempted;
+      if (route !== 'login') this.checkToken(req);
+      const body = method === 'POST' ? jsonBody(req, raw) : undefined;
+      const carriedOut = await this.dispatch(route, matched.uploadId ?? '', body);
+      return fault?.kind === 'reset' ? 'reset' : carriedOut;
+    });
+    this.answer(req, res, call, reply);
+  }
+
+  protected problemReply(problem: HttpProblem): Reply {
+    return { status: problem.status, body: { status: problem.status, message: problem.message } };
+  }
+
+  protected send(res: http.ServerResponse, reply: Reply): void {
+    sendJson(res, reply, bearerChallenge(reply.status));
   }
 
   private checkToken(req: http.IncomingMessage): void {
@@ -476,53 +434,4 @@ function matchRoute(method: string, pathname: string): { route?: TruvideoRoute; 
   if (segments[2] === 'complete') return only('POST', 'complete', uploadId);
   if (segments[2] === 'presigned-urls') return only('POST', 'presigned_urls', uploadId);
   return { problem: new HttpProblem(404, `no route for ${method} ${pathname}`) };
-}
-
-async function readBody(req: http.IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new HttpProblem(413, 'request body too large');
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
-}
-
-function parseJson(raw: Buffer): unknown {
-  try {
-    return JSON.parse(raw.toString('utf8')) as unknown;
-  } catch {
-    return undefined;
-  }
-}
-
-function jsonBody(req: http.IncomingMessage, raw: Buffer): unknown {
-  const contentType = req.headers['content-type'] ?? '';
-  if (!/^application\/json\s*(;|$)/i.test(contentType)) throw new HttpProblem(415, `content-type must be application/json, got "${contentType}"`);
-  if (raw.length === 0) throw new HttpProblem(400, 'request body is required');
-  const parsed = parseJson(raw);
-  if (parsed === undefined) throw new HttpProblem(400, 'request body is not valid JSON');
-  return parsed;
-}
-
-/** 400 naming every offending field (`media.tags.cameraId: expected string`). */
-function validate<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
-  const result = schema.safeParse(value);
-  if (result.success) return result.data;
-  const where = (path: PropertyKey[]) =>
-    path.reduce<string>((out, p) => (typeof p === 'number' ? `${out}[${p}]` : out ? `${out}.${String(p)}` : String(p)), '') || 'body';
-  throw new HttpProblem(400, result.error.issues.map((issue) => `${where(issue.path)}: ${issue.message}`).join('; '));
-}
-
-function errorBody(status: number, message: string): { status: number; message: string } {
-  return { status, message };
-}
-
-function send(res: http.ServerResponse, reply: Reply): void {
-  const text = JSON.stringify(reply.body);
-  const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)) };
-  if (reply.status === 401) headers['www-authenticate'] = 'Bearer';
-  res.writeHead(reply.status, headers);
-  res.end(text);
 }

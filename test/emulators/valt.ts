@@ -11,11 +11,11 @@
 import { createHash, randomBytes, randomUUID, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises';
-import http from 'node:http';
+import type http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { listen } from './listen.js';
+import { EmulatorServer, HttpProblem, isRecord, jsonBody, readBody, sendJson, validate, type Reply } from './json-server.js';
 
 export interface ValtEmulatorOptions {
   /** The credentials `POST /login` accepts. */
@@ -118,22 +118,6 @@ export interface ValtEmulator {
   close(): Promise<void>;
 }
 
-type Fault = { kind: 'status'; status: number } | { kind: 'reset'; when: 'before' | 'after' };
-
-interface Reply {
-  status: number;
-  body: unknown;
-}
-
-class HttpProblem extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /** What the emulator keeps per record: the snapshot's fields, the file being assembled, and the last chunk. */
 interface RecordState extends Pick<ValtRecord, 'id' | 'videoId' | 'name' | 'template' | 'share' | 'shape' | 'bytes' | 'total' | 'url' | 'filename' | 'contentType' | 'chunks'> {
   file: FileHandle;
@@ -166,14 +150,10 @@ export async function startValtEmulator(opts: ValtEmulatorOptions): Promise<Valt
   return emulator;
 }
 
-class ValtServer implements ValtEmulator {
-  readonly calls: ValtCall[] = [];
+class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmulator {
   readonly issuedTokens: string[] = [];
-  private origin = '';
-  private readonly server: http.Server;
   private readonly tokens = new Map<string, number>();
   private readonly recordStates = new Map<string, RecordState>();
-  private readonly faults = new Map<ValtRoute, Fault[]>();
   private readonly refusals: Array<{ substring: string; message: string }> = [];
   private latencyMs = 0;
   private created = 0;
@@ -183,12 +163,8 @@ class ValtServer implements ValtEmulator {
     private readonly opts: ValtEmulatorOptions,
     private readonly dir: string,
   ) {
+    super();
     this.maxBodyBytes = opts.maxBodyBytes ?? 64 * 1024 * 1024 + 64 * 1024;
-    this.server = http.createServer((req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent && !res.destroyed) send(res, { status: 500, body: errorBody(500, err instanceof Error ? err.message : String(err)) });
-      });
-    });
   }
 
   get baseUrl(): string {
@@ -197,10 +173,6 @@ class ValtServer implements ValtEmulator {
 
   get loginUrl(): string {
     return `${this.baseUrl}/login`;
-  }
-
-  async listen(host: string, port: number): Promise<void> {
-    this.origin = await listen(this.server, host, port);
   }
 
   get records(): ValtRecord[] {
@@ -233,14 +205,6 @@ class ValtServer implements ValtEmulator {
     return sha.digest('hex');
   }
 
-  failNext(route: ValtRoute, count: number, status = 503): void {
-    this.queueFaults(route, count, { kind: 'status', status });
-  }
-
-  resetNext(route: ValtRoute, count: number, when: 'before' | 'after' = 'before'): void {
-    this.queueFaults(route, count, { kind: 'reset', when });
-  }
-
   refuseName(substring: string, message: string): void {
     this.refusals.push({ substring, message });
   }
@@ -253,21 +217,13 @@ class ValtServer implements ValtEmulator {
     this.tokens.clear();
   }
 
-  async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeAllConnections();
-    await closed;
+  override async close(): Promise<void> {
+    await super.close();
     for (const r of this.recordStates.values()) await r.file.close().catch(() => undefined);
     await rm(this.dir, { recursive: true, force: true });
   }
 
-  private queueFaults(route: ValtRoute, count: number, fault: Fault): void {
-    const queue = this.faults.get(route) ?? [];
-    for (let i = 0; i < count; i++) queue.push({ ...fault });
-    this.faults.set(route, queue);
-  }
-
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  protected async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://valt.invalid');
     const method = req.method ?? '';
     const matched = matchRoute(method, url.pathname);
@@ -297,7 +253,7 @@ class ValtServer implements ValtEmulator {
   }
 
   private async serve(req: http.IncomingMessage, res: http.ServerResponse, url: URL, matched: Matched, call: ValtCall, entry: ValtChunk): Promise<void> {
-    const fault = matched.route ? this.faults.get(matched.route)?.shift() : undefined;
+    const fault = matched.route ? this.takeFault(matched.route) : undefined;
     if (fault?.kind === 'reset' && fault.when === 'before') {
       // Mid-body: let the first bytes arrive, then drop the connection.
       await new Promise<void>((resolve) => {
@@ -310,51 +266,48 @@ class ValtServer implements ValtEmulator {
 
     let raw: Buffer;
     try {
-      raw = await readBody(req, this.maxBodyBytes);
+      raw = await readBody(req, this.maxBodyBytes, `request body larger than ${this.maxBodyBytes} bytes`);
+      if (!req.complete) throw new Error('connection closed mid-body');
     } catch (err) {
-      if (err instanceof HttpProblem) this.answer(req, res, call, { status: err.status, body: errorBody(err.status, err.message) }, true);
-      else this.answer(req, res, call, 'reset'); // the client went away mid-body: nothing is kept
+      if (err instanceof HttpProblem) {
+        // The rest of an oversized body is left unread, so the connection cannot carry another request.
+        res.setHeader('connection', 'close');
+        this.answer(req, res, call, this.problemReply(err));
+      } else {
+        this.answer(req, res, call, 'reset'); // the client went away mid-body: nothing is kept
+      }
       return;
     }
 
-    let reply: Reply;
-    try {
+    const reply = await this.carryOut(() => {
       if (matched.problem) throw matched.problem;
-      if (fault?.kind === 'status') {
-        const message = fault.status === 401 ? 'Invalid or expired API token (injected)' : 'Service temporarily unavailable (injected)';
-        throw new HttpProblem(fault.status, message);
-      }
+      if (fault?.kind === 'status') throw new HttpProblem(fault.status, this.injectedMessage(fault.status));
       switch (matched.route!) {
         case 'login':
-          reply = this.login(req, raw, call);
-          break;
+          return this.login(req, raw, call);
         case 'create-upload':
           this.checkToken(url);
-          reply = await this.createUpload(req, raw, call);
-          break;
+          return this.createUpload(req, raw, call);
         case 'chunk':
           this.checkToken(url);
-          reply = await this.appendChunk(req, raw, this.recordOf(matched.recordId!, matched.videoId!), entry);
-          break;
+          return this.appendChunk(req, raw, this.recordOf(matched.recordId!, matched.videoId!), entry);
       }
-    } catch (err) {
-      if (!(err instanceof HttpProblem)) throw err;
-      reply = { status: err.status, body: errorBody(err.status, err.message) };
-    }
+    });
     entry.status = fault?.kind === 'reset' ? 0 : reply.status;
     if (matched.route === 'chunk' && this.latencyMs > 0) await new Promise((r) => setTimeout(r, this.latencyMs));
     this.answer(req, res, call, fault?.kind === 'reset' ? 'reset' : reply);
   }
 
-  private answer(req: http.IncomingMessage, res: http.ServerResponse, call: ValtCall, reply: Reply | 'reset', close = false): void {
-    call.status = reply === 'reset' ? 0 : reply.status;
-    this.calls.push(call);
-    if (reply === 'reset') {
-      req.socket.destroy();
-      return;
-    }
-    if (res.destroyed) return;
-    send(res, reply, close);
+  protected override injectedMessage(status: number): string {
+    return status === 401 ? 'Invalid or expired API token (injected)' : super.injectedMessage(status);
+  }
+
+  protected problemReply(problem: HttpProblem): Reply {
+    return { status: problem.status, body: { error: { code: problem.status, message: problem.message } } };
+  }
+
+  protected send(res: http.ServerResponse, reply: Reply): void {
+    if (!res.destroyed) sendJson(res, reply, { 'content-type': 'application/json; charset=utf-8' });
   }
 
   private checkToken(url: URL): void {
@@ -368,8 +321,8 @@ class ValtServer implements ValtEmulator {
   }
 
   private login(req: http.IncomingMessage, raw: Buffer, call: ValtCall): Reply {
-    const body = jsonBody(req, raw);
-    call.body = isObject(body) && 'password' in body ? { ...body, password: '***' } : body;
+    const body = jsonBody(req, raw, 'Content-Type');
+    call.body = isRecord(body) && 'password' in body ? { ...body, password: '***' } : body;
     const { username, password } = validate(loginSchema, body);
     if (username !== this.opts.username || password !== this.opts.password) throw new HttpProblem(401, 'Bad credentials.');
     const token = randomBytes(16).toString('hex');
@@ -379,7 +332,7 @@ class ValtServer implements ValtEmulator {
   }
 
   private async createUpload(req: http.IncomingMessage, raw: Buffer, call: ValtCall): Promise<Reply> {
-    const body = jsonBody(req, raw);
+    const body = jsonBody(req, raw, 'Content-Type');
     call.body = body;
     const input = validate(createUploadSchema, body);
     const refusal = this.refusals.find((r) => input.name.includes(r.substring));
@@ -489,45 +442,6 @@ function matchRoute(method: string, pathname: string): Matched {
   return { problem: new HttpProblem(404, `no route for ${method} ${pathname}`) };
 }
 
-async function readBody(req: http.IncomingMessage, max: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > max) throw new HttpProblem(413, `request body larger than ${max} bytes`);
-    chunks.push(chunk as Buffer);
-  }
-  if (!req.complete) throw new Error('connection closed mid-body');
-  return Buffer.concat(chunks);
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function jsonBody(req: http.IncomingMessage, raw: Buffer): unknown {
-  const contentType = req.headers['content-type'] ?? '';
-  if (!/^application\/json\s*(;|$)/i.test(contentType)) throw new HttpProblem(415, `Content-Type must be application/json, got "${contentType}"`);
-  if (raw.length === 0) throw new HttpProblem(400, 'request body is required');
-  try {
-    return JSON.parse(raw.toString('utf8')) as unknown;
-  } catch {
-    throw new HttpProblem(400, 'request body is not valid JSON');
-  }
-}
-
-function validate<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
-  const result = schema.safeParse(value);
-  if (result.success) return result.data;
-  const message = result.error.issues
-    .map((issue) => {
-      const where = issue.path.reduce<string>((out, p) => (typeof p === 'number' ? `${out}[${p}]` : out ? `${out}.${String(p)}` : String(p)), '');
-      return `${where || 'body'}: ${issue.message}`;
-    })
-    .join('; ');
-  throw new HttpProblem(400, message);
-}
-
 function parseContentRange(header: string | undefined): { text: string; first: number; last: number; total: number } {
   if (header === undefined) throw new HttpProblem(400, 'Content-Range: header is required');
   const m = CONTENT_RANGE.exec(header);
@@ -597,19 +511,4 @@ function fileField(parts: FormPart[]): FormPart & { filename: string } {
   const file = parts[0]!;
   if (!file.filename) throw new HttpProblem(400, 'file: must be a file (filename missing)');
   return file as FormPart & { filename: string };
-}
-
-function errorBody(status: number, message: string): { error: { code: number; message: string } } {
-  return { error: { code: status, message } };
-}
-
-function send(res: http.ServerResponse, reply: Reply, close = false): void {
-  const text = JSON.stringify(reply.body);
-  const headers: http.OutgoingHttpHeaders = {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': String(Buffer.byteLength(text)),
-  };
-  if (close) headers.connection = 'close';
-  res.writeHead(reply.status, headers);
-  res.end(text);
 }

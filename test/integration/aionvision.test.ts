@@ -9,8 +9,7 @@ import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
-import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AionvisionTargetConfig } from '../../src/config/schema.js';
 import { Secret } from '../../src/config/secret.js';
 import { AionvisionTarget } from '../../src/targets/aionvision/index.js';
@@ -19,10 +18,12 @@ import { HttpClient } from '../../src/upload/http.js';
 import { AION_TEST_KEY, startAionvisionEmulator, type AionCall, type AionUpload } from '../emulators/aionvision.js';
 import { listen } from '../emulators/listen.js';
 import { startS3Store } from '../emulators/s3-store.js';
-import { startAionSite, type AionSite, type AionSiteOptions } from '../support/aionvision-site.js';
+import { startAionSite, type AionSite } from '../support/aionvision-site.js';
 import { DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
-import { MiB, mp4Header, tempDir, writeVideo } from '../support/files.js';
-import { incidentManifest, writeManifest, type TestVideo } from '../support/manifest.js';
+import { MiB, mp4Header, writeVideo } from '../support/files.js';
+import { harness } from '../support/harness.js';
+import { ledgerRows } from '../support/ledger.js';
+import { writeIncident } from '../support/manifest.js';
 
 /** An MPEG transport stream packet header (PID 0x100, payload starting a PES): what many NVRs export as .ts. */
 const MPEG_TS_HEADER = Buffer.from([0x47, 0x41, 0x00, 0x10, 0x00, 0x00, 0x01, 0xe0, 0x00, 0x00]);
@@ -33,37 +34,6 @@ function quickTimeHeader(): Buffer {
   box.write('qt  ', 8, 'latin1');
   box.write('qt  qt  qt  qt  ', 16, 'latin1');
   return box;
-}
-
-/** Sites and daemons of one test, torn down when it finishes (daemons first). */
-function useSites(ctx: TestContext) {
-  const cleanups: Array<() => Promise<void>> = [];
-  ctx.onTestFinished(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
-  return {
-    async site(options: AionSiteOptions = {}): Promise<AionSite> {
-      const s = await startAionSite(options);
-      cleanups.push(() => s.close());
-      return s;
-    },
-    daemon(s: AionSite): DaemonProcess {
-      const d = DaemonProcess.run(s.configPath);
-      cleanups.push(async () => {
-        d.kill('SIGKILL');
-        await d.exited;
-      });
-      return d;
-    },
-  };
-}
-
-async function incident(s: AionSite, id: string, videos: Array<TestVideo & { size: number; header?: Buffer }>): Promise<Map<string, string>> {
-  const folder = join(s.exportsRoot, id);
-  const shas = new Map<string, string>();
-  for (const v of videos) if (v.file) shas.set(v.file, await writeVideo(join(folder, v.file), v.size, v.header));
-  await writeManifest(folder, incidentManifest(id, videos.map(({ size: _size, header: _header, ...v }) => v)));
-  return shas;
 }
 
 function completed(s: AionSite, filename: string, timeoutMs = 30_000): Promise<AionUpload> {
@@ -101,7 +71,7 @@ describe('a 25 MiB video in server-decided 10 MiB chunks', () => {
 
   beforeAll(async () => {
     s = await startAionSite({ upload: { concurrency: 1 } });
-    sha = (await incident(s, 'happy-1', [{ id: 'v1', file: 'cam01_1149.mp4', size: 25 * MiB }])).get('cam01_1149.mp4')!;
+    sha = (await writeIncident(s.exportsRoot, 'happy-1', [{ id: 'v1', file: 'cam01_1149.mp4', size: 25 * MiB }])).get('v1')!;
     file = await readFile(join(s.exportsRoot, 'happy-1', 'cam01_1149.mp4'));
     d = DaemonProcess.run(s.configPath);
     upload = await completed(s, 'cam01_1149.mp4');
@@ -162,10 +132,10 @@ describe('a 25 MiB video in server-decided 10 MiB chunks', () => {
 
 describe('resilience', () => {
   it('resumes from progress after SIGKILL: chunks confirmed before the kill are not sent again', async (ctx) => {
-    const t = useSites(ctx);
-    const s = await t.site({ upload: { concurrency: 1 }, emulator: { chunkSizeBytes: 5 * MiB } });
+    const t = harness(ctx);
+    const s = await t.aionSite({ upload: { concurrency: 1 }, emulator: { chunkSizeBytes: 5 * MiB } });
     s.store.setLatency(500);
-    const sha = (await incident(s, 'kill-1', [{ id: 'v1', file: 'cam01.mp4', size: 10 * MiB + 512 * 1024 }])).get('cam01.mp4')!;
+    const sha = (await writeIncident(s.exportsRoot, 'kill-1', [{ id: 'v1', file: 'cam01.mp4', size: 10 * MiB + 512 * 1024 }])).get('v1')!;
 
     const first = t.daemon(s);
     await waitFor(() => callsOf(s, 'confirm').some((c) => c.chunkNumber === 1 && c.status === 200), 30_000, 'chunk 1 confirmed');
@@ -177,9 +147,7 @@ describe('resilience', () => {
 
     const [upload] = [...s.aion.uploads.values()];
     expect([...upload!.confirmed.keys()].sort()).toEqual([1, 2]);
-    const db = new Database(s.ledgerPath, { readonly: true });
-    const doneInLedger = (db.prepare(`SELECT number FROM parts WHERE state = 'done' ORDER BY number`).all() as Array<{ number: number }>).map((r) => r.number);
-    db.close();
+    const doneInLedger = ledgerRows<{ number: number }>(s.ledgerPath, `SELECT number FROM parts WHERE state = 'done' ORDER BY number`).map((r) => r.number);
     expect(doneInLedger).toEqual([1]); // the ledger never heard of chunk 2: only progress can tell
 
     s.store.setLatency(0);
@@ -197,12 +165,12 @@ describe('resilience', () => {
   });
 
   it('replaces an expired chunk URL and a refused one through chunks/retry', async (ctx) => {
-    const t = useSites(ctx);
-    const s = await t.site({ upload: { concurrency: 1 }, emulator: { chunkSizeBytes: 5 * MiB, urlExpiresSeconds: 2 } });
+    const t = harness(ctx);
+    const s = await t.aionSite({ upload: { concurrency: 1 }, emulator: { chunkSizeBytes: 5 * MiB, urlExpiresSeconds: 2 } });
     // Chunk 1 takes 2.5 s to upload, so chunk 2's URL from initiate has expired when its turn comes.
     s.store.setLatency(2500);
     s.store.injectFaults({ kind: 'status', status: 403, code: 'AccessDenied', partNumber: 1 });
-    const sha = (await incident(s, 'expiry-1', [{ id: 'v1', file: 'cam01.mp4', size: 5 * MiB + 64 * 1024 }])).get('cam01.mp4')!;
+    const sha = (await writeIncident(s.exportsRoot, 'expiry-1', [{ id: 'v1', file: 'cam01.mp4', size: 5 * MiB + 64 * 1024 }])).get('v1')!;
 
     const d = t.daemon(s);
     const upload = await completed(s, 'cam01.mp4');
@@ -215,7 +183,7 @@ describe('resilience', () => {
     // The injected 403 is the only refusal: an expired URL was never sent.
     expect(s.store.requests.filter((r) => r.status === 403)).toHaveLength(1);
     // The refused URL was logged (with the retry), masked; the API key never.
-    const logged = [...d.logs.map((l) => JSON.stringify(l)), ...d.stderr].join('\n');
+    const logged = d.output();
     expect(logged).toContain('X-Amz-Signature=***');
     expect(logged).not.toMatch(/X-Amz-Signature=[0-9a-f]|X-Amz-Credential=[A-Z0-9]/i);
     expect(logged).not.toContain(AION_TEST_KEY);
@@ -224,10 +192,10 @@ describe('resilience', () => {
 
 describe('refusals', () => {
   it('refuses an MPEG-TS export before any call, fails a video the platform refuses with its message, and uploads the other', async (ctx) => {
-    const t = useSites(ctx);
-    const s = await t.site();
+    const t = harness(ctx);
+    const s = await t.aionSite();
     s.aion.refuseFilename('cam02.mp4', 'Video rejected: this account has reached its storage quota');
-    const shas = await incident(s, 'refuse-1', [
+    const shas = await writeIncident(s.exportsRoot, 'refuse-1', [
       { id: 'ts', file: 'cam01.ts', size: 512 * 1024, header: MPEG_TS_HEADER },
       { id: 'refused', file: 'cam02.mp4', size: 512 * 1024 },
       { id: 'good', file: 'cam03.mov', size: 512 * 1024, header: quickTimeHeader() },
@@ -235,7 +203,7 @@ describe('refusals', () => {
 
     t.daemon(s);
     const good = await completed(s, 'cam03.mov');
-    expect(await s.store.objectSha256(good.s3Key)).toBe(shas.get('cam03.mov'));
+    expect(await s.store.objectSha256(good.s3Key)).toBe(shas.get('good'));
     expect(good.contentType).toBe('video/quicktime');
     const snapshot = await waitFor(async () => {
       const snap = await status(s);
@@ -252,10 +220,10 @@ describe('refusals', () => {
   });
 
   it('aborts the remote upload it gives up on: the S3 multipart upload is gone', async (ctx) => {
-    const t = useSites(ctx);
-    const s = await t.site();
+    const t = harness(ctx);
+    const s = await t.aionSite();
     s.aion.failNext('confirm', 1, 400);
-    await incident(s, 'abort-1', [{ id: 'v1', file: 'cam01.mp4', size: MiB }]);
+    await writeIncident(s.exportsRoot, 'abort-1', [{ id: 'v1', file: 'cam01.mp4', size: MiB }]);
 
     t.daemon(s);
     const abort = await waitFor(() => callsOf(s, 'abort').find((c) => c.status === 200), 30_000, 'abort');
@@ -328,15 +296,11 @@ describe('the target on its own', () => {
   });
 
   it('counts a complete that already went through as done (409, progress completed), and abort of it as done', async (ctx) => {
-    const store = await startS3Store();
-    const aion = await startAionvisionEmulator({ store });
-    const dir = await tempDir();
-    ctx.onTestFinished(async () => {
-      await aion.close();
-      await store.close();
-      await dir.cleanup();
-    });
-    const path = join(dir.path, 'cam01.mp4');
+    const h = harness(ctx);
+    const dir = await h.dir();
+    const store = h.closeAtEnd(await startS3Store());
+    const aion = h.closeAtEnd(await startAionvisionEmulator({ store }));
+    const path = join(dir, 'cam01.mp4');
     const sha = await writeVideo(path, MiB);
     const md5 = createHash('md5').update(await readFile(path)).digest('hex');
     const t = target(aion.baseUrl);

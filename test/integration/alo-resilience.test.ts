@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DaemonProcess, waitFor } from '../support/daemon-process.js';
-import { MiB, sha256File, writeVideo } from '../support/files.js';
-import { incidentManifest, writeManifest } from '../support/manifest.js';
+import { MiB, sha256File } from '../support/files.js';
+import { ledgerRows, ledgerRowsSoFar } from '../support/ledger.js';
+import { writeIncident, writeOneVideoIncident } from '../support/manifest.js';
 import { ALO_TOKEN, startAloSite, type AloSite } from '../support/alo-site.js';
 
 let site: AloSite;
@@ -26,7 +27,7 @@ afterEach(async () => {
 
 /** Error paths log URLs and platform answers: none of them may carry a secret. */
 function expectNoSecretsLogged(d: DaemonProcess): void {
-  const text = [...d.logs.map((l) => JSON.stringify(l)), ...d.stderr].join('\n');
+  const text = d.output();
   expect(text).not.toContain(ALO_TOKEN);
   expect(text).not.toMatch(/X-Amz-Signature=[0-9a-f]/i);
   expect(text).not.toMatch(/X-Amz-Credential=[A-Z0-9]/i);
@@ -38,24 +39,8 @@ function start(): DaemonProcess {
   return d;
 }
 
-async function oneVideoIncident(id: string, size: number, file = 'cam01.mp4'): Promise<string> {
-  const folder = join(site.exportsRoot, id);
-  const sha = await writeVideo(join(folder, file), size);
-  await writeManifest(folder, incidentManifest(id, [{ id: `${id}-v1`, file }]));
-  return sha;
-}
-
 async function reportedKey(id: string, timeoutMs = 30_000): Promise<string> {
   return waitFor(() => site.alo.incident(id)?.uploaded_videos[0]?.s3_key, timeoutMs, `incident ${id} reported as uploaded`);
-}
-
-function ledgerRows<T>(sql: string): T[] {
-  const db = new Database(site.ledgerPath, { readonly: true });
-  try {
-    return db.prepare(sql).all() as T[];
-  } finally {
-    db.close();
-  }
 }
 
 const okPuts = (key: string): Array<{ partNumber?: number }> => site.store.requests.filter((r) => r.method === 'PUT' && r.key === key && r.status === 200);
@@ -64,14 +49,14 @@ describe('crash and restart', () => {
   it('resumes after SIGKILL at the first unfinished part; finished parts are not sent again', async () => {
     site = await startAloSite({ upload: { concurrency: 2 } });
     site.store.setLatency(150);
-    const sha = await oneVideoIncident('kill-1', 40 * MiB + 7); // 9 parts of 5 MiB
+    const sha = await writeOneVideoIncident(site.exportsRoot, 'kill-1', 40 * MiB + 7); // 9 parts of 5 MiB
 
     const first = start();
-    await waitFor(() => ledgerRowsSafe(`SELECT number FROM parts WHERE state = 'done'`).length >= 3, 30_000, 'three parts done');
+    await waitFor(() => ledgerRowsSoFar(site.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).length >= 3, 30_000, 'three parts done');
     first.kill('SIGKILL');
     expect(await first.exited).toEqual({ code: null, signal: 'SIGKILL' });
 
-    const doneBefore = ledgerRows<{ number: number }>(`SELECT number FROM parts WHERE state = 'done'`).map((r) => r.number);
+    const doneBefore = ledgerRows<{ number: number }>(site.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).map((r) => r.number);
     expect(doneBefore.length).toBeGreaterThanOrEqual(3);
     expect(doneBefore.length).toBeLessThan(9);
     const integrity = new Database(site.ledgerPath, { readonly: true });
@@ -92,14 +77,6 @@ describe('crash and restart', () => {
   });
 });
 
-function ledgerRowsSafe(sql: string): unknown[] {
-  try {
-    return ledgerRows(sql);
-  } catch {
-    return []; // the daemon has not created the ledger yet
-  }
-}
-
 describe('network and platform faults', () => {
   it('rides out 503s, connection resets and a lost answer to complete', async () => {
     site = await startAloSite();
@@ -112,7 +89,7 @@ describe('network and platform faults', () => {
     site.alo.failNext('upload_urls', 2, 503);
     site.alo.failNext('put_incident', 2, 500);
     site.alo.resetNext('complete_multipart_upload', 1, 'after');
-    const sha = await oneVideoIncident('faults-1', 12 * MiB + 5);
+    const sha = await writeOneVideoIncident(site.exportsRoot, 'faults-1', 12 * MiB + 5);
 
     const d = start();
     const key = await reportedKey('faults-1');
@@ -130,7 +107,7 @@ describe('network and platform faults', () => {
     site = await startAloSite({ upload: { concurrency: 1 }, emulator: { urlExpiresSeconds: 2 } });
     site.store.setLatency(400);
     site.store.injectFaults({ kind: 'status', status: 403, code: 'AccessDenied', partNumber: 2 });
-    const sha = await oneVideoIncident('expiry-1', 35 * MiB); // 7 parts × 400 ms: longer than the URLs live
+    const sha = await writeOneVideoIncident(site.exportsRoot, 'expiry-1', 35 * MiB); // 7 parts × 400 ms: longer than the URLs live
 
     const d = start();
     const key = await reportedKey('expiry-1');
@@ -145,7 +122,7 @@ describe('network and platform faults', () => {
   it('aborts a part that stalls and sends it again', async () => {
     site = await startAloSite({ upload: { stall_timeout: 1 } });
     site.store.injectFaults({ kind: 'stall', partNumber: 1 });
-    const sha = await oneVideoIncident('stall-1', 6 * MiB);
+    const sha = await writeOneVideoIncident(site.exportsRoot, 'stall-1', 6 * MiB);
 
     start();
     const key = await reportedKey('stall-1');
@@ -155,17 +132,14 @@ describe('network and platform faults', () => {
 
   it('fails a file ALO refuses with its reason, aborts the multipart upload, and carries on with the rest', async () => {
     site = await startAloSite({ emulator: { maxUploadSizeMb: 8 } });
-    const folder = join(site.exportsRoot, 'limit-1');
-    await writeVideo(join(folder, 'big.mp4'), 9 * MiB);
-    const smallSha = await writeVideo(join(folder, 'small.mp4'), 3 * MiB);
-    await writeManifest(folder, incidentManifest('limit-1', [{ id: 'big', file: 'big.mp4' }, { id: 'small', file: 'small.mp4' }]));
+    const shas = await writeIncident(site.exportsRoot, 'limit-1', [{ id: 'big', file: 'big.mp4', size: 9 * MiB }, { id: 'small', file: 'small.mp4', size: 3 * MiB }]);
 
     start();
     const incident = await waitFor(() => {
       const i = site.alo.incident('limit-1');
       return i && i.uploaded_videos.length === 1 && i.failed_videos.length === 1 ? i : undefined;
     }, 30_000, 'one uploaded, one failed');
-    expect(await site.store.objectSha256(incident.uploaded_videos[0]!.s3_key)).toBe(smallSha);
+    expect(await site.store.objectSha256(incident.uploaded_videos[0]!.s3_key)).toBe(shas.get('small'));
     expect(incident.failed_videos[0]!.id).toBe('big');
     expect(incident.failed_videos[0]!.upload_errors.join(' ')).toMatch(/at most 8 MB \(max_upload_size_mb\)/);
     await waitFor(() => site.alo.calls.some((c) => c.route === 'abort_multipart_upload' && c.status === 200), 10_000, 'abort');
@@ -174,16 +148,18 @@ describe('network and platform faults', () => {
 });
 
 describe('files that change', () => {
-  it('restarts an upload whose file is rewritten after hashing, and completes only the new content', async () => {
+  /** A one-video incident uploading slowly, one part at a time; returns the video's path once its first part is sent. */
+  async function uploadUnderWay(id: string, size: number): Promise<string> {
     site = await startAloSite({ upload: { concurrency: 1 } });
     site.store.setLatency(200);
-    const folder = join(site.exportsRoot, 'change-1');
-    const path = join(folder, 'cam01.mp4');
-    await writeVideo(path, 20 * MiB);
-    await writeManifest(folder, incidentManifest('change-1', [{ id: 'v1', file: 'cam01.mp4' }]));
-
+    await writeOneVideoIncident(site.exportsRoot, id, size);
     const d = start();
     await waitFor(() => d.events('upload.part.done').length >= 1, 30_000, 'first part sent');
+    return join(site.exportsRoot, id, 'cam01.mp4');
+  }
+
+  it('restarts an upload whose file is rewritten after hashing, and completes only the new content', async () => {
+    const path = await uploadUnderWay('change-1', 20 * MiB);
     // Rewrite the last part in place, keeping size and mtime: only the content check can notice.
     const before = await stat(path);
     const fh = await open(path, 'r+');
@@ -194,7 +170,7 @@ describe('files that change', () => {
 
     const key = await reportedKey('change-1');
     expect(await site.store.objectSha256(key)).toBe(newSha);
-    const restarts = ledgerRows<{ restarts: number }>(`SELECT restarts FROM videos`);
+    const restarts = ledgerRows<{ restarts: number }>(site.ledgerPath, `SELECT restarts FROM videos`);
     expect(restarts[0]!.restarts).toBeGreaterThanOrEqual(1);
     // The first multipart upload was given up and aborted, never completed with mixed content.
     expect(site.alo.calls.filter((c) => c.route === 'create_multipart_upload')).toHaveLength(2);
@@ -202,15 +178,7 @@ describe('files that change', () => {
   });
 
   it('restarts when the file grows before completion', async () => {
-    site = await startAloSite({ upload: { concurrency: 1 } });
-    site.store.setLatency(200);
-    const folder = join(site.exportsRoot, 'grow-1');
-    const path = join(folder, 'cam01.mp4');
-    await writeVideo(path, 11 * MiB);
-    await writeManifest(folder, incidentManifest('grow-1', [{ id: 'v1', file: 'cam01.mp4' }]));
-
-    const d = start();
-    await waitFor(() => d.events('upload.part.done').length >= 1, 30_000, 'first part sent');
+    const path = await uploadUnderWay('grow-1', 11 * MiB);
     await appendFile(path, Buffer.alloc(MiB, 7));
     const newSha = await sha256File(path);
 
@@ -223,7 +191,7 @@ describe('shutdown', () => {
   it('drains on SIGTERM, exits 0, and the next start resumes', async () => {
     site = await startAloSite({ upload: { concurrency: 2, drain_timeout: 3 } });
     site.store.setLatency(1500);
-    const sha = await oneVideoIncident('term-1', 30 * MiB);
+    const sha = await writeOneVideoIncident(site.exportsRoot, 'term-1', 30 * MiB);
 
     const first = start();
     await waitFor(() => first.events('upload.started').length === 1, 30_000, 'upload started');
@@ -232,7 +200,7 @@ describe('shutdown', () => {
     first.kill('SIGTERM');
     expect(await first.exited).toEqual({ code: 0, signal: null });
     expect(Date.now() - t0).toBeLessThan(6000);
-    const doneBefore = ledgerRows<{ number: number }>(`SELECT number FROM parts WHERE state = 'done'`).map((r) => r.number);
+    const doneBefore = ledgerRows<{ number: number }>(site.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).map((r) => r.number);
     expect(doneBefore.length).toBeLessThan(6);
 
     site.store.setLatency(0);

@@ -5,9 +5,7 @@
  * completion (COMPLETED and FAILED) and resume after SIGKILL from the ledger's uploadId and the
  * parts TruVideo registered.
  */
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { describe, expect, it, type TestContext } from 'vitest';
 import type { TruvideoTargetConfig } from '../../src/config/schema.js';
@@ -17,12 +15,14 @@ import { TargetError, type SourceFile } from '../../src/targets/target.js';
 import { MAX_FILE_SIZE, TruvideoTarget, startRequest } from '../../src/targets/truvideo/index.js';
 import { HttpClient } from '../../src/upload/http.js';
 import { startS3Store, type S3Store } from '../emulators/s3-store.js';
-import { startTruvideoEmulator, type TruvideoEmulator, type TruvideoEmulatorOptions } from '../emulators/truvideo.js';
-import { DaemonProcess, runCli, waitFor, writeConfig } from '../support/daemon-process.js';
-import { tempDir, writeVideo } from '../support/files.js';
-import { incidentManifest, writeManifest } from '../support/manifest.js';
-
-const API_KEY = 'tv-test-api-key';
+import { startTruvideoEmulator, type TruvideoEmulator, type TruvideoEmulatorOptions, type TruvideoUpload } from '../emulators/truvideo.js';
+import { TRUVIDEO_API_KEY, truvideoTargetConfig } from '../conformance/fixtures/truvideo.js';
+import { runCli, waitFor, type DaemonProcess } from '../support/daemon-process.js';
+import { mp4HeaderWithFrame } from '../support/files.js';
+import { harness, type Harness } from '../support/harness.js';
+import { ledgerRows } from '../support/ledger.js';
+import { INCIDENT_DETAILS, videoDefaults, writeIncident, writeOneVideoIncident } from '../support/manifest.js';
+import { writeSiteConfig, type SiteFiles } from '../support/site.js';
 
 // ---------------------------------------------------------------------------------------------
 // Unit tests: refuse, layout and the start body.
@@ -46,7 +46,7 @@ function targetConfig(baseUrl: string, loginUrl: string, over: Partial<TruvideoT
     name: 'truvideo',
     type: 'truvideo',
     baseUrl,
-    auth: { kind: 'login', url: loginUrl, body: new Secret(JSON.stringify({ apiKey: API_KEY })), tokenField: 'accessToken', sendAs: { kind: 'bearer' } },
+    auth: { kind: 'login', url: loginUrl, body: new Secret(JSON.stringify({ apiKey: TRUVIDEO_API_KEY })), tokenField: 'accessToken', sendAs: { kind: 'bearer' } },
     requestTimeout: 30,
     moreUrlsPath: '/upload/{uploadId}/presigned-urls',
     pollInterval: 5,
@@ -156,13 +156,9 @@ describe('TruVideo start body', () => {
 // ---------------------------------------------------------------------------------------------
 // The emulator: as strict as the real service.
 
-async function emulator(ctx: TestContext, options: Partial<TruvideoEmulatorOptions> = {}): Promise<{ store: S3Store; tv: TruvideoEmulator }> {
-  const store = await startS3Store();
-  const tv = await startTruvideoEmulator({ store, apiKey: API_KEY, ...options });
-  ctx.onTestFinished(async () => {
-    await tv.close();
-    await store.close();
-  });
+async function emulator(h: Harness, options: Partial<TruvideoEmulatorOptions> = {}): Promise<{ store: S3Store; tv: TruvideoEmulator }> {
+  const store = h.closeAtEnd(await startS3Store());
+  const tv = h.closeAtEnd(await startTruvideoEmulator({ store, apiKey: TRUVIDEO_API_KEY, ...options }));
   return { store, tv };
 }
 
@@ -175,7 +171,7 @@ async function call(tv: TruvideoEmulator, method: 'GET' | 'POST', path: string, 
 }
 
 async function login(tv: TruvideoEmulator): Promise<string> {
-  const res = await call(tv, 'POST', '/auth/token', { apiKey: API_KEY });
+  const res = await call(tv, 'POST', '/auth/token', { apiKey: TRUVIDEO_API_KEY });
   expect(res.status).toBe(200);
   return res.json.accessToken as string;
 }
@@ -184,7 +180,7 @@ const media = { fileType: 'MP4', title: 'Incident — Cam', creator: 'vms-uplink
 
 describe('TruVideo emulator', () => {
   it('needs a valid, unexpired token from the login', async (ctx) => {
-    const { tv } = await emulator(ctx);
+    const { tv } = await emulator(harness(ctx));
     expect((await call(tv, 'POST', '/auth/token', { apiKey: 'wrong' })).status).toBe(401);
     expect((await call(tv, 'POST', '/upload/start', { amountOfParts: 1, media })).status).toBe(401);
     const token = await login(tv);
@@ -195,7 +191,7 @@ describe('TruVideo emulator', () => {
   });
 
   it('refuses invalid start bodies with 400 naming the field', async (ctx) => {
-    const { tv } = await emulator(ctx);
+    const { tv } = await emulator(harness(ctx));
     const token = await login(tv);
     const refused = async (body: unknown): Promise<string> => {
       const res = await call(tv, 'POST', '/upload/start', body, token);
@@ -216,7 +212,7 @@ describe('TruVideo emulator', () => {
   });
 
   it('registers parts as they land, validates complete, and completes asynchronously', async (ctx) => {
-    const { store, tv } = await emulator(ctx, { initialUrls: 1, completeDelayMs: 300 });
+    const { store, tv } = await emulator(harness(ctx), { initialUrls: 1, completeDelayMs: 300 });
     const token = await login(tv);
     const started = await call(tv, 'POST', '/upload/start', { amountOfParts: 2, media }, token);
     expect(started.status).toBe(201);
@@ -260,7 +256,7 @@ describe('TruVideo emulator', () => {
 describe('TruVideo complete', () => {
   /** A started one-part upload whose part is in the store, through the target in this process. */
   async function sentUpload(ctx: TestContext, emulatorOptions: Partial<TruvideoEmulatorOptions>, config: Partial<TruvideoTargetConfig>) {
-    const { tv } = await emulator(ctx, emulatorOptions);
+    const { tv } = await emulator(harness(ctx), emulatorOptions);
     const http = new HttpClient({ connectionsPerOrigin: 2, timeoutMs: 5000 });
     ctx.onTestFinished(() => http.close());
     const target = new TruvideoTarget('truvideo', targetConfig(tv.baseUrl, tv.loginUrl, config), http);
@@ -297,86 +293,34 @@ describe('TruVideo complete', () => {
 // ---------------------------------------------------------------------------------------------
 // Through the real daemon.
 
-interface Site {
+interface Site extends SiteFiles {
   store: S3Store;
   tv: TruvideoEmulator;
-  exportsRoot: string;
-  ledgerPath: string;
-  configPath: string;
   daemon(): DaemonProcess;
 }
 
 async function site(ctx: TestContext, options: { emulator?: Partial<TruvideoEmulatorOptions>; upload?: Record<string, unknown> } = {}): Promise<Site> {
-  const tmp = await tempDir();
-  const store = await startS3Store();
-  const tv = await startTruvideoEmulator({ store, apiKey: API_KEY, completeDelayMs: 100, ...options.emulator });
-  const daemons: DaemonProcess[] = [];
-  ctx.onTestFinished(async () => {
-    for (const d of daemons) {
-      d.kill('SIGKILL');
-      await d.exited;
-    }
-    await tv.close();
-    await store.close();
-    await tmp.cleanup();
-  });
-  const exportsRoot = join(tmp.path, 'exports');
-  const ledgerPath = join(tmp.path, 'ledger.db');
-  const configPath = await writeConfig(tmp.path, {
-    watch: { root: exportsRoot, settle_seconds: 0.3 },
-    ledger: { path: ledgerPath },
-    upload: { concurrency: 4, part_size: '5MiB', retry_initial: 0.05, retry_max: 0.5, stall_timeout: 10, ...options.upload },
-    targets: {
-      truvideo: {
-        type: 'truvideo',
-        base_url: tv.baseUrl,
-        auth: { login: { url: tv.loginUrl, body: { apiKey: API_KEY }, token_field: 'accessToken' } },
-        poll_interval: 0.2,
-      },
-    },
-    log: { level: 'debug' },
-  });
-  return {
-    store,
-    tv,
-    exportsRoot,
-    ledgerPath,
-    configPath,
-    daemon() {
-      const d = DaemonProcess.run(configPath);
-      daemons.push(d);
-      return d;
-    },
-  };
-}
-
-/** Writes a one-video incident; returns the file's SHA-256. */
-async function oneVideo(s: Site, id: string, size: number): Promise<string> {
-  const folder = join(s.exportsRoot, id);
-  const sha = await writeVideo(join(folder, 'cam01.mp4'), size);
-  await writeManifest(folder, incidentManifest(id, [{ id: `${id}-v1`, file: 'cam01.mp4' }]));
-  return sha;
+  const h = harness(ctx);
+  const { store, tv } = await emulator(h, { completeDelayMs: 100, ...options.emulator });
+  const files = await writeSiteConfig(await h.dir(), { upload: options.upload, targets: { truvideo: truvideoTargetConfig(tv) } });
+  return { ...files, store, tv, daemon: () => h.daemon(files) };
 }
 
 function completed(s: Site, timeoutMs = 30_000) {
   return waitFor(() => s.tv.uploads().find((u) => u.status === 'COMPLETED'), timeoutMs, 'an upload COMPLETED');
 }
 
-function okPuts(s: Site, s3UploadId: string): number[] {
-  return s.store.requests.filter((r) => r.method === 'PUT' && r.status === 200 && r.uploadId === s3UploadId).map((r) => r.partNumber!);
+/** Exports a one-video incident for the daemon; returns TruVideo's upload of it once COMPLETED, its bytes checked. */
+async function deliverOneVideo(s: Site, id: string, size: number): Promise<TruvideoUpload> {
+  const sha = await writeOneVideoIncident(s.exportsRoot, id, size);
+  s.daemon();
+  const upload = await completed(s);
+  expect(await s.store.objectSha256(upload.keyName)).toBe(sha);
+  return upload;
 }
 
-function ledgerRows<T>(s: Site, sql: string): T[] {
-  try {
-    const db = new Database(s.ledgerPath, { readonly: true });
-    try {
-      return db.prepare(sql).all() as T[];
-    } finally {
-      db.close();
-    }
-  } catch {
-    return []; // no ledger yet
-  }
+function okPuts(s: Site, s3UploadId: string): number[] {
+  return s.store.requests.filter((r) => r.method === 'PUT' && r.status === 200 && r.uploadId === s3UploadId).map((r) => r.partNumber!);
 }
 
 async function uploadStatus(s: Site): Promise<{ state: string; lastError: string | null } | undefined> {
@@ -389,41 +333,23 @@ async function uploadStatus(s: Site): Promise<{ state: string; lastError: string
 describe('TruVideo through the daemon', () => {
   it('delivers the video byte-identical, titled and tagged, with the incident as metadata; polls until COMPLETED', async (ctx) => {
     const s = await site(ctx, { emulator: { completeDelayMs: 700 } });
-    const folder = join(s.exportsRoot, 'inc-happy');
-    const sha = await writeVideo(join(folder, 'cam01_1149.mp4'), 10 * MiB + 1234);
-    await writeManifest(
-      folder,
-      incidentManifest('inc-happy', [
-        { id: 'good-1', file: 'cam01_1149.mp4' },
-        { id: 'bad-1', errors: ['G64 export failed with: No video available for the camera during the selected time period.'] },
-      ], 'Hey There!'),
-    );
+    const shas = await writeIncident(s.exportsRoot, 'inc-happy', [
+      { id: 'good-1', file: 'cam01_1149.mp4', size: 10 * MiB + 1234, header: mp4HeaderWithFrame(1920, 1080) },
+      { id: 'bad-1', errors: ['G64 export failed with: No video available for the camera during the selected time period.'] },
+    ], { title: 'Hey There!' });
     s.daemon();
     const upload = await completed(s);
-    expect(await s.store.objectSha256(upload.keyName)).toBe(sha);
+    expect(await s.store.objectSha256(upload.keyName)).toBe(shas.get('good-1'));
     expect(upload.media).toEqual({
       fileType: 'MP4',
       title: 'Hey There! — 192.168.0.240 - Camera - 01',
       creator: 'vms-uplink',
       duration: 130_000,
+      resolution: 'HIGH', // 1080p, from the MP4's track header
       tags: { incidentId: 'inc-happy', videoId: 'good-1', cameraId: 'cam-1', cameraName: '192.168.0.240 - Camera - 01' },
     });
-    expect(upload.metadata).toEqual({
-      title: 'Hey There!',
-      description: 'written by the test suite',
-      incident_at: '2024-02-02T11:04:12.987Z',
-      created_at: '2024-02-02T11:04:41.030Z',
-      updated_at: '2024-02-02T12:01:19.643Z',
-      latitude: 51.5,
-      longitude: -0.12,
-      camera_id: 'cam-1',
-      camera_name: '192.168.0.240 - Camera - 01',
-      camera_description: '',
-      camera_latitude: 0,
-      camera_longitude: 0,
-      started_at: '2024-02-02T11:49:22Z',
-      ended_at: '2024-02-02T11:51:32Z',
-    });
+    // Every field of the incident and of its video, as the manifest has them, but the ids and the file.
+    expect(upload.metadata).toEqual({ title: 'Hey There!', ...INCIDENT_DETAILS, ...videoDefaults(0) });
     expect(upload.amountOfParts).toBe(2); // 10 MiB parts: the 5 MiB part_size is below the band
     expect(okPuts(s, upload.s3UploadId).sort()).toEqual([1, 2]);
     // The failed export is not sent; the start gave every URL; complete once, then polls until COMPLETED.
@@ -440,10 +366,7 @@ describe('TruVideo through the daemon', () => {
   it('asks for the missing presigned URLs in one batch, and again for a refused one', async (ctx) => {
     const s = await site(ctx, { emulator: { initialUrls: 1 }, upload: { concurrency: 1 } });
     s.store.injectFaults({ kind: 'status', status: 403, code: 'AccessDenied', partNumber: 2 });
-    const sha = await oneVideo(s, 'inc-urls', 20 * MiB + 5); // 3 parts of 10 MiB
-    s.daemon();
-    const upload = await completed(s);
-    expect(await s.store.objectSha256(upload.keyName)).toBe(sha);
+    const upload = await deliverOneVideo(s, 'inc-urls', 20 * MiB + 5); // 3 parts of 10 MiB
     const asked = s.tv.calls.filter((c) => c.route === 'presigned_urls').map((c) => [c.status, c.body]);
     // Parts 2 and 3 in one request; S3 refused part 2's URL, so both (still unsent) are asked for again.
     expect(asked).toEqual([
@@ -457,7 +380,7 @@ describe('TruVideo through the daemon', () => {
     const s = await site(ctx);
     s.tv.failNext('start', 1, 401); // refused before anything was created: safe to send again
     s.store.setLatency(800);
-    const sha = await oneVideo(s, 'inc-token', 3 * MiB + 77);
+    const sha = await writeOneVideoIncident(s.exportsRoot, 'inc-token', 3 * MiB + 77);
     s.daemon();
     await waitFor(() => s.tv.calls.some((c) => c.route === 'start' && c.status === 201), 30_000, 'started');
     s.tv.expireTokens();
@@ -474,7 +397,7 @@ describe('TruVideo through the daemon', () => {
   it('fails the upload with TruVideo’s failureReason when the completion FAILED', async (ctx) => {
     const s = await site(ctx);
     s.tv.failNextCompletion('Media processing failed: unsupported codec');
-    await oneVideo(s, 'inc-failed', MiB + 3);
+    await writeOneVideoIncident(s.exportsRoot, 'inc-failed', MiB + 3);
     s.daemon();
     const status = await waitFor(async () => {
       const u = await uploadStatus(s);
@@ -488,10 +411,7 @@ describe('TruVideo through the daemon', () => {
   it('lets the status decide when the answer to complete was lost', async (ctx) => {
     const s = await site(ctx);
     s.tv.resetNext('complete', 1, 'after');
-    const sha = await oneVideo(s, 'inc-lost', MiB + 9);
-    s.daemon();
-    const upload = await completed(s);
-    expect(await s.store.objectSha256(upload.keyName)).toBe(sha);
+    await deliverOneVideo(s, 'inc-lost', MiB + 9);
     await waitFor(async () => ((await uploadStatus(s))?.state === 'done' ? true : undefined), 10_000, 'status done');
     expect(s.tv.calls.filter((c) => c.route === 'complete').map((c) => c.status)).toEqual([0, 409]);
   });
@@ -499,10 +419,7 @@ describe('TruVideo through the daemon', () => {
   it('sends a start whose answer was lost once more: one media item completes, one stays an empty INITIALIZED orphan', async (ctx) => {
     const s = await site(ctx);
     s.tv.resetNext('start', 1, 'after');
-    const sha = await oneVideo(s, 'inc-orphan', MiB + 1);
-    s.daemon();
-    const upload = await completed(s);
-    expect(await s.store.objectSha256(upload.keyName)).toBe(sha);
+    await deliverOneVideo(s, 'inc-orphan', MiB + 1);
     expect(s.tv.calls.filter((c) => c.route === 'start').map((c) => c.status)).toEqual([0, 201]);
     expect(s.tv.uploads().map((u) => u.status).sort()).toEqual(['COMPLETED', 'INITIALIZED']);
   });
@@ -510,14 +427,14 @@ describe('TruVideo through the daemon', () => {
   it("resumes after SIGKILL with the ledger's uploadId and the parts TruVideo registered", async (ctx) => {
     const s = await site(ctx, { upload: { concurrency: 1 } });
     s.store.setLatency(2000);
-    const sha = await oneVideo(s, 'inc-kill', 10 * MiB + 1024); // 2 parts
+    const sha = await writeOneVideoIncident(s.exportsRoot, 'inc-kill', 10 * MiB + 1024); // 2 parts
     const first = s.daemon();
     // Part 1 is in the store, its answer still on the way: the ledger does not know it yet.
     await waitFor(() => s.store.openMultipartUploads()[0]?.parts.includes(1), 30_000, 'part 1 landed');
     first.kill('SIGKILL');
     await first.exited;
-    expect(ledgerRows<{ n: number }>(s, `SELECT COUNT(*) AS n FROM parts WHERE state = 'done'`)[0]!.n).toBe(0);
-    const [row] = ledgerRows<{ session: string }>(s, 'SELECT session FROM uploads');
+    expect(ledgerRows<{ n: number }>(s.ledgerPath, `SELECT COUNT(*) AS n FROM parts WHERE state = 'done'`)[0]!.n).toBe(0);
+    const [row] = ledgerRows<{ session: string }>(s.ledgerPath, 'SELECT session FROM uploads');
     const session = JSON.parse(row!.session) as { uploadId: string };
     const callsBefore = s.tv.calls.length;
 

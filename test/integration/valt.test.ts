@@ -7,84 +7,44 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { describe, expect, it, type TestContext } from 'vitest';
-import type { ValtEmulator, ValtEmulatorOptions, ValtRecord } from '../emulators/valt.js';
+import type { ValtEmulator, ValtRecord } from '../emulators/valt.js';
 import { startValt, VALT_PASSWORD, VALT_USERNAME, valtTargetConfig } from '../conformance/fixtures/valt.js';
-import { DaemonProcess, runCli, waitFor, writeConfig } from '../support/daemon-process.js';
-import { MiB, tempDir, writeThumbnail, writeVideo } from '../support/files.js';
-import { incidentManifest, writeManifest, type TestVideo } from '../support/manifest.js';
+import { runCli, waitFor, type DaemonProcess } from '../support/daemon-process.js';
+import { MiB, writeThumbnail } from '../support/files.js';
+import { harness } from '../support/harness.js';
+import { ledgerRows, ledgerRowsSoFar } from '../support/ledger.js';
+import { writeIncident } from '../support/manifest.js';
+import { writeSiteConfig, type SiteFiles } from '../support/site.js';
 
-interface Site {
+interface Site extends SiteFiles {
   valt: ValtEmulator;
-  exportsRoot: string;
-  ledgerPath: string;
-  configPath: string;
   daemon(): DaemonProcess;
   /** Everything the daemons printed so far, for the secret checks. */
   output(): string;
 }
 
-async function valtSite(ctx: TestContext, options: { emulator?: Partial<ValtEmulatorOptions>; target?: Record<string, unknown>; upload?: Record<string, unknown> } = {}): Promise<Site> {
-  const tmp = await tempDir();
-  const valt = await startValt(options.emulator);
+/** Valt and a daemon config for it, in 1 MiB chunks unless `target` says otherwise. */
+async function valtSite(ctx: TestContext, target: Record<string, unknown> = {}): Promise<Site> {
+  const h = harness(ctx);
+  const valt = h.closeAtEnd(await startValt());
+  const files = await writeSiteConfig(await h.dir(), { targets: { valt: valtTargetConfig(valt, { chunk_size: '1MiB', ...target }) } });
   const daemons: DaemonProcess[] = [];
-  ctx.onTestFinished(async () => {
-    for (const d of daemons) {
-      d.kill('SIGKILL');
-      await d.exited;
-    }
-    await valt.close();
-    await tmp.cleanup();
-  });
-  const exportsRoot = join(tmp.path, 'exports');
-  const ledgerPath = join(tmp.path, 'state', 'ledger.db');
-  const configPath = await writeConfig(tmp.path, {
-    watch: { root: exportsRoot, settle_seconds: 0.3 },
-    ledger: { path: ledgerPath },
-    upload: { concurrency: 4, retry_initial: 0.05, retry_max: 0.5, stall_timeout: 10, ...options.upload },
-    targets: { valt: valtTargetConfig(valt, { chunk_size: '1MiB', ...options.target }) },
-    log: { level: 'debug' },
-  });
   return {
+    ...files,
     valt,
-    exportsRoot,
-    ledgerPath,
-    configPath,
     daemon() {
-      const d = DaemonProcess.run(configPath);
+      const d = h.daemon(files);
       daemons.push(d);
       return d;
     },
-    output: () => daemons.flatMap((d) => [...d.logs.map((l) => JSON.stringify(l)), ...d.stderr]).join('\n'),
+    output: () => daemons.map((d) => d.output()).join('\n'),
   };
-}
-
-/** Writes an incident and returns each video's SHA-256 by id. */
-async function writeIncident(s: Site, id: string, videos: Array<TestVideo & { size?: number }>, title = 'Test incident'): Promise<Map<string, string>> {
-  const folder = join(s.exportsRoot, id);
-  const shas = new Map<string, string>();
-  for (const v of videos) if (v.file && v.size !== undefined) shas.set(v.id, await writeVideo(join(folder, v.file), v.size));
-  await writeManifest(folder, incidentManifest(id, videos.map(({ size: _size, ...v }) => v), title));
-  return shas;
 }
 
 function completeRecord(s: Site, name: string, timeoutMs = 30_000): Promise<ValtRecord> {
   // Complete and answered: the last chunk's call is in the emulator's log.
   return waitFor(() => s.valt.records.find((r) => r.name === name && r.complete && r.chunksInFlight === 0), timeoutMs, `record "${name}" complete`);
-}
-
-function ledgerRows<T>(s: Site, sql: string): T[] {
-  try {
-    const db = new Database(s.ledgerPath, { readonly: true });
-    try {
-      return db.prepare(sql).all() as T[];
-    } finally {
-      db.close();
-    }
-  } catch {
-    return []; // no ledger yet
-  }
 }
 
 async function statusJson(s: Site): Promise<{ text: string; snapshot: StatusSnapshot }> {
@@ -115,7 +75,7 @@ const okCalls = (s: Site, route: string) => s.valt.calls.filter((c) => c.route =
 
 /** An incident of two videos of about 1 MiB on cameras 01 and 02. */
 function twoCameras(s: Site, id: string, title: string): Promise<Map<string, string>> {
-  return writeIncident(s, id, [{ id: 'v1', file: 'cam01.mp4', size: MiB + 5 }, { id: 'v2', file: 'cam02.mp4', size: MiB + 7 }], title);
+  return writeIncident(s.exportsRoot, id, [{ id: 'v1', file: 'cam01.mp4', size: MiB + 5 }, { id: 'v2', file: 'cam02.mp4', size: MiB + 7 }], { title });
 }
 
 /** The Content-Range of each chunk of `size` bytes in chunks of `chunk`, RFC 9110 form. */
@@ -129,18 +89,18 @@ describe('Valt', () => {
   it('creates one record per video named "<title> — <camera>", with the template and share of the config, and the bytes intact', async (ctx) => {
     const template = { '1': 'Field Value 1', '2': 'Field Value 2' };
     const share = { users: [1, 2, 3], groups: [4, 5, 6] };
-    const s = await valtSite(ctx, { target: { template, share } });
+    const s = await valtSite(ctx, { template, share });
     const folder = join(s.exportsRoot, 'happy-1');
     await writeThumbnail(join(folder, 'cam01a_1149.jpg'));
     const shas = await writeIncident(
-      s,
+      s.exportsRoot,
       'happy-1',
       [
         { id: 'good-file-1', file: 'cam01a_1149.mp4', thumbnail: 'cam01a_1149.jpg', camera_name: '192.168.0.241 - Camera - 01a', size: 2 * MiB + 100 },
         { id: 'no-camera', file: 'cam09_1149.mp4', camera_name: undefined, size: MiB / 2 },
         { id: 'bad-file-2', errors: ['G64 export failed with: No video available for the camera during the selected time period.'] },
       ],
-      'Hey There!',
+      { title: 'Hey There!' },
     );
     s.daemon();
     const cam = await completeRecord(s, 'Hey There! — 192.168.0.241 - Camera - 01a');
@@ -166,8 +126,8 @@ describe('Valt', () => {
     expect(okCalls(s, 'login')).toHaveLength(1);
 
     // The ledger keeps what Valt knows the video as: record, video and the download URL of the last answer.
-    await waitFor(() => ledgerRows(s, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2, 10_000, 'both uploads done');
-    const results = ledgerRows<{ video_id: string; result: string }>(s, `SELECT video_id, result FROM uploads`);
+    await waitFor(() => ledgerRowsSoFar(s.ledgerPath, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2, 10_000, 'both uploads done');
+    const results = ledgerRows<{ video_id: string; result: string }>(s.ledgerPath, `SELECT video_id, result FROM uploads`);
     expect(JSON.parse(results.find((r) => r.video_id === 'good-file-1')!.result)).toEqual({ record_id: cam.id, video_id: cam.videoId, url: cam.url });
     const { snapshot } = await statusJson(s);
     expect(snapshot.totals).toMatchObject({ done: 2, failed: 0, failedVideos: 1 });
@@ -175,9 +135,9 @@ describe('Valt', () => {
   });
 
   it('sends a 20 MiB + 3 file in 8 MiB chunks (the default) with RFC 9110 Content-Ranges, one POST at a time, in order', async (ctx) => {
-    const s = await valtSite(ctx, { target: { chunk_size: undefined } });
+    const s = await valtSite(ctx, { chunk_size: undefined });
     const size = 20 * MiB + 3;
-    const shas = await writeIncident(s, 'range-1', [{ id: 'v1', file: 'cam01.mp4', size }], 'Ranges');
+    const shas = await writeIncident(s.exportsRoot, 'range-1', [{ id: 'v1', file: 'cam01.mp4', size }], { title: 'Ranges' });
     s.daemon();
     const record = await completeRecord(s, 'Ranges — 192.168.0.240 - Camera - 01');
     expect(chunkCalls(s).map((c) => c.contentRange)).toEqual(['bytes 0-8388607/20971523', 'bytes 8388608-16777215/20971523', 'bytes 16777216-20971522/20971523']);
@@ -195,12 +155,12 @@ describe('Valt', () => {
     const s = await valtSite(ctx);
     s.valt.setLatency(250);
     const size = 6 * MiB + 11;
-    const shas = await writeIncident(s, 'kill-1', [{ id: 'v1', file: 'cam01.mp4', size }], 'Kill');
+    const shas = await writeIncident(s.exportsRoot, 'kill-1', [{ id: 'v1', file: 'cam01.mp4', size }], { title: 'Kill' });
     const first = s.daemon();
-    await waitFor(() => ledgerRows(s, `SELECT number FROM parts WHERE state = 'done'`).length >= 3, 30_000, 'three chunks done');
+    await waitFor(() => ledgerRowsSoFar(s.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).length >= 3, 30_000, 'three chunks done');
     first.kill('SIGKILL');
     await first.exited;
-    const done = ledgerRows<{ number: number }>(s, `SELECT number FROM parts WHERE state = 'done' ORDER BY number`).map((r) => r.number);
+    const done = ledgerRows<{ number: number }>(s.ledgerPath, `SELECT number FROM parts WHERE state = 'done' ORDER BY number`).map((r) => r.number);
     expect(done.length).toBeLessThan(7);
     const callsBefore = s.valt.calls.length;
 
@@ -232,8 +192,8 @@ describe('Valt', () => {
     expect(new Set([one.shape, two.shape])).toEqual(new Set(['plain', 'data']));
     expect(await s.valt.assembledSha256(one.id)).toBe(shas.get('v1'));
     expect(await s.valt.assembledSha256(two.id)).toBe(shas.get('v2'));
-    await waitFor(() => ledgerRows(s, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2, 10_000, 'both uploads done');
-    const results = new Map(ledgerRows<{ video_id: string; result: string }>(s, `SELECT video_id, result FROM uploads`).map((r) => [r.video_id, JSON.parse(r.result) as unknown]));
+    await waitFor(() => ledgerRowsSoFar(s.ledgerPath, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2, 10_000, 'both uploads done');
+    const results = new Map(ledgerRows<{ video_id: string; result: string }>(s.ledgerPath, `SELECT video_id, result FROM uploads`).map((r) => [r.video_id, JSON.parse(r.result) as unknown]));
     expect(results.get('v1')).toEqual({ record_id: one.id, video_id: one.videoId, url: one.url });
     expect(results.get('v2')).toEqual({ record_id: two.id, video_id: two.videoId, url: two.url });
   });
@@ -242,7 +202,7 @@ describe('Valt', () => {
     const s = await valtSite(ctx);
     s.valt.setLatency(150);
     const size = 4 * MiB + 9;
-    const shas = await writeIncident(s, 'reauth-1', [{ id: 'v1', file: 'cam01.mp4', size }], 'Reauth');
+    const shas = await writeIncident(s.exportsRoot, 'reauth-1', [{ id: 'v1', file: 'cam01.mp4', size }], { title: 'Reauth' });
     s.daemon();
     await waitFor(() => (s.valt.records[0]?.contentRanges.length ?? 0) >= 2, 30_000, 'two chunks accepted');
     s.valt.expireTokens();
@@ -280,7 +240,7 @@ describe('Valt', () => {
     s.valt.failNext('create-upload', 1, 503);
     s.valt.failNext('chunk', 1, 500);
     s.valt.resetNext('chunk', 1, 'before');
-    const shas = await writeIncident(s, 'secret-1', [{ id: 'v1', file: 'cam01.mp4', size: 2 * MiB + 1 }], 'Secret');
+    const shas = await writeIncident(s.exportsRoot, 'secret-1', [{ id: 'v1', file: 'cam01.mp4', size: 2 * MiB + 1 }], { title: 'Secret' });
     const d = s.daemon();
     const record = await completeRecord(s, 'Secret — 192.168.0.240 - Camera - 01');
     expect(await s.valt.assembledSha256(record.id)).toBe(shas.get('v1'));

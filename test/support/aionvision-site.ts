@@ -5,13 +5,11 @@
  * headers the daemon sent to presigned URLs (Content-Type, no credentials).
  */
 import http from 'node:http';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { AION_TEST_KEY, startAionvisionEmulator, type AionvisionEmulator, type AionvisionEmulatorOptions } from '../emulators/aionvision.js';
 import { listen } from '../emulators/listen.js';
 import { startS3Store, type S3Store } from '../emulators/s3-store.js';
-import { writeConfig } from './daemon-process.js';
 import { tempDir } from './files.js';
+import { writeSiteConfig, type SiteFiles } from './site.js';
 
 export interface PresignedRequest {
   method: string;
@@ -21,11 +19,7 @@ export interface PresignedRequest {
   at: number;
 }
 
-export interface AionSite {
-  dir: string;
-  exportsRoot: string;
-  ledgerPath: string;
-  configPath: string;
+export interface AionSite extends SiteFiles {
   store: S3Store;
   aion: AionvisionEmulator;
   /** Every request the daemon sent to a presigned URL, with its headers. */
@@ -48,21 +42,13 @@ export async function startAionSite(options: AionSiteOptions = {}): Promise<Aion
   const proxy = recordingProxy(store.origin, presigned);
   store.setPublicOrigin(await listen(proxy, '127.0.0.1', 0));
   const aion = await startAionvisionEmulator({ store, ...options.emulator });
-  const exportsRoot = join(tmp.path, 'exports');
-  await mkdir(exportsRoot, { recursive: true });
-  const ledgerPath = join(tmp.path, 'state', 'ledger.db');
-  const configPath = await writeConfig(tmp.path, {
-    watch: { root: exportsRoot, settle_seconds: 0.3, missing_file_seconds: 30, ...options.watch },
-    ledger: { path: ledgerPath },
-    upload: { concurrency: 4, retry_initial: 0.05, retry_max: 0.5, stall_timeout: 10, ...options.upload },
+  const files = await writeSiteConfig(tmp.path, {
+    watch: options.watch,
+    upload: options.upload,
     targets: { aion: { type: 'aionvision', base_url: aion.baseUrl, auth: { bearer: AION_TEST_KEY }, ...options.target } },
-    log: { level: 'debug' },
   });
   return {
-    dir: tmp.path,
-    exportsRoot,
-    ledgerPath,
-    configPath,
+    ...files,
     store,
     aion,
     presigned,

@@ -2,20 +2,14 @@
  * A site for end-to-end tests: the ALO emulator and its S3 store on loopback, an export folder,
  * a ledger, and a config file pointing the real daemon at them.
  */
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { startAloEmulator, type AloEmulator, type AloEmulatorOptions } from '../emulators/alo.js';
 import { startS3Store, type S3Store, type S3StoreOptions } from '../emulators/s3-store.js';
-import { writeConfig } from './daemon-process.js';
 import { tempDir } from './files.js';
+import { writeSiteConfig, type SiteFiles } from './site.js';
 
 export const ALO_TOKEN = 'alo-test-token';
 
-export interface AloSite {
-  dir: string;
-  exportsRoot: string;
-  ledgerPath: string;
-  configPath: string;
+export interface AloSite extends SiteFiles {
   store: S3Store;
   alo: AloEmulator;
   close(): Promise<void>;
@@ -42,27 +36,18 @@ export interface AloSiteOptions {
 
 export async function startAloSite(options: AloSiteOptions = {}): Promise<AloSite> {
   const tmp = options.dir !== undefined ? { path: options.dir, cleanup: async () => undefined } : await tempDir();
-  await mkdir(tmp.path, { recursive: true });
-  const tuned = options.testTuning ?? true;
+  const testTuning = options.testTuning ?? true;
   const store = await startS3Store(options.store);
   const alo = await startAloEmulator({ store, ...options.emulator });
-  const exportsRoot = join(tmp.path, 'exports');
-  await mkdir(exportsRoot, { recursive: true });
-  const ledgerPath = join(tmp.path, 'state', 'ledger.db');
-  const configPath = await writeConfig(tmp.path, {
-    watch: { root: exportsRoot, ...(tuned ? { settle_seconds: 0.3, missing_file_seconds: 30 } : {}), ...options.watch },
-    ledger: { path: ledgerPath },
-    upload: { ...(tuned ? { concurrency: 4, part_size: '5MiB', retry_initial: 0.05, retry_max: 0.5, stall_timeout: 10 } : {}), ...options.upload },
-    targets: {
-      alo: { type: 'alo', base_url: alo.baseUrl, auth: { bearer: ALO_TOKEN }, ...(tuned ? { multipart_threshold: '5MiB' } : {}), ...options.alo },
-    },
-    log: { level: 'debug', ...options.log },
+  const files = await writeSiteConfig(tmp.path, {
+    watch: options.watch,
+    upload: options.upload,
+    log: options.log,
+    targets: { alo: { ...aloTargetConfig(alo.baseUrl, { testTuning }), ...options.alo } },
+    testTuning,
   });
   return {
-    dir: tmp.path,
-    exportsRoot,
-    ledgerPath,
-    configPath,
+    ...files,
     store,
     alo,
     async close() {
@@ -71,4 +56,9 @@ export async function startAloSite(options: AloSiteOptions = {}): Promise<AloSit
       await tmp.cleanup();
     },
   };
+}
+
+/** The daemon's `targets.<name>` block for an ALO emulator; tuned, multipart from 5 MiB so small files make several parts. */
+export function aloTargetConfig(baseUrl: string, { testTuning = true } = {}): Record<string, unknown> {
+  return { type: 'alo', base_url: baseUrl, auth: { bearer: ALO_TOKEN }, ...(testTuning ? { multipart_threshold: '5MiB' } : {}) };
 }

@@ -65,6 +65,11 @@ export class DaemonProcess {
   events(name: string): LogLine[] {
     return this.logs.filter((l) => l.event === name);
   }
+
+  /** Everything it printed so far (log lines, then stderr): what checks that no secret shows read. */
+  output(): string {
+    return [...this.logs.map((l) => JSON.stringify(l)), ...this.stderr].join('\n');
+  }
 }
 
 /** Runs a one-shot command (`check-config`, `status`, `retry`) and returns what it printed. */

@@ -20,6 +20,30 @@ export function mp4Header(): Buffer {
   return box;
 }
 
+/** An ISO-BMFF box: 32-bit size, four-letter type, payload. */
+export function mp4Box(type: string, ...payload: Buffer[]): Buffer {
+  const body = Buffer.concat(payload);
+  const header = Buffer.alloc(8);
+  header.writeUInt32BE(8 + body.length);
+  header.write(type, 4, 'latin1');
+  return Buffer.concat([header, body]);
+}
+
+/** A track header (`tkhd`) of version 0 or 1 giving the frame size in 16.16 fixed point; 0×0 is an audio track. */
+export function trackHeader(version: 0 | 1, width: number, height: number): Buffer {
+  const payload = Buffer.alloc(version === 1 ? 96 : 84);
+  payload[0] = version;
+  const at = version === 1 ? 88 : 76;
+  payload.writeUInt32BE(width * 65536, at);
+  payload.writeUInt32BE(height * 65536, at + 4);
+  return mp4Box('tkhd', payload);
+}
+
+/** The head of a faststart MP4 whose video track is `width`×`height`: ftyp, then moov. */
+export function mp4HeaderWithFrame(width: number, height: number): Buffer {
+  return Buffer.concat([mp4Header(), mp4Box('moov', mp4Box('trak', trackHeader(0, 0, 0)), mp4Box('trak', trackHeader(0, width, height)))]);
+}
+
 export const JPEG_HEADER = Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46, 0x49, 0x46, 0x00, 0x01]);
 
 /** Writes `size` bytes starting with an MP4 header (when there is room) and returns the SHA-256. */

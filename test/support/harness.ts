@@ -1,16 +1,22 @@
 /**
- * Sites, daemons and folders of one test, torn down when it finishes (daemons before their
- * site). Per test rather than in afterEach, so tests can run concurrently.
+ * Sites, emulators, daemons and folders of one test, torn down when it finishes, the last started
+ * first (so daemons go before their site). Per test rather than in afterEach, so tests can run
+ * concurrently.
  */
 import type { TestContext } from 'vitest';
+import { startAionSite, type AionSite, type AionSiteOptions } from './aionvision-site.js';
 import { startAloSite, type AloSite, type AloSiteOptions } from './alo-site.js';
 import { DaemonProcess } from './daemon-process.js';
 import { tempDir } from './files.js';
 
 export interface Harness {
   dir(): Promise<string>;
+  /** Closes `resource` (an emulator, a store…) when the test finishes. */
+  closeAtEnd<T extends { close(): Promise<void> }>(resource: T): T;
   site(options?: AloSiteOptions): Promise<AloSite>;
-  daemon(s: AloSite): DaemonProcess;
+  aionSite(options?: AionSiteOptions): Promise<AionSite>;
+  /** The real daemon on the site's config, SIGKILLed when the test finishes. */
+  daemon(s: { configPath: string }): DaemonProcess;
 }
 
 export function harness(ctx: TestContext): Harness {
@@ -18,17 +24,19 @@ export function harness(ctx: TestContext): Harness {
   ctx.onTestFinished(async () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
+  const closeAtEnd = <T extends { close(): Promise<void> }>(resource: T): T => {
+    cleanups.push(() => resource.close());
+    return resource;
+  };
   return {
     async dir() {
       const t = await tempDir();
       cleanups.push(t.cleanup);
       return t.path;
     },
-    async site(options = {}) {
-      const s = await startAloSite(options);
-      cleanups.push(() => s.close());
-      return s;
-    },
+    closeAtEnd,
+    site: async (options = {}) => closeAtEnd(await startAloSite(options)),
+    aionSite: async (options = {}) => closeAtEnd(await startAionSite(options)),
     daemon(s) {
       const d = DaemonProcess.run(s.configPath);
       cleanups.push(async () => {

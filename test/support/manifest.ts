@@ -1,6 +1,7 @@
 /** Manifests as a VMS writes them (CONTRACT §3), for tests and the demo. */
 import { mkdir, rename, writeFile } from 'node:fs/promises';
-import { join } from "node:path";
+import { join } from 'node:path';
+import { writeVideo } from './files.js';
 
 export interface TestVideo {
   id: string;
@@ -13,28 +14,33 @@ export interface TestVideo {
   errors?: string[];
 }
 
+/** What every test incident says besides its id and title. */
+export const INCIDENT_DETAILS = {
+  description: 'written by the test suite',
+  incident_at: '2024-02-02T11:04:12.987Z',
+  created_at: '2024-02-02T11:04:41.030Z',
+  updated_at: '2024-02-02T12:01:19.643Z',
+  latitude: 51.5,
+  longitude: -0.12,
+};
+
+/** The camera and time span of the manifest's video at `index` (from 0), where the test sets none. */
+export function videoDefaults(index: number) {
+  return {
+    camera_id: `cam-${index + 1}`,
+    camera_name: `192.168.0.${240 + index} - Camera - 0${index + 1}`,
+    camera_description: '',
+    camera_latitude: 0,
+    camera_longitude: 0,
+    started_at: '2024-02-02T11:49:22Z',
+    ended_at: '2024-02-02T11:51:32Z',
+  };
+}
+
 export function incidentManifest(id: string, videos: TestVideo[], title = 'Test incident'): Record<string, unknown> {
   return {
-    incident: {
-      id,
-      title,
-      description: 'written by the test suite',
-      incident_at: '2024-02-02T11:04:12.987Z',
-      created_at: '2024-02-02T11:04:41.030Z',
-      updated_at: '2024-02-02T12:01:19.643Z',
-      latitude: 51.5,
-      longitude: -0.12,
-    },
-    videos: videos.map((v, i) => ({
-      camera_id: `cam-${i + 1}`,
-      camera_name: `192.168.0.${240 + i} - Camera - 0${i + 1}`,
-      camera_description: '',
-      camera_latitude: 0,
-      camera_longitude: 0,
-      started_at: '2024-02-02T11:49:22Z',
-      ended_at: '2024-02-02T11:51:32Z',
-      ...v,
-    })),
+    incident: { id, title, ...INCIDENT_DETAILS },
+    videos: videos.map((v, i) => ({ ...videoDefaults(i), ...v })),
   };
 }
 
@@ -48,3 +54,32 @@ export async function writeManifest(folder: string, manifest: unknown, name = 'i
   return path;
 }
 
+/** A video of the manifest and, when it has a file, the size (and first bytes) of the file written for it. */
+export type ExportedVideo = TestVideo & { size?: number; header?: Buffer };
+
+export interface IncidentOptions {
+  title?: string;
+  /** The incident's folder under the export root. Default: its id. */
+  folder?: string;
+}
+
+/**
+ * Exports an incident as a VMS does: the video files first, then the manifest. Returns the
+ * SHA-256 of each video file written, by video id.
+ */
+export async function writeIncident(exportsRoot: string, id: string, videos: ExportedVideo[], options: IncidentOptions = {}): Promise<Map<string, string>> {
+  const folder = join(exportsRoot, options.folder ?? id);
+  const shas = new Map<string, string>();
+  for (const { id: videoId, file, size, header } of videos) {
+    if (file !== undefined && size !== undefined) shas.set(videoId, await writeVideo(join(folder, file), size, header));
+  }
+  await writeManifest(folder, incidentManifest(id, videos.map(({ size: _size, header: _header, ...v }) => v), options.title));
+  return shas;
+}
+
+/** Exports an incident of one video, `<id>-v1` in cam01.mp4; returns the file's SHA-256. */
+export async function writeOneVideoIncident(exportsRoot: string, id: string, size: number, options: IncidentOptions = {}): Promise<string> {
+  const videoId = `${id}-v1`;
+  const shas = await writeIncident(exportsRoot, id, [{ id: videoId, file: 'cam01.mp4', size }], options);
+  return shas.get(videoId)!;
+}

@@ -13,7 +13,7 @@ import type { PartLayout, PartSlice } from '../../plan/part-plan.js';
 import type { HttpClient } from '../../upload/http.js';
 import { Authenticator } from '../auth.js';
 import { JsonApi } from '../json-api.js';
-import { presignedExpiry, putPresigned } from '../presigned-put.js';
+import { putPresigned, renewUrlsAt } from '../presigned-put.js';
 import {
   TargetError,
   type CompletedPart,
@@ -38,8 +38,6 @@ import {
   SUPPORTED_EXTENSIONS,
 } from './api.js';
 
-/** A chunk URL is replaced when a tenth of its lifetime (at most 5 min) is left. */
-const URL_MARGIN_MAX_MS = 5 * 60_000;
 /** Progress statuses after which the upload cannot go on. */
 const DEAD_STATUSES: ReadonlySet<string> = new Set(['aborted', 'failed', 'expired', 'cancelled', 'canceled']);
 
@@ -106,7 +104,7 @@ export class AionvisionTarget implements Target {
     let etag: string | null;
     try {
       // The document's PUT carries the video's Content-Type; the URL itself carries the credentials.
-      etag = await putPresigned(this.http, url, body() as never, part.size, signal, file.contentType);
+      etag = await putPresigned(this.http, url, body(), part.size, signal, file.contentType);
     } catch (err) {
       if (err instanceof TargetError && err.kind === 'new-url') this.urls.get(session.media_id)?.delete(part.number);
       throw err;
@@ -202,8 +200,7 @@ export class AionvisionTarget implements Target {
 }
 
 function chunkUrl(url: string, fetchedAt: number): ChunkUrl {
-  const expiresAt = presignedExpiry(url) ?? fetchedAt + 3600_000;
-  return { url, renewAt: expiresAt - Math.min(URL_MARGIN_MAX_MS, (expiresAt - fetchedAt) / 10) };
+  return { url, renewAt: renewUrlsAt([url], fetchedAt) };
 }
 
 /** The server's chunks as a part layout: numbered 1..N without gaps, covering the file exactly. */

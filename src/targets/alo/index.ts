@@ -8,7 +8,7 @@ import type { HttpClient } from '../../upload/http.js';
 import { planParts, singlePart, S3_LIMITS, type PartLayout } from '../../plan/part-plan.js';
 import { Authenticator } from '../auth.js';
 import { JsonApi } from '../json-api.js';
-import { presignedExpiry, putPresigned } from '../presigned-put.js';
+import { putPresigned, renewUrlsAt } from '../presigned-put.js';
 import {
   TargetError,
   type CompletedPart,
@@ -23,9 +23,6 @@ import {
   type UploadResult,
 } from '../target.js';
 import { AloSession, AnyResponse, CompleteResponse, CreateMultipartResponse, UploadUrlsResponse, type AloIncidentBody, type AloVideo } from './api.js';
-
-/** Fresh URLs are fetched when a tenth of their lifetime (at most 5 min) is left: a part must fit in it. */
-const URL_MARGIN_MAX_MS = 5 * 60_000;
 
 interface UrlSet {
   s3Key: string;
@@ -85,7 +82,7 @@ export class AloTarget implements Target {
     const url = set.urls[part.number - 1];
     if (!url) throw new TargetError('permanent', `ALO gave ${set.urls.length} URLs for ${session.mode === 'multipart' ? session.part_count : 1} parts`);
     try {
-      const etag = await putPresigned(this.http, url, body() as never, part.size, signal);
+      const etag = await putPresigned(this.http, url, body(), part.size, signal);
       return session.mode === 'single' ? { etag, session: { ...session, s3_key: set.s3Key } } : { etag };
     } catch (err) {
       if (err instanceof TargetError && err.kind === 'new-url') this.urls.delete(urlKey(session, file));
@@ -196,10 +193,7 @@ export class AloTarget implements Target {
     const entry = res.uploads[session.file_id];
     if (!entry) throw new TargetError('retryable', `ALO upload_urls answered without an entry for ${session.file_id}`);
     const urls = typeof entry.signed_urls === 'string' ? [entry.signed_urls] : entry.signed_urls;
-    const fetchedAt = Date.now();
-    const expiresAt = Math.min(...urls.map((u) => presignedExpiry(u) ?? fetchedAt + 3600_000));
-    const margin = Math.min(URL_MARGIN_MAX_MS, (expiresAt - fetchedAt) / 10);
-    return { s3Key: entry.s3_key, urls, renewAt: expiresAt - margin };
+    return { s3Key: entry.s3_key, urls, renewAt: renewUrlsAt(urls, Date.now()) };
   }
 }
 

@@ -35,6 +35,7 @@ export interface StartRequest {
     title: string;
     creator: string;
     duration?: number;
+    resolution?: 'LOW' | 'NORMAL' | 'HIGH';
     tags: Record<string, string>;
   };
   metadata: Record<string, unknown>;

@@ -20,7 +20,8 @@ import { sleep } from '../../upload/backoff.js';
 import type { HttpClient } from '../../upload/http.js';
 import { Authenticator } from '../auth.js';
 import { JsonApi } from '../json-api.js';
-import { presignedExpiry, putPresigned } from '../presigned-put.js';
+import { readFrameSize, type FrameSize } from '../../watch/frame-size.js';
+import { putPresigned, renewUrlsAt } from '../presigned-put.js';
 import {
   TargetError,
   type CompletedPart,
@@ -65,11 +66,6 @@ export function truvideoPartLimits(fileSize: number): PartLimits {
   if (fileSize <= 1024 * MiB) return { minPartSize: 20 * MiB, maxPartSize: 50 * MiB, maxParts: MAX_PARTS };
   return { minPartSize: 50 * MiB, maxPartSize: MAX_PART_SIZE, maxParts: MAX_PARTS };
 }
-
-/** Fresh URLs are fetched when a tenth of their lifetime (at most 5 min) is left: a part must fit in it. */
-const URL_MARGIN_MAX_MS = 5 * 60_000;
-/** Lifetime assumed for a URL that does not say when it expires. */
-const URL_DEFAULT_LIFETIME_MS = 3600_000;
 
 interface CachedUrl {
   url: string;
@@ -128,7 +124,9 @@ export class TruvideoTarget implements Target {
     if (!layout || layout.length < 1 || layout.length > MAX_PARTS) {
       throw new TargetError('permanent', `TruVideo takes 1 to ${MAX_PARTS} parts, planned ${layout?.length ?? 0}`);
     }
-    const res = await this.api.call({ method: 'POST', path: '/upload/start', json: startRequest(file, layout.length), schema: StartResponse, signal });
+    const frame = await readFrameSize(file.path).catch(() => null);
+    const json = startRequest(file, layout.length, frame);
+    const res = await this.api.call({ method: 'POST', path: '/upload/start', json, schema: StartResponse, signal });
     const session: TruvideoSession = { uploadId: res.uploadId, mediaId: res.mediaId, amountOfParts: layout.length };
     this.remember(this.state(session.uploadId), res.presignedUrls);
     return { session };
@@ -139,7 +137,7 @@ export class TruvideoTarget implements Target {
     const state = this.state(session.uploadId);
     const url = await this.urlFor(session, state, part.number, signal);
     try {
-      const etag = await putPresigned(this.http, url, body() as never, part.size, signal);
+      const etag = await putPresigned(this.http, url, body(), part.size, signal);
       state.done.add(part.number);
       state.urls.delete(part.number);
       return { etag };
@@ -261,8 +259,7 @@ export class TruvideoTarget implements Target {
   private remember(state: UploadState, urls: Array<{ partNumber: number; url: string }>): void {
     const now = Date.now();
     for (const { partNumber, url } of urls) {
-      const expiresAt = presignedExpiry(url) ?? now + URL_DEFAULT_LIFETIME_MS;
-      state.urls.set(partNumber, { url, renewAt: expiresAt - Math.min(URL_MARGIN_MAX_MS, (expiresAt - now) / 10) });
+      state.urls.set(partNumber, { url, renewAt: renewUrlsAt([url], now) });
     }
   }
 
@@ -299,7 +296,7 @@ export function mediaTitle(file: SourceFile): string {
   return chars.length <= MAX_TEXT_LENGTH ? title : `${chars.slice(0, MAX_TEXT_LENGTH - 1).join('')}…`;
 }
 
-export function startRequest(file: SourceFile, amountOfParts: number): StartRequest {
+export function startRequest(file: SourceFile, amountOfParts: number, frame: FrameSize | null = null): StartRequest {
   const { incident, video } = file;
   const tags: Record<string, string> = {};
   const tag = (key: string, value: string | undefined): void => {
@@ -319,7 +316,19 @@ export function startRequest(file: SourceFile, amountOfParts: number): StartRequ
   const media: StartRequest['media'] = { fileType: fileTypeOf(file.name) ?? '', title: mediaTitle(file), creator: CREATOR, tags };
   const duration = durationMs(video.started_at, video.ended_at);
   if (duration !== undefined) media.duration = duration;
+  if (frame) media.resolution = resolutionLabel(frame);
   return { amountOfParts, media, metadata };
+}
+
+/**
+ * TruVideo's label for a frame size: LOW is 480p, NORMAL 720p, HIGH 1080p (seeds/004); the
+ * nearest by the frame's short side, so portrait video and 4K are labelled sensibly. A video
+ * whose size is unknown (not MP4/MOV) gets no label, and TruVideo assumes NORMAL.
+ */
+export function resolutionLabel(frame: FrameSize): 'LOW' | 'NORMAL' | 'HIGH' {
+  const lines = Math.min(frame.width, frame.height);
+  if (lines < 600) return 'LOW';
+  return lines < 900 ? 'NORMAL' : 'HIGH';
 }
 
 /** Milliseconds between the export's start and end, when both are known and in order. */
