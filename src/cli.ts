@@ -11,6 +11,8 @@ import { LedgerOpenError, openDatabase } from './ledger/database.js';
 import { emptyStatus, hasSchema, readStatus } from './ledger/status-snapshot.js';
 import { UploadLedger } from './ledger/upload-ledger.js';
 import { createLogger, describeError } from './log/logger.js';
+import { networkMountOf } from './ledger/filesystem.js';
+import { daemonReport } from './status/daemon-status.js';
 import { formatStatus } from './status/format-status.js';
 
 const USAGE = `usage:
@@ -48,8 +50,23 @@ function parseArgs(argv: string[]): Args {
   return args;
 }
 
+/**
+ * SQLite's WAL locking is unsafe on network filesystems: a ledger there is refused like a bad
+ * configuration (exit 2), naming ledger.path and the filesystem.
+ */
+function refuseNetworkLedger(configPath: string, ledgerPath: string): void {
+  const mount = networkMountOf(ledgerPath);
+  if (!mount) return;
+  throw new ConfigError(configPath, [
+    `ledger.path: ${ledgerPath} is on a network filesystem (${mount.fsType}, ${mount.source} mounted at ${mount.mountPoint}); ` +
+      `SQLite's write-ahead-log locking is not safe there and the ledger could be corrupted: put ledger.path on a local disk`,
+  ]);
+}
+
 async function run(args: Args): Promise<number> {
-  const config = loadConfig(resolveConfigPath(args.config));
+  const configPath = resolveConfigPath(args.config);
+  const config = loadConfig(configPath);
+  refuseNetworkLedger(configPath, config.ledger.path);
   const log = createLogger(config.log.level);
   const daemon = Daemon.open(config, log);
   const onSignal = (signal: string): void => {
@@ -69,8 +86,9 @@ function status(args: Args): number {
   try {
     // A ledger the daemon is creating right now has no tables yet: nothing to show either.
     const snapshot = db && hasSchema(db) ? readStatus(db) : null;
-    if (args.json) console.log(JSON.stringify({ ledger: path, ...(snapshot ?? emptyStatus()) }, null, 2));
-    else console.log(snapshot ? formatStatus(snapshot) : `no ledger at ${path} yet: the daemon has not run`);
+    const daemon = daemonReport(path);
+    if (args.json) console.log(JSON.stringify({ ledger: path, ...daemon, ...(snapshot ?? emptyStatus()) }, null, 2));
+    else console.log(snapshot ? formatStatus(snapshot, daemon) : `no ledger at ${path} yet: the daemon has not run`);
   } finally {
     db?.close();
   }
@@ -80,7 +98,10 @@ function status(args: Args): number {
 function retry(args: Args): number {
   const id = args.positional[0];
   if (!id) throw new UsageError('retry needs the id of a failed upload (#number) or of an incident');
-  const ledger = UploadLedger.open(readLedgerPath(resolveConfigPath(args.config)));
+  const configPath = resolveConfigPath(args.config);
+  const ledgerPath = readLedgerPath(configPath);
+  refuseNetworkLedger(configPath, ledgerPath);
+  const ledger = UploadLedger.open(ledgerPath);
   try {
     const done = ledger.retry(id.replace(/^#/, ''));
     if (!done) {

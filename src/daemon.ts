@@ -4,19 +4,26 @@
 import type { Config } from './config/schema.js';
 import type { Logger } from './log/logger.js';
 import { describeError } from './log/logger.js';
+import type { LedgerFault } from './ledger/faults.js';
+import { HealthFile, healthPath, type DaemonHealth } from './ledger/health.js';
 import { UploadLedger } from './ledger/upload-ledger.js';
 import { VideoPlanner } from './plan/video-planner.js';
 import { IncidentReporter } from './report/incident-reporter.js';
 import { createTargets } from './targets/index.js';
-import { sleep } from './upload/backoff.js';
+import { backoffDelay, sleep } from './upload/backoff.js';
 import { UploadEngine } from './upload/engine.js';
 import { HttpClient } from './upload/http.js';
 import { FolderWatcher } from './watch/folder-watcher.js';
 import { IncidentRouter } from './watch/routes.js';
 
+/** The longest wait between two tries of a ledger that refuses writes (a full disk). */
+const LEDGER_PROBE_MAX_MS = 30_000;
+
 export class Daemon {
   private readonly stopCtl = new AbortController();
   private wake: (() => void) | null = null;
+  private health: HealthFile | null = null;
+  private readonly startedAt = new Date().toISOString();
 
   private constructor(
     private readonly config: Config,
@@ -58,16 +65,20 @@ export class Daemon {
     });
     const reporter = new IncidentReporter(ledger, targets, backoff, log);
     const router = new IncidentRouter(config.watch.root, config.routes, [...targets.keys()]);
-    const watcher = new FolderWatcher({
-      root: config.watch.root,
-      poll: config.watch.poll,
-      pollIntervalMs: config.watch.pollInterval * 1000,
-      settleMs,
-      ledger,
-      route: (folder) => router.targetsFor(folder),
-      log,
-    });
+    const newWatcher = (): FolderWatcher =>
+      new FolderWatcher({
+        root: config.watch.root,
+        poll: config.watch.poll,
+        pollIntervalMs: config.watch.pollInterval * 1000,
+        settleMs,
+        ledger,
+        route: (folder) => router.targetsFor(folder),
+        log,
+      });
+    let watcher = newWatcher();
     log.info({ event: 'daemon.started', root: config.watch.root, ledger: config.ledger.path, targets: [...targets.keys()] }, 'vms-uplink started');
+    this.openHealth();
+    ledger.onFault = (fault) => this.ledgerFault(fault);
     await watcher.start();
     const tickMs = Math.min(1000, Math.max(100, settleMs / 4));
     let lastRescan = Date.now();
@@ -78,6 +89,18 @@ export class Daemon {
       void tracked.finally(() => background.delete(tracked));
     };
     while (!this.stopCtl.signal.aborted) {
+      if (ledger.fault) {
+        // Nothing new is taken while the ledger refuses writes; work under way stops at its next write.
+        if (!(await this.waitForLedger(backoff))) continue;
+        // A manifest read while writes failed is marked as seen by the watcher without being
+        // applied: a fresh watcher reads every manifest again (applying one twice changes nothing).
+        await watcher.stop();
+        watcher = newWatcher();
+        await watcher.start();
+        lastRescan = Date.now();
+        engine.poke();
+        continue;
+      }
       if (Date.now() - lastRescan >= config.watch.rescanInterval * 1000) {
         lastRescan = Date.now();
         await watcher.rescan();
@@ -96,7 +119,63 @@ export class Daemon {
     for (const t of targets.values()) await t.close();
     await this.http.close().catch(() => undefined);
     ledger.close();
+    this.writeHealth('stopped');
+    this.health?.close();
     log.info({ event: 'daemon.stopped' }, 'vms-uplink stopped');
+  }
+
+  /** The health file `vms-uplink status` reads; the daemon runs without it when it cannot be made. */
+  private openHealth(): void {
+    const path = healthPath(this.config.ledger.path);
+    try {
+      this.health = new HealthFile(path);
+    } catch (err) {
+      this.log.warn({ event: 'daemon.health.unavailable', path, err }, `cannot create ${path}: ${describeError(err)}; status will not show the daemon's state`);
+    }
+    this.writeHealth('running');
+  }
+
+  private writeHealth(state: DaemonHealth['state']): void {
+    const fault = this.ledger.fault;
+    this.health?.write({
+      pid: process.pid,
+      state,
+      startedAt: this.startedAt,
+      updatedAt: new Date().toISOString(),
+      ledgerFault: fault && { code: fault.code, message: fault.message, since: new Date(fault.since).toISOString() },
+    });
+  }
+
+  private ledgerFault(fault: LedgerFault): void {
+    this.log.error(
+      { event: 'ledger.fault', code: fault.code, ledger: this.config.ledger.path },
+      `${fault.message}: the ledger ${this.config.ledger.path} cannot record progress; new work is paused and the write is retried`,
+    );
+    this.writeHealth('running');
+    this.wake?.();
+  }
+
+  /**
+   * Waits (with backoff) until a ledger write commits again; true once it does, false when a stop
+   * came first.
+   */
+  private async waitForLedger(backoff: { initialMs: number; maxMs: number }): Promise<boolean> {
+    const policy = { initialMs: Math.max(50, backoff.initialMs), maxMs: Math.min(LEDGER_PROBE_MAX_MS, Math.max(backoff.maxMs, backoff.initialMs)) };
+    const since = this.ledger.fault?.since ?? Date.now();
+    for (let attempt = 0; !this.stopCtl.signal.aborted; attempt++) {
+      await this.idle(backoffDelay(attempt, policy));
+      if (this.stopCtl.signal.aborted) return false;
+      if (this.ledger.probe()) {
+        this.log.info(
+          { event: 'ledger.recovered', ledger: this.config.ledger.path, faultMs: Date.now() - since },
+          'ledger writes commit again: resuming',
+        );
+        this.writeHealth('running');
+        return true;
+      }
+      this.writeHealth('running');
+    }
+    return false;
   }
 
   stop(): void {

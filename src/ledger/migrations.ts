@@ -111,4 +111,7 @@ export const MIGRATIONS: readonly string[] = [
   `,
   // 2: the targets `routes` chose for each incident (NULL: every target, as before routes).
   `ALTER TABLE incidents ADD COLUMN targets TEXT;`,
+  // 3: one row the daemon rewrites to find out whether ledger writes commit again after a
+  //    storage fault (a full disk).
+  `CREATE TABLE ledger_probe (id INTEGER PRIMARY KEY CHECK (id = 1), probed_at INTEGER NOT NULL) STRICT;`,
 ];

@@ -9,6 +9,14 @@
  *   video:  waiting → ready → (uploads per target)      or → failed (export error, bad file)
  *   upload: queued → done | failed                      (parts: pending → done)
  *   report: wanted > acked means the platform has not seen the latest state of the incident.
+ *
+ * Storage faults (a full disk, an I/O error): a write that meets one is rolled back, the ledger
+ * enters its fault state and `onFault` is told. Writes that record progress (a part, an upload,
+ * an acknowledged report…) throw LedgerFaultError, so their caller stops as if shut down and the
+ * work is done again later; writes that only record trouble or a give-up (a retried error, a
+ * failed upload, an abort) are dropped and will be made again when the work is retried. While in
+ * the fault state no new work is handed out (no queued uploads, waiting videos, reports or
+ * aborts), until `probe()` finds that a write commits again.
  */
 import type { Manifest } from '../watch/manifest.js';
 import type {
@@ -22,6 +30,7 @@ import type {
   VideoInfo,
 } from '../targets/target.js';
 import { openDatabase, type Db } from './database.js';
+import { isStorageFault, LedgerFaultError, testFaultHook, type LedgerFault } from './faults.js';
 
 export interface PlannedPart {
   number: number;
@@ -83,6 +92,11 @@ const now = (): number => Date.now();
 const json = (v: unknown): string => JSON.stringify(v);
 
 export class UploadLedger {
+  private currentFault: LedgerFault | null = null;
+  private readonly injectFault = testFaultHook();
+  /** Told when a write first fails for its storage (the start of a fault episode). */
+  onFault: ((fault: LedgerFault) => void) | null = null;
+
   private constructor(
     readonly db: Db,
     /** Targets that receive whole incidents (ALO); their report rows are kept up to date. */
@@ -91,6 +105,59 @@ export class UploadLedger {
 
   static open(path: string, reportingTargets: readonly string[] = []): UploadLedger {
     return new UploadLedger(openDatabase(path), reportingTargets);
+  }
+
+  /** The storage fault writes are meeting, or null while they commit. */
+  get fault(): LedgerFault | null {
+    return this.currentFault;
+  }
+
+  /** Runs a write; a storage fault rolls it back, enters the fault state and throws LedgerFaultError. */
+  private write<T>(fn: () => T): T {
+    try {
+      this.injectFault();
+      return fn();
+    } catch (err) {
+      if (!isStorageFault(err)) throw err;
+      const message = `ledger write failed: ${err.message} (${err.code})`;
+      if (!this.currentFault) {
+        this.currentFault = { code: err.code, message, since: Date.now() };
+        this.onFault?.(this.currentFault);
+      }
+      throw new LedgerFaultError(err.code, message);
+    }
+  }
+
+  /** A write that only records trouble or a give-up: under a storage fault it is dropped. */
+  private note(fn: () => void): void {
+    try {
+      this.write(fn);
+    } catch (err) {
+      if (!(err instanceof LedgerFaultError)) throw err;
+    }
+  }
+
+  /**
+   * In the fault state: tries to checkpoint the log (which can give space back) and to commit a
+   * write. True, and the fault state ends, when the write committed.
+   */
+  probe(): boolean {
+    if (!this.currentFault) return true;
+    try {
+      this.db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch {
+      // Not enough room to checkpoint either; the write below decides.
+    }
+    try {
+      this.injectFault();
+      this.db.prepare('INSERT INTO ledger_probe (id, probed_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at').run(now());
+    } catch (err) {
+      if (!isStorageFault(err)) throw err;
+      this.currentFault = { ...this.currentFault, code: err.code, message: `ledger write failed: ${err.message} (${err.code})` };
+      return false;
+    }
+    this.currentFault = null;
+    return true;
   }
 
   close(): void {
@@ -105,7 +172,7 @@ export class UploadLedger {
    * the incident to be reported again.
    */
   applyManifest(manifestPath: string, folder: string, manifestSha256: string, manifest: Manifest, targets: string[]): boolean {
-    return this.db.transaction(() => {
+    return this.write(() => this.db.transaction(() => {
       const existing = this.db.prepare('SELECT manifest_sha256, folder, targets FROM incidents WHERE id = ?').get(manifest.incident.id) as Row | undefined;
       if (existing && existing.manifest_sha256 === manifestSha256 && existing.folder === folder && existing.targets === json(targets)) return false;
       const t = now();
@@ -122,7 +189,7 @@ export class UploadLedger {
       this.db.prepare('DELETE FROM manifest_errors WHERE path = ?').run(manifestPath);
       this.bumpReports(info.id);
       return true;
-    })();
+    })());
   }
 
   private applyManifestVideo(incidentId: string, video: Manifest['videos'][number], position: number, t: number): void {
@@ -168,7 +235,7 @@ export class UploadLedger {
 
   /** Records a manifest that does not validate; true when this version was not seen before (log it). */
   recordManifestError(path: string, fingerprint: string, problems: string[]): boolean {
-    return this.db.transaction(() => {
+    return this.write(() => this.db.transaction(() => {
       const old = this.db.prepare('SELECT fingerprint FROM manifest_errors WHERE path = ?').get(path) as Row | undefined;
       if (old?.fingerprint === fingerprint) return false;
       this.db
@@ -178,10 +245,11 @@ export class UploadLedger {
         )
         .run(path, fingerprint, json(problems), now());
       return true;
-    })();
+    })());
   }
 
   waitingVideos(): WaitingVideo[] {
+    if (this.currentFault) return [];
     const rows = this.db
       .prepare(
         `SELECT v.incident_id, v.id, v.first_seen_at, i.folder, i.targets, f.role, f.rel_path
@@ -224,13 +292,13 @@ export class UploadLedger {
 
   /** A video that cannot be uploaded (refused path, missing, empty, not a video). */
   failVideo(incidentId: string, videoId: string, errors: string[]): void {
-    this.db.transaction(() => {
+    this.write(() => this.db.transaction(() => {
       this.discardUnfinishedUploads(incidentId, videoId);
       this.db
         .prepare(`UPDATE videos SET state = 'failed', errors = ?, updated_at = ? WHERE incident_id = ? AND id = ?`)
         .run(json(errors), now(), incidentId, videoId);
       this.bumpReports(incidentId);
-    })();
+    })());
   }
 
   /**
@@ -239,7 +307,7 @@ export class UploadLedger {
    * done at once (the same content is never sent twice to a target).
    */
   videoReady(incidentId: string, videoId: string, files: HashedFile[], plans: UploadPlan[], notes: string[] = []): void {
-    this.db.transaction(() => {
+    this.write(() => this.db.transaction(() => {
       const t = now();
       const setFile = this.db.prepare(
         `UPDATE video_files SET path = ?, size = ?, mtime_ms = ?, sha256 = ?, content_type = ? WHERE incident_id = ? AND video_id = ? AND role = ?`,
@@ -260,7 +328,7 @@ export class UploadLedger {
         this.db.prepare('DELETE FROM uploads WHERE id = ?').run(u.id);
       }
       this.bumpReportsIfFinal(incidentId, videoId);
-    })();
+    })());
   }
 
   private planUpload(incidentId: string, videoId: string, file: HashedFile, plan: UploadPlan, t: number): void {
@@ -308,6 +376,7 @@ export class UploadLedger {
    * content to the same target is still queued: when that one completes, this one is done too.
    */
   queuedUploadIds(limit: number, exclude: ReadonlySet<number>): number[] {
+    if (this.currentFault) return [];
     const rows = this.db
       .prepare(
         `SELECT u.id FROM uploads u JOIN videos v ON v.incident_id = u.incident_id AND v.id = u.video_id
@@ -359,34 +428,34 @@ export class UploadLedger {
 
   /** The platform opened the upload; when it decided the layout, its parts replace ours. */
   uploadStarted(uploadId: number, session: SessionState, serverParts?: PlannedPart[]): void {
-    this.db.transaction(() => {
+    this.write(() => this.db.transaction(() => {
       this.db.prepare('UPDATE uploads SET session = ?, updated_at = ? WHERE id = ?').run(json(session), now(), uploadId);
       if (serverParts) {
         this.db.prepare('DELETE FROM parts WHERE upload_id = ?').run(uploadId);
         this.insertParts(uploadId, serverParts);
       }
-    })();
+    })());
   }
 
   partDone(uploadId: number, number: number, etag: string | null, session?: SessionState): void {
-    this.db.transaction(() => {
+    this.write(() => this.db.transaction(() => {
       this.db
         .prepare(`UPDATE parts SET state = 'done', etag = ?, done_at = ?, last_error = NULL WHERE upload_id = ? AND number = ?`)
         .run(etag, now(), uploadId, number);
       if (session) this.db.prepare('UPDATE uploads SET session = ?, updated_at = ? WHERE id = ?').run(json(session), now(), uploadId);
-    })();
+    })());
   }
 
   partFailed(uploadId: number, number: number, error: string): void {
-    this.db.transaction(() => {
+    this.note(() => this.db.transaction(() => {
       this.db.prepare('UPDATE parts SET attempts = attempts + 1, last_error = ? WHERE upload_id = ? AND number = ?').run(error, uploadId, number);
-      this.uploadTrouble(uploadId, `part ${number}: ${error}`);
-    })();
+      this.setTrouble(uploadId, `part ${number}: ${error}`);
+    })());
   }
 
   /** Completed by the platform: done, along with every queued upload of the same content to that target. */
   uploadDone(uploadId: number, result: UploadResult): void {
-    this.db.transaction(() => {
+    this.write(() => this.db.transaction(() => {
       const t = now();
       const u = this.db.prepare('SELECT target, role, sha256 FROM uploads WHERE id = ?').get(uploadId) as Row;
       this.db
@@ -404,22 +473,26 @@ export class UploadLedger {
       for (const row of [this.uploadOwner(uploadId), ...twins]) {
         this.bumpReportsIfFinal(String(row.incident_id), String(row.video_id));
       }
-    })();
+    })());
   }
 
   /** Given up: the upload fails with the platform's message, and its remote session is released. */
   uploadFailed(uploadId: number, error: string): void {
-    this.db.transaction(() => {
+    this.note(() => this.db.transaction(() => {
       this.queueAbortFor(uploadId);
       this.db.prepare(`UPDATE uploads SET state = 'failed', session = NULL, last_error = ?, updated_at = ? WHERE id = ?`).run(error, now(), uploadId);
       this.db.prepare(`UPDATE parts SET state = 'pending', etag = NULL WHERE upload_id = ?`).run(uploadId);
       const owner = this.uploadOwner(uploadId);
       this.bumpReportsIfFinal(String(owner.incident_id), String(owner.video_id));
-    })();
+    })());
   }
 
   /** A retryable problem worth showing in status while the upload keeps going. */
   uploadTrouble(uploadId: number, error: string): void {
+    this.note(() => this.setTrouble(uploadId, error));
+  }
+
+  private setTrouble(uploadId: number, error: string): void {
     this.db.prepare('UPDATE uploads SET last_error = ?, updated_at = ? WHERE id = ?').run(error, now(), uploadId);
   }
 
@@ -428,12 +501,12 @@ export class UploadLedger {
    * uploads are dropped (their remote sessions aborted) and the video settles and hashes again.
    */
   videoChanged(incidentId: string, videoId: string, reason: string): void {
-    this.db.transaction(() => {
+    this.note(() => this.db.transaction(() => {
       this.discardUnfinishedUploads(incidentId, videoId);
       this.db
         .prepare(`UPDATE videos SET state = 'waiting', notes = ?, restarts = restarts + 1, settled_at = NULL, updated_at = ? WHERE incident_id = ? AND id = ?`)
         .run(json([reason]), now(), incidentId, videoId);
-    })();
+    })());
   }
 
   private discardUnfinishedUploads(incidentId: string, videoId: string): void {
@@ -466,6 +539,7 @@ export class UploadLedger {
   }
 
   pendingAborts(): PendingAbort[] {
+    if (this.currentFault) return [];
     return (this.db.prepare('SELECT * FROM pending_aborts ORDER BY id').all() as Row[]).map((r) => ({
       id: Number(r.id),
       target: String(r.target),
@@ -475,12 +549,13 @@ export class UploadLedger {
     }));
   }
 
+  /** Dropped under a storage fault: the abort is simply made again later (a repeat is harmless). */
   abortDone(id: number): void {
-    this.db.prepare('DELETE FROM pending_aborts WHERE id = ?').run(id);
+    this.note(() => this.db.prepare('DELETE FROM pending_aborts WHERE id = ?').run(id));
   }
 
   abortFailed(id: number, error: string): void {
-    this.db.prepare('UPDATE pending_aborts SET attempts = attempts + 1, last_error = ? WHERE id = ?').run(error, id);
+    this.note(() => this.db.prepare('UPDATE pending_aborts SET attempts = attempts + 1, last_error = ? WHERE id = ?').run(error, id));
   }
 
   // ---- report stage ------------------------------------------------------------------------
@@ -528,6 +603,7 @@ export class UploadLedger {
   }
 
   reportsDue(): ReportDue[] {
+    if (this.currentFault) return [];
     return (this.db.prepare('SELECT incident_id, target, wanted, attempts FROM reports WHERE wanted > acked ORDER BY incident_id').all() as Row[]).map((r) => ({
       incidentId: String(r.incident_id),
       target: String(r.target),
@@ -562,13 +638,15 @@ export class UploadLedger {
   }
 
   reportAcked(incidentId: string, target: string, version: number): void {
-    this.db
-      .prepare('UPDATE reports SET acked = MAX(acked, ?), attempts = 0, last_error = NULL, acked_at = ? WHERE incident_id = ? AND target = ?')
-      .run(version, now(), incidentId, target);
+    this.write(() =>
+      this.db
+        .prepare('UPDATE reports SET acked = MAX(acked, ?), attempts = 0, last_error = NULL, acked_at = ? WHERE incident_id = ? AND target = ?')
+        .run(version, now(), incidentId, target),
+    );
   }
 
   reportFailed(incidentId: string, target: string, error: string): void {
-    this.db.prepare('UPDATE reports SET attempts = attempts + 1, last_error = ? WHERE incident_id = ? AND target = ?').run(error, incidentId, target);
+    this.note(() => this.db.prepare('UPDATE reports SET attempts = attempts + 1, last_error = ? WHERE incident_id = ? AND target = ?').run(error, incidentId, target));
   }
 
   // ---- operator actions --------------------------------------------------------------------
@@ -578,7 +656,7 @@ export class UploadLedger {
    * the queue. Returns what was requeued, or null when nothing matched.
    */
   retry(id: string): { uploads: number; videos: number; incident: string | null } | null {
-    return this.db.transaction(() => {
+    return this.write(() => this.db.transaction(() => {
       const t = now();
       if (/^\d+$/.test(id)) {
         const r = this.db.prepare(`UPDATE uploads SET state = 'queued', last_error = NULL, updated_at = ? WHERE id = ? AND state = 'failed'`).run(t, Number(id));
@@ -597,7 +675,7 @@ export class UploadLedger {
         .run(t, t, id).changes;
       this.db.prepare('UPDATE reports SET wanted = wanted + 1 WHERE incident_id = ?').run(id);
       return { uploads, videos, incident: id };
-    })();
+    })());
   }
 }
 

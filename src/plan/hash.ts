@@ -4,7 +4,8 @@
  * disks are busy recording.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { open, stat } from 'node:fs/promises';
+import { lstat, type FileHandle } from 'node:fs/promises';
+import { ExportPathChangedError, openExportFile } from '../watch/paths.js';
 import type { PartLayout } from './part-plan.js';
 
 export interface FileDigest {
@@ -58,13 +59,25 @@ class LayoutHasher {
 const READ_BUFFER = 1024 * 1024;
 
 export async function digestFile(path: string, layouts: PartLayout[], signal?: AbortSignal): Promise<FileDigest> {
-  const before = await stat(path);
+  // Opened without following a symlink swapped in since the path was checked (openExportFile), and
+  // stat'ed through the descriptor: the bytes hashed and the size/mtime compared are the same file's.
+  let fh: FileHandle;
+  try {
+    fh = await openExportFile(path);
+  } catch (err) {
+    // A changed file, as far as the caller is concerned: it checks the path again (and refuses a
+    // link leading out of the incident folder) rather than failing or retrying blindly.
+    if (err instanceof ExportPathChangedError) throw new FileChangedError(err.message);
+    throw err;
+  }
   const sha = createHash('sha256');
   const hashers = layouts.map((layout) => new LayoutHasher(layout));
   const buffer = Buffer.allocUnsafe(READ_BUFFER);
   let read = 0;
-  const fh = await open(path, 'r');
+  let before: Awaited<ReturnType<FileHandle['stat']>>;
+  let after: Awaited<ReturnType<FileHandle['stat']>>;
   try {
+    before = await fh.stat();
     for (;;) {
       signal?.throwIfAborted();
       const { bytesRead } = await fh.read(buffer, 0, buffer.length, read);
@@ -74,12 +87,18 @@ export async function digestFile(path: string, layouts: PartLayout[], signal?: A
       for (const h of hashers) h.update(chunk);
       read += bytesRead;
     }
+    after = await fh.stat();
   } finally {
     await fh.close();
   }
-  const after = await stat(path);
   if (read !== before.size || after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
     throw new FileChangedError(`file changed while it was being hashed (${before.size} → ${after.size} bytes)`);
+  }
+  // The name must still lead to the file that was read: one renamed over it meanwhile (an exporter
+  // writing a new version under a temp name) is a change even when size and mtime happen to match.
+  const now = await lstat(path).catch(() => null);
+  if (!now || now.ino !== before.ino || now.dev !== before.dev) {
+    throw new FileChangedError(`file was replaced or removed while it was being hashed`);
   }
   for (const [i, h] of hashers.entries()) {
     if (h.md5s.length !== layouts[i]!.length) throw new FileChangedError('file shrank while it was being hashed');

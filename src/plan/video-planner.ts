@@ -7,12 +7,12 @@
  * every part's MD5 against the hash, so a file that changes later restarts its upload instead
  * of completing an object with mixed content.
  */
-import { stat } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
 import type { HashedFile, UploadLedger, UploadPlan, WaitingVideo } from '../ledger/upload-ledger.js';
 import type { FileRole, SourceFile, Target } from '../targets/target.js';
-import { resolveExportPath } from '../watch/paths.js';
+import { ExportPathChangedError, resolveExportPath } from '../watch/paths.js';
 import { SettleTracker } from '../watch/settle.js';
 import { readHead, sniffImage, sniffVideo } from '../watch/sniff.js';
 import { digestFile, FileChangedError } from './hash.js';
@@ -102,12 +102,29 @@ export class VideoPlanner {
         else notes.push(`thumbnail ${relPath} did not appear within ${seconds} s; uploaded without it`);
         continue;
       }
-      const st = await stat(where.path);
+      // lstat, not stat: if the checked file was replaced by a symlink meanwhile, this must not
+      // report (and settle on) the size of whatever the link leads to; the next tick's
+      // resolveExportPath sees the link and refuses it.
+      const st = await lstat(where.path).catch(() => null);
+      if (!st?.isFile()) {
+        this.settle.forget(where.path);
+        waiting = true;
+        continue;
+      }
       if (this.settle.observe(where.path, { size: st.size, mtimeMs: st.mtimeMs }, performance.now()) !== 'settled') {
         waiting = true;
         continue;
       }
-      const contentType = await this.contentType(role, relPath, where.path, st.size);
+      let contentType: Awaited<ReturnType<VideoPlanner['contentType']>>;
+      try {
+        contentType = await this.contentType(role, relPath, where.path, st.size);
+      } catch (err) {
+        // Swapped for a symlink (or another kind of file) since resolveExportPath: check it again next tick.
+        if (!(err instanceof ExportPathChangedError)) throw err;
+        this.settle.forget(where.path);
+        waiting = true;
+        continue;
+      }
       if (contentType.error !== undefined) {
         if (role === 'video') return { kind: 'fail', error: contentType.error };
         notes.push(`${contentType.error}; uploaded without it`);

@@ -2,6 +2,7 @@
  * `vms-uplink status` as text: one block per incident, one line per video and target.
  */
 import type { StatusSnapshot, UploadStatus } from '../ledger/status-snapshot.js';
+import type { DaemonReport } from './daemon-status.js';
 
 function bytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -24,11 +25,14 @@ function uploadLine(u: UploadStatus): string {
   return `      ${u.target}${u.role === 'thumbnail' ? ' (thumbnail)' : ''}: ${u.state} ${progress} [upload #${u.id}]${extra ? ` — ${extra}` : ''}`;
 }
 
-export function formatStatus(s: StatusSnapshot): string {
+export function formatStatus(s: StatusSnapshot, daemon?: DaemonReport): string {
   const t = s.totals;
-  const lines = [
+  const lines: string[] = [];
+  for (const p of daemon?.problems ?? []) lines.push(`PROBLEM (${p.kind}, since ${p.since}): ${p.message}`);
+  if (daemon?.daemon) lines.push(`daemon: ${daemon.daemon.running ? `running (pid ${daemon.daemon.pid}, since ${daemon.daemon.startedAt})` : 'not running'}`);
+  lines.push(
     `uploads: ${t.uploading} uploading, ${t.queued} queued, ${t.done} done, ${t.failed} failed; videos: ${t.waiting} waiting for files, ${t.failedVideos} failed`,
-  ];
+  );
   for (const i of s.incidents) {
     lines.push('', `incident ${i.id}${i.title ? ` "${i.title}"` : ''}  (${i.folder})`);
     for (const r of i.reports) {

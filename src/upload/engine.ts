@@ -11,6 +11,7 @@ import { stat } from 'node:fs/promises';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
 import type { UploadLedger, QueuedUpload, PlannedPart } from '../ledger/upload-ledger.js';
+import { LedgerFaultError } from '../ledger/faults.js';
 import { digestFile, FileChangedError } from '../plan/hash.js';
 import type { PartLayout } from '../plan/part-plan.js';
 import { TargetError, type ErrorKind, type PartReceipt, type SessionState, type Target } from '../targets/target.js';
@@ -127,6 +128,10 @@ export class UploadEngine {
   }
 
   private settleFailure(upload: QueuedUpload, err: unknown, log: Logger): void {
+    if (err instanceof LedgerFaultError) {
+      log.warn({ event: 'upload.paused', reason: err.message }, 'the ledger cannot be written; the upload resumes when it can');
+      return;
+    }
     if (this.root.signal.aborted || err instanceof ShutdownError) {
       log.info({ event: 'upload.interrupted' }, 'upload interrupted by shutdown; it resumes at the next start');
       return;
@@ -233,7 +238,7 @@ export class UploadEngine {
         session,
         file: upload.file,
         part,
-        body: () => (body = openPart(upload.file.path, part.offset, part.size, () => watchdog.touch())),
+        body: () => (body = openPart(upload.file.path, part, () => watchdog.touch())),
         signal: attempt.signal,
       });
       const sent = body as PartBody | null;
@@ -248,6 +253,9 @@ export class UploadEngine {
       return receipt;
     } finally {
       watchdog.stop();
+      // Whatever became of the attempt, its body is done with: closing it releases the file's fd
+      // (a body the target never read, e.g. after a refused connection, is otherwise left open).
+      (body as PartBody | null)?.destroy();
       signal.removeEventListener('abort', onAbort);
     }
   }
@@ -323,8 +331,10 @@ function classify(err: unknown): ErrorKind | null {
   if (err instanceof TargetError) return err.kind;
   if (err instanceof StallError) return 'retryable';
   if (err instanceof BodyReadError) {
+    if (err.original instanceof FileChangedError) throw err.original;
     const code = (err.original as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new FileChangedError('the file disappeared while it was being sent');
+    if (code === 'ELOOP') throw new FileChangedError('the file was replaced by a symlink while it was being sent');
     return 'retryable';
   }
   return null;

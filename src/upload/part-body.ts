@@ -3,8 +3,9 @@
  * MD5 on the way out so we know exactly what was sent, and watched for stalls.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { constants, createReadStream, openSync } from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
+import { FileChangedError } from '../plan/hash.js';
 
 export class StallError extends Error {
   override readonly name = 'StallError';
@@ -14,7 +15,10 @@ export class PartBody extends Transform {
   private readonly md5 = createHash('md5');
   bytes = 0;
 
-  constructor(private readonly onBytes: (n: number) => void) {
+  constructor(
+    private readonly part: { number: number; size: number },
+    private readonly onBytes: (n: number) => void,
+  ) {
     super({ highWaterMark: 256 * 1024 });
   }
 
@@ -25,20 +29,38 @@ export class PartBody extends Transform {
     done(null, chunk);
   }
 
+  /** A file truncated after hashing ends the part early: that is a changed file, not a network error to retry. */
+  override _flush(done: TransformCallback): void {
+    if (this.bytes < this.part.size) done(new FileChangedError(`part ${this.part.number}: the file ended ${this.part.size - this.bytes} bytes early`));
+    else done();
+  }
+
   /** MD5 of what went through; meaningful once the stream ended. */
   digest(): string {
     return this.md5.copy().digest('hex');
   }
 }
 
-export function openPart(path: string, offset: number, size: number, onBytes: (n: number) => void): PartBody {
-  const body = new PartBody(onBytes);
-  if (size === 0) {
+export function openPart(path: string, part: { number: number; offset: number; size: number }, onBytes: (n: number) => void): PartBody {
+  const body = new PartBody(part, onBytes);
+  if (part.size === 0) {
     body.end();
     return body;
   }
-  const file = createReadStream(path, { start: offset, end: offset + size - 1, highWaterMark: 256 * 1024 });
+  let fd: number;
+  try {
+    // O_NOFOLLOW: a file swapped for a symlink after it was checked is not followed out of the export root.
+    fd = openSync(path, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0));
+  } catch (err) {
+    process.nextTick(() => body.destroy(err as Error));
+    return body;
+  }
+  const file = createReadStream('', { fd, start: part.offset, end: part.offset + part.size - 1, highWaterMark: 256 * 1024 });
   file.once('error', (err) => body.destroy(err));
+  // A body that is dropped unread (the connection failed before the request went out: every retry
+  // while a platform is down) must still close the file: piping does not, and the fd would leak
+  // once per attempt until the daemon runs out of descriptors.
+  body.once('close', () => file.destroy());
   file.pipe(body);
   return body;
 }
@@ -59,11 +81,11 @@ export class StallWatchdog {
 
   touch(): void {
     if (this.timer) this.timer.refresh();
-    else
-      this.timer = setTimeout(
-        () => this.controller.abort(new StallError(`no progress for ${Math.round(this.timeoutMs / 1000)} s`)),
-        this.timeoutMs,
-      );
+    else this.arm(this.timeoutMs);
+  }
+
+  private arm(ms: number): void {
+    this.timer = setTimeout(() => this.controller.abort(new StallError(`no progress for ${Math.round(ms / 1000)} s`)), ms);
   }
 
   stop(): void {

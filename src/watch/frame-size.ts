@@ -3,6 +3,7 @@
  * (`tkhd`) of each track carries the presentation width and height (ISO/IEC 14496-12 §8.3.2).
  * Platforms that label a video's resolution (TruVideo) use it; other containers give null.
  */
+import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 
 export interface FrameSize {
@@ -17,7 +18,8 @@ const MAX_DEPTH = 8;
 
 /** The largest frame among the file's visual tracks, or null when the file says none. */
 export async function readFrameSize(path: string): Promise<FrameSize | null> {
-  const handle = await open(path, 'r');
+  // O_NOFOLLOW: a symlink swapped in for the checked export since it was hashed is not followed.
+  const handle = await open(path, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0));
   try {
     const moov = await readTopLevelBox(handle, 'moov');
     return moov ? largestFrame(moov, 0) : null;

@@ -276,9 +276,11 @@ function parseYaml(text: string): Parsed {
   }
   const doc = docs[0]!;
   const problems: string[] = [];
-  for (const e of doc.errors) problems.push(`YAML syntax error at ${where(text, e.pos[0])}: ${e.message}`);
+  // The yaml library quotes the offending token whole in its messages: in a broken multi-MiB
+  // manifest that is one multi-MiB log line (and ledger row). Shortened like any quoted value.
+  for (const e of doc.errors) problems.push(`YAML syntax error at ${where(text, e.pos[0])}: ${brief(e.message)}`);
   for (const w of doc.warnings) {
-    if (w.code === 'TAG_RESOLVE_FAILED') problems.push(`YAML tag error at ${where(text, w.pos[0])}: ${w.message}`);
+    if (w.code === 'TAG_RESOLVE_FAILED') problems.push(`YAML tag error at ${where(text, w.pos[0])}: ${brief(w.message)}`);
   }
   if (problems.length > 0) return { ok: false, problems: capped(problems) };
 
@@ -608,7 +610,11 @@ function where(text: string, offset: number): string {
 }
 
 function describeError(err: unknown): string {
-  const message = err instanceof Error ? err.message : String(err);
+  return brief(err instanceof Error ? err.message : String(err));
+}
+
+/** A message from a library, on one line and at most 200 characters. */
+function brief(message: string): string {
   const firstLine = message.split('\n', 1)[0] ?? '';
   return firstLine.length > 200 ? `${firstLine.slice(0, 200)}…` : firstLine;
 }

@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import * as nodeFsp from 'node:fs/promises';
 import * as path from 'node:path';
 
@@ -83,6 +84,51 @@ export async function resolveExportPath(
   if (stats.isDirectory()) return refuse('is a directory');
   if (!stats.isFile()) return refuse(`is not a regular file (${fileKind(stats)})`);
   return { kind: 'ok', path: realTarget };
+}
+
+/** The path resolveExportPath checked is no longer the regular file it was (a symlink or another file was put there). */
+export class ExportPathChangedError extends Error {
+  override readonly name = 'ExportPathChangedError';
+}
+
+/**
+ * Opens, for reading, a path that resolveExportPath returned — and only if it still is what was
+ * checked. Between the check and the read, an exporter (or anyone with write access to the export
+ * folder) can replace the file, or a folder on its way, with a symlink leading out of the export
+ * root; a plain open() would follow it and the daemon would read, hash and upload that file.
+ *
+ * - O_NOFOLLOW refuses a symlink as the last name (ELOOP).
+ * - O_NONBLOCK: a FIFO put in its place must not block the open forever.
+ * - fstat on the opened descriptor: it must be a regular file.
+ * - On Linux, /proc/self/fd says which path the kernel really opened: a folder on the way that
+ *   was swapped for a symlink shows up as a different path (O_NOFOLLOW only guards the last name).
+ *
+ * Throws ExportPathChangedError for all of these, so the caller checks the path again (and then
+ * refuses it as leaving the incident folder) instead of reading it.
+ */
+export async function openExportFile(realPath: string): Promise<nodeFsp.FileHandle> {
+  let handle: nodeFsp.FileHandle;
+  try {
+    handle = await nodeFsp.open(realPath, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0));
+  } catch (err) {
+    if (errorCode(err) === 'ELOOP') throw new ExportPathChangedError(`${realPath} was replaced by a symlink after it was checked`);
+    throw err;
+  }
+  try {
+    const stats = await handle.stat();
+    if (!stats.isFile()) throw new ExportPathChangedError(`${realPath} is no longer a regular file (${stats.isDirectory() ? 'directory' : fileKind(stats)})`);
+    if (process.platform === 'linux') {
+      const opened = await nodeFsp.readlink(`/proc/self/fd/${handle.fd}`).catch(() => null);
+      if (opened !== null && opened !== path.resolve(realPath)) {
+        if (opened.endsWith(' (deleted)')) throw new ExportPathChangedError(`${realPath} was deleted while it was opened`);
+        throw new ExportPathChangedError(`${realPath} now leads elsewhere (${opened}): a folder on its way was replaced after it was checked`);
+      }
+    }
+    return handle;
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw err;
+  }
 }
 
 function isInside(realFolder: string, realTarget: string): boolean {

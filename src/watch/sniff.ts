@@ -1,5 +1,4 @@
-import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { openExportFile } from './paths.js';
 
 export interface ContainerInfo {
   /** 'mp4' | 'mov' | 'm4v' | '3gp' | '3g2' | 'webm' | 'mkv' | 'avi' | 'mpeg-ts' | 'm2ts' | 'mpeg-ps' | 'flv' | 'asf' | 'h264' | 'h265' */
@@ -63,8 +62,9 @@ export function sniffImage(head: Uint8Array): { contentType: string } | null {
 /** Reads up to `bytes` from the start of a file; shorter when the file is. */
 export async function readHead(path: string, bytes: number = SNIFF_BYTES): Promise<Uint8Array> {
   const want = Number.isFinite(bytes) ? Math.max(0, Math.floor(bytes)) : SNIFF_BYTES;
-  // O_NONBLOCK: should a FIFO slip through, opening it must not wait forever for a writer.
-  const handle = await open(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+  // Not a plain open: a symlink swapped in since the path was checked must not be followed (the
+  // first bytes go into the error message of a file that is no video). O_NONBLOCK is in there too.
+  const handle = await openExportFile(path);
   try {
     const buffer = new Uint8Array(want);
     let filled = 0;

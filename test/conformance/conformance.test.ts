@@ -8,7 +8,7 @@ import { runCli, waitFor, type DaemonProcess } from '../support/daemon-process.j
 import { MiB } from '../support/files.js';
 import { harness } from '../support/harness.js';
 import { ledgerRowsSoFar } from '../support/ledger.js';
-import { videoDefaults, writeIncident } from '../support/manifest.js';
+import { exportVideos, type ExportedVideoRef } from '../support/manifest.js';
 import { writeSiteConfig, type SiteFiles } from '../support/site.js';
 import { aionvisionFixture } from './fixtures/aionvision.js';
 import { aloFixture } from './fixtures/alo.js';
@@ -37,19 +37,9 @@ async function site(ctx: TestContext, fixture: PlatformFixture): Promise<Site> {
 let counter = 0;
 
 /** Writes an incident of fresh videos (sizes in bytes) and returns them as the platform should see them. */
-async function incident(s: Site, sizes: number[]): Promise<Array<VideoRef & { sha256: string }>> {
-  const incidentId = `conf-${process.pid}-${++counter}`;
-  const incidentTitle = `Conformance ${counter}`;
-  const videos: VideoRef[] = sizes.map((size, i) => ({
-    id: `v${i + 1}`,
-    incidentId,
-    incidentTitle,
-    file: `cam0${i + 1}_${counter}.mp4`,
-    cameraName: videoDefaults(i).camera_name,
-    size,
-  }));
-  const shas = await writeIncident(s.exportsRoot, incidentId, videos.map(({ id, file, size }) => ({ id, file, size })), { title: incidentTitle });
-  return videos.map((v) => ({ ...v, sha256: shas.get(v.id)! }));
+function incident(s: Site, sizes: number[]): Promise<ExportedVideoRef[]> {
+  const n = ++counter;
+  return exportVideos(s.exportsRoot, { id: `conf-${process.pid}-${n}`, title: `Conformance ${n}` }, sizes, (i) => `cam0${i + 1}_${n}.mp4`);
 }
 
 function receivedIntact(s: Site, video: VideoRef & { sha256: string }, timeoutMs = 45_000): Promise<ReceivedVideo> {
@@ -85,7 +75,7 @@ describe.each(FIXTURES)('$type conforms', (fixture) => {
     const s = await site(ctx, fixture);
     const videos = await incident(s, [12 * MiB + 1234, 1 * MiB + 7]);
     s.daemon();
-    for (const v of videos) fixture.expectMetadata(v, await receivedIntact(s, v));
+    for (const v of videos) expect((await receivedIntact(s, v)).metadata).toMatchObject(fixture.expectedMetadata(v));
   });
 
   it('resumes after SIGKILL at the first unfinished part, re-sending at most the parts in flight', async (ctx) => {
@@ -103,6 +93,7 @@ describe.each(FIXTURES)('$type conforms', (fixture) => {
     s.platform.setLatency(0);
     s.daemon();
     await receivedIntact(s, video!);
+    expect(s.platform.completions(video!)).toBe(1);
     const accepted = s.platform.acceptedParts(video!);
     for (const n of doneBefore) expect(accepted.get(n), `part ${n} acknowledged before the kill`).toBe(1);
     const sent = [...accepted.values()].reduce((a, b) => a + b, 0);

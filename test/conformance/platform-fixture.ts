@@ -33,6 +33,10 @@ export interface PlatformSite {
   targetConfig: Record<string, unknown>;
   /** The completed video, as the platform holds it; undefined while it is not complete. */
   received(video: VideoRef): Promise<ReceivedVideo | undefined>;
+  /** The video ids the platform's last incident report lists as uploaded and failed (platforms with reports: ALO). */
+  incidentReport?(incidentId: string): { uploaded: string[]; failed: string[] } | undefined;
+  /** How many completed copies of the video the platform holds: 1 once delivered, never more. */
+  completions(video: VideoRef): number;
   /**
    * Number of part/chunk bodies the platform accepted, by video id and part number: the
    * "finished parts are not sent again" check after a SIGKILL.
@@ -58,8 +62,8 @@ export interface PlatformFixture {
   type: string;
   /** Starts the emulator on the shared S3 store (platforms that take the bytes themselves ignore it). */
   start(store: S3Store): Promise<PlatformSite>;
-  /** Asserts (with vitest's expect) that the metadata the platform received for the video is right. */
-  expectMetadata(video: VideoRef, received: ReceivedVideo): void;
+  /** What the metadata the platform received for the video must contain (a subset, as toMatchObject reads it). */
+  expectedMetadata(video: VideoRef): Record<string, unknown>;
   /** What this platform cannot do; the suite skips nothing silently: it asserts the documented alternative. */
   limits: { presignedUrls: boolean; abortsGivenUp: boolean };
 }

@@ -179,6 +179,13 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
   private readonly auth: { header: string; value: string };
   private urlExpiresSeconds: number;
   private readonly refusedFiles = new Map<string, string>();
+  /**
+   * The key segment after the organisation. The seed's examples show the same value
+   * (1dda6e79-…) in keys of different calls, so it belongs to the account, not to the upload:
+   * keys are `vms/<org>/<account>/<incident>/[<file_id>_]<filename>`, the same each time a file is
+   * asked for again, and a single PUT sent again after a crash overwrites its own object.
+   */
+  private readonly accountId = randomUUID();
   private readonly maxUploadSizeMb: number;
   private readonly incidents = new Map<string, AloIncident>();
   /** uploadId → the incident and key it was created for. */
@@ -312,7 +319,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
     const filename = query['filename'];
     if (!fileId) throw new HttpProblem(400, 'file_id: required query parameter');
     if (!filename) throw new HttpProblem(400, 'filename: required query parameter');
-    const s3Key = `vms/${ORG_ID}/${randomUUID()}/${incidentId}/${fileId}_${filename}`;
+    const s3Key = `vms/${ORG_ID}/${this.accountId}/${incidentId}/${fileId}_${filename}`;
     const uploadId = this.store.createMultipartUpload(s3Key);
     this.multipartUploads.set(uploadId, { incidentId, s3Key });
     return { status: 200, body: { s3_key: s3Key, upload_id: uploadId } };
@@ -344,7 +351,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
       }
       if (single) {
         const { filename } = validate(singleFileSchema, file, field);
-        const s3Key = `vms/${ORG_ID}/${randomUUID()}/${incidentId}/${filename}`;
+        const s3Key = `vms/${ORG_ID}/${this.accountId}/${incidentId}/${filename}`;
         const signedUrl = await this.store.presignPutObject(s3Key, this.urlExpiresSeconds);
         uploads[fileId] = { s3_key: s3Key, signed_urls: signedUrl };
         continue;

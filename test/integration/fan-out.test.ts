@@ -9,13 +9,13 @@ import { aionvisionFixture } from '../conformance/fixtures/aionvision.js';
 import { aloFixture } from '../conformance/fixtures/alo.js';
 import { truvideoFixture } from '../conformance/fixtures/truvideo.js';
 import { valtFixture } from '../conformance/fixtures/valt.js';
-import type { PlatformFixture, PlatformSite, VideoRef } from '../conformance/platform-fixture.js';
+import type { PlatformFixture, PlatformSite } from '../conformance/platform-fixture.js';
 import { aloTargetConfig } from '../support/alo-site.js';
 import { runCli, waitFor } from '../support/daemon-process.js';
 import { MiB } from '../support/files.js';
 import { harness } from '../support/harness.js';
 import { ledgerRows, ledgerRowsSoFar } from '../support/ledger.js';
-import { videoDefaults, writeIncident, writeOneVideoIncident } from '../support/manifest.js';
+import { exportVideos, writeOneVideoIncident, type ExportedVideoRef } from '../support/manifest.js';
 import { writeSiteConfig, type SiteFiles } from '../support/site.js';
 
 interface Fleet extends SiteFiles {
@@ -111,10 +111,9 @@ async function everyPlatform(ctx: TestContext, fixtures: PlatformFixture[], down
   return { ...files, sites, daemon: () => h.daemon(files) };
 }
 
-async function oneVideo(exportsRoot: string, id: string, size: number): Promise<VideoRef & { sha256: string }> {
-  const video = { id: `${id}-v1`, incidentId: id, incidentTitle: `Fan-out ${id}`, file: 'cam01.mp4', cameraName: videoDefaults(0).camera_name, size };
-  const shas = await writeIncident(exportsRoot, id, [{ id: video.id, file: video.file, size }], { title: video.incidentTitle });
-  return { ...video, sha256: shas.get(video.id)! };
+async function oneVideo(exportsRoot: string, id: string, size: number): Promise<ExportedVideoRef> {
+  const [video] = await exportVideos(exportsRoot, { id, title: `Fan-out ${id}` }, [size]);
+  return video!;
 }
 
 describe('fan-out to all four platforms', () => {

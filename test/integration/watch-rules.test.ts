@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import type { AloIncident } from '../emulators/alo.js';
-import { type AloSite } from '../support/alo-site.js';
+import { troubles, waitIncident, type AloSite } from '../support/alo-site.js';
 import { harness } from '../support/harness.js';
 import { DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
 import { mp4Header, sha256File, writeVideo } from '../support/files.js';
@@ -18,36 +18,7 @@ import { incidentManifest, writeManifest } from '../support/manifest.js';
 const KiB = 1024;
 
 
-/** The daemon's complaints, for the message of a wait that timed out. */
-function troubles(d: DaemonProcess): string {
-  return d.logs
-    .filter((l) => l.level === 'warn' || l.level === 'error' || l.level === 'fatal' || l.level === 'raw' || Number(l.level) >= 40)
-    .map((l) => JSON.stringify(l))
-    .concat(d.stderr)
-    .slice(-20)
-    .join('\n');
-}
 
-/** Waits until ALO holds the incident in a state `ready` accepts; on timeout says what ALO has. */
-async function waitIncident(
-  s: AloSite,
-  d: DaemonProcess,
-  id: string,
-  ready: (i: AloIncident) => boolean,
-  what: string,
-  timeoutMs = 15_000,
-): Promise<AloIncident> {
-  try {
-    return await waitFor(() => {
-      const i = s.alo.incident(id);
-      return i && ready(i) ? i : undefined;
-    }, timeoutMs, what);
-  } catch (err) {
-    throw new Error(
-      `${(err as Error).message}\nALO has: ${JSON.stringify(s.alo.incident(id), null, 2)}\ndaemon warnings:\n${troubles(d)}`,
-    );
-  }
-}
 
 const settledCount = (n: number) => (i: AloIncident) => i.uploaded_videos.length + i.failed_videos.length === n;
 

@@ -2,8 +2,9 @@
  * A site for end-to-end tests: the ALO emulator and its S3 store on loopback, an export folder,
  * a ledger, and a config file pointing the real daemon at them.
  */
-import { startAloEmulator, type AloEmulator, type AloEmulatorOptions } from '../emulators/alo.js';
+import { startAloEmulator, type AloEmulator, type AloEmulatorOptions, type AloIncident } from '../emulators/alo.js';
 import { startS3Store, type S3Store, type S3StoreOptions } from '../emulators/s3-store.js';
+import { waitFor, type DaemonProcess } from './daemon-process.js';
 import { tempDir } from './files.js';
 import { writeSiteConfig, type SiteFiles } from './site.js';
 
@@ -61,4 +62,33 @@ export async function startAloSite(options: AloSiteOptions = {}): Promise<AloSit
 /** The daemon's `targets.<name>` block for an ALO emulator; tuned, multipart from 5 MiB so small files make several parts. */
 export function aloTargetConfig(baseUrl: string, { testTuning = true } = {}): Record<string, unknown> {
   return { type: 'alo', base_url: baseUrl, auth: { bearer: ALO_TOKEN }, ...(testTuning ? { multipart_threshold: '5MiB' } : {}) };
+}
+
+/** The daemon's complaints (warnings and worse, stderr), for the message of a wait that timed out. */
+export function troubles(d: DaemonProcess): string {
+  return d.logs
+    .filter((l) => l.level === 'raw' || Number(l.level) >= 40)
+    .map((l) => JSON.stringify(l))
+    .concat(d.stderr)
+    .slice(-20)
+    .join('\n');
+}
+
+/** Waits until ALO holds the incident in a state `ready` accepts; on timeout says what ALO has and what the daemon complained of. */
+export async function waitIncident(
+  s: { alo: AloEmulator },
+  d: DaemonProcess,
+  id: string,
+  ready: (i: AloIncident) => boolean,
+  what: string,
+  timeoutMs = 30_000,
+): Promise<AloIncident> {
+  try {
+    return await waitFor(() => {
+      const i = s.alo.incident(id);
+      return i && ready(i) ? i : undefined;
+    }, timeoutMs, what);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\nALO has: ${JSON.stringify(s.alo.incident(id), null, 2)}\ndaemon warnings:\n${troubles(d)}`);
+  }
 }

@@ -1,6 +1,7 @@
 /** Manifests as a VMS writes them (CONTRACT §3), for tests and the demo. */
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { VideoRef } from '../conformance/platform-fixture.js';
 import { writeVideo } from './files.js';
 
 export interface TestVideo {
@@ -82,4 +83,30 @@ export async function writeOneVideoIncident(exportsRoot: string, id: string, siz
   const videoId = `${id}-v1`;
   const shas = await writeIncident(exportsRoot, id, [{ id: videoId, file: 'cam01.mp4', size }], options);
   return shas.get(videoId)!;
+}
+
+/** A video of an exported incident, as the platform fixtures recognise it, with its SHA-256. */
+export type ExportedVideoRef = VideoRef & { sha256: string };
+
+/**
+ * Exports an incident of fresh videos, one per size (`v1`… in `cam01_<n>.mp4`…, cameras from
+ * videoDefaults), and returns them with their SHA-256.
+ */
+export async function exportVideos(
+  exportsRoot: string,
+  incident: { id: string; title: string; folder?: string },
+  sizes: number[],
+  fileName: (index: number) => string = (i) => `cam0${i + 1}.mp4`,
+): Promise<ExportedVideoRef[]> {
+  const videos = sizes.map((size, i) => ({
+    id: `${incident.id}-v${i + 1}`,
+    incidentId: incident.id,
+    incidentTitle: incident.title,
+    file: fileName(i),
+    cameraName: videoDefaults(i).camera_name,
+    size,
+  }));
+  const options: IncidentOptions = { title: incident.title, ...(incident.folder ? { folder: incident.folder } : {}) };
+  const shas = await writeIncident(exportsRoot, incident.id, videos.map(({ id, file, size }) => ({ id, file, size })), options);
+  return videos.map((v) => ({ ...v, sha256: shas.get(v.id)! }));
 }

@@ -1,0 +1,60 @@
+/**
+ * What `status` says about the daemon itself, beside the ledger's rows: whether it runs, and
+ * problems it cannot write into the ledger (a full disk under the ledger). Read from the health
+ * file the daemon keeps next to the ledger (src/ledger/health.ts).
+ */
+import { statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { processAlive, readHealth } from '../ledger/health.js';
+
+export interface DaemonStatus {
+  pid: number;
+  running: boolean;
+  startedAt: string;
+  updatedAt: string;
+}
+
+export interface Problem {
+  kind: 'ledger';
+  message: string;
+  since: string;
+}
+
+export interface DaemonReport {
+  daemon: DaemonStatus | null;
+  /** Bytes free for the ledger on its filesystem; null when it cannot be told. */
+  ledgerFreeBytes: number | null;
+  problems: Problem[];
+}
+
+function freeBytes(ledgerPath: string): number | null {
+  try {
+    const s = statfsSync(dirname(ledgerPath));
+    return Number(s.bavail) * Number(s.bsize);
+  } catch {
+    return null;
+  }
+}
+
+export function daemonReport(ledgerPath: string): DaemonReport {
+  const health = readHealth(ledgerPath);
+  const free = freeBytes(ledgerPath);
+  if (!health) return { daemon: null, ledgerFreeBytes: free, problems: [] };
+  const running = health.state === 'running' && processAlive(health.pid);
+  const problems: Problem[] = [];
+  if (running && health.ledgerFault) {
+    const f = health.ledgerFault;
+    problems.push({
+      kind: 'ledger',
+      since: f.since,
+      message:
+        `${f.message} — the daemon (pid ${health.pid}) keeps running, takes no new work and retries; ` +
+        `nothing is marked done that was not recorded${free !== null ? `; ${free} bytes free on the ledger's filesystem` : ''}`,
+    });
+  }
+  return {
+    daemon: { pid: health.pid, running, startedAt: health.startedAt, updatedAt: health.updatedAt },
+    ledgerFreeBytes: free,
+    problems,
+  };
+}
