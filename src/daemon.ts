@@ -1,6 +1,7 @@
 /**
  * Wiring and signals: watch → plan → ledger → upload → report, around one ledger.
  */
+import { AfterUpload } from './after/after-upload.js';
 import type { Config } from './config/schema.js';
 import type { Logger } from './log/logger.js';
 import { describeError } from './log/logger.js';
@@ -11,6 +12,7 @@ import { VideoPlanner } from './plan/video-planner.js';
 import { IncidentReporter } from './report/incident-reporter.js';
 import { createTargets } from './targets/index.js';
 import { backoffDelay, sleep } from './upload/backoff.js';
+import { BandwidthSchedule, TokenBucket } from './upload/bandwidth.js';
 import { UploadEngine } from './upload/engine.js';
 import { HttpClient } from './upload/http.js';
 import { FolderWatcher } from './watch/folder-watcher.js';
@@ -47,6 +49,10 @@ export class Daemon {
     const { config, log, ledger, targets } = this;
     const settleMs = config.watch.settleSeconds * 1000;
     const backoff = { initialMs: config.upload.retryInitial * 1000, maxMs: config.upload.retryMax * 1000 };
+    // upload.bandwidth: one bucket for every part of every upload and target; the schedule sets its rate.
+    const bandwidth = new TokenBucket(null);
+    const bandwidthSchedule = new BandwidthSchedule(config.upload.bandwidth, bandwidth, log);
+    bandwidthSchedule.start();
     const engine = new UploadEngine({
       ledger,
       targets,
@@ -54,6 +60,7 @@ export class Daemon {
       stallTimeoutMs: config.upload.stallTimeout * 1000,
       backoff,
       log,
+      bandwidth,
     });
     const planner = new VideoPlanner({
       ledger,
@@ -76,10 +83,12 @@ export class Daemon {
         log,
       });
     let watcher = newWatcher();
+    const after = new AfterUpload({ config, ledger, targets: [...targets.keys()], log });
     log.info({ event: 'daemon.started', root: config.watch.root, ledger: config.ledger.path, targets: [...targets.keys()] }, 'vms-uplink started');
     this.openHealth();
     ledger.onFault = (fault) => this.ledgerFault(fault);
     await watcher.start();
+    after.start();
     const tickMs = Math.min(1000, Math.max(100, settleMs / 4));
     let lastRescan = Date.now();
     const background = new Set<Promise<unknown>>();
@@ -109,12 +118,15 @@ export class Daemon {
       spawn(planner.tick(this.stopCtl.signal).then((changed) => changed && engine.poke()), 'planning');
       engine.poke();
       spawn(reporter.tick(), 'reporting');
+      spawn(after.tick(), 'after upload');
       await this.idle(tickMs);
     }
     log.info({ event: 'daemon.stopping', inFlight: engine.activeUploads }, 'stopping: finishing parts in flight');
     await watcher.stop();
     await engine.stop(config.upload.drainTimeout * 1000);
+    bandwidthSchedule.stop();
     reporter.stop();
+    await after.stop();
     await Promise.allSettled([...background]);
     for (const t of targets.values()) await t.close();
     await this.http.close().catch(() => undefined);

@@ -784,8 +784,8 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
       }),
     );
 
-  // retention: optional; deletes an incident's files this long after it is completely uploaded
-  // to every target (whatever after_upload did; with move, the moved copy).
+  // retention: optional; with after_upload: keep, deletes a video's files this long after it is
+  // confirmed uploaded to every target (src/after/after-upload.ts).
   const retention = section({
     delete_uploaded_after: required(duration({ positive: true })),
   }).transform((v): RetentionConfig => ({ deleteUploadedAfter: v.delete_uploaded_after }));

@@ -114,4 +114,12 @@ export const MIGRATIONS: readonly string[] = [
   // 3: one row the daemon rewrites to find out whether ledger writes commit again after a
   //    storage fault (a full disk).
   `CREATE TABLE ledger_probe (id INTEGER PRIMARY KEY CHECK (id = 1), probed_at INTEGER NOT NULL) STRICT;`,
+  // 4: after-upload handling: what was done with a video's files once every target had it
+  //    ('delete', 'move' or 'retention'), and with its incident's folder once every video was handled.
+  `
+  ALTER TABLE videos ADD COLUMN files_handled TEXT;
+  ALTER TABLE videos ADD COLUMN files_handled_at INTEGER;
+  ALTER TABLE incidents ADD COLUMN folder_handled TEXT;
+  ALTER TABLE incidents ADD COLUMN folder_handled_at INTEGER;
+  `,
 ];

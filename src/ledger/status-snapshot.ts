@@ -26,6 +26,8 @@ export interface VideoStatus {
   notes: string[];
   /** How often its upload started over because the file changed after it was hashed. */
   restarts: number;
+  /** What after_upload or retention did with its files, and when; null: they are where they were. */
+  filesHandled: { action: 'delete' | 'move' | 'retention'; at: string } | null;
   uploads: UploadStatus[];
 }
 
@@ -33,6 +35,8 @@ export interface IncidentStatus {
   id: string;
   title: string | null;
   folder: string;
+  /** What after_upload or retention did with the incident folder, and when; null: nothing yet. */
+  folderHandled: { action: 'delete' | 'move' | 'retention'; at: string } | null;
   reports: Array<{ target: string; upToDate: boolean; attempts: number; lastError: string | null; ackedAt: string | null }>;
   videos: VideoStatus[];
 }
@@ -56,7 +60,17 @@ export function emptyStatus(): StatusSnapshot {
   return { incidents: [], invalidManifests: [], pendingAborts: 0, totals: { queued: 0, uploading: 0, done: 0, failed: 0, waiting: 0, failedVideos: 0 } };
 }
 
+/** Ledgers from before schema 4 (a status run before the daemon upgraded it) have no handled columns. */
+function hasColumn(db: Db, table: string, column: string): boolean {
+  return (db.prepare(`SELECT 1 FROM pragma_table_info(?) WHERE name = ?`).all(table, column) as unknown[]).length > 0;
+}
+
+function handled(action: unknown, at: unknown): { action: 'delete' | 'move' | 'retention'; at: string } | null {
+  return typeof action === 'string' ? { action: action as 'delete' | 'move' | 'retention', at: iso(at) ?? '' } : null;
+}
+
 export function readStatus(db: Db): StatusSnapshot {
+  const handledColumns = hasColumn(db, 'videos', 'files_handled');
   const uploads = db
     .prepare(
       `SELECT u.id, u.incident_id, u.video_id, u.target, u.role, u.state, u.size, u.last_error, u.reused_from, u.session,
@@ -88,7 +102,8 @@ export function readStatus(db: Db): StatusSnapshot {
   }
   const videos = db
     .prepare(
-      `SELECT v.incident_id, v.id, v.info, v.state, v.errors, v.notes, v.restarts, f.rel_path
+      `SELECT v.incident_id, v.id, v.info, v.state, v.errors, v.notes, v.restarts, f.rel_path,
+              ${handledColumns ? 'v.files_handled, v.files_handled_at' : 'NULL AS files_handled, NULL AS files_handled_at'}
        FROM videos v LEFT JOIN video_files f ON f.incident_id = v.incident_id AND f.video_id = v.id AND f.role = 'video'
        ORDER BY v.incident_id, v.position`,
     )
@@ -104,15 +119,21 @@ export function readStatus(db: Db): StatusSnapshot {
       errors: list(v.errors),
       notes: list(v.notes),
       restarts: Number(v.restarts),
+      filesHandled: handled(v.files_handled, v.files_handled_at),
       uploads: byVideo.get(`${String(v.incident_id)}\u0000${String(v.id)}`) ?? [],
     };
     byIncident.set(String(v.incident_id), [...(byIncident.get(String(v.incident_id)) ?? []), status]);
   }
   const reports = db.prepare('SELECT * FROM reports ORDER BY target').all() as Row[];
-  const incidents = (db.prepare('SELECT id, folder, info FROM incidents ORDER BY created_at, id').all() as Row[]).map((i) => ({
+  const incidents = (
+    db
+      .prepare(`SELECT id, folder, info, ${handledColumns ? 'folder_handled, folder_handled_at' : 'NULL AS folder_handled, NULL AS folder_handled_at'} FROM incidents ORDER BY created_at, id`)
+      .all() as Row[]
+  ).map((i) => ({
     id: String(i.id),
     title: (JSON.parse(String(i.info)) as { title?: string }).title ?? null,
     folder: String(i.folder),
+    folderHandled: handled(i.folder_handled, i.folder_handled_at),
     reports: reports
       .filter((r) => r.incident_id === i.id)
       .map((r) => ({

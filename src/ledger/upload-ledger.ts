@@ -86,6 +86,27 @@ export interface ReportDue {
   attempts: number;
 }
 
+/** What was done with a video's files after upload: by `after_upload`, or by `retention`. */
+export type FilesAction = 'delete' | 'move' | 'retention';
+
+export interface UploadedVideo {
+  incidentId: string;
+  videoId: string;
+  folder: string;
+  files: Array<{ role: FileRole; path: string }>;
+  /** When the last target confirmed it (its last upload completed or report acknowledged), ms. */
+  confirmedAt: number;
+}
+
+export interface FolderToHandle {
+  incidentId: string;
+  folder: string;
+  manifestPath: string;
+  manifestSha256: string;
+  /** What was done with its videos' files (empty: only failed exports). */
+  handled: FilesAction[];
+}
+
 type Row = Record<string, unknown>;
 
 const now = (): number => Date.now();
@@ -182,7 +203,8 @@ export class UploadLedger {
           `INSERT INTO incidents (id, folder, manifest_path, manifest_sha256, info, targets, created_at, updated_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (id) DO UPDATE SET folder = excluded.folder, manifest_path = excluded.manifest_path,
-             manifest_sha256 = excluded.manifest_sha256, info = excluded.info, targets = excluded.targets, updated_at = excluded.updated_at`,
+             manifest_sha256 = excluded.manifest_sha256, info = excluded.info, targets = excluded.targets, updated_at = excluded.updated_at,
+             folder_handled = NULL, folder_handled_at = NULL`,
         )
         .run(info.id, folder, manifestPath, manifestSha256, json(info), json(targets), t, t);
       manifest.videos.forEach((video, position) => this.applyManifestVideo(info.id, video, position, t));
@@ -222,7 +244,7 @@ export class UploadLedger {
       } else if (!exportErrors && (filesChanged || old.state === 'failed')) {
         this.discardUnfinishedUploads(incidentId, video.id);
         this.db
-          .prepare(`UPDATE videos SET state = 'waiting', errors = NULL, notes = NULL, first_seen_at = ?, settled_at = NULL, updated_at = ? WHERE incident_id = ? AND id = ?`)
+          .prepare(`UPDATE videos SET state = 'waiting', errors = NULL, notes = NULL, first_seen_at = ?, settled_at = NULL, files_handled = NULL, files_handled_at = NULL, updated_at = ? WHERE incident_id = ? AND id = ?`)
           .run(t, t, incidentId, video.id);
       }
     }
@@ -647,6 +669,103 @@ export class UploadLedger {
 
   reportFailed(incidentId: string, target: string, error: string): void {
     this.note(() => this.db.prepare('UPDATE reports SET attempts = attempts + 1, last_error = ? WHERE incident_id = ? AND target = ?').run(error, incidentId, target));
+  }
+
+  // ---- after-upload stage ------------------------------------------------------------------
+
+  /**
+   * Videos whose files were not handled yet and that every target they go to has: every upload
+   * of every hashed file is done (a failed or queued one anywhere keeps the video out), each
+   * target has each file, and every reporting target (ALO) acknowledged the latest report of the
+   * incident. `allTargets`: the configured targets, for incidents that go to every target.
+   */
+  uploadedUnhandled(allTargets: readonly string[]): UploadedVideo[] {
+    if (this.currentFault) return [];
+    const rows = this.db
+      .prepare(
+        `SELECT v.incident_id, v.id, i.folder, i.targets FROM videos v JOIN incidents i ON i.id = v.incident_id
+         WHERE v.state = 'ready' AND v.files_handled IS NULL ORDER BY v.settled_at, v.incident_id, v.position`,
+      )
+      .all() as Row[];
+    const out: UploadedVideo[] = [];
+    for (const r of rows) {
+      const incidentId = String(r.incident_id);
+      const videoId = String(r.id);
+      const targets = r.targets ? (JSON.parse(String(r.targets)) as string[]) : allTargets;
+      if (targets.length === 0) continue;
+      const files = this.db
+        .prepare('SELECT role, path FROM video_files WHERE incident_id = ? AND video_id = ? AND path IS NOT NULL')
+        .all(incidentId, videoId) as Array<{ role: FileRole; path: string }>;
+      if (!files.some((f) => f.role === 'video')) continue;
+      const uploads = this.db
+        .prepare('SELECT role, target, state, completed_at FROM uploads WHERE incident_id = ? AND video_id = ?')
+        .all(incidentId, videoId) as Array<{ role: string; target: string; state: string; completed_at: number | null }>;
+      if (uploads.some((u) => u.state !== 'done')) continue;
+      const everywhere = targets.every((t) => files.every((f) => uploads.some((u) => u.target === t && u.role === f.role)));
+      if (!everywhere || !this.reportsAcked(incidentId)) continue;
+      const confirmedAt = Math.max(...uploads.map((u) => Number(u.completed_at ?? 0)), this.lastAck(incidentId));
+      out.push({ incidentId, videoId, folder: String(r.folder), files: files.map((f) => ({ role: f.role, path: f.path })), confirmedAt });
+    }
+    return out;
+  }
+
+  /** Every reporting target of the incident acknowledged its latest state. */
+  private reportsAcked(incidentId: string): boolean {
+    for (const target of this.reportingTargetsOf(incidentId)) {
+      const r = this.db.prepare('SELECT wanted, acked FROM reports WHERE incident_id = ? AND target = ?').get(incidentId, target) as Row | undefined;
+      if (!r || Number(r.acked) < Number(r.wanted) || Number(r.acked) === 0) return false;
+    }
+    return true;
+  }
+
+  private lastAck(incidentId: string): number {
+    const r = this.db.prepare('SELECT MAX(acked_at) AS at FROM reports WHERE incident_id = ?').get(incidentId) as Row;
+    return Number(r.at ?? 0);
+  }
+
+  /** The video's files were deleted or moved: never again (status shows it). */
+  filesHandled(incidentId: string, videoId: string, action: FilesAction): void {
+    this.write(() =>
+      this.db
+        .prepare('UPDATE videos SET files_handled = ?, files_handled_at = ? WHERE incident_id = ? AND id = ? AND files_handled IS NULL')
+        .run(action, now(), incidentId, videoId),
+    );
+  }
+
+  /**
+   * Incidents whose folder was not handled yet and all of whose videos are: their files handled,
+   * or failed exports that will never upload (no file). Reporting targets must have acknowledged
+   * the incident's latest state. `handled` lists what was done to the videos' files.
+   */
+  foldersToHandle(): FolderToHandle[] {
+    if (this.currentFault) return [];
+    const rows = this.db
+      .prepare(
+        `SELECT i.id, i.folder, i.manifest_path, i.manifest_sha256 FROM incidents i
+         WHERE i.folder_handled IS NULL
+           AND EXISTS (SELECT 1 FROM videos v WHERE v.incident_id = i.id)
+           AND NOT EXISTS (SELECT 1 FROM videos v WHERE v.incident_id = i.id AND v.files_handled IS NULL
+                           AND NOT (v.state = 'failed' AND NOT EXISTS (SELECT 1 FROM video_files f WHERE f.incident_id = v.incident_id AND f.video_id = v.id)))
+         ORDER BY i.created_at, i.id`,
+      )
+      .all() as Row[];
+    return rows
+      .filter((r) => this.reportsAcked(String(r.id)))
+      .map((r) => ({
+        incidentId: String(r.id),
+        folder: String(r.folder),
+        manifestPath: String(r.manifest_path),
+        manifestSha256: String(r.manifest_sha256),
+        handled: (this.db.prepare('SELECT DISTINCT files_handled AS a FROM videos WHERE incident_id = ? AND files_handled IS NOT NULL').all(r.id) as Row[]).map(
+          (v) => String(v.a) as FilesAction,
+        ),
+      }));
+  }
+
+  folderHandled(incidentId: string, action: FilesAction): void {
+    this.write(() =>
+      this.db.prepare('UPDATE incidents SET folder_handled = ?, folder_handled_at = ? WHERE id = ? AND folder_handled IS NULL').run(action, now(), incidentId),
+    );
   }
 
   // ---- operator actions --------------------------------------------------------------------

@@ -35,6 +35,7 @@ export function formatStatus(s: StatusSnapshot, daemon?: DaemonReport): string {
   );
   for (const i of s.incidents) {
     lines.push('', `incident ${i.id}${i.title ? ` "${i.title}"` : ''}  (${i.folder})`);
+    if (i.folderHandled) lines.push(`  folder ${i.folderHandled.action === 'move' ? 'moved' : 'removed'} after upload (${i.folderHandled.at})`);
     for (const r of i.reports) {
       lines.push(`  report to ${r.target}: ${r.upToDate ? `up to date (${r.ackedAt})` : `pending${r.lastError ? ` — last error: ${r.lastError}` : ''}`}`);
     }
@@ -42,6 +43,10 @@ export function formatStatus(s: StatusSnapshot, daemon?: DaemonReport): string {
       lines.push(`  video ${v.id}${v.cameraName ? ` (${v.cameraName})` : ''}${v.file ? ` ${v.file}` : ''}: ${v.state}`);
       for (const e of v.errors) lines.push(`      error: ${e}`);
       for (const n of v.notes) lines.push(`      note: ${n}`);
+      if (v.filesHandled) {
+        const what = { delete: 'deleted after upload', move: 'moved after upload', retention: 'deleted by retention' }[v.filesHandled.action];
+        lines.push(`      files ${what} (${v.filesHandled.at})`);
+      }
       if (v.restarts > 0) lines.push(`      restarted ${v.restarts} time(s): the file changed after it was hashed`);
       for (const u of v.uploads) lines.push(uploadLine(u));
     }

@@ -16,6 +16,7 @@ import { digestFile, FileChangedError } from '../plan/hash.js';
 import type { PartLayout } from '../plan/part-plan.js';
 import { TargetError, type ErrorKind, type PartReceipt, type SessionState, type Target } from '../targets/target.js';
 import { backoffDelay, sleep, type BackoffPolicy } from './backoff.js';
+import type { TokenBucket } from './bandwidth.js';
 import { BodyReadError } from './http.js';
 import { openPart, StallError, StallWatchdog, type PartBody } from './part-body.js';
 import { Semaphore, ShutdownError } from './semaphore.js';
@@ -27,6 +28,8 @@ export interface EngineOptions {
   stallTimeoutMs: number;
   backoff: BackoffPolicy;
   log: Logger;
+  /** `upload.bandwidth`: shared by every part of every upload and target; none = unlimited. */
+  bandwidth?: TokenBucket;
 }
 
 /** After this many refused URLs in a row, fresh URLs clearly do not help: treat it as a failure. */
@@ -238,7 +241,7 @@ export class UploadEngine {
         session,
         file: upload.file,
         part,
-        body: () => (body = openPart(upload.file.path, part, () => watchdog.touch())),
+        body: () => (body = openPart(upload.file.path, part, () => watchdog.touch(), this.o.bandwidth)),
         signal: attempt.signal,
       });
       const sent = body as PartBody | null;

@@ -1,11 +1,13 @@
 /**
  * The bytes of one part, streamed from the file (never the whole file in memory): hashed with
- * MD5 on the way out so we know exactly what was sent, and watched for stalls.
+ * MD5 on the way out so we know exactly what was sent, watched for stalls, and paced by the
+ * shared bandwidth bucket (each chunk waits for its tokens before it is passed on).
  */
 import { createHash } from 'node:crypto';
 import { constants, createReadStream, openSync } from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
 import { FileChangedError } from '../plan/hash.js';
+import { PACE_CHUNK, type TokenBucket } from './bandwidth.js';
 
 export class StallError extends Error {
   override readonly name = 'StallError';
@@ -14,10 +16,17 @@ export class StallError extends Error {
 export class PartBody extends Transform {
   private readonly md5 = createHash('md5');
   bytes = 0;
+  /** Aborted when the body is destroyed: a chunk waiting for tokens leaves the bucket's queue. */
+  private readonly pacing = new AbortController();
 
+  /**
+   * `onBytes(n)` on every chunk passed on, and `onBytes(0)` at least every 250 ms while a chunk
+   * waits for bandwidth tokens (waiting under the limit is not a stall).
+   */
   constructor(
     private readonly part: { number: number; size: number },
     private readonly onBytes: (n: number) => void,
+    private readonly bucket?: TokenBucket,
   ) {
     super({ highWaterMark: 256 * 1024 });
   }
@@ -25,8 +34,34 @@ export class PartBody extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.md5.update(chunk);
     this.bytes += chunk.length;
-    this.onBytes(chunk.length);
-    done(null, chunk);
+    if (!this.bucket || this.bucket.unlimited) {
+      this.onBytes(chunk.length);
+      done(null, chunk);
+      return;
+    }
+    this.paced(chunk, this.bucket).then(
+      () => done(),
+      (err: unknown) => {
+        if (!this.destroyed) done(err as Error);
+      },
+    );
+  }
+
+  /** Passes the chunk on in slices of at most 64 KiB, each once the bucket has its tokens. */
+  private async paced(chunk: Buffer, bucket: TokenBucket): Promise<void> {
+    const touch = (): void => this.onBytes(0);
+    for (let at = 0; at < chunk.length; at += PACE_CHUNK) {
+      const slice = chunk.subarray(at, at + PACE_CHUNK);
+      await bucket.take(slice.length, { signal: this.pacing.signal, touch });
+      if (this.destroyed) return;
+      this.onBytes(slice.length);
+      this.push(slice);
+    }
+  }
+
+  override _destroy(err: Error | null, done: (err: Error | null) => void): void {
+    this.pacing.abort(err ?? new Error('part body closed'));
+    done(err);
   }
 
   /** A file truncated after hashing ends the part early: that is a changed file, not a network error to retry. */
@@ -41,8 +76,13 @@ export class PartBody extends Transform {
   }
 }
 
-export function openPart(path: string, part: { number: number; offset: number; size: number }, onBytes: (n: number) => void): PartBody {
-  const body = new PartBody(part, onBytes);
+export function openPart(
+  path: string,
+  part: { number: number; offset: number; size: number },
+  onBytes: (n: number) => void,
+  bucket?: TokenBucket,
+): PartBody {
+  const body = new PartBody(part, onBytes, bucket);
   if (part.size === 0) {
     body.end();
     return body;

@@ -1,0 +1,285 @@
+/**
+ * After upload: what happens to an export once every target has it.
+ *
+ * - `after_upload: delete | move`: a video's files (video and thumbnail) are deleted, or moved
+ *   under `after_upload_dir` with their path below `watch.root`, once every target the video is
+ *   routed to has every one of them (uploads `done`) and every reporting target (ALO) has
+ *   acknowledged the incident's latest report. A video with an upload that is not done (failed,
+ *   or still queued) is never touched. The incident folder (the manifest and what is left) is
+ *   removed or moved once all its videos are handled, failed exports counting as handled.
+ * - `retention.delete_uploaded_after` (with `keep`): a node-cron job, also run at start, deletes
+ *   the files of videos confirmed that way longer ago than the age.
+ *
+ * The file operation comes first and the ledger records it after (one transaction); both are
+ * idempotent, so a crash in between only repeats the operation (a missing source is fine).
+ * Deleting a folder removes only its manifest and the empty folders: any file no upload
+ * confirmed (a thumbnail that was not an image, a stray file) stays.
+ */
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rmdir, symlink, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import cron, { type ScheduledTask } from 'node-cron';
+import type { Config } from '../config/schema.js';
+import type { FilesAction, FolderToHandle, UploadLedger, UploadedVideo } from '../ledger/upload-ledger.js';
+import { LedgerFaultError } from '../ledger/faults.js';
+import type { Logger } from '../log/logger.js';
+import { describeError } from '../log/logger.js';
+import { MANIFEST_NAMES } from '../watch/manifest.js';
+
+/** How often the delete/move stage looks at the ledger (the daemon ticks faster). */
+const TICK_MS = 1000;
+
+export interface AfterUploadOptions {
+  config: Pick<Config, 'afterUpload' | 'retention' | 'watch'>;
+  ledger: UploadLedger;
+  /** Every configured target (an incident without a route goes to all of them). */
+  targets: readonly string[];
+  log: Logger;
+}
+
+/**
+ * The cron pattern of the retention sweep: hourly, or more often when the age is short enough
+ * that an hour would be a large share of it (node-cron takes a sixth field for seconds).
+ */
+export function retentionCron(ageSeconds: number): string {
+  if (ageSeconds >= 3600) return '0 * * * *';
+  if (ageSeconds >= 60) return '* * * * *';
+  return '* * * * * *';
+}
+
+export class AfterUpload {
+  private busy: Promise<void> | null = null;
+  private lastTick = 0;
+  private task: ScheduledTask | null = null;
+  private stopped = false;
+
+  constructor(private readonly o: AfterUploadOptions) {}
+
+  private get action(): Config['afterUpload'] {
+    return this.o.config.afterUpload;
+  }
+
+  /** Schedules the retention sweep (when configured with keep) and runs it once now. */
+  start(): void {
+    const retention = this.o.config.retention;
+    if (!retention || this.action.action !== 'keep') return;
+    const pattern = retentionCron(retention.deleteUploadedAfter);
+    this.task = cron.schedule(pattern, () => this.exclusive(() => this.sweep()), { name: 'retention', noOverlap: true });
+    void this.exclusive(() => this.sweep());
+  }
+
+  /** One step of delete/move; returns at once when another step is under way. */
+  async tick(): Promise<void> {
+    if (this.action.action === 'keep' || Date.now() - this.lastTick < TICK_MS) return;
+    this.lastTick = Date.now();
+    await this.exclusive(() => this.handleUploaded());
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.task) await this.task.destroy();
+    this.task = null;
+    await this.busy;
+  }
+
+  /** Runs `fn` unless a step is under way (steps never overlap: they touch the same files). */
+  private exclusive(fn: () => Promise<void>): Promise<void> {
+    if (this.busy || this.stopped) return Promise.resolve();
+    const run = fn()
+      .catch((err) => {
+        if (err instanceof LedgerFaultError) return; // made again once the ledger commits
+        this.o.log.error({ event: 'after_upload.error', err }, `after upload: ${describeError(err)}`);
+      })
+      .finally(() => (this.busy = null));
+    this.busy = run;
+    return run;
+  }
+
+  private async handleUploaded(): Promise<void> {
+    const action = this.action;
+    if (action.action === 'keep') return;
+    for (const video of this.o.ledger.uploadedUnhandled(this.o.targets)) {
+      if (this.stopped) return;
+      await this.handleVideo(video, action.action);
+    }
+    for (const folder of this.o.ledger.foldersToHandle()) {
+      if (this.stopped) return;
+      await this.handleFolder(folder, action.action);
+    }
+  }
+
+  /** The retention sweep: deletes files confirmed uploaded longer ago than the age. */
+  async sweep(): Promise<void> {
+    const retention = this.o.config.retention;
+    if (!retention || this.action.action !== 'keep') return;
+    const before = Date.now() - retention.deleteUploadedAfter * 1000;
+    let deleted = 0;
+    for (const video of this.o.ledger.uploadedUnhandled(this.o.targets)) {
+      if (this.stopped) return;
+      if (video.confirmedAt > before) continue;
+      await this.handleVideo(video, 'retention');
+      deleted++;
+    }
+    for (const folder of this.o.ledger.foldersToHandle()) {
+      if (this.stopped) return;
+      // With keep, a folder goes only once retention took every video of it with a file.
+      if (folder.handled.length === 0 || folder.handled.some((a) => a !== 'retention')) continue;
+      await this.handleFolder(folder, 'retention');
+    }
+    this.o.log.debug({ event: 'retention.swept', deleted }, `retention sweep: ${deleted} video(s) deleted`);
+  }
+
+  private async handleVideo(video: UploadedVideo, action: FilesAction): Promise<void> {
+    const ids = { incidentId: video.incidentId, videoId: video.videoId };
+    for (const file of video.files) {
+      if (action === 'move') {
+        const dest = this.movedPath(file.path);
+        const outcome = await moveFile(file.path, dest);
+        if (outcome === 'missing') this.o.log.warn({ event: 'after_upload.missing', ...ids, path: file.path }, `${file.path} is gone: nothing to move`);
+      } else {
+        await removeFile(file.path);
+      }
+    }
+    this.o.ledger.filesHandled(video.incidentId, video.videoId, action);
+    this.o.log.info(
+      { event: action === 'retention' ? 'retention.deleted' : `after_upload.${action === 'move' ? 'moved' : 'deleted'}`, ...ids, files: video.files.map((f) => f.path) },
+      `${action === 'move' ? 'moved' : 'deleted'} the uploaded files of video ${video.videoId}`,
+    );
+  }
+
+  private async handleFolder(folder: FolderToHandle, action: FilesAction): Promise<void> {
+    const ids = { incidentId: folder.incidentId, folder: folder.folder };
+    // A manifest rewritten since the ledger read it is the VMS adding to the incident: leave it.
+    const text = await readFile(folder.manifestPath, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null;
+      throw err;
+    });
+    if (text !== null && createHash('sha256').update(text).digest('hex') !== folder.manifestSha256) return;
+    if (action === 'move') {
+      await moveTree(folder.folder, this.movedPath(folder.folder));
+    } else if (text !== null) {
+      await removeFile(folder.manifestPath);
+    }
+    const left = await removeEmptyDirs(folder.folder);
+    this.o.ledger.folderHandled(folder.incidentId, action);
+    if (left > 0) {
+      this.o.log.warn({ event: 'after_upload.folder.kept', ...ids, left }, `${folder.folder} keeps ${left} file(s) no upload confirmed; left in place`);
+    } else {
+      this.o.log.info({ event: action === 'move' ? 'after_upload.folder.moved' : 'after_upload.folder.removed', ...ids }, `incident folder ${action === 'move' ? 'moved' : 'removed'}`);
+    }
+  }
+
+  /** Where `from` (below watch.root) goes under after_upload_dir. */
+  private movedPath(from: string): string {
+    const action = this.action;
+    if (action.action !== 'move') throw new Error('not moving');
+    const rel = path.relative(this.o.config.watch.root, from);
+    if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) throw new Error(`${from} is not below watch.root`);
+    return path.join(action.dir, rel);
+  }
+}
+
+const isMissing = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'ENOENT';
+
+async function removeFile(file: string): Promise<void> {
+  try {
+    await unlink(file);
+  } catch (err) {
+    if (!isMissing(err)) throw err;
+  }
+}
+
+async function fsyncPath(p: string): Promise<void> {
+  const fh = await open(p, constants.O_RDONLY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Moves one file (or symlink) to `dest`, replacing what is there: a rename, or across
+ * filesystems a copy to a temp name beside `dest`, fsync, rename, then the source is unlinked.
+ * 'missing': the source is gone (moved before a crash, or removed by someone else).
+ */
+export async function moveFile(src: string, dest: string): Promise<'moved' | 'missing'> {
+  let st;
+  try {
+    st = await lstat(src);
+  } catch (err) {
+    if (isMissing(err)) return 'missing';
+    throw err;
+  }
+  const dir = path.dirname(dest);
+  await mkdir(dir, { recursive: true });
+  try {
+    await rename(src, dest);
+    await fsyncPath(dir);
+    return 'moved';
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+  }
+  const tmp = path.join(dir, `.${path.basename(dest)}.vms-uplink-move`);
+  await removeFile(tmp);
+  if (st.isSymbolicLink()) {
+    await symlink(await readlink(src), tmp);
+  } else {
+    await copyFile(src, tmp);
+    await fsyncPath(tmp);
+  }
+  await rename(tmp, dest);
+  await fsyncPath(dir);
+  await unlink(src);
+  await fsyncPath(path.dirname(src)).catch(() => undefined);
+  return 'moved';
+}
+
+/** Moves everything below `src` into `dest` (merging with what is there). */
+async function moveTree(src: string, dest: string): Promise<void> {
+  let entries;
+  try {
+    entries = await readdir(src, { withFileTypes: true });
+  } catch (err) {
+    if (isMissing(err)) return;
+    throw err;
+  }
+  await mkdir(dest, { recursive: true });
+  for (const e of entries) {
+    const from = path.join(src, e.name);
+    const to = path.join(dest, e.name);
+    if (!e.isDirectory()) await moveFile(from, to);
+    // A folder with its own manifest is another incident: it is handled on its own.
+    else if (!(await hasManifest(from))) await moveTree(from, to);
+  }
+}
+
+async function hasManifest(dir: string): Promise<boolean> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  return names.some((n) => (MANIFEST_NAMES as readonly string[]).includes(n));
+}
+
+/** Removes `dir` and the folders below it that hold no file; returns how many files are left. */
+async function removeEmptyDirs(dir: string): Promise<number> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (isMissing(err)) return 0;
+    throw err;
+  }
+  let left = 0;
+  for (const e of entries) {
+    if (e.isDirectory()) left += await removeEmptyDirs(path.join(dir, e.name));
+    else left++;
+  }
+  if (left === 0) {
+    try {
+      await rmdir(dir);
+    } catch (err) {
+      if (!isMissing(err)) throw err;
+    }
+  }
+  return left;
+}
