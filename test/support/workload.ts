@@ -40,6 +40,7 @@ export interface Resent {
 
 export class Workload {
   readonly videos: WorkloadVideo[] = [];
+  private readonly final = new Set<WorkloadVideo>();
   private incidents = 0;
 
   private constructor(
@@ -83,9 +84,11 @@ export class Workload {
 
   /** Whether the video reached its final state: on its platform intact, or failed in the ledger. */
   async isFinal(video: WorkloadVideo): Promise<boolean> {
-    if (video.outcome === 'failed') return this.failedInLedger(video);
-    const received = await this.sites.get(video.platform)!.received(video);
-    return received?.sha256 === video.sha256;
+    // A final state does not change; remembering it spares hashing the stored object on every poll.
+    if (this.final.has(video)) return true;
+    const final = video.outcome === 'failed' ? this.failedInLedger(video) : (await this.sites.get(video.platform)!.received(video))?.sha256 === video.sha256;
+    if (final) this.final.add(video);
+    return final;
   }
 
   /** Final on the platform and in the ledger: the daemon will not read its file again. */
