@@ -2,12 +2,15 @@
  * Wiring and signals: watch → plan → ledger → upload → report, around one ledger.
  */
 import { AfterUpload } from './after/after-upload.js';
+import { LocalApi } from './api/local-api.js';
 import type { Config } from './config/schema.js';
 import type { Logger } from './log/logger.js';
 import { describeError } from './log/logger.js';
 import type { LedgerFault } from './ledger/faults.js';
+import { freeBytesFor } from './ledger/filesystem.js';
 import { HealthFile, healthPath, type DaemonHealth } from './ledger/health.js';
 import { UploadLedger } from './ledger/upload-ledger.js';
+import { UploadMetrics } from './metrics/upload-metrics.js';
 import { VideoPlanner } from './plan/video-planner.js';
 import { IncidentReporter } from './report/incident-reporter.js';
 import { createTargets } from './targets/index.js';
@@ -20,12 +23,25 @@ import { IncidentRouter } from './watch/routes.js';
 
 /** The longest wait between two tries of a ledger that refuses writes (a full disk). */
 const LEDGER_PROBE_MAX_MS = 30_000;
+/** How often watch.root is checked for /healthz (a full rescan is rarer). */
+const ROOT_CHECK_MS = 2_000;
+/** A main loop that has not come round for this long is reported by /healthz. */
+const LOOP_STALL_MS = 60_000;
+
+/** The ledger's filesystem below ledger.min_free. */
+interface LowDisk {
+  freeBytes: number;
+  since: number;
+}
 
 export class Daemon {
   private readonly stopCtl = new AbortController();
   private wake: (() => void) | null = null;
   private health: HealthFile | null = null;
   private readonly startedAt = new Date().toISOString();
+  private lowDisk: LowDisk | null = null;
+  private rootProblem: string | null = null;
+  private lastLoopAt = Date.now();
 
   private constructor(
     private readonly config: Config,
@@ -53,6 +69,7 @@ export class Daemon {
     const bandwidth = new TokenBucket(null);
     const bandwidthSchedule = new BandwidthSchedule(config.upload.bandwidth, bandwidth, log);
     bandwidthSchedule.start();
+    const metrics = new UploadMetrics([...targets.keys()], ledger.db, bandwidth);
     const engine = new UploadEngine({
       ledger,
       targets,
@@ -61,7 +78,10 @@ export class Daemon {
       backoff,
       log,
       bandwidth,
+      observer: metrics,
     });
+    const api = config.api && new LocalApi({ config: config.api, ledger, metrics, healthProblems: () => this.healthProblems(metrics), onWork: () => engine.poke(), log });
+    await api?.listen();
     const planner = new VideoPlanner({
       ledger,
       targets: [...targets.values()],
@@ -91,6 +111,7 @@ export class Daemon {
     after.start();
     const tickMs = Math.min(1000, Math.max(100, settleMs / 4));
     let lastRescan = Date.now();
+    let lastRootCheck = 0;
     const background = new Set<Promise<unknown>>();
     const spawn = (p: Promise<unknown>, what: string): void => {
       const tracked = p.catch((err) => log.error({ event: 'daemon.error', what, err }, `${what}: ${describeError(err)}`));
@@ -98,6 +119,11 @@ export class Daemon {
       void tracked.finally(() => background.delete(tracked));
     };
     while (!this.stopCtl.signal.aborted) {
+      this.lastLoopAt = Date.now();
+      if (Date.now() - lastRootCheck >= ROOT_CHECK_MS) {
+        lastRootCheck = Date.now();
+        this.rootProblem = await watcher.checkRoot();
+      }
       if (ledger.fault) {
         // Nothing new is taken while the ledger refuses writes; work under way stops at its next write.
         if (!(await this.waitForLedger(backoff))) continue;
@@ -108,6 +134,14 @@ export class Daemon {
         await watcher.start();
         lastRescan = Date.now();
         engine.poke();
+        continue;
+      }
+      engine.hold(this.belowFloor());
+      if (this.lowDisk) {
+        // No new exports, hashing or uploads; reports and after-upload handling may free space.
+        spawn(reporter.tick(), 'reporting');
+        spawn(after.tick(), 'after upload');
+        await this.idle(tickMs);
         continue;
       }
       if (Date.now() - lastRescan >= config.watch.rescanInterval * 1000) {
@@ -122,6 +156,7 @@ export class Daemon {
       await this.idle(tickMs);
     }
     log.info({ event: 'daemon.stopping', inFlight: engine.activeUploads }, 'stopping: finishing parts in flight');
+    await api?.close();
     await watcher.stop();
     await engine.stop(config.upload.drainTimeout * 1000);
     bandwidthSchedule.stop();
@@ -149,13 +184,54 @@ export class Daemon {
 
   private writeHealth(state: DaemonHealth['state']): void {
     const fault = this.ledger.fault;
+    const low = this.lowDisk;
     this.health?.write({
       pid: process.pid,
       state,
       startedAt: this.startedAt,
       updatedAt: new Date().toISOString(),
       ledgerFault: fault && { code: fault.code, message: fault.message, since: new Date(fault.since).toISOString() },
+      lowDisk: low && { freeBytes: low.freeBytes, minFreeBytes: this.config.ledger.minFree, since: new Date(low.since).toISOString() },
     });
+  }
+
+  /**
+   * Whether the ledger's filesystem is below ledger.min_free; logs and records in the health
+   * file when that starts and ends.
+   */
+  private belowFloor(): boolean {
+    const floor = this.config.ledger.minFree;
+    const free = floor > 0 ? freeBytesFor(this.config.ledger.path) : null;
+    const low = free !== null && free < floor;
+    if (low && !this.lowDisk) {
+      this.log.warn(
+        { event: 'disk.low', ledger: this.config.ledger.path, freeBytes: free, minFreeBytes: floor },
+        `only ${free} bytes free on the ledger's filesystem, below ledger.min_free (${floor}): no new exports or uploads are taken until space is freed`,
+      );
+    } else if (!low && this.lowDisk) {
+      this.log.info({ event: 'disk.ok', freeBytes: free, minFreeBytes: floor, lowMs: Date.now() - this.lowDisk.since }, 'free space is back above ledger.min_free: resuming');
+    }
+    const changed = low !== (this.lowDisk !== null);
+    this.lowDisk = low ? { freeBytes: free, since: this.lowDisk?.since ?? Date.now() } : null;
+    if (changed) this.writeHealth('running');
+    return low;
+  }
+
+  /** Why GET /healthz answers 503; empty while the watcher, ledger and upload loop work. */
+  private healthProblems(metrics: UploadMetrics): string[] {
+    const problems: string[] = [];
+    const fault = this.ledger.fault;
+    if (fault) problems.push(`the ledger ${this.config.ledger.path} cannot be written since ${new Date(fault.since).toISOString()}: ${fault.message}`);
+    if (this.rootProblem) problems.push(this.rootProblem);
+    if (this.lowDisk) {
+      problems.push(`${this.lowDisk.freeBytes} bytes free on the ledger's filesystem, below ledger.min_free (${this.config.ledger.minFree}): no new work is taken`);
+    }
+    const down = metrics.allTargetsFailingFor();
+    const downLimit = this.config.api?.targetsDownAfter ?? Infinity;
+    if (down > downLimit) problems.push(`every target has been failing for ${Math.round(down)} s (api.targets_down_after is ${downLimit} s)`);
+    const loopAge = Date.now() - this.lastLoopAt;
+    if (loopAge > LOOP_STALL_MS && !fault) problems.push(`the main loop has not come round for ${Math.round(loopAge / 1000)} s`);
+    return problems;
   }
 
   private ledgerFault(fault: LedgerFault): void {

@@ -63,6 +63,8 @@ export interface WatchConfig {
 export interface LedgerConfig {
   /** Absolute path of the SQLite part ledger. */
   path: string;
+  /** Bytes that must stay free on the ledger's filesystem; below it no new work is taken. 0 = no floor. */
+  minFree: number;
 }
 
 export interface BandwidthScheduleEntry {
@@ -176,6 +178,8 @@ export interface ApiConfig {
   port: number;
   /** Bearer token every endpoint except /healthz requires. */
   token: Secret;
+  /** Seconds every target must have been failing before /healthz answers 503. */
+  targetsDownAfter: number;
 }
 
 export interface LogConfig {
@@ -732,7 +736,10 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
   const ledger = section({
     // Default /var/lib/vms-uplink/ledger.db (systemd StateDirectory=vms-uplink).
     path: required(toAbsolute, DEFAULT_LEDGER_PATH),
-  }).transform((v): LedgerConfig => ({ path: v.path }));
+    // Free space the ledger's filesystem must keep; below it the daemon takes no new work (no
+    // new manifests, hashing or uploads) until space returns. 0 turns it off. Default 256MiB.
+    min_free: required(size(), '256MiB'),
+  }).transform((v): LedgerConfig => ({ path: v.path, minFree: v.min_free }));
 
   // upload.bandwidth: `unlimited` (default), a rate (`4MiB/s`), or a schedule: a non-empty list
   // of { cron, limit }. Each entry's limit applies from its cron time until the next entry's;
@@ -830,13 +837,17 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
     // Bearer token the API requires (all but /healthz); required when listen is set.
     token: optional(secretLine),
     token_file: optional(secretLine),
+    // GET /healthz answers 503 once every target has been failing this long. Default 15m.
+    targets_down_after: required(duration({ positive: true }), '15m'),
   })
     .superRefine((v, ctx) => {
       if (v.listen !== undefined) exactlyOne(ctx, v, 'token', 'token_file', 'required when listen is set (or token_file)');
       else if (v.token !== undefined && v.token_file !== undefined) exactlyOne(ctx, v, 'token', 'token_file');
     }, ALWAYS)
     .transform((v): ApiConfig | null =>
-      v.listen ? { host: v.listen.host, port: v.listen.port, token: (v.token ?? v.token_file) as Secret } : null,
+      v.listen
+        ? { host: v.listen.host, port: v.listen.port, token: (v.token ?? v.token_file) as Secret, targetsDownAfter: v.targets_down_after }
+        : null,
     );
 
   const log = section({

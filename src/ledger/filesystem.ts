@@ -6,7 +6,7 @@
  * Test hook (documented in the README): VMS_UPLINK_TEST_MOUNTINFO names a file read instead of
  * /proc/self/mountinfo, so a test can put the ledger "on NFS" without mounting one.
  */
-import { readFileSync, realpathSync } from 'node:fs';
+import { readFileSync, realpathSync, statfsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
 export const TEST_MOUNTINFO_ENV = 'VMS_UPLINK_TEST_MOUNTINFO';
@@ -85,4 +85,14 @@ export function networkMountOf(path: string, env: NodeJS.ProcessEnv = process.en
   }
   const mount = mountOf(resolveExisting(path), parseMountinfo(text));
   return mount && NETWORK_FILESYSTEMS.has(mount.fsType) ? mount : null;
+}
+
+/** Bytes an unprivileged writer may still use on the filesystem holding `path`'s folder; null when it cannot be told. */
+export function freeBytesFor(path: string): number | null {
+  try {
+    const s = statfsSync(dirname(path));
+    return Number(s.bavail) * Number(s.bsize);
+  } catch {
+    return null;
+  }
 }

@@ -17,6 +17,8 @@ export interface DaemonHealth {
   updatedAt: string;
   /** null while ledger writes commit. */
   ledgerFault: { code: string; message: string; since: string } | null;
+  /** null while the ledger's filesystem has more than ledger.min_free free (absent: an older daemon). */
+  lowDisk?: { freeBytes: number; minFreeBytes: number; since: string } | null;
 }
 
 export function healthPath(ledgerPath: string): string {

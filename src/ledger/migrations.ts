@@ -122,4 +122,16 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE incidents ADD COLUMN folder_handled TEXT;
   ALTER TABLE incidents ADD COLUMN folder_handled_at INTEGER;
   `,
+  // 5: cameras an operator paused or resumed through the local API (a camera without a row
+  //    runs), when each upload's remote session was opened (for upload time), and a lookup of
+  //    videos by the manifest's camera_id.
+  `
+  CREATE TABLE cameras (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('running', 'paused')),
+    updated_at INTEGER NOT NULL
+  ) STRICT;
+  ALTER TABLE uploads ADD COLUMN started_at INTEGER;
+  CREATE INDEX videos_by_camera ON videos (json_extract(info, '$.camera_id'));
+  `,
 ];

@@ -394,8 +394,9 @@ export class UploadLedger {
   // ---- upload stage ------------------------------------------------------------------------
 
   /**
-   * Uploads ready to send, oldest first. An upload waits while an older upload of the same
-   * content to the same target is still queued: when that one completes, this one is done too.
+   * Uploads ready to send, oldest first. An upload waits while its camera is paused, and while
+   * an older upload of the same content to the same target is still queued: when that one
+   * completes, this one is done too.
    */
   queuedUploadIds(limit: number, exclude: ReadonlySet<number>): number[] {
     if (this.currentFault) return [];
@@ -403,6 +404,7 @@ export class UploadLedger {
       .prepare(
         `SELECT u.id FROM uploads u JOIN videos v ON v.incident_id = u.incident_id AND v.id = u.video_id
          WHERE u.state = 'queued' AND v.state = 'ready'
+           AND NOT EXISTS (SELECT 1 FROM cameras c WHERE c.id = json_extract(v.info, '$.camera_id') AND c.state = 'paused')
            AND NOT EXISTS (SELECT 1 FROM uploads o WHERE o.target = u.target AND o.role = u.role
                            AND o.sha256 = u.sha256 AND o.state = 'queued' AND o.id < u.id)
          ORDER BY u.id LIMIT ?`,
@@ -451,7 +453,8 @@ export class UploadLedger {
   /** The platform opened the upload; when it decided the layout, its parts replace ours. */
   uploadStarted(uploadId: number, session: SessionState, serverParts?: PlannedPart[]): void {
     this.write(() => this.db.transaction(() => {
-      this.db.prepare('UPDATE uploads SET session = ?, updated_at = ? WHERE id = ?').run(json(session), now(), uploadId);
+      const t = now();
+      this.db.prepare('UPDATE uploads SET session = ?, started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ?').run(json(session), t, t, uploadId);
       if (serverParts) {
         this.db.prepare('DELETE FROM parts WHERE upload_id = ?').run(uploadId);
         this.insertParts(uploadId, serverParts);
@@ -769,6 +772,30 @@ export class UploadLedger {
   }
 
   // ---- operator actions --------------------------------------------------------------------
+
+  /**
+   * Pauses or resumes the uploads of a camera's videos. False when no manifest ever named that
+   * camera. A paused camera's videos are still hashed; their uploads wait in the queue.
+   */
+  setCameraState(cameraId: string, state: 'running' | 'paused'): boolean {
+    return this.write(() => this.db.transaction(() => {
+      if (!this.db.prepare(`SELECT 1 FROM videos WHERE json_extract(info, '$.camera_id') = ? LIMIT 1`).get(cameraId)) return false;
+      this.db
+        .prepare('INSERT INTO cameras (id, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at')
+        .run(cameraId, state, now());
+      return true;
+    })());
+  }
+
+  /** An upload's state (queued, done, failed), or null when there is no such upload. */
+  uploadState(uploadId: number): string | null {
+    const row = this.db.prepare('SELECT state FROM uploads WHERE id = ?').get(uploadId) as Row | undefined;
+    return row ? String(row.state) : null;
+  }
+
+  pausedCameraIds(): Set<string> {
+    return new Set((this.db.prepare(`SELECT id FROM cameras WHERE state = 'paused'`).all() as Array<{ id: string }>).map((r) => r.id));
+  }
 
   /**
    * Puts a failed upload (by its number) or everything failed in an incident (by its id) back in

@@ -3,8 +3,7 @@
  * problems it cannot write into the ledger (a full disk under the ledger). Read from the health
  * file the daemon keeps next to the ledger (src/ledger/health.ts).
  */
-import { statfsSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { freeBytesFor } from '../ledger/filesystem.js';
 import { processAlive, readHealth } from '../ledger/health.js';
 
 export interface DaemonStatus {
@@ -15,7 +14,7 @@ export interface DaemonStatus {
 }
 
 export interface Problem {
-  kind: 'ledger';
+  kind: 'ledger' | 'disk';
   message: string;
   since: string;
 }
@@ -27,18 +26,9 @@ export interface DaemonReport {
   problems: Problem[];
 }
 
-function freeBytes(ledgerPath: string): number | null {
-  try {
-    const s = statfsSync(dirname(ledgerPath));
-    return Number(s.bavail) * Number(s.bsize);
-  } catch {
-    return null;
-  }
-}
-
 export function daemonReport(ledgerPath: string): DaemonReport {
   const health = readHealth(ledgerPath);
-  const free = freeBytes(ledgerPath);
+  const free = freeBytesFor(ledgerPath);
   if (!health) return { daemon: null, ledgerFreeBytes: free, problems: [] };
   const running = health.state === 'running' && processAlive(health.pid);
   const problems: Problem[] = [];
@@ -50,6 +40,16 @@ export function daemonReport(ledgerPath: string): DaemonReport {
       message:
         `${f.message} — the daemon (pid ${health.pid}) keeps running, takes no new work and retries; ` +
         `nothing is marked done that was not recorded${free !== null ? `; ${free} bytes free on the ledger's filesystem` : ''}`,
+    });
+  }
+  if (running && health.lowDisk) {
+    const d = health.lowDisk;
+    problems.push({
+      kind: 'disk',
+      since: d.since,
+      message:
+        `${d.freeBytes} bytes free on the ledger's filesystem, below ledger.min_free (${d.minFreeBytes}): ` +
+        `the daemon (pid ${health.pid}) takes no new exports or uploads until space is freed; uploads under way go on`,
     });
   }
   return {

@@ -30,6 +30,24 @@ export interface EngineOptions {
   log: Logger;
   /** `upload.bandwidth`: shared by every part of every upload and target; none = unlimited. */
   bandwidth?: TokenBucket;
+  /** Told what happens (metrics, target health). */
+  observer?: UploadObserver;
+}
+
+/** What the engine tells about its work, as it happens. */
+export interface UploadObserver {
+  partSent(target: string, bytes: number, seconds: number): void;
+  uploadCompleted(target: string): void;
+  uploadFailed(target: string): void;
+  /** A call to the platform failed and is retried; `reason` is short and stable (http_503, stall…). */
+  retried(target: string, reason: string): void;
+  /** A call to the platform succeeded. */
+  answered(target: string): void;
+}
+
+/** The camera of an upload under way was paused through the API: the upload waits, unfailed. */
+class CameraPausedError extends Error {
+  override readonly name = 'CameraPausedError';
 }
 
 /** After this many refused URLs in a row, fresh URLs clearly do not help: treat it as a failure. */
@@ -38,10 +56,11 @@ const ABORT_ATTEMPTS = 20;
 
 export class UploadEngine {
   private readonly parts: Semaphore;
-  private readonly active = new Map<number, { target: string; done: Promise<void> }>();
+  private readonly active = new Map<number, { target: string; cameraId: string | undefined; ctl: AbortController; done: Promise<void> }>();
   private readonly root = new AbortController();
   private stopping = false;
   private aborting: Promise<void> | null = null;
+  private holding = false;
   /** When each queued abort may be tried again (in memory: after a restart they are all due). */
   private readonly abortRetryAt = new Map<number, number>();
 
@@ -54,6 +73,8 @@ export class UploadEngine {
   /** Looks for work in the ledger; call whenever it may have gained some. */
   poke(): void {
     if (this.stopping) return;
+    this.interruptPausedCameras();
+    if (this.holding) return;
     const perTarget = new Map<string, number>();
     for (const a of this.active.values()) perTarget.set(a.target, (perTarget.get(a.target) ?? 0) + 1);
     const busy = new Set(this.active.keys());
@@ -64,11 +85,12 @@ export class UploadEngine {
       const running = perTarget.get(upload.target) ?? 0;
       if (!target || running >= this.o.concurrency) continue;
       perTarget.set(upload.target, running + 1);
-      const done = this.runUpload(upload, target).finally(() => {
+      const ctl = new AbortController();
+      const done = this.runUpload(upload, target, ctl).finally(() => {
         this.active.delete(id);
         this.poke();
       });
-      this.active.set(id, { target: upload.target, done });
+      this.active.set(id, { target: upload.target, cameraId: upload.file.video.camera_id, ctl, done });
     }
     if (!this.aborting && this.o.ledger.pendingAborts().length > 0) {
       this.aborting = this.drainAborts().finally(() => (this.aborting = null));
@@ -77,6 +99,24 @@ export class UploadEngine {
 
   get activeUploads(): number {
     return this.active.size;
+  }
+
+  /**
+   * While held (the ledger's disk is below its free-space floor) no new upload starts; those
+   * under way go on.
+   */
+  hold(held: boolean): void {
+    this.holding = held;
+    if (!held) this.poke();
+  }
+
+  /** Uploads under way whose camera was paused stop now; their acknowledged parts stay done. */
+  private interruptPausedCameras(): void {
+    if (this.active.size === 0) return;
+    const paused = this.o.ledger.pausedCameraIds();
+    for (const a of this.active.values()) {
+      if (a.cameraId !== undefined && paused.has(a.cameraId) && !a.ctl.signal.aborted) a.ctl.abort(new CameraPausedError(`camera ${a.cameraId} paused`));
+    }
   }
 
   /**
@@ -95,10 +135,9 @@ export class UploadEngine {
     await this.aborting?.catch(() => undefined);
   }
 
-  private async runUpload(upload: QueuedUpload, target: Target): Promise<void> {
+  private async runUpload(upload: QueuedUpload, target: Target, ctl: AbortController): Promise<void> {
     const { file } = upload;
     const log = this.o.log.child({ uploadId: upload.id, incidentId: file.incident.id, videoId: file.video.id, target: target.name, role: file.role });
-    const ctl = new AbortController();
     setMaxListeners(this.o.concurrency * 4 + 10, ctl.signal);
     const onRootAbort = (): void => ctl.abort(this.root.signal.reason);
     this.root.signal.addEventListener('abort', onRootAbort, { once: true });
@@ -117,11 +156,13 @@ export class UploadEngine {
       const result = await this.retrying(
         ctl.signal,
         log,
+        target.name,
         'complete',
         () => target.complete(session, file, done.map((p) => ({ number: p.number, size: p.size, etag: p.etag })), ctl.signal),
         this.troubleOf(upload),
       );
       this.o.ledger.uploadDone(upload.id, result);
+      this.o.observer?.uploadCompleted(target.name);
       log.info({ event: 'upload.completed', bytes: file.size, result }, 'upload completed');
     } catch (err) {
       this.settleFailure(upload, err, log);
@@ -135,6 +176,10 @@ export class UploadEngine {
       log.warn({ event: 'upload.paused', reason: err.message }, 'the ledger cannot be written; the upload resumes when it can');
       return;
     }
+    if (err instanceof CameraPausedError) {
+      log.info({ event: 'upload.camera.paused', cameraId: upload.file.video.camera_id }, 'camera paused: the upload waits until it runs again');
+      return;
+    }
     if (this.root.signal.aborted || err instanceof ShutdownError) {
       log.info({ event: 'upload.interrupted' }, 'upload interrupted by shutdown; it resumes at the next start');
       return;
@@ -146,12 +191,13 @@ export class UploadEngine {
     }
     const message = describeError(err);
     this.o.ledger.uploadFailed(upload.id, message);
+    this.o.observer?.uploadFailed(upload.target);
     log.error({ event: 'upload.failed', err }, `upload failed: ${message}`);
   }
 
   private async startUpload(upload: QueuedUpload, target: Target, signal: AbortSignal): Promise<{ session: SessionState; parts: QueuedUpload['parts'] }> {
     const planned: PartLayout | null = upload.parts.length > 0 ? upload.parts : null;
-    const started = await this.retrying(signal, this.o.log, 'start', () => target.start(upload.file, planned, signal), this.troubleOf(upload));
+    const started = await this.retrying(signal, this.o.log, target.name, 'start', () => target.start(upload.file, planned, signal), this.troubleOf(upload));
     let serverParts: PlannedPart[] | undefined;
     if (started.layout) {
       // The platform chose the layout: hash the file again along it, and make sure it is the content we hashed.
@@ -173,7 +219,7 @@ export class UploadEngine {
   /** Resuming: parts the platform acknowledged just before a crash are recorded, not sent again. */
   private async recordConfirmedParts(upload: QueuedUpload, target: Target, session: SessionState, signal: AbortSignal, log: Logger): Promise<QueuedUpload['parts']> {
     if (!target.confirmedParts) return upload.parts;
-    const confirmed = await this.retrying(signal, log, 'resume', () => target.confirmedParts!(session, upload.file, signal), this.troubleOf(upload));
+    const confirmed = await this.retrying(signal, log, target.name, 'resume', () => target.confirmedParts!(session, upload.file, signal), this.troubleOf(upload));
     const byNumber = new Map(confirmed.map((c) => [c.number, c.etag]));
     return upload.parts.map((p) => {
       if (p.state === 'done' || !byNumber.has(p.number)) return p;
@@ -199,6 +245,7 @@ export class UploadEngine {
       const receipt = await this.retrying(
         ctl.signal,
         log,
+        target.name,
         `part ${part.number}`,
         async () => {
           await this.parts.acquire(ctl.signal);
@@ -235,6 +282,7 @@ export class UploadEngine {
     const onAbort = (): void => attempt.abort(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });
     const watchdog = new StallWatchdog(this.o.stallTimeoutMs, attempt);
+    const startedAt = performance.now();
     let body: PartBody | null = null;
     try {
       const receipt = await target.sendPart({
@@ -253,6 +301,7 @@ export class UploadEngine {
       if (receipt.etag && /^[0-9a-f]{32}$/i.test(receipt.etag) && receipt.etag.toLowerCase() !== part.md5) {
         throw new TargetError('retryable', `part ${part.number}: ETag ${receipt.etag} is not the MD5 of the bytes sent (${part.md5})`);
       }
+      this.o.observer?.partSent(target.name, part.size, (performance.now() - startedAt) / 1000);
       return receipt;
     } finally {
       watchdog.stop();
@@ -280,18 +329,21 @@ export class UploadEngine {
    * The one retry loop. Retryable errors back off exponentially with jitter (forever: a platform
    * may be down for hours); refused URLs and expired tokens are renewed and retried at once.
    */
-  private async retrying<T>(signal: AbortSignal, log: Logger, what: string, op: () => Promise<T>, onError?: (err: unknown) => void): Promise<T> {
+  private async retrying<T>(signal: AbortSignal, log: Logger, target: string, what: string, op: () => Promise<T>, onError?: (err: unknown) => void): Promise<T> {
     let attempt = 0;
     let renewals = 0;
     for (;;) {
       try {
-        return await op();
+        const result = await op();
+        this.o.observer?.answered(target);
+        return result;
       } catch (err) {
         if (signal.aborted) throw signal.reason;
         const kind = classify(err);
         if (kind === null) throw err;
         onError?.(err);
         if (kind === 'permanent') throw err;
+        this.o.observer?.retried(target, retryReason(err, kind));
         const renew = kind === 'new-url' || kind === 'reauth';
         renewals = renew ? renewals + 1 : 0;
         if (kind === 'new-url' && renewals > MAX_URL_RENEWALS) {
@@ -341,4 +393,17 @@ function classify(err: unknown): ErrorKind | null {
     return 'retryable';
   }
   return null;
+}
+
+/** A short, stable label for why a call is retried (the metrics' `reason`). */
+function retryReason(err: unknown, kind: ErrorKind): string {
+  if (kind === 'new-url') return 'url_refused';
+  if (kind === 'reauth') return 'token_expired';
+  if (err instanceof StallError) return 'stall';
+  if (err instanceof TargetError && err.details.status !== undefined) return `http_${err.details.status}`;
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code.toLowerCase();
+  }
+  return 'network';
 }

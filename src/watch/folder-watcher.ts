@@ -82,15 +82,21 @@ export class FolderWatcher {
 
   /** Walks the whole tree; every manifest found is checked again. */
   async rescan(): Promise<void> {
-    try {
-      await stat(this.o.root);
-      this.rootMissingLogged = false;
-    } catch (err) {
-      if (!this.rootMissingLogged) this.o.log.error({ event: 'watch.root.missing', root: this.o.root, err }, `watch root ${this.o.root} is not readable: ${describeError(err)}`);
-      this.rootMissingLogged = true;
-      return;
-    }
+    if ((await this.checkRoot()) !== null) return;
     for (const path of await findManifests(this.o.root, 0)) this.candidates.add(path);
+  }
+
+  /** Why watch.root cannot be watched (logged once per episode), or null when it is a folder. */
+  async checkRoot(): Promise<string | null> {
+    let problem: string | null = null;
+    try {
+      if (!(await stat(this.o.root)).isDirectory()) problem = `watch root ${this.o.root} is not a folder`;
+    } catch (err) {
+      problem = `watch root ${this.o.root} is not readable: ${describeError(err)}`;
+    }
+    if (problem && !this.rootMissingLogged) this.o.log.error({ event: 'watch.root.missing', root: this.o.root }, problem);
+    this.rootMissingLogged = problem !== null;
+    return problem;
   }
 
   /** Reads every candidate manifest that has settled; true when the ledger changed. */

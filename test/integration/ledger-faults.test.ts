@@ -123,7 +123,8 @@ type DiskFull = 'tmpfs' | 'injected';
  */
 async function diskFullScenario(ctx: TestContext, wanted: DiskFull): Promise<void> {
   const t = setup(ctx);
-  const site = await t.site({ upload: { concurrency: 2 } });
+  // No free-space floor: this is about the disk filling up all the same (a 2 MiB tmpfs is far below any floor).
+  const site = await t.site({ upload: { concurrency: 2 }, ledger: { min_free: 0 } });
   const stateDir = join(site.dir, 'state');
   mkdirSync(stateDir, { recursive: true });
   let how: DiskFull = wanted;

@@ -21,6 +21,9 @@ export interface AloSiteOptions {
   watch?: Record<string, unknown>;
   alo?: Record<string, unknown>;
   log?: Record<string, unknown>;
+  ledger?: Record<string, unknown>;
+  /** Further top-level config sections (`api`…). */
+  sections?: Record<string, unknown>;
   emulator?: Partial<AloEmulatorOptions>;
   store?: S3StoreOptions;
   /**
@@ -44,6 +47,8 @@ export async function startAloSite(options: AloSiteOptions = {}): Promise<AloSit
     watch: options.watch,
     upload: options.upload,
     log: options.log,
+    ledger: options.ledger,
+    sections: options.sections,
     targets: { alo: { ...aloTargetConfig(alo.baseUrl, { testTuning }), ...options.alo } },
     testTuning,
   });

@@ -25,6 +25,8 @@ export interface SiteConfig {
   watch?: Record<string, unknown>;
   /** Keys of `upload`, over the test tuning. */
   upload?: Record<string, unknown>;
+  /** Keys of `ledger`, beside its path. */
+  ledger?: Record<string, unknown>;
   /** Keys of `log`, over `level: debug`. */
   log?: Record<string, unknown>;
   /** Further top-level sections (`routes`…). */
@@ -41,7 +43,7 @@ export async function writeSiteConfig(dir: string, config: SiteConfig): Promise<
   const ledgerPath = join(dir, 'state', 'ledger.db');
   const configPath = await writeConfig(dir, {
     watch: { root: exportsRoot, ...(tuned ? TEST_WATCH : {}), ...config.watch },
-    ledger: { path: ledgerPath },
+    ledger: { path: ledgerPath, ...config.ledger },
     upload: { ...(tuned ? TEST_UPLOAD : {}), ...config.upload },
     targets: config.targets,
     log: { level: 'debug', ...config.log },

@@ -264,6 +264,7 @@ describe('the contract example', () => {
     expect(config.api?.host).toBe('127.0.0.1');
     expect(config.api?.port).toBe(9420);
     expect(config.api?.token.reveal()).toBe(SECRETS.api);
+    expect(config.api?.targetsDownAfter).toBe(15 * 60);
     expect(config.log.level).toBe('info');
   });
 
@@ -290,7 +291,7 @@ describe('defaults', () => {
     const config = load(MINIMAL);
     expect(config).toMatchObject({
       watch: { root: '/srv/vms/exports', settleSeconds: 10, missingFileSeconds: 3600, poll: false, pollInterval: 2, rescanInterval: 300 },
-      ledger: { path: '/var/lib/vms-uplink/ledger.db' },
+      ledger: { path: '/var/lib/vms-uplink/ledger.db', minFree: 256 * 1024 ** 2 },
       upload: {
         concurrency: 4,
         partSize: 16 * 1024 ** 2,

@@ -1,0 +1,338 @@
+/**
+ * The local API (CONTRACT §6) of the real daemon, over real HTTP: the bearer token on every
+ * route but /healthz, the seed's error shape, cameras and their pause/resume (persisted in the
+ * ledger, across a restart), incidents and retries, Prometheus metrics that move with the bytes,
+ * and /healthz turning 503 for each reason it knows. What is asserted is what the operator gets:
+ * HTTP answers, the bytes in the store, the rows in the ledger.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it, type TestContext } from 'vitest';
+import { TEST_FULL_ENV } from '../../src/ledger/faults.js';
+import { DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
+import { MiB } from '../support/files.js';
+import { harness } from '../support/harness.js';
+import { ledgerRowsSoFar } from '../support/ledger.js';
+import { API_TOKEN, ApiClient, apiSection, parsePrometheus, sampleValue } from '../support/local-api.js';
+import { writeIncident } from '../support/manifest.js';
+
+interface Camera {
+  id: string;
+  name: string | null;
+  state: string;
+  lastVideoAt: string | null;
+  lastSeenAt: string;
+  videoBacklog: number;
+  videoUploadLatency: number | null;
+  networkTransmitRate: number;
+  isOnline: boolean;
+}
+
+interface UploadRow {
+  id: number;
+  video_id: string;
+  state: string;
+  session: string | null;
+}
+
+const uploadsOf = (ledgerPath: string): UploadRow[] =>
+  ledgerRowsSoFar<UploadRow>(ledgerPath, `SELECT id, video_id, state, session FROM uploads WHERE role = 'video' ORDER BY id`);
+const uploadOf = (ledgerPath: string, videoId: string): UploadRow | undefined => uploadsOf(ledgerPath).find((u) => u.video_id === videoId);
+const partsDone = (ledgerPath: string, uploadId: number): number[] =>
+  ledgerRowsSoFar<{ number: number }>(ledgerPath, `SELECT number FROM parts WHERE upload_id = ? AND state = 'done' ORDER BY number`, uploadId).map((p) => p.number);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('local API', () => {
+  it('answers /healthz without a token, refuses everything else without the right one, and errs in the seed shape', async (ctx) => {
+    const h = harness(ctx);
+    // A bare port: the API listens on 127.0.0.1 only.
+    const s = await h.site({ sections: apiSection({ listen: 0 }) });
+    const api = await ApiClient.of(h.daemon(s));
+    expect(new URL(api.origin).hostname).toBe('127.0.0.1');
+
+    const health = await api.call('GET', '/healthz', null);
+    expect([health.status, health.json()]).toEqual([200, { status: 'ok' }]);
+    for (const token of [null, 'wrong-token', `${API_TOKEN}x`, API_TOKEN.slice(0, -1)]) {
+      for (const path of ['/cameras', '/metrics', '/incidents', '/no-such-route']) {
+        const r = await api.call('GET', path, token);
+        expect(r.status, `${path} with ${String(token)}`).toBe(401);
+        expect(r.json()).toEqual({ code: 401, message: expect.stringMatching(/^Authentication failed/) });
+        expect(r.headers['www-authenticate']).toBe('Bearer');
+      }
+    }
+    expect(await api.get('/cameras')).toEqual([]);
+    expect(await api.get('/incidents')).toEqual([]);
+
+    const errors: Array<[string, string, number]> = [
+      ['GET', '/no-such-route', 404],
+      ['GET', '/cameras/nope', 404],
+      ['GET', '/cameras/nope/video-upload-metrics', 404],
+      ['PUT', '/cameras/nope/state/paused', 404],
+      ['PUT', '/cameras/nope/state/stopped', 422],
+      ['GET', '/incidents/nope', 404],
+      ['POST', '/uploads/abc/retry', 404],
+      ['POST', '/uploads/424242/retry', 404],
+      ['GET', '/cameras/%E0%A4%A/video-upload-metrics', 404],
+      ['DELETE', '/cameras', 405],
+      ['POST', '/healthz', 405],
+      ['GET', '/uploads/1/retry', 405],
+    ];
+    for (const [method, path, status] of errors) {
+      const r = await api.call(method, path);
+      expect(r.status, `${method} ${path}`).toBe(status);
+      expect(r.json(), `${method} ${path}`).toEqual({ code: status, message: expect.any(String) });
+    }
+    expect((await api.call('DELETE', '/cameras')).headers.allow).toBe('GET');
+  });
+
+  it('pauses a camera mid-upload, keeps its videos waiting across a restart, and uploads them byte-identical once it runs again', async (ctx) => {
+    const h = harness(ctx);
+    const s = await h.site({ sections: apiSection(), upload: { concurrency: 2 } });
+    // 300 ms per PUT: the 30 MiB video takes seconds, so the pause lands mid-upload.
+    s.store.setLatency(300);
+    const shas = await writeIncident(s.exportsRoot, 'inc-a', [{ id: 'a1', file: 'a1.mp4', size: 30 * MiB, camera_id: 'cam-door', camera_name: 'Door' }]);
+    let d = h.daemon(s);
+    let api = await ApiClient.of(d);
+
+    const a1 = await waitFor(() => {
+      const u = uploadOf(s.ledgerPath, 'a1');
+      return u && partsDone(s.ledgerPath, u.id).length >= 1 ? u : undefined;
+    }, 30_000, 'a part of a1 done');
+    const paused = await api.call('PUT', '/cameras/cam-door/state/paused');
+    expect([paused.status, paused.json()]).toEqual([201, { code: 0, message: 'camera cam-door is paused' }]);
+
+    // Parts in flight are cut off; nothing more goes out for the paused camera.
+    await sleep(1_000);
+    const doneAtPause = partsDone(s.ledgerPath, a1.id);
+    const putsAtPause = s.store.requests.filter((r) => r.method === 'PUT').length;
+    await sleep(1_500);
+    expect(s.store.requests.filter((r) => r.method === 'PUT').length).toBe(putsAtPause);
+    expect(partsDone(s.ledgerPath, a1.id)).toEqual(doneAtPause);
+    expect(doneAtPause.length).toBeLessThan(6);
+    expect(uploadOf(s.ledgerPath, 'a1')!.state).toBe('queued');
+
+    // Another camera's export flows meanwhile; the paused camera's new export waits unstarted.
+    const more = await writeIncident(s.exportsRoot, 'inc-b', [
+      { id: 'b1', file: 'b1.mp4', size: 2 * MiB, camera_id: 'cam-yard', camera_name: 'Yard' },
+      { id: 'a2', file: 'a2.mp4', size: 1 * MiB, camera_id: 'cam-door', camera_name: 'Door' },
+    ]);
+    await waitFor(() => uploadOf(s.ledgerPath, 'b1')?.state === 'done', 30_000, 'b1 uploaded');
+    expect(uploadOf(s.ledgerPath, 'a2')).toMatchObject({ state: 'queued', session: null });
+
+    const cameras = await api.get<Camera[]>('/cameras');
+    expect(cameras.map((c) => [c.id, c.name, c.state, c.videoBacklog])).toEqual([
+      ['cam-door', 'Door', 'paused', 2],
+      ['cam-yard', 'Yard', 'running', 0],
+    ]);
+    const yard = cameras[1]!;
+    expect(yard.isOnline).toBe(true);
+    expect(yard.videoUploadLatency).toBeGreaterThanOrEqual(0);
+    expect(yard.networkTransmitRate).toBeGreaterThan(0);
+    expect(Date.parse(yard.lastSeenAt)).toBeGreaterThan(Date.now() - 60_000);
+    expect(yard.lastVideoAt).toBe(new Date('2024-02-02T11:51:32Z').toISOString());
+    expect(await api.get('/cameras/cam-yard/video-upload-metrics')).toEqual({ uploadSize: 2 * MiB, uploadTime: expect.any(Number) });
+
+    // The pause is in the ledger: a restarted daemon keeps the camera paused.
+    d.kill('SIGTERM');
+    expect((await d.exited).code).toBe(0);
+    d = h.daemon(s);
+    api = await ApiClient.of(d);
+    expect(await api.get<Camera>('/cameras/cam-door')).toMatchObject({ state: 'paused', videoBacklog: 2 });
+    const putsAfterRestart = s.store.requests.filter((r) => r.method === 'PUT').length;
+    await sleep(1_500);
+    expect(s.store.requests.filter((r) => r.method === 'PUT').length).toBe(putsAfterRestart);
+    expect(uploadOf(s.ledgerPath, 'a1')!.state).toBe('queued');
+
+    const resumed = await api.call('PUT', '/cameras/cam-door/state/running');
+    expect(resumed.status).toBe(201);
+    const incident = await waitFor(() => {
+      const i = s.alo.incident('inc-a');
+      return i?.uploaded_videos.length === 1 ? i : undefined;
+    }, 60_000, 'a1 uploaded after the camera runs again');
+    const key = incident.uploaded_videos[0]!.s3_key;
+    expect(await s.store.objectSha256(key)).toBe(shas.get('a1'));
+    // Parts acknowledged before the pause were not sent again.
+    for (const n of doneAtPause) {
+      expect(s.store.requests.filter((r) => r.method === 'PUT' && r.key === key && r.partNumber === n && r.status === 200), `part ${n}`).toHaveLength(1);
+    }
+    await waitFor(() => uploadOf(s.ledgerPath, 'a2')?.state === 'done', 30_000, 'a2 uploaded');
+    const b = s.alo.incident('inc-b')!;
+    expect(await s.store.objectSha256(b.uploaded_videos.find((v) => v.id === 'a2')!.s3_key)).toBe(more.get('a2'));
+
+    const door = await api.get<Camera>('/cameras/cam-door');
+    expect(door).toMatchObject({ state: 'running', videoBacklog: 0, isOnline: true });
+    expect(door.videoUploadLatency).toBeGreaterThan(0);
+    const metrics = await api.get<{ uploadSize: number; uploadTime: number }>('/cameras/cam-door/video-upload-metrics');
+    expect(metrics.uploadSize).toBe(31 * MiB);
+    expect(metrics.uploadTime).toBeGreaterThan(0);
+
+    const incidents = await api.get<Array<{ id: string; videos: Array<{ id: string; uploads: Array<{ state: string; bytesDone: number }> }> }>>('/incidents');
+    expect(incidents.map((i) => i.id).sort()).toEqual(['inc-a', 'inc-b']);
+    const one = await api.get<{ id: string; videos: Array<{ id: string; uploads: Array<{ state: string; bytesDone: number }> }> }>('/incidents/inc-a');
+    expect(one.videos[0]!.uploads[0]).toMatchObject({ state: 'done', bytesDone: 30 * MiB });
+  });
+
+  it('retries a failed upload through POST /uploads/{id}/retry, and says 409 for one that is not failed', async (ctx) => {
+    const h = harness(ctx);
+    const s = await h.site({ sections: apiSection() });
+    // ALO refuses the first URL request with a 400: a permanent failure, until an operator retries.
+    s.alo.failNext('upload_urls', 1, 400);
+    const shas = await writeIncident(s.exportsRoot, 'inc-r', [{ id: 'r1', file: 'r1.mp4', size: 3 * MiB }]);
+    const api = await ApiClient.of(h.daemon(s));
+    const failed = await waitFor(() => {
+      const u = uploadOf(s.ledgerPath, 'r1');
+      return u?.state === 'failed' ? u : undefined;
+    }, 30_000, 'r1 refused by ALO');
+    const before = await api.get<{ videos: Array<{ uploads: Array<{ state: string; lastError: string }> }> }>('/incidents/inc-r');
+    expect(before.videos[0]!.uploads[0]).toMatchObject({ state: 'failed', lastError: expect.stringContaining('400') });
+
+    const retried = await api.call('POST', `/uploads/${failed.id}/retry`);
+    expect([retried.status, retried.json()]).toEqual([200, { code: 0, message: `upload ${failed.id} requeued`, uploads: 1 }]);
+    const incident = await waitFor(() => {
+      const i = s.alo.incident('inc-r');
+      return i?.uploaded_videos.length === 1 ? i : undefined;
+    }, 30_000, 'r1 uploaded after the retry');
+    expect(await s.store.objectSha256(incident.uploaded_videos[0]!.s3_key)).toBe(shas.get('r1'));
+    const again = await api.call('POST', `/uploads/${failed.id}/retry`);
+    expect([again.status, again.json()]).toEqual([409, { code: 409, message: `upload ${failed.id} is done, not failed: nothing to retry` }]);
+  });
+
+  it('serves Prometheus metrics that move when bytes move', async (ctx) => {
+    const h = harness(ctx);
+    const s = await h.site({ sections: apiSection(), upload: { bandwidth: '64MiB/s' } });
+    const api = await ApiClient.of(h.daemon(s));
+    const scrape = async (): Promise<ReturnType<typeof parsePrometheus>> => {
+      const r = await api.call('GET', '/metrics');
+      expect(r.status).toBe(200);
+      expect(r.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
+      return parsePrometheus(r.text);
+    };
+    const before = await scrape();
+    const alo = { target: 'alo' };
+    expect(sampleValue(before, 'vms_uplink_uploaded_bytes_total', alo)).toBe(0);
+    expect(sampleValue(before, 'vms_uplink_queue_depth', alo)).toBe(0);
+    expect(sampleValue(before, 'vms_uplink_bandwidth_limit_bytes_per_second')).toBe(64 * MiB);
+    expect(before.some((x) => x.name === 'vms_uplink_process_resident_memory_bytes')).toBe(true);
+
+    // Two 503s on the first part: retried, and counted by reason.
+    s.store.injectFaults({ kind: 'status', status: 503, code: 'SlowDown', partNumber: 1 }, { kind: 'status', status: 503, code: 'SlowDown', partNumber: 1 });
+    s.store.setLatency(200);
+    await writeIncident(s.exportsRoot, 'inc-m', [{ id: 'm1', file: 'm1.mp4', size: 12 * MiB }]);
+    const during = await waitFor(async () => {
+      const m = await scrape();
+      return sampleValue(m, 'vms_uplink_queue_depth', alo) === 1 ? m : undefined;
+    }, 20_000, 'the upload queued in the metrics');
+    expect(sampleValue(during, 'vms_uplink_oldest_queued_export_age_seconds')).toBeGreaterThan(0);
+
+    await waitFor(() => uploadOf(s.ledgerPath, 'm1')?.state === 'done', 30_000, 'm1 uploaded');
+    const after = await scrape();
+    expect(sampleValue(after, 'vms_uplink_uploaded_bytes_total', alo)).toBe(12 * MiB);
+    expect(sampleValue(after, 'vms_uplink_uploaded_parts_total', alo)).toBe(3);
+    expect(sampleValue(after, 'vms_uplink_uploads_completed_total', alo)).toBe(1);
+    expect(sampleValue(after, 'vms_uplink_uploads_failed_total', alo)).toBe(0);
+    expect(sampleValue(after, 'vms_uplink_retries_total', { target: 'alo', reason: 'http_503' })).toBe(2);
+    expect(sampleValue(after, 'vms_uplink_part_duration_seconds_count', alo)).toBe(3);
+    expect(sampleValue(after, 'vms_uplink_part_duration_seconds_bucket', { target: 'alo', le: '+Inf' })).toBe(3);
+    expect(sampleValue(after, 'vms_uplink_part_duration_seconds_sum', alo)).toBeGreaterThan(3 * 0.2);
+    expect(sampleValue(after, 'vms_uplink_queue_depth', alo)).toBe(0);
+    expect(sampleValue(after, 'vms_uplink_oldest_queued_export_age_seconds')).toBe(0);
+    expect(sampleValue(after, 'vms_uplink_target_failing_seconds', alo)).toBe(0);
+  });
+
+  it('turns /healthz to 503 with the reason while the watch root is gone, the ledger cannot be written, or every target keeps failing', async (ctx) => {
+    const h = harness(ctx);
+    const s = await h.site({ sections: apiSection({ targets_down_after: '1s' }) });
+    // While this file exists every ledger write fails with SQLITE_FULL (the test hook of src/ledger/faults.ts).
+    const ledgerFull = join(s.dir, 'ledger-full.flag');
+    const d = DaemonProcess.run(s.configPath, { [TEST_FULL_ENV]: ledgerFull });
+    ctx.onTestFinished(async () => {
+      d.kill('SIGKILL');
+      await d.exited;
+    });
+    const api = await ApiClient.of(d);
+    const healthz = async (): Promise<{ status: number; reasons: string[] }> => {
+      const r = await api.call('GET', '/healthz', null);
+      return { status: r.status, reasons: r.json<{ reasons?: string[] }>().reasons ?? [] };
+    };
+    expect(await healthz()).toEqual({ status: 200, reasons: [] });
+
+    const aside = `${s.exportsRoot}.aside`;
+    await rename(s.exportsRoot, aside);
+    const gone = await waitFor(async () => ((await healthz()).status === 503 ? healthz() : undefined), 15_000, '503 for the watch root');
+    expect(gone.reasons).toEqual([expect.stringContaining(`watch root ${s.exportsRoot}`)]);
+    await rename(aside, s.exportsRoot);
+    await waitFor(async () => (await healthz()).status === 200, 15_000, 'healthy again');
+
+    await writeFile(ledgerFull, '');
+    await writeIncident(s.exportsRoot, 'inc-full', [{ id: 'full1', file: 'full1.mp4', size: 1 * MiB }]);
+    const full = await waitFor(async () => ((await healthz()).status === 503 ? healthz() : undefined), 15_000, '503 for the ledger');
+    expect(full.reasons).toEqual([expect.stringMatching(new RegExp(`^the ledger ${s.ledgerPath} cannot be written since .*SQLITE_FULL`))]);
+    await rm(ledgerFull);
+    await waitFor(() => uploadOf(s.ledgerPath, 'full1')?.state === 'done', 30_000, 'full1 uploaded once the ledger can be written');
+    expect(await healthz()).toEqual({ status: 200, reasons: [] });
+
+    // Every call to the one target fails for a while (12 × 503), then it answers again.
+    s.alo.failNext('upload_urls', 12, 503);
+    await writeIncident(s.exportsRoot, 'inc-h', [{ id: 'h1', file: 'h1.mp4', size: 1 * MiB }]);
+    const down = await waitFor(async () => {
+      const x = await healthz();
+      return x.status === 503 ? x : undefined;
+    }, 20_000, '503 for the failing target');
+    expect(down.reasons).toEqual([expect.stringMatching(/^every target has been failing for \d+ s/)]);
+    await waitFor(() => uploadOf(s.ledgerPath, 'h1')?.state === 'done', 30_000, 'h1 uploaded once ALO answers');
+    expect(await healthz()).toEqual({ status: 200, reasons: [] });
+  });
+
+  it('below ledger.min_free takes no new work, says so in the log, status and /healthz, and resumes when space returns', async (ctx) => {
+    const h = harness(ctx);
+    const dir = await h.dir();
+    const stateDir = join(dir, 'state');
+    await mkdir(stateDir, { recursive: true });
+    const floor = await smallFilesystem(ctx, stateDir);
+    const s = await h.site({ dir, sections: apiSection(), ledger: { min_free: floor.minFree } });
+    const d = h.daemon(s);
+    const api = await ApiClient.of(d);
+    await writeIncident(s.exportsRoot, 'inc-1', [{ id: 'f1', file: 'f1.mp4', size: 1 * MiB }]);
+    await waitFor(() => uploadOf(s.ledgerPath, 'f1')?.state === 'done', 30_000, 'f1 uploaded with room to spare');
+
+    await floor.fill();
+    await waitFor(() => d.events('disk.low').length > 0, 10_000, 'disk.low logged');
+    const health = await api.call('GET', '/healthz', null);
+    expect(health.status).toBe(503);
+    expect(health.json<{ reasons: string[] }>().reasons).toEqual([expect.stringMatching(/bytes free on the ledger's filesystem, below ledger\.min_free/)]);
+    const status = JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as { problems: Array<{ kind: string; message: string }> };
+    expect(status.problems).toEqual([expect.objectContaining({ kind: 'disk', message: expect.stringMatching(/below ledger\.min_free/) })]);
+    const text = await runCli(['status', '--config', s.configPath]);
+    expect(text.stdout).toMatch(/^PROBLEM \(disk, since .*\): \d+ bytes free/m);
+
+    // A new export is not even read while below the floor.
+    await writeIncident(s.exportsRoot, 'inc-2', [{ id: 'f2', file: 'f2.mp4', size: 1 * MiB }]);
+    await sleep(2_000);
+    expect(ledgerRowsSoFar(s.ledgerPath, `SELECT id FROM incidents WHERE id = 'inc-2'`)).toEqual([]);
+
+    await floor.free();
+    await waitFor(() => uploadOf(s.ledgerPath, 'f2')?.state === 'done', 30_000, 'f2 uploaded once space returned');
+    expect(d.events('disk.ok')).toHaveLength(1);
+    expect((await api.call('GET', '/healthz', null)).status).toBe(200);
+    expect(JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout)).toMatchObject({ problems: [] });
+  });
+});
+
+/**
+ * The ledger's folder on a 64 MiB tmpfs, so the test controls its free space for real (this
+ * needs root, as the CI has; ledger-faults.test.ts mounts one too). The floor is 32 MiB; the
+ * filler takes 40 MiB.
+ */
+async function smallFilesystem(ctx: TestContext, dir: string): Promise<{ minFree: string; fill: () => Promise<void>; free: () => Promise<void> }> {
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', dir], { stdio: 'pipe' });
+  ctx.onTestFinished(() => {
+    execFileSync('umount', ['-l', dir]);
+  });
+  const filler = join(dir, 'filler');
+  return {
+    minFree: '32MiB',
+    fill: () => writeFile(filler, Buffer.alloc(40 * MiB, 1)),
+    free: () => rm(filler, { force: true }),
+  };
+}
