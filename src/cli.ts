@@ -88,7 +88,8 @@ function status(args: Args): number {
     const snapshot = db && hasSchema(db) ? readStatus(db) : null;
     const daemon = daemonReport(path);
     if (args.json) console.log(JSON.stringify({ ledger: path, ...daemon, ...(snapshot ?? emptyStatus()) }, null, 2));
-    else console.log(snapshot ? formatStatus(snapshot, daemon) : `no ledger at ${path} yet: the daemon has not run`);
+    else if (!snapshot) console.log(`no ledger at ${path} yet: the daemon has not run`);
+    else console.log(formatStatus(snapshot, daemon, { tty: process.stdout.isTTY === true, columns: process.stdout.columns }));
   } finally {
     db?.close();
   }

@@ -9,7 +9,7 @@ import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { harness } from '../support/harness.js';
-import { runCli, waitFor, writeConfig } from '../support/daemon-process.js';
+import { runCli, runCliOnTerminal, waitFor, writeConfig } from '../support/daemon-process.js';
 import { MiB, writeVideo } from '../support/files.js';
 import { incidentManifest, writeManifest } from '../support/manifest.js';
 
@@ -30,7 +30,11 @@ async function configIn(dir: string, patch: Record<string, unknown> = {}): Promi
 interface Snapshot {
   incidents: Array<{
     id: string;
-    videos: Array<{ id: string; state: string; uploads: Array<{ role: string; state: string; bytesDone: number; bytesTotal: number; lastError: string | null }> }>;
+    videos: Array<{
+      id: string;
+      state: string;
+      uploads: Array<{ role: string; state: string; bytesDone: number; bytesTotal: number; lastError: string | null; rateBytesPerSecond: number; etaSeconds: number | null }>;
+    }>;
   }>;
   totals: { queued: number; uploading: number; done: number; failed: number; waiting: number; failedVideos: number };
 }
@@ -156,10 +160,11 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     expect(existsSync(ledgerPath)).toBe(false);
   });
 
-  it('status and status --json show the uploads while the daemon runs and after it stopped', async (ctx) => {
+  it('status shows the uploads while the daemon runs and after it stopped: a table in a pipe, bars on a terminal, rates in --json', async (ctx) => {
     const h = harness(ctx);
-    const s = await h.site();
-    // Every PUT is answered 4 s after its body arrived, so the daemon is seen mid-upload.
+    // One part in flight at a time, each PUT answered 4 s after its body arrived: the big video's
+    // three parts finish 4 s apart, so status sees it mid-upload with a part done and a rate.
+    const s = await h.site({ upload: { concurrency: 1 } });
     s.store.setLatency(4_000);
     const folder = join(s.exportsRoot, 'incident');
     await writeVideo(join(folder, 'big.mp4'), 12 * MiB);
@@ -180,17 +185,32 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     const bigUpload = (st: Snapshot) => st.incidents[0]?.videos.find((v) => v.id === 'big')?.uploads.find((u) => u.role === 'video');
     const during = await waitFor(async () => {
       const st = await statusJson(s.configPath);
-      return bigUpload(st)?.state === 'uploading' ? st : undefined;
-    }, 20_000, 'status showing the big video uploading');
+      const big = bigUpload(st);
+      return big?.state === 'uploading' && big.bytesDone > 0 ? st : undefined;
+    }, 25_000, 'status showing the big video uploading, a part of it done');
     expect(bigUpload(during)).toMatchObject({ bytesTotal: 12 * MiB });
     expect(bigUpload(during)!.bytesDone).toBeLessThan(12 * MiB);
+    expect(bigUpload(during)!.rateBytesPerSecond).toBeGreaterThan(0);
+    expect(bigUpload(during)!.etaSeconds).toBeGreaterThan(0);
     expect(during.totals).toMatchObject({ failedVideos: 1, failed: 0, waiting: 0 });
     expect(during.totals.uploading).toBeGreaterThanOrEqual(1);
     expect(during.totals.queued + during.totals.uploading + during.totals.done).toBe(2);
+
+    // Not a terminal (a pipe to the test): the table, the big video's row with its size, rate and ETA.
     const duringText = await runCli(['status', '--config', s.configPath]);
     expect(duringText.code).toBe(0);
-    expect(duringText.stdout).toContain(id);
-    expect(duringText.stdout).toMatch(/video big .*\n.*12\.0 MiB/);
+    expect(duringText.stdout).toMatch(/^INCIDENT +VIDEO +CAMERA +TARGET +STATE +DONE +TOTAL +% +RATE +ETA +UPLOAD$/m);
+    expect(duringText.stdout).toMatch(new RegExp(`^${id} +big +192\\.168\\.0\\.240 - Camera - 01 +alo +uploading +\\d+\\.\\d MiB +12\\.0 MiB +\\d+% +\\d+\\.\\d [KM]iB/s +\\d+:\\d\\d +#\\d+$`, 'm'));
+    expect(duringText.stdout).toMatch(new RegExp(`^${id} +lost .* export failed `, 'm'));
+    expect(duringText.stdout).not.toContain('[#');
+
+    // On a 72-column terminal: the big video as a progress bar that fits.
+    const onTerminal = await runCliOnTerminal(['status', '--config', s.configPath], 72);
+    expect(onTerminal.code).toBe(0);
+    const barLine = onTerminal.stdout.split('\n').find((l) => l.startsWith('  big → alo'));
+    expect(barLine, onTerminal.stdout).toMatch(/^ {2}big → alo +\[#*\.*\] +\d+% +\d+\.\d MiB \/ 12\.0 MiB +\d+\.\d [KM]iB\/s +ETA \d+:\d\d$/);
+    expect(barLine!.length).toBeLessThanOrEqual(72);
+    expect(onTerminal.stdout).not.toMatch(/^INCIDENT /m);
 
     await waitFor(() => s.alo.incident(id)?.uploaded_videos.length === 2, 30_000, 'both videos uploaded');
     const expected = { queued: 0, uploading: 0, done: 2, failed: 0, waiting: 0, failedVideos: 1 };
@@ -205,6 +225,7 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     expect(afterText.code).toBe(0);
     expect(afterText.stdout).toContain(id);
     expect(afterText.stdout).toMatch(/2 done/);
+    expect(afterText.stdout).toMatch(new RegExp(`^${id} +big .* alo +done +12\\.0 MiB +12\\.0 MiB +100% +- +- +#\\d+$`, 'm'));
   });
 
   it('status works on a ledger the daemon has only just created (its tables not yet there)', async (ctx) => {

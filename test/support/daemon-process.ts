@@ -84,6 +84,23 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ c
   });
 }
 
+/** A word for `sh -c`, quoted so spaces and quotes in paths stay one argument. */
+const shellWord = (word: string): string => `'${word.replaceAll("'", `'\\''`)}'`;
+
+/**
+ * Runs a one-shot command on a pseudo-terminal `columns` wide, as an operator at a shell does
+ * (util-linux `script` makes the terminal): stdout is a TTY there. Line ends come back as \n.
+ */
+export function runCliOnTerminal(args: string[], columns: number): Promise<{ code: number | null; stdout: string }> {
+  const command = `stty cols ${columns} rows 50; exec ${[process.execPath, CLI, ...args].map(shellWord).join(' ')}`;
+  return new Promise((resolveRun) => {
+    const child = spawn('script', ['-qec', command, '/dev/null'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.once('exit', (code) => resolveRun({ code, stdout: stdout.replaceAll('\r\n', '\n') }));
+  });
+}
+
 export async function writeConfig(dir: string, config: Record<string, unknown>): Promise<string> {
   const path = join(dir, 'config.yaml');
   await writeFile(path, stringify(config));

@@ -1,0 +1,323 @@
+/**
+ * What `vms-uplink status` prints, from a real ledger file: the rate and ETA computed from the
+ * parts' done_at, paused cameras, one incident alone, progress bars on a terminal of a given
+ * width, and the plain table for pipes and mail.
+ */
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readStatus, type StatusSnapshot } from '../../src/ledger/status-snapshot.js';
+import { UploadLedger, type PlannedPart } from '../../src/ledger/upload-ledger.js';
+import type { DaemonReport } from '../../src/status/daemon-status.js';
+import { formatStatus } from '../../src/status/format-status.js';
+import { formatDuration } from '../../src/status/units.js';
+import type { Manifest } from '../../src/watch/manifest.js';
+import { MiB, tempDir } from '../support/files.js';
+
+/** The status command's clock in these tests; done_at values are set relative to it. */
+const NOW = Date.UTC(2026, 10, 23, 12, 0, 0);
+const SECOND = 1000;
+
+let dir: Awaited<ReturnType<typeof tempDir>>;
+let ledger: UploadLedger;
+
+beforeEach(async () => {
+  dir = await tempDir();
+  ledger = UploadLedger.open(join(dir.path, 'ledger.db'), ['alo']);
+});
+afterEach(async () => {
+  ledger.close();
+  await dir.cleanup();
+});
+
+/** `count` parts of `size` bytes each. */
+function partsOf(count: number, size: number): PlannedPart[] {
+  return Array.from({ length: count }, (_, i) => ({ number: i + 1, offset: i * size, size, md5: String(i).repeat(32).slice(0, 32) }));
+}
+
+/** Applies a manifest for `incidentId` with these videos, all on camera `cam-1` unless they say otherwise. */
+function applyIncident(incidentId: string, videos: Manifest['videos'], title = 'Break-in'): void {
+  const manifest: Manifest = { incident: { id: incidentId, title }, videos: videos.map((v) => ({ camera_id: 'cam-1', camera_name: 'Gate', ...v })) };
+  ledger.applyManifest(`/exports/${incidentId}/incident.json`, `/exports/${incidentId}`, `sha-${JSON.stringify(manifest)}`, manifest, ['alo']);
+}
+
+/** Makes the video's file ready with these parts to alo; returns the upload's number. */
+function readyVideo(incidentId: string, videoId: string, parts: PlannedPart[] | null, size = (parts ?? []).reduce((n, p) => n + p.size, 0)): number {
+  const file = { role: 'video' as const, path: `/exports/${incidentId}/${videoId}.mp4`, size, mtimeMs: 1, sha256: `sha-${incidentId}-${videoId}`, contentType: 'video/mp4' };
+  ledger.videoReady(incidentId, videoId, [file], [{ target: 'alo', role: 'video', parts }]);
+  return (ledger.db.prepare('SELECT id FROM uploads WHERE incident_id = ? AND video_id = ?').get(incidentId, videoId) as { id: number }).id;
+}
+
+/** Marks parts done as the daemon does, then sets when, in seconds before NOW. */
+function partsDoneAgo(uploadId: number, secondsAgo: Record<number, number>): void {
+  ledger.uploadStarted(uploadId, { mode: 'multipart', upload_id: `remote-${uploadId}` });
+  for (const [number, ago] of Object.entries(secondsAgo)) {
+    ledger.partDone(uploadId, Number(number), `etag-${number}`);
+    ledger.db.prepare('UPDATE parts SET done_at = ? WHERE upload_id = ? AND number = ?').run(NOW - ago * SECOND, uploadId, Number(number));
+  }
+}
+
+/** The table the camera-pause migration adds (written on main in parallel), as it will be. */
+function createCamerasTable(): void {
+  ledger.db.exec(`CREATE TABLE cameras (id TEXT PRIMARY KEY, state TEXT NOT NULL CHECK (state IN ('running','paused')), updated_at INTEGER NOT NULL) STRICT`);
+}
+
+function pauseCamera(id: string, at: number): void {
+  ledger.db.prepare(`INSERT INTO cameras (id, state, updated_at) VALUES (?, 'paused', ?)`).run(id, at);
+}
+
+const status = (options: { incidentId?: string } = {}): StatusSnapshot => readStatus(ledger.db, { now: NOW, ...options });
+const upload = (s: StatusSnapshot, videoId: string) => s.incidents.flatMap((i) => i.videos).find((v) => v.id === videoId)!.uploads[0]!;
+
+describe('readStatus: transfer rate and ETA from the parts done_at', () => {
+  it('divides the bytes finished in the last minute by the time since the first part, when that is under a minute', () => {
+    applyIncident('inc-1', [{ id: 'big', file: 'big.mp4' }]);
+    const id = readyVideo('inc-1', 'big', partsOf(4, 3 * MiB));
+    partsDoneAgo(id, { 1: 16, 2: 8 });
+    // 6 MiB in 16 s; 6 MiB left.
+    expect(upload(status(), 'big')).toMatchObject({ state: 'uploading', bytesDone: 6 * MiB, bytesTotal: 12 * MiB, rateBytesPerSecond: (6 * MiB) / 16, etaSeconds: 16 });
+  });
+
+  it('counts only the last minute once the upload is older than that', () => {
+    applyIncident('inc-1', [{ id: 'big', file: 'big.mp4' }]);
+    const id = readyVideo('inc-1', 'big', partsOf(4, 3 * MiB));
+    partsDoneAgo(id, { 1: 90, 2: 30 });
+    const u = upload(status(), 'big');
+    expect(u.rateBytesPerSecond).toBe((3 * MiB) / 60);
+    expect(u.etaSeconds).toBe(Math.ceil((6 * MiB) / ((3 * MiB) / 60)));
+  });
+
+  it('never divides by less than 5 s, so the first part does not make the rate soar', () => {
+    applyIncident('inc-1', [{ id: 'big', file: 'big.mp4' }]);
+    const id = readyVideo('inc-1', 'big', partsOf(4, 3 * MiB));
+    partsDoneAgo(id, { 1: 0.2 });
+    expect(upload(status(), 'big').rateBytesPerSecond).toBe((3 * MiB) / 5);
+  });
+
+  it('has rate 0 and no ETA for a stalled upload, a queued one, and a done one', () => {
+    applyIncident('inc-1', [{ id: 'stalled', file: 'stalled.mp4' }, { id: 'queued', file: 'queued.mp4' }, { id: 'done', file: 'done.mp4' }]);
+    partsDoneAgo(readyVideo('inc-1', 'stalled', partsOf(2, MiB)), { 1: 61 });
+    readyVideo('inc-1', 'queued', partsOf(2, MiB));
+    const done = readyVideo('inc-1', 'done', partsOf(2, MiB));
+    partsDoneAgo(done, { 1: 3, 2: 2 });
+    ledger.uploadDone(done, { s3_key: 'k/done.mp4' });
+    const s = status();
+    expect(upload(s, 'stalled')).toMatchObject({ state: 'uploading', bytesDone: MiB, rateBytesPerSecond: 0, etaSeconds: null });
+    expect(upload(s, 'queued')).toMatchObject({ state: 'queued', rateBytesPerSecond: 0, etaSeconds: null });
+    expect(upload(s, 'done')).toMatchObject({ state: 'done', bytesDone: 2 * MiB, rateBytesPerSecond: 0, etaSeconds: null });
+  });
+});
+
+describe('readStatus: paused cameras', () => {
+  it('copes with a ledger that has no cameras table: every camera runs', () => {
+    applyIncident('inc-1', [{ id: 'v1', file: 'v1.mp4' }]);
+    const s = status();
+    expect(s.pausedCameras).toEqual([]);
+    expect(s.incidents[0]!.videos[0]).toMatchObject({ cameraId: 'cam-1', cameraName: 'Gate', cameraPaused: false });
+  });
+
+  it('marks the videos of a paused camera and names it by the newest manifest; a camera without a row runs', () => {
+    createCamerasTable();
+    applyIncident('inc-1', [{ id: 'v1', file: 'v1.mp4' }, { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' }]);
+    applyIncident('inc-1', [{ id: 'v1', file: 'v1.mp4', camera_name: 'Gate (north)' }, { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' }]);
+    pauseCamera('cam-1', NOW - 3600 * SECOND);
+    ledger.db.prepare(`INSERT INTO cameras (id, state, updated_at) VALUES ('cam-2', 'running', ?)`).run(NOW);
+    const s = status();
+    expect(s.pausedCameras).toEqual([{ id: 'cam-1', name: 'Gate (north)', since: new Date(NOW - 3600 * SECOND).toISOString() }]);
+    expect(s.incidents[0]!.videos.map((v) => [v.id, v.cameraPaused])).toEqual([
+      ['v1', true],
+      ['v2', false],
+    ]);
+  });
+});
+
+describe('readStatus({ incidentId })', () => {
+  it('holds that incident alone, its totals and its paused cameras', () => {
+    createCamerasTable();
+    applyIncident('inc-1', [{ id: 'a', file: 'a.mp4' }, { id: 'lost', errors: ['No video available'] }]);
+    applyIncident('inc-2', [{ id: 'b', file: 'b.mp4', camera_id: 'cam-2', camera_name: 'Dock' }, { id: 'c', file: 'c.mp4', camera_id: 'cam-2' }]);
+    partsDoneAgo(readyVideo('inc-1', 'a', partsOf(2, MiB)), { 1: 5 });
+    readyVideo('inc-2', 'b', partsOf(2, MiB));
+    pauseCamera('cam-1', NOW);
+    pauseCamera('cam-2', NOW);
+    ledger.recordManifestError('/exports/inc-2/incident.json', 'f1', ['videos[2].id: Required']);
+    ledger.recordManifestError('/exports/elsewhere/incident.json', 'f2', ['incident.id: Required']);
+
+    const s = status({ incidentId: 'inc-2' });
+    expect(s.incidents.map((i) => i.id)).toEqual(['inc-2']);
+    expect(s.totals).toEqual({ queued: 1, uploading: 0, done: 0, failed: 0, waiting: 1, failedVideos: 0 });
+    expect(s.pausedCameras.map((c) => c.id)).toEqual(['cam-2']);
+    expect(s.invalidManifests.map((m) => m.path)).toEqual(['/exports/inc-2/incident.json']);
+    expect(status().totals).toEqual({ queued: 1, uploading: 1, done: 0, failed: 0, waiting: 1, failedVideos: 1 });
+    expect(status({ incidentId: 'no-such-incident' }).incidents).toEqual([]);
+  });
+});
+
+/** One incident with a video uploading at 384 KiB/s (ETA 0:16), one done, one failed, one export that failed, one waiting. */
+function busyIncident(): void {
+  applyIncident('8d1635ed-f747-427c-9b35-d83a08d08ab5', [
+    { id: 'big', file: 'big.mp4', camera_id: 'cam-01a', camera_name: '192.168.0.241 - Camera - 01a' },
+    { id: 'small', file: 'small.mp4' },
+    { id: 'rejected', file: 'rejected.mp4' },
+    { id: 'lost', errors: ['G64 export failed with: No video available for the camera during the selected time period.'] },
+    { id: 'late', file: 'late.mp4' },
+  ]);
+  const incident = '8d1635ed-f747-427c-9b35-d83a08d08ab5';
+  partsDoneAgo(readyVideo(incident, 'big', partsOf(4, 3 * MiB)), { 1: 16, 2: 8 });
+  const small = readyVideo(incident, 'small', partsOf(1, 200 * 1024));
+  partsDoneAgo(small, { 1: 30 });
+  ledger.uploadDone(small, { s3_key: 'k/small.mp4' });
+  const rejected = readyVideo(incident, 'rejected', partsOf(1, 3 * MiB));
+  ledger.uploadStarted(rejected, { mode: 'single' });
+  ledger.uploadFailed(rejected, 'ALO answered 400: file exceeds max_upload_size_mb');
+}
+
+const DAEMON: DaemonReport = {
+  daemon: { pid: 4242, running: true, startedAt: '2026-11-23T11:00:00.000Z', updatedAt: '2026-11-23T11:59:59.000Z' },
+  ledgerFreeBytes: 1024,
+  problems: [{ kind: 'ledger', since: '2026-11-23T11:58:00.000Z', message: 'ledger write failed: database or disk is full (SQLITE_FULL)' }],
+};
+
+describe('formatStatus on a terminal: progress bars', () => {
+  it('shows the uploading video as a bar with percent, bytes, rate and ETA, within the width', () => {
+    busyIncident();
+    for (const columns of [80, 100, 132]) {
+      const text = formatStatus(status(), DAEMON, { tty: true, columns });
+      // The blocks: problems and totals, the bars, then the details (which may wrap, as any text does).
+      const bars = text.split('\n\n')[1]!.split('\n');
+      expect(bars[0]).toBe('incident 8d1635ed-f747-427c-9b35-d83a08d08ab5 "Break-in"');
+      for (const line of bars) expect(line.length, `${columns} columns: ${line}`).toBeLessThanOrEqual(columns);
+      const lines = text.split('\n');
+      const bar = lines.find((l) => l.includes('big → alo'));
+      expect(bar, text).toMatch(/^ {2}big → alo +\[#+\.+\] +50% +6\.0 MiB \/ 12\.0 MiB +384\.0 KiB\/s +ETA 0:16$/);
+      expect(bar!.length).toBe(columns);
+    }
+    const narrow = formatStatus(status(), DAEMON, { tty: true, columns: 80 }).split('\n').find((l) => l.includes('big → alo'))!;
+    const wide = formatStatus(status(), DAEMON, { tty: true, columns: 132 }).split('\n').find((l) => l.includes('big → alo'))!;
+    expect(wide.match(/\[[#.]+\]/)![0].length - narrow.match(/\[[#.]+\]/)![0].length).toBe(132 - 80);
+  });
+
+  it('half done is half a bar', () => {
+    busyIncident();
+    const bar = formatStatus(status(), undefined, { tty: true, columns: 100 }).split('\n').find((l) => l.includes('big → alo'))!;
+    const [, filled, empty] = bar.match(/\[(#*)(\.*)\]/)!;
+    expect(Math.abs(filled!.length - empty!.length)).toBeLessThanOrEqual(1);
+  });
+
+  it('cuts the label before the figures, drops the bar when there is no room for one, and cuts every line to the width', () => {
+    busyIncident();
+    const at60 = formatStatus(status(), undefined, { tty: true, columns: 60 }).split('\n\n')[1]!.split('\n');
+    for (const line of at60) expect(line.length, line).toBeLessThanOrEqual(60);
+    expect(at60).toContain('  big → a…  50%  6.0 MiB / 12.0 MiB  384.0 KiB/s  ETA 0:16');
+    expect(at60).toContain('  rejecte…  failed: ALO answered 400: file exceeds max_uplo…');
+
+    const lines = formatStatus(status(), undefined, { tty: true, columns: 40 }).split('\n');
+    const big = lines.find((l) => l.startsWith('  big'))!;
+    expect(big).not.toContain('[');
+    expect(big.length).toBeLessThanOrEqual(40);
+    expect(big).toBe('  big → a…  50%  6.0 MiB / 12.0 MiB  38…');
+  });
+
+  it('shows done, queued, failed, failed-export and waiting rows in words, the failure with its message', () => {
+    busyIncident();
+    const lines = formatStatus(status(), DAEMON, { tty: true, columns: 80 }).split('\n');
+    expect(lines).toContain('incident 8d1635ed-f747-427c-9b35-d83a08d08ab5 "Break-in"');
+    expect(lines.find((l) => l.includes('small → alo'))).toMatch(/^ {2}small → alo +done {2}200\.0 KiB$/);
+    expect(lines.find((l) => l.includes('rejected → alo'))).toMatch(/^ {2}rejected → alo +failed: ALO answered 400: file exceeds max_upload_size_mb$/);
+    expect(lines.find((l) => l.startsWith('  lost'))).toMatch(/^ {2}lost +export failed$/);
+    expect(lines.find((l) => l.startsWith('  late'))).toMatch(/^ {2}late +waiting for file$/);
+    expect(lines).toContain('uploads: 1 uploading, 0 queued, 1 done, 1 failed; videos: 1 waiting for files, 1 failed');
+    expect(lines).toContain('PROBLEM (ledger, since 2026-11-23T11:58:00.000Z): ledger write failed: database or disk is full (SQLITE_FULL)');
+    expect(lines).toContain('      error: G64 export failed with: No video available for the camera during the selected time period.');
+  });
+
+  it('shows a 0-byte file as 0% while uploading and done once done, with no ETA', () => {
+    applyIncident('inc-1', [{ id: 'empty', file: 'empty.mp4' }, { id: 'empty-done', file: 'empty-done.mp4' }]);
+    ledger.uploadStarted(readyVideo('inc-1', 'empty', null, 0), { mode: 'single' });
+    const done = readyVideo('inc-1', 'empty-done', null, 0);
+    ledger.uploadDone(done, { s3_key: 'k/empty-done.mp4' });
+    const lines = formatStatus(status(), undefined, { tty: true, columns: 80 }).split('\n');
+    expect(lines.find((l) => l.includes('empty → alo'))).toMatch(/^ {2}empty → alo +\[\.+\] +0% {2}0 B \/ 0 B {2}0 B\/s {2}ETA --$/);
+    expect(lines.find((l) => l.includes('empty-done → alo'))).toMatch(/^ {2}empty-done → alo +done {2}0 B$/);
+    expect(formatStatus(status()).split('\n').find((l) => l.includes('empty-done'))).toMatch(/ done +0 B +0 B +100% /);
+  });
+
+  it('says a video waits because its camera is paused', () => {
+    createCamerasTable();
+    busyIncident();
+    applyIncident('inc-2', [{ id: 'next', file: 'next.mp4', camera_id: 'cam-01a', camera_name: '192.168.0.241 - Camera - 01a' }]);
+    readyVideo('inc-2', 'next', partsOf(1, MiB));
+    pauseCamera('cam-01a', NOW - 60 * SECOND);
+    const text = formatStatus(status(), undefined, { tty: true, columns: 100 });
+    expect(text).toContain('paused cameras (their videos wait until the camera is resumed):');
+    expect(text).toContain(`  cam-01a "192.168.0.241 - Camera - 01a" paused since ${new Date(NOW - 60 * SECOND).toISOString()}: 2 video(s) waiting`);
+    expect(text.split('\n')).toContain('  next → alo      waiting: camera paused  1.0 MiB');
+    expect(text.split('\n').find((l) => l.includes('big → alo'))).toMatch(/50% +6\.0 MiB \/ 12\.0 MiB +camera paused$/);
+  });
+});
+
+describe('formatStatus elsewhere (a pipe, a file, a cron mail): a plain table', () => {
+  /** The table's rows as cells, cut at the header's column starts. */
+  function tableCells(text: string): { header: string; rows: Map<string, Record<string, string>> } {
+    const lines = text.split('\n');
+    const at = lines.findIndex((l) => l.startsWith('INCIDENT'));
+    const header = lines[at]!;
+    const titles = [...header.matchAll(/\S+/g)].map((m) => ({ title: m[0], start: m.index }));
+    const rows = new Map<string, Record<string, string>>();
+    for (const line of lines.slice(at + 1)) {
+      if (line.trim() === '') break;
+      const cells: Record<string, string> = {};
+      // Right-aligned columns end where their title ends; left-aligned ones start where it starts.
+      const spans = line.matchAll(/\S+(?: \S+)*/g);
+      for (const span of spans) {
+        const end = span.index + span[0].length;
+        const column = titles.find((t) => t.start === span.index) ?? titles.find((t) => t.start + t.title.length === end);
+        cells[column?.title ?? `?${span.index}`] = span[0];
+      }
+      rows.set(cells.VIDEO!, cells);
+    }
+    return { header, rows };
+  }
+
+  it('prints one aligned row per upload and per video without one, under the column titles', () => {
+    busyIncident();
+    const text = formatStatus(status(), DAEMON, { tty: false });
+    const { header, rows } = tableCells(text);
+    expect(header.split(/ {2,}/)).toEqual(['INCIDENT', 'VIDEO', 'CAMERA', 'TARGET', 'STATE', 'DONE', 'TOTAL', '%', 'RATE', 'ETA', 'UPLOAD']);
+    const id = '8d1635ed-f747-427c-9b35-d83a08d08ab5';
+    const camera = '192.168.0.241 - Camera - 01a';
+    expect(rows.get('big')).toMatchObject({ INCIDENT: id, CAMERA: camera, TARGET: 'alo', STATE: 'uploading', DONE: '6.0 MiB', TOTAL: '12.0 MiB', '%': '50%', RATE: '384.0 KiB/s', ETA: '0:16' });
+    expect(rows.get('small')).toMatchObject({ CAMERA: 'Gate', STATE: 'done', DONE: '200.0 KiB', TOTAL: '200.0 KiB', '%': '100%', RATE: '-', ETA: '-' });
+    expect(rows.get('rejected')).toMatchObject({ STATE: 'failed', DONE: '0 B', TOTAL: '3.0 MiB', '%': '0%', UPLOAD: expect.stringMatching(/^#\d+$/) });
+    expect(rows.get('lost')).toMatchObject({ TARGET: '-', STATE: 'export failed', DONE: '-', TOTAL: '-', UPLOAD: '-' });
+    expect(rows.get('late')).toMatchObject({ STATE: 'waiting for file' });
+    expect(text.split('\n').filter((l) => l.startsWith(id))).toHaveLength(5);
+  });
+
+  it('keeps the summary, the problems, the details and the manifests that do not validate around the table', () => {
+    busyIncident();
+    ledger.recordManifestError('/exports/broken/incident.json', 'f', ['videos[1].id: Required']);
+    const text = formatStatus(status(), DAEMON);
+    expect(text).toMatch(/^PROBLEM \(ledger, since 2026-11-23T11:58:00\.000Z\): ledger write failed/m);
+    expect(text).toMatch(/^uploads: 1 uploading, 0 queued, 1 done, 1 failed; videos: 1 waiting for files, 1 failed$/m);
+    expect(text).toMatch(/^ {6}upload #\d+ to alo: last error: ALO answered 400: file exceeds max_upload_size_mb$/m);
+    expect(text).toContain('  /exports/broken/incident.json: videos[1].id: Required');
+    expect(text).not.toContain('[#');
+  });
+
+  it('shows the uploads of a paused camera as paused, and the camera', () => {
+    createCamerasTable();
+    busyIncident();
+    pauseCamera('cam-01a', NOW);
+    const text = formatStatus(status());
+    expect(tableCells(text).rows.get('big')).toMatchObject({ STATE: 'paused' });
+    expect(tableCells(text).rows.get('small')).toMatchObject({ STATE: 'done' });
+    expect(text).toMatch(/^ {2}cam-01a "192\.168\.0\.241 - Camera - 01a" paused since .*: 1 video\(s\) waiting$/m);
+  });
+});
+
+describe('formatDuration', () => {
+  it('writes m:ss under an hour, h:mm:ss above, -- when unknown', () => {
+    expect([0, 5, 65, 599.2, 3599, 3600, 3723, 100 * 3600].map(formatDuration)).toEqual(['0:00', '0:05', '1:05', '10:00', '59:59', '1:00:00', '1:02:03', '100:00:00']);
+    expect(formatDuration(null)).toBe('--');
+  });
+});
