@@ -176,7 +176,7 @@ export class LocalApi {
   }
 
   private incident(id: string): unknown {
-    const incident = readStatus(this.o.ledger.db).incidents.find((i) => i.id === id);
+    const incident = readStatus(this.o.ledger.db, { incidentId: id }).incidents[0];
     if (!incident) throw new ApiError(404, `no incident ${id}`);
     return incident;
   }

@@ -56,11 +56,6 @@ function partsDoneAgo(uploadId: number, secondsAgo: Record<number, number>): voi
   }
 }
 
-/** The table the camera-pause migration adds (written on main in parallel), as it will be. */
-function createCamerasTable(): void {
-  ledger.db.exec(`CREATE TABLE cameras (id TEXT PRIMARY KEY, state TEXT NOT NULL CHECK (state IN ('running','paused')), updated_at INTEGER NOT NULL) STRICT`);
-}
-
 function pauseCamera(id: string, at: number): void {
   ledger.db.prepare(`INSERT INTO cameras (id, state, updated_at) VALUES (?, 'paused', ?)`).run(id, at);
 }
@@ -108,7 +103,8 @@ describe('readStatus: transfer rate and ETA from the parts done_at', () => {
 });
 
 describe('readStatus: paused cameras', () => {
-  it('copes with a ledger that has no cameras table: every camera runs', () => {
+  it('copes with a ledger from before schema 5, without the cameras table: every camera runs', () => {
+    ledger.db.exec('DROP TABLE cameras');
     applyIncident('inc-1', [{ id: 'v1', file: 'v1.mp4' }]);
     const s = status();
     expect(s.pausedCameras).toEqual([]);
@@ -116,7 +112,6 @@ describe('readStatus: paused cameras', () => {
   });
 
   it('marks the videos of a paused camera and names it by the newest manifest; a camera without a row runs', () => {
-    createCamerasTable();
     applyIncident('inc-1', [{ id: 'v1', file: 'v1.mp4' }, { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' }]);
     applyIncident('inc-1', [{ id: 'v1', file: 'v1.mp4', camera_name: 'Gate (north)' }, { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' }]);
     pauseCamera('cam-1', NOW - 3600 * SECOND);
@@ -132,7 +127,6 @@ describe('readStatus: paused cameras', () => {
 
 describe('readStatus({ incidentId })', () => {
   it('holds that incident alone, its totals and its paused cameras', () => {
-    createCamerasTable();
     applyIncident('inc-1', [{ id: 'a', file: 'a.mp4' }, { id: 'lost', errors: ['No video available'] }]);
     applyIncident('inc-2', [{ id: 'b', file: 'b.mp4', camera_id: 'cam-2', camera_name: 'Dock' }, { id: 'c', file: 'c.mp4', camera_id: 'cam-2' }]);
     partsDoneAgo(readyVideo('inc-1', 'a', partsOf(2, MiB)), { 1: 5 });
@@ -242,7 +236,6 @@ describe('formatStatus on a terminal: progress bars', () => {
   });
 
   it('says a video waits because its camera is paused', () => {
-    createCamerasTable();
     busyIncident();
     applyIncident('inc-2', [{ id: 'next', file: 'next.mp4', camera_id: 'cam-01a', camera_name: '192.168.0.241 - Camera - 01a' }]);
     readyVideo('inc-2', 'next', partsOf(1, MiB));
@@ -305,7 +298,6 @@ describe('formatStatus elsewhere (a pipe, a file, a cron mail): a plain table', 
   });
 
   it('shows the uploads of a paused camera as paused, and the camera', () => {
-    createCamerasTable();
     busyIncident();
     pauseCamera('cam-01a', NOW);
     const text = formatStatus(status());
