@@ -50,6 +50,8 @@ export function retentionCron(ageSeconds: number): string {
 
 export class AfterUpload {
   private busy: Promise<void> | null = null;
+  /** The ids of the video or incident folder the running step handles, for its error line. */
+  private at: Record<string, string> = {};
   private lastTick = 0;
   private task: ScheduledTask | null = null;
   private stopped = false;
@@ -86,10 +88,12 @@ export class AfterUpload {
   /** Runs `fn` unless a step is under way (steps never overlap: they touch the same files). */
   private exclusive(fn: () => Promise<void>): Promise<void> {
     if (this.busy || this.stopped) return Promise.resolve();
+    this.at = {};
     const run = fn()
       .catch((err) => {
         if (err instanceof LedgerFaultError) return; // made again once the ledger commits
-        this.o.log.error({ event: 'after_upload.error', err }, `after upload: ${describeError(err)}`);
+        // The ids of the video or folder the step was at, so the error can be followed.
+        this.o.log.error({ event: 'after_upload.error', ...this.at, err }, `after upload: ${describeError(err)}`);
       })
       .finally(() => (this.busy = null));
     this.busy = run;
@@ -132,6 +136,7 @@ export class AfterUpload {
 
   private async handleVideo(video: UploadedVideo, action: FilesAction): Promise<void> {
     const ids = { incidentId: video.incidentId, videoId: video.videoId };
+    this.at = ids;
     for (const file of video.files) {
       if (action === 'move') {
         const dest = this.movedPath(file.path);
@@ -150,6 +155,7 @@ export class AfterUpload {
 
   private async handleFolder(folder: FolderToHandle, action: FilesAction): Promise<void> {
     const ids = { incidentId: folder.incidentId, folder: folder.folder };
+    this.at = ids;
     // A manifest rewritten since the ledger read it is the VMS adding to the incident: leave it.
     const text = await readFile(folder.manifestPath, 'utf8').catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return null;

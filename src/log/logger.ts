@@ -16,15 +16,27 @@ export function createLogger(level: LevelWithSilent = 'info', destination?: pino
       formatters: { level: (label) => ({ level: label }) },
       serializers: { err: serializeError },
       hooks: {
-        // The last line of defence: whatever a caller put in a message, secrets leave masked.
+        // The last line of defence: whatever a caller put in a message or a field (a reason, a
+        // path, a platform's answer), secrets leave masked. Errors go through serializeError.
         logMethod(args, method) {
-          method.apply(this, args.map((a) => (typeof a === 'string' ? redactText(a) : a)) as Parameters<typeof method>);
+          method.apply(this, args.map((a) => redactFields(a, 0)) as Parameters<typeof method>);
         },
       },
       redact: { paths: ['*.token', '*.password', '*.authorization', 'headers.authorization'], censor: '***' },
     },
     destination ?? pino.destination({ fd: 1, sync: false }),
   );
+}
+
+/** Strings of a log call's arguments with secrets masked, in plain objects and arrays a few levels deep. */
+function redactFields(value: unknown, depth: number): unknown {
+  if (typeof value === 'string') return redactText(value);
+  if (depth >= 4 || value === null || typeof value !== 'object' || value instanceof Error) return value;
+  if (Array.isArray(value)) return value.map((v) => redactFields(v, depth + 1));
+  if (Object.getPrototypeOf(value) !== Object.prototype) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = redactFields(v, depth + 1);
+  return out;
 }
 
 export function serializeError(err: unknown): Record<string, unknown> {

@@ -45,8 +45,13 @@ export class IncidentReporter {
       await target.report!(report, this.ctl.signal);
       this.ledger.reportAcked(incidentId, target.name, version);
       this.retryAt.delete(key);
-      const uploaded = report.videos.filter((v) => v.outcome === 'uploaded').length;
-      this.log.info({ event: 'incident.reported', ...ids, uploaded, failed: report.videos.length - uploaded }, 'incident reported');
+      // The video ids, so that following one video through the log ends at the report that lists it.
+      const uploadedVideoIds = report.videos.filter((v) => v.outcome === 'uploaded').map((v) => v.video.id);
+      const failedVideoIds = report.videos.filter((v) => v.outcome === 'failed').map((v) => v.video.id);
+      this.log.info(
+        { event: 'incident.reported', ...ids, uploaded: uploadedVideoIds.length, failed: failedVideoIds.length, uploadedVideoIds, failedVideoIds },
+        'incident reported',
+      );
     } catch (err) {
       if (this.ctl.signal.aborted) return;
       this.ledger.reportFailed(incidentId, target.name, describeError(err));

@@ -6,7 +6,7 @@
 import type { AuthConfig } from '../config/schema.js';
 import type { HttpClient } from '../upload/http.js';
 import { statusKind } from '../upload/http.js';
-import { redactText, redactUrl } from '../log/redact.js';
+import { redactText, redactUrl, registerSecret } from '../log/redact.js';
 import { TargetError } from './target.js';
 
 export interface AuthorizedRequest {
@@ -21,7 +21,13 @@ export class Authenticator {
   constructor(
     private readonly config: AuthConfig,
     private readonly http: HttpClient,
-  ) {}
+  ) {
+    // Whatever a platform echoes back (an error page with our headers, a URL with our token),
+    // these values leave the daemon's logs and errors masked.
+    if (config.kind === 'bearer') registerSecret(config.token.reveal());
+    if (config.kind === 'header') registerSecret(config.value.reveal());
+    if (config.kind === 'login') for (const value of secretFields(config.body.reveal())) registerSecret(value);
+  }
 
   /** The URL and headers with the credentials applied; logs in first when needed. */
   async authorize(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<AuthorizedRequest> {
@@ -80,7 +86,26 @@ export class Authenticator {
     if (typeof token !== 'string' || token === '') {
       throw new TargetError('permanent', `login at ${redactUrl(url)} answered without a token at "${tokenField}"`);
     }
+    registerSecret(token, 'issued');
     this.token = token;
     return token;
   }
+}
+
+/** The values of a login body's fields that name a credential (password, apiKey, client_secret…), at any depth. */
+function secretFields(bodyText: string): string[] {
+  const out: string[] = [];
+  const walk = (value: unknown, key: string): void => {
+    if (typeof value === 'string') {
+      if (/pass|secret|key|token|credential/i.test(key)) out.push(value);
+    } else if (value && typeof value === 'object') {
+      for (const [k, v] of Object.entries(value)) walk(v, k);
+    }
+  };
+  try {
+    walk(JSON.parse(bodyText), '');
+  } catch {
+    // Not JSON: nothing to pick out (the body is only ever sent, never logged).
+  }
+  return out;
 }

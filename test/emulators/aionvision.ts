@@ -86,6 +86,8 @@ export interface AionvisionEmulator {
   readonly calls: AionCall[];
   /** The next `count` calls of the route are answered with `status` and not carried out. */
   failNext(route: AionRoute, count: number, status?: number): void;
+  /** The next `count` calls of the route answer `status` (default 500) with an error echoing the request: URL, query and headers. */
+  echoNext(route: AionRoute, count: number, status?: number): void;
   /** The next `count` calls of the route get their connection destroyed, before or after being carried out. */
   resetNext(route: AionRoute, count: number, when?: 'before' | 'after'): void;
   /** The next `count` calls of the route are carried out but never answered (a SIGKILL lands in between). */
@@ -160,7 +162,7 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
     const route = matched.route;
 
     const fault = this.takeFault(route);
-    const preempted = this.preemption(fault);
+    const preempted = this.preemption(fault, req);
     if (preempted) return this.answer(req, res, call, preempted);
 
     const result = await this.carryOut(() => {

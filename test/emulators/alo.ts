@@ -84,6 +84,8 @@ export interface AloEmulator {
   readonly calls: AloCall[];
   /** The next `count` calls of the route are answered with `status` and not carried out. */
   failNext(route: AloRoute, count: number, status?: number): void;
+  /** The next `count` calls of the route answer `status` (default 500) with an error echoing the request: URL, query and headers. */
+  echoNext(route: AloRoute, count: number, status?: number): void;
   /**
    * The next `count` calls of the route get their connection destroyed instead of an answer: 'before' the
    * call is carried out (default), or 'after' it, as when a response is lost on the way back.
@@ -244,7 +246,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
     const incidentId = matched.incidentId as string;
 
     const fault = this.takeFault(route);
-    const preempted = this.preemption(fault);
+    const preempted = this.preemption(fault, req);
     if (preempted) {
       this.answer(req, res, call, preempted);
       return;

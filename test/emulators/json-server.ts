@@ -26,7 +26,8 @@ export interface Reply {
 export type Fault =
   | { kind: 'status'; status: number }
   | { kind: 'reset'; when: 'before' | 'after' }
-  | { kind: 'hold' };
+  | { kind: 'hold' }
+  | { kind: 'echo'; status: number };
 
 /**
  * An emulator's server, its log of calls and its per-route fault queues. `Call` is the emulator's
@@ -56,6 +57,16 @@ export abstract class EmulatorServer<Route, Call extends { status: number }> {
 
   resetNext(route: Route, count: number, when: 'before' | 'after' = 'before'): void {
     this.queueFaults(route, count, { kind: 'reset', when });
+  }
+
+  /**
+   * The next `count` calls of the route are answered with `status` (a 5xx by default) whose error
+   * message echoes the request back: method, URL with its query, and every header (Authorization
+   * included), as a careless proxy or framework error page does. For tests that no secret in
+   * a platform's error body reaches the daemon's logs.
+   */
+  echoNext(route: Route, count: number, status = 500): void {
+    this.queueFaults(route, count, { kind: 'echo', status });
   }
 
   async close(): Promise<void> {
@@ -90,10 +101,11 @@ export abstract class EmulatorServer<Route, Call extends { status: number }> {
    * What a fault answers in place of the call: its injected status, or a reset before the call is
    * carried out. undefined: the call is carried out.
    */
-  protected preemption(fault: Fault | undefined): Reply | 'reset' | undefined {
+  protected preemption(fault: Fault | undefined, req?: http.IncomingMessage): Reply | 'reset' | undefined {
     if (fault?.kind === 'status') {
       return this.problemReply(new HttpProblem(fault.status, this.injectedMessage(fault.status)));
     }
+    if (fault?.kind === 'echo') return this.problemReply(new HttpProblem(fault.status, echoMessage(req)));
     if (fault?.kind === 'reset' && fault.when === 'before') return 'reset';
     return undefined;
   }
@@ -115,6 +127,12 @@ export abstract class EmulatorServer<Route, Call extends { status: number }> {
     if (reply === 'reset') req.socket.destroy();
     else this.send(res, reply);
   }
+}
+
+/** An error message that gives the request back, secrets and all (see echoNext). */
+export function echoMessage(req: http.IncomingMessage | undefined): string {
+  if (!req) return 'internal error (injected)';
+  return `internal error (injected) while handling ${req.method} ${req.url} with headers ${JSON.stringify(req.headers)}`;
 }
 
 /** The whole request body; past `maxBytes` it is refused with 413 and `tooLarge`. */

@@ -48,7 +48,8 @@ export interface S3FaultMatch {
 }
 
 export type S3Fault = (
-  | { kind: 'status'; status: number; code: string }
+  /** `echo`: the error message gives the request line back, presigned query (signature) included. */
+  | { kind: 'status'; status: number; code: string; echo?: boolean }
   | { kind: 'reset-midbody'; afterBytes: number }
   | { kind: 'reset-before' }
   | { kind: 'stall' }
@@ -73,6 +74,8 @@ export interface S3Store {
   /** S3 ListParts: the parts an open multipart upload holds, with their ETags (unquoted MD5). */
   listParts(key: string, uploadId: string): Array<{ partNumber: number; etag: string; size: number }>;
   readonly requests: S3RequestRecord[];
+  /** Every presigned URL handed out, in order, for checking that no signature leaks. */
+  readonly presignedUrls: readonly string[];
   injectFaults(...faults: S3Fault[]): void;
   /** Every successful PUT is answered this many ms after its body arrived (a slow uplink, made visible). */
   setLatency(ms: number): void;
@@ -151,6 +154,7 @@ export async function startS3Store(opts: S3StoreOptions = {}): Promise<S3Store> 
 
 class S3StoreServer implements S3Store {
   readonly requests: S3RequestRecord[] = [];
+  readonly presignedUrls: string[] = [];
   private readonly server: http.Server;
   private readonly objects = new Map<string, StoredObject>();
   private readonly uploads = new Map<string, MultipartUpload>();
@@ -229,12 +233,14 @@ class S3StoreServer implements S3Store {
     const url = await getSignedUrl(this.requireClient(), new PutObjectCommand({ Bucket: this.bucket, Key: key }), {
       expiresIn: expiresInSeconds,
     });
+    this.presignedUrls.push(url);
     return assertHostOnlySignature(url);
   }
 
   async presignUploadPart(key: string, uploadId: string, partNumber: number, expiresInSeconds: number): Promise<string> {
     const command = new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber });
     const url = await getSignedUrl(this.requireClient(), command, { expiresIn: expiresInSeconds });
+    this.presignedUrls.push(url);
     return assertHostOnlySignature(url);
   }
 
@@ -420,7 +426,8 @@ class S3StoreServer implements S3Store {
         if (!injectedReset) this.recordAbort(req, res, record);
         return;
       }
-      this.answerError(req, res, record, new S3Error(fault.status, fault.code, faultMessage(fault.code)));
+      const message = fault.echo ? `${faultMessage(fault.code)} (request: ${req.method} ${req.url})` : faultMessage(fault.code);
+      this.answerError(req, res, record, new S3Error(fault.status, fault.code, message));
       return;
     }
 

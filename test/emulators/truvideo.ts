@@ -91,10 +91,14 @@ export interface TruvideoEmulator {
   readonly calls: TruvideoCall[];
   uploads(): TruvideoUpload[];
   upload(uploadId: string): TruvideoUpload | undefined;
+  /** Every access token the login handed out, for checking that none leaks. */
+  readonly issuedTokens: readonly string[];
   /** Every token handed out so far answers 401 from now on. */
   expireTokens(): void;
   /** The next `count` calls of the route are answered with `status` and not carried out. */
   failNext(route: TruvideoRoute, count: number, status?: number): void;
+  /** The next `count` calls of the route answer `status` (default 500) with an error echoing the request: URL, query and headers. */
+  echoNext(route: TruvideoRoute, count: number, status?: number): void;
   /** The next `count` calls get their connection destroyed: before the call is carried out, or after it (a lost answer). */
   resetNext(route: TruvideoRoute, count: number, when?: 'before' | 'after'): void;
   /** The next accepted complete ends FAILED with this failureReason instead of COMPLETED. */
@@ -153,6 +157,7 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
   private readonly completeDelayMs: number;
   /** token → expiry (epoch ms). */
   private readonly tokens = new Map<string, number>();
+  readonly issuedTokens: string[] = [];
   private readonly sessions = new Map<string, TruvideoUpload>();
   private readonly completionFailures: string[] = [];
   private readonly refusedTitles: Array<{ substring: string; message: string }> = [];
@@ -220,7 +225,7 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
       if (matched.problem) throw matched.problem;
       const route = matched.route!;
       const fault = this.takeFault(route);
-      const preempted = this.preemption(fault);
+      const preempted = this.preemption(fault, req);
       if (preempted) return preempted;
       if (route !== 'login') this.checkToken(req);
       const body = method === 'POST' ? jsonBody(req, raw) : undefined;
@@ -267,6 +272,7 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
     if (apiKey !== this.opts.apiKey) throw new HttpProblem(401, 'invalid apiKey');
     const accessToken = randomBytes(24).toString('base64url');
     this.tokens.set(accessToken, Date.now() + this.tokenTtlMs);
+    this.issuedTokens.push(accessToken);
     return { status: 200, body: { accessToken, expiresIn: Math.round(this.tokenTtlMs / 1000) } };
   }
 

@@ -15,7 +15,7 @@ import type http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { EmulatorServer, HttpProblem, isRecord, jsonBody, readBody, sendJson, validate, type Reply } from './json-server.js';
+import { echoMessage, EmulatorServer, HttpProblem, isRecord, jsonBody, readBody, sendJson, validate, type Reply } from './json-server.js';
 
 export interface ValtEmulatorOptions {
   /** The credentials `POST /login` accepts. */
@@ -103,6 +103,8 @@ export interface ValtEmulator {
   assembledSha256(recordId: string): Promise<string>;
   /** The next `count` calls of the route are answered with `status` and not carried out. */
   failNext(route: ValtRoute, count: number, status?: number): void;
+  /** The next `count` calls of the route answer `status` (default 500) with an error echoing the request: URL, query and headers. */
+  echoNext(route: ValtRoute, count: number, status?: number): void;
   /**
    * The next `count` calls of the route get their connection destroyed instead of an answer:
    * 'before' it is carried out (for chunks, as soon as body bytes arrive: mid-body; default), or
@@ -282,6 +284,7 @@ class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmul
     const reply = await this.carryOut(() => {
       if (matched.problem) throw matched.problem;
       if (fault?.kind === 'status') throw new HttpProblem(fault.status, this.injectedMessage(fault.status));
+      if (fault?.kind === 'echo') throw new HttpProblem(fault.status, echoMessage(req));
       switch (matched.route!) {
         case 'login':
           return this.login(req, raw, call);

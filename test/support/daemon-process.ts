@@ -26,6 +26,8 @@ export interface LogLine {
 
 export class DaemonProcess {
   readonly logs: LogLine[] = [];
+  /** stdout exactly as written, for checks that must not depend on re-serialising parsed lines. */
+  readonly stdout: string[] = [];
   readonly stderr: string[] = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private readonly child: ChildProcess;
@@ -34,6 +36,7 @@ export class DaemonProcess {
     this.child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let buffered = '';
     this.child.stdout!.on('data', (chunk: Buffer) => {
+      this.stdout.push(chunk.toString());
       buffered += chunk.toString();
       const lines = buffered.split('\n');
       buffered = lines.pop() ?? '';
