@@ -14,6 +14,7 @@ import { readStatus } from '../ledger/status-snapshot.js';
 import type { UploadLedger } from '../ledger/upload-ledger.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
+import { registerSecret } from '../log/redact.js';
 import type { UploadMetrics } from '../metrics/upload-metrics.js';
 
 export interface LocalApiOptions {
@@ -61,6 +62,7 @@ export class LocalApi {
 
   constructor(private readonly o: LocalApiOptions) {
     this.tokenDigest = sha256(o.config.token.reveal());
+    registerSecret(o.config.token.reveal());
     this.routes = [
       { pattern: /^\/healthz$/, methods: { GET: () => this.health() }, open: true },
       { pattern: /^\/metrics$/, methods: { GET: () => this.metrics() } },

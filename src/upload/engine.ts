@@ -10,7 +10,7 @@ import { setMaxListeners } from 'node:events';
 import { stat } from 'node:fs/promises';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
-import type { UploadLedger, QueuedUpload, PlannedPart } from '../ledger/upload-ledger.js';
+import type { UploadLedger, QueuedUpload, PlannedPart, PendingAbort } from '../ledger/upload-ledger.js';
 import { LedgerFaultError } from '../ledger/faults.js';
 import { digestFile, FileChangedError } from '../plan/hash.js';
 import type { PartLayout } from '../plan/part-plan.js';
@@ -145,7 +145,7 @@ export class UploadEngine {
       let session = upload.session;
       let parts = upload.parts;
       if (!session) {
-        ({ session, parts } = await this.startUpload(upload, target, ctl.signal));
+        ({ session, parts } = await this.startUpload(upload, target, ctl.signal, log));
         log.info({ event: 'upload.started', parts: parts.length, bytes: file.size }, 'upload started');
       } else {
         parts = await this.recordConfirmedParts(upload, target, session, ctl.signal, log);
@@ -195,9 +195,9 @@ export class UploadEngine {
     log.error({ event: 'upload.failed', err }, `upload failed: ${message}`);
   }
 
-  private async startUpload(upload: QueuedUpload, target: Target, signal: AbortSignal): Promise<{ session: SessionState; parts: QueuedUpload['parts'] }> {
+  private async startUpload(upload: QueuedUpload, target: Target, signal: AbortSignal, log: Logger): Promise<{ session: SessionState; parts: QueuedUpload['parts'] }> {
     const planned: PartLayout | null = upload.parts.length > 0 ? upload.parts : null;
-    const started = await this.retrying(signal, this.o.log, target.name, 'start', () => target.start(upload.file, planned, signal), this.troubleOf(upload));
+    const started = await this.retrying(signal, log, target.name, 'start', () => target.start(upload.file, planned, signal), this.troubleOf(upload));
     let serverParts: PlannedPart[] | undefined;
     if (started.layout) {
       // The platform chose the layout: hash the file again along it, and make sure it is the content we hashed.
@@ -244,7 +244,7 @@ export class UploadEngine {
     const sendOne = async (part: PlannedPart): Promise<void> => {
       const receipt = await this.retrying(
         ctl.signal,
-        log,
+        log.child({ part: part.number }),
         target.name,
         `part ${part.number}`,
         async () => {
@@ -366,12 +366,12 @@ export class UploadEngine {
       try {
         await target.abort(pending.session, pending.file, this.root.signal);
         this.o.ledger.abortDone(pending.id);
-        this.o.log.info({ event: 'upload.aborted', target: target.name, videoId: pending.file.video.id }, 'remote upload aborted');
+        this.o.log.info({ event: 'upload.aborted', ...abortIds(pending) }, 'remote upload aborted');
       } catch (err) {
         const kind = classify(err);
         if (kind === 'permanent' || kind === null || pending.attempts + 1 >= ABORT_ATTEMPTS) {
           this.o.ledger.abortDone(pending.id);
-          this.o.log.warn({ event: 'upload.abort.failed', target: target.name, err }, `could not abort remote upload: ${describeError(err)}`);
+          this.o.log.warn({ event: 'upload.abort.failed', ...abortIds(pending), err }, `could not abort remote upload: ${describeError(err)}`);
         } else {
           this.o.ledger.abortFailed(pending.id, describeError(err));
           this.abortRetryAt.set(pending.id, Date.now() + backoffDelay(pending.attempts, this.o.backoff));
@@ -406,4 +406,9 @@ function retryReason(err: unknown, kind: ErrorKind): string {
     if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code.toLowerCase();
   }
   return 'network';
+}
+
+/** The ids that follow a video through the log, for a remote upload being aborted. */
+function abortIds(pending: PendingAbort): Record<string, unknown> {
+  return { target: pending.target, abortId: pending.id, incidentId: pending.file.incident.id, videoId: pending.file.video.id, role: pending.file.role };
 }

@@ -226,11 +226,11 @@ describe('log secrets', () => {
     // The failure lines carry the ids too.
     const failed = first.logs.find((l) => isEvent(l, 'upload.failed', { videoId: v2, target: 'alo' }))!;
     expect(failed).toMatchObject({ incidentId, uploadId: expect.any(Number) });
-    // Every line about an upload names its video and target; those of a running upload its ids too.
-    // (Retries of the start call log without them: src/upload/engine.ts passes the daemon's logger there.)
-    const about = first.logs.filter((l) => l.event?.startsWith('upload.') && !(l.event === 'upload.retry' && l.what === 'start'));
+    // Every line about an upload names its incident, video and target; those of a running upload its number too.
+    const about = first.logs.filter((l) => l.event?.startsWith('upload.'));
     expect(about.length).toBeGreaterThan(20);
-    for (const line of about) expect(line, JSON.stringify(line)).toMatchObject({ videoId: expect.any(String), target: expect.any(String) });
+    for (const line of about) expect(line, JSON.stringify(line)).toMatchObject({ incidentId: expect.any(String), videoId: expect.any(String), target: expect.any(String) });
+    for (const line of about.filter((l) => l.event === 'upload.retry' && String(l.what).startsWith('part '))) expect(line).toMatchObject({ part: expect.any(Number) });
     for (const line of about.filter((l) => !l.event!.startsWith('upload.abort'))) {
       expect(line, JSON.stringify(line)).toMatchObject({ incidentId: expect.any(String), uploadId: expect.any(Number) });
     }
