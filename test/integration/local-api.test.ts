@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it, type TestContext } from 'vitest';
+import type { CameraView as Camera } from '../../src/ledger/camera-view.js';
 import { TEST_FULL_ENV } from '../../src/ledger/faults.js';
 import { DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
 import { MiB } from '../support/files.js';
@@ -16,18 +17,6 @@ import { harness } from '../support/harness.js';
 import { ledgerRowsSoFar } from '../support/ledger.js';
 import { API_TOKEN, ApiClient, apiSection, parsePrometheus, sampleValue } from '../support/local-api.js';
 import { writeIncident } from '../support/manifest.js';
-
-interface Camera {
-  id: string;
-  name: string | null;
-  state: string;
-  lastVideoAt: string | null;
-  lastSeenAt: string;
-  videoBacklog: number;
-  videoUploadLatency: number | null;
-  networkTransmitRate: number;
-  isOnline: boolean;
-}
 
 interface UploadRow {
   id: number;
@@ -139,6 +128,8 @@ describe('local API', () => {
     d = h.daemon(s);
     api = await ApiClient.of(d);
     expect(await api.get<Camera>('/cameras/cam-door')).toMatchObject({ state: 'paused', videoBacklog: 2 });
+    const status = JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as { pausedCameras: Array<{ id: string; name: string }> };
+    expect(status.pausedCameras).toEqual([expect.objectContaining({ id: 'cam-door', name: 'Door' })]);
     const putsAfterRestart = s.store.requests.filter((r) => r.method === 'PUT').length;
     await sleep(1_500);
     expect(s.store.requests.filter((r) => r.method === 'PUT').length).toBe(putsAfterRestart);

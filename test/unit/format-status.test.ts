@@ -3,57 +3,33 @@
  * parts' done_at, paused cameras, one incident alone, progress bars on a terminal of a given
  * width, and the plain table for pipes and mail.
  */
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readStatus, type StatusSnapshot } from '../../src/ledger/status-snapshot.js';
-import { UploadLedger, type PlannedPart } from '../../src/ledger/upload-ledger.js';
+import type { UploadLedger } from '../../src/ledger/upload-ledger.js';
 import type { DaemonReport } from '../../src/status/daemon-status.js';
 import { formatStatus } from '../../src/status/format-status.js';
 import { formatDuration } from '../../src/status/units.js';
-import type { Manifest } from '../../src/watch/manifest.js';
-import { MiB, tempDir } from '../support/files.js';
+import { MiB } from '../support/files.js';
+import { LedgerBuilder, partsOf } from '../support/ledger-builder.js';
 
 /** The status command's clock in these tests; done_at values are set relative to it. */
 const NOW = Date.UTC(2026, 10, 23, 12, 0, 0);
 const SECOND = 1000;
 
-let dir: Awaited<ReturnType<typeof tempDir>>;
+let b: LedgerBuilder;
 let ledger: UploadLedger;
 
 beforeEach(async () => {
-  dir = await tempDir();
-  ledger = UploadLedger.open(join(dir.path, 'ledger.db'), ['alo']);
+  b = await LedgerBuilder.create();
+  ledger = b.ledger;
 });
-afterEach(async () => {
-  ledger.close();
-  await dir.cleanup();
-});
+afterEach(() => b.close());
 
-/** `count` parts of `size` bytes each. */
-function partsOf(count: number, size: number): PlannedPart[] {
-  return Array.from({ length: count }, (_, i) => ({ number: i + 1, offset: i * size, size, md5: String(i).repeat(32).slice(0, 32) }));
-}
-
-/** Applies a manifest for `incidentId` with these videos, all on camera `cam-1` unless they say otherwise. */
-function applyIncident(incidentId: string, videos: Manifest['videos'], title = 'Break-in'): void {
-  const manifest: Manifest = { incident: { id: incidentId, title }, videos: videos.map((v) => ({ camera_id: 'cam-1', camera_name: 'Gate', ...v })) };
-  ledger.applyManifest(`/exports/${incidentId}/incident.json`, `/exports/${incidentId}`, `sha-${JSON.stringify(manifest)}`, manifest, ['alo']);
-}
-
-/** Makes the video's file ready with these parts to alo; returns the upload's number. */
-function readyVideo(incidentId: string, videoId: string, parts: PlannedPart[] | null, size = (parts ?? []).reduce((n, p) => n + p.size, 0)): number {
-  const file = { role: 'video' as const, path: `/exports/${incidentId}/${videoId}.mp4`, size, mtimeMs: 1, sha256: `sha-${incidentId}-${videoId}`, contentType: 'video/mp4' };
-  ledger.videoReady(incidentId, videoId, [file], [{ target: 'alo', role: 'video', parts }]);
-  return (ledger.db.prepare('SELECT id FROM uploads WHERE incident_id = ? AND video_id = ?').get(incidentId, videoId) as { id: number }).id;
-}
-
-/** Marks parts done as the daemon does, then sets when, in seconds before NOW. */
+const applyIncident: LedgerBuilder['applyIncident'] = (...args) => b.applyIncident(...args);
+const readyVideo: LedgerBuilder['readyVideo'] = (...args) => b.readyVideo(...args);
+/** Marks parts done, `secondsAgo` before NOW. */
 function partsDoneAgo(uploadId: number, secondsAgo: Record<number, number>): void {
-  ledger.uploadStarted(uploadId, { mode: 'multipart', upload_id: `remote-${uploadId}` });
-  for (const [number, ago] of Object.entries(secondsAgo)) {
-    ledger.partDone(uploadId, Number(number), `etag-${number}`);
-    ledger.db.prepare('UPDATE parts SET done_at = ? WHERE upload_id = ? AND number = ?').run(NOW - ago * SECOND, uploadId, Number(number));
-  }
+  b.partsDoneAgo(uploadId, NOW, Object.fromEntries(Object.entries(secondsAgo).map(([n, s]) => [n, s * SECOND])));
 }
 
 function pauseCamera(id: string, at: number): void {
