@@ -68,7 +68,6 @@ export class Daemon {
     // upload.bandwidth: one bucket for every part of every upload and target; the schedule sets its rate.
     const bandwidth = new TokenBucket(null);
     const bandwidthSchedule = new BandwidthSchedule(config.upload.bandwidth, bandwidth, log);
-    bandwidthSchedule.start();
     const metrics = new UploadMetrics([...targets.keys()], ledger.db, bandwidth);
     const engine = new UploadEngine({
       ledger,
@@ -81,7 +80,9 @@ export class Daemon {
       observer: metrics,
     });
     const api = config.api && new LocalApi({ config: config.api, ledger, metrics, healthProblems: () => this.healthProblems(metrics), onWork: () => engine.poke(), log });
+    // First of what can fail at start-up (the port is taken): nothing is running yet to hold the process.
     await api?.listen();
+    bandwidthSchedule.start();
     const planner = new VideoPlanner({
       ledger,
       targets: [...targets.values()],

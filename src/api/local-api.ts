@@ -83,9 +83,10 @@ export class LocalApi {
   async listen(): Promise<number> {
     const { host, port } = this.o.config;
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
+      this.server.once('error', (err) => reject(new Error(`api.listen ${host}:${port}: ${err.message}`)));
       this.server.listen(port, host, () => {
-        this.server.off('error', reject);
+        this.server.removeAllListeners('error');
+        this.server.on('error', (err) => this.o.log.warn({ event: 'api.error', err }, `local API: ${describeError(err)}`));
         resolve();
       });
     });

@@ -73,6 +73,12 @@ describe('local API', () => {
       expect(r.json(), `${method} ${path}`).toEqual({ code: status, message: expect.any(String) });
     }
     expect((await api.call('DELETE', '/cameras')).headers.allow).toBe('GET');
+
+    // A second daemon asked for the same port stops at once, saying which setting and why.
+    const other = await h.site({ sections: apiSection({ listen: new URL(api.origin).host }) });
+    const second = h.daemon(other);
+    expect(await second.exited).toEqual({ code: 1, signal: null });
+    expect(second.stderr.join('')).toMatch(new RegExp(`api\\.listen ${new URL(api.origin).host}: listen EADDRINUSE`));
   });
 
   it('pauses a camera mid-upload, keeps its videos waiting across a restart, and uploads them byte-identical once it runs again', async (ctx) => {
