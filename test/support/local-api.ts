@@ -68,13 +68,22 @@ export function parsePrometheus(text: string): Sample[] {
     }
     const m = SAMPLE.exec(line);
     if (!m) throw new Error(`not a Prometheus sample line: ${line}`);
-    const value = m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : Number(m[3]);
-    if (Number.isNaN(value) && m[3] !== 'NaN') throw new Error(`not a number in: ${line}`);
+    const value = parseValue(m[3]!);
+    if (value === null) throw new Error(`not a number in: ${line}`);
     const family = SUFFIXES.map((s) => (s && m[1]!.endsWith(s) ? m[1]!.slice(0, -s.length) : m[1]!)).find((f) => typed.has(f));
     if (!family || !helped.has(family)) throw new Error(`sample without # HELP and # TYPE: ${line}`);
     samples.push({ name: m[1]!, labels: Object.fromEntries([...(m[2] ?? '').matchAll(LABEL)].map((l) => [l[1]!, l[2]!])), value });
   }
   return samples;
+}
+
+/** A sample value as Prometheus reads it (Go's ParseFloat: NaN and Inf in any case, e.g. prom-client's `Nan`). */
+function parseValue(text: string): number | null {
+  if (/^nan$/i.test(text)) return NaN;
+  const inf = /^([+-]?)inf(inity)?$/i.exec(text);
+  if (inf) return inf[1] === '-' ? -Infinity : Infinity;
+  const n = Number(text);
+  return text.trim() === '' || Number.isNaN(n) ? null : n;
 }
 
 /** The value of the one sample with this name and these labels (0 when absent, as for a counter not yet incremented). */
