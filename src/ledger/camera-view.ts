@@ -89,7 +89,9 @@ function cameraOf(id: string, videos: Row[], paused: boolean, sentLastMinute: nu
   let lastCompleted = { at: 0, latency: null as number | null };
   let backlog = 0;
   let troubled = false;
+  let lastSeen = 0;
   for (const v of videos) {
+    lastSeen = Math.max(lastSeen, Number(v.first_seen_at));
     if (typeof v.camera_name === 'string') name = v.camera_name;
     lastVideoAt = latestRecorded(lastVideoAt, v.recorded_at);
     const uploads = Number(v.uploads);
@@ -101,7 +103,6 @@ function cameraOf(id: string, videos: Row[], paused: boolean, sentLastMinute: nu
       lastCompleted = { at: completedAt, latency: Math.max(0, completedAt - Number(v.settled_at ?? completedAt)) / 1000 };
     }
   }
-  const lastSeen = Math.max(...videos.map((v) => Number(v.first_seen_at)));
   return {
     id,
     name,
@@ -120,7 +121,9 @@ export function readCameras(db: Db, cameraId?: string, nowMs = Date.now()): Came
   const byCamera = new Map<string, Row[]>();
   for (const row of videoRows(db, cameraId)) {
     const id = String(row.camera_id);
-    byCamera.set(id, [...(byCamera.get(id) ?? []), row]);
+    const rows = byCamera.get(id);
+    if (rows) rows.push(row);
+    else byCamera.set(id, [row]);
   }
   const paused = pausedCameras(db);
   const sent = bytesSentSince(db, nowMs - TRANSMIT_WINDOW_MS);
@@ -138,15 +141,14 @@ export function readUploadMetrics(db: Db, cameraId: string): UploadMetricsView {
   return { uploadSize: Number(r.size), uploadTime: Number(r.ms) / 1000 };
 }
 
-export interface QueueView {
-  /** Uploads not done and not failed, per target (those of paused cameras included). */
-  queuedByTarget: Map<string, number>;
-  /** Age in seconds of the oldest export still waiting for a file or with a queued upload; 0 when none. */
-  oldestQueuedSeconds: number;
+/** Uploads not done and not failed, per target (those of paused cameras included). */
+export function queuedByTarget(db: Db): Map<string, number> {
+  const rows = db.prepare(`SELECT target, COUNT(*) AS n FROM uploads WHERE state = 'queued' GROUP BY target`).all() as Row[];
+  return new Map(rows.map((r) => [String(r.target), Number(r.n)]));
 }
 
-export function readQueue(db: Db, nowMs = Date.now()): QueueView {
-  const rows = db.prepare(`SELECT target, COUNT(*) AS n FROM uploads WHERE state = 'queued' GROUP BY target`).all() as Row[];
+/** Age in seconds of the oldest export still waiting for a file or with a queued upload; 0 when none. */
+export function oldestQueuedSeconds(db: Db, nowMs = Date.now()): number {
   const oldest = db
     .prepare(
       `SELECT MIN(at) AS at FROM (
@@ -156,8 +158,5 @@ export function readQueue(db: Db, nowMs = Date.now()): QueueView {
          WHERE u.state = 'queued' AND v.state = 'ready')`,
     )
     .get() as Row;
-  return {
-    queuedByTarget: new Map(rows.map((r) => [String(r.target), Number(r.n)])),
-    oldestQueuedSeconds: oldest.at === null ? 0 : Math.max(0, (nowMs - Number(oldest.at)) / 1000),
-  };
+  return oldest.at === null ? 0 : Math.max(0, (nowMs - Number(oldest.at)) / 1000);
 }

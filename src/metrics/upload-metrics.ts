@@ -4,7 +4,7 @@
  * figures are read from the ledger at each scrape, so they are right after a restart too.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { readQueue } from '../ledger/camera-view.js';
+import { oldestQueuedSeconds, queuedByTarget } from '../ledger/camera-view.js';
 import type { Db } from '../ledger/database.js';
 import type { TokenBucket } from '../upload/bandwidth.js';
 import type { UploadObserver } from '../upload/engine.js';
@@ -43,7 +43,7 @@ export class UploadMetrics implements UploadObserver {
       labelNames: ['target'],
       registers,
       collect() {
-        const queued = readQueue(db).queuedByTarget;
+        const queued = queuedByTarget(db);
         for (const target of targets) this.set({ target }, queued.get(target) ?? 0);
       },
     });
@@ -52,7 +52,7 @@ export class UploadMetrics implements UploadObserver {
       help: 'Age of the oldest export not yet uploaded (waiting for its file or queued); 0 when none.',
       registers,
       collect() {
-        this.set(readQueue(db).oldestQueuedSeconds);
+        this.set(oldestQueuedSeconds(db));
       },
     });
     new Gauge({
