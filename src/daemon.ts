@@ -2,12 +2,13 @@
  * Wiring and signals: watch → plan → ledger → upload → report, around one ledger.
  */
 import { AfterUpload } from './after/after-upload.js';
-import { LocalApi } from './api/local-api.js';
+import { LocalApi, type Health } from './api/local-api.js';
 import type { Config } from './config/schema.js';
 import type { Logger } from './log/logger.js';
 import { describeError } from './log/logger.js';
 import type { LedgerFault } from './ledger/faults.js';
 import { freeBytesFor } from './ledger/filesystem.js';
+import { refusedReportsByTarget } from './ledger/camera-view.js';
 import { HealthFile, healthPath, type DaemonHealth } from './ledger/health.js';
 import { UploadLedger } from './ledger/upload-ledger.js';
 import { UploadMetrics } from './metrics/upload-metrics.js';
@@ -18,6 +19,7 @@ import { backoffDelay, sleep } from './upload/backoff.js';
 import { BandwidthSchedule, TokenBucket } from './upload/bandwidth.js';
 import { UploadEngine } from './upload/engine.js';
 import { HttpClient } from './upload/http.js';
+import { ExportChanges } from './watch/export-changes.js';
 import { FolderWatcher } from './watch/folder-watcher.js';
 import { IncidentRouter } from './watch/routes.js';
 
@@ -79,7 +81,7 @@ export class Daemon {
       bandwidth,
       observer: metrics,
     });
-    const api = config.api && new LocalApi({ config: config.api, ledger, metrics, healthProblems: () => this.healthProblems(metrics), onWork: () => engine.poke(), log });
+    const api = config.api && new LocalApi({ config: config.api, ledger, metrics, health: () => this.healthReport(metrics), onWork: () => engine.poke(), log });
     // First of what can fail at start-up (the port is taken): nothing is running yet to hold the process.
     await api?.listen();
     bandwidthSchedule.start();
@@ -91,7 +93,14 @@ export class Daemon {
       missingMs: config.watch.missingFileSeconds * 1000,
       log,
     });
-    const reporter = new IncidentReporter(ledger, targets, backoff, log);
+    const reporter = new IncidentReporter(ledger, targets, backoff, log, metrics);
+    const changes = new ExportChanges({
+      ledger,
+      windowMs: config.watch.missingFileSeconds * 1000,
+      sweepMs: config.watch.rescanInterval * 1000,
+      log,
+      observer: metrics,
+    });
     const router = new IncidentRouter(config.watch.root, config.routes, [...targets.keys()]);
     const newWatcher = (): FolderWatcher =>
       new FolderWatcher({
@@ -101,10 +110,11 @@ export class Daemon {
         settleMs,
         ledger,
         route: (folder) => router.targetsFor(folder),
+        onFileEvent: (path) => changes.fileEvent(path),
         log,
       });
     let watcher = newWatcher();
-    const after = new AfterUpload({ config, ledger, targets: [...targets.keys()], log });
+    const after = new AfterUpload({ config, ledger, targets: [...targets.keys()], changes, log });
     log.info({ event: 'daemon.started', root: config.watch.root, ledger: config.ledger.path, targets: [...targets.keys()] }, 'vms-uplink started');
     this.openHealth();
     ledger.onFault = (fault) => this.ledgerFault(fault);
@@ -150,6 +160,7 @@ export class Daemon {
         await watcher.rescan();
       }
       await watcher.tick();
+      await changes.tick();
       spawn(planner.tick(this.stopCtl.signal).then((changed) => changed && engine.poke()), 'planning');
       engine.poke();
       spawn(reporter.tick(), 'reporting');
@@ -216,6 +227,17 @@ export class Daemon {
     this.lowDisk = low ? { freeBytes: free, since: this.lowDisk?.since ?? Date.now() } : null;
     if (changed) this.writeHealth('running');
     return low;
+  }
+
+  /**
+   * What GET /healthz says: `problems` (503) stop the daemon's work; `warnings` (200, degraded)
+   * are work it cannot finish on its own, such as reports a platform refused.
+   */
+  private healthReport(metrics: UploadMetrics): Health {
+    const warnings = [...refusedReportsByTarget(this.ledger.db)].map(
+      ([target, r]) => `${target} refused the latest report of ${r.count} incident(s) (latest: ${r.lastError ?? 'no message'}); vms-uplink retry INCIDENT-ID sends one again`,
+    );
+    return { problems: this.healthProblems(metrics), warnings };
   }
 
   /** Why GET /healthz answers 503; empty while the watcher, ledger and upload loop work. */

@@ -4,9 +4,14 @@
  * - `after_upload: delete | move`: a video's files (video and thumbnail) are deleted, or moved
  *   under `after_upload_dir` with their path below `watch.root`, once every target the video is
  *   routed to has every one of them (uploads `done`) and every reporting target (ALO) has
- *   acknowledged the incident's latest report. A video with an upload that is not done (failed,
- *   or still queued) is never touched. The incident folder (the manifest and what is left) is
- *   removed or moved once all its videos are handled, failed exports counting as handled.
+ *   acknowledged the incident's latest report, and once they settled longer ago than
+ *   `watch.missing_file_seconds`: an exporter that paused for longer than settle_seconds may still
+ *   be writing to a file within that window (export-changes.ts), and deleting it then would lose
+ *   the rest of the export. Right before acting, each file must still have the size and mtime it
+ *   was uploaded with; one that changed is uploaded again instead. A video with an upload that is
+ *   not done (failed, or still queued) is never touched. The incident folder (the manifest and
+ *   what is left) is removed or moved once all its videos are handled, failed exports counting
+ *   as handled.
  * - `retention.delete_uploaded_after` (with `keep`): a node-cron job, also run at start, deletes
  *   the files of videos confirmed that way longer ago than the age.
  *
@@ -25,6 +30,7 @@ import type { FilesAction, FolderToHandle, UploadLedger, UploadedVideo } from '.
 import { LedgerFaultError } from '../ledger/faults.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
+import type { ExportChanges } from '../watch/export-changes.js';
 import { MANIFEST_NAMES } from '../watch/manifest.js';
 
 /** How often the delete/move stage looks at the ledger (the daemon ticks faster). */
@@ -35,6 +41,8 @@ export interface AfterUploadOptions {
   ledger: UploadLedger;
   /** Every configured target (an incident without a route goes to all of them). */
   targets: readonly string[];
+  /** Checks that files are as they were uploaded, and sends changed ones round again. */
+  changes: Pick<ExportChanges, 'check'>;
   log: Logger;
 }
 
@@ -103,7 +111,7 @@ export class AfterUpload {
   private async handleUploaded(): Promise<void> {
     const action = this.action;
     if (action.action === 'keep') return;
-    for (const video of this.o.ledger.uploadedUnhandled(this.o.targets)) {
+    for (const video of this.uploaded()) {
       if (this.stopped) return;
       await this.handleVideo(video, action.action);
     }
@@ -119,11 +127,10 @@ export class AfterUpload {
     if (!retention || this.action.action !== 'keep') return;
     const before = Date.now() - retention.deleteUploadedAfter * 1000;
     let deleted = 0;
-    for (const video of this.o.ledger.uploadedUnhandled(this.o.targets)) {
+    for (const video of this.uploaded()) {
       if (this.stopped) return;
       if (video.confirmedAt > before) continue;
-      await this.handleVideo(video, 'retention');
-      deleted++;
+      if (await this.handleVideo(video, 'retention')) deleted++;
     }
     for (const folder of this.o.ledger.foldersToHandle()) {
       if (this.stopped) return;
@@ -134,9 +141,16 @@ export class AfterUpload {
     this.o.log.debug({ event: 'retention.swept', deleted }, `retention sweep: ${deleted} video(s) deleted`);
   }
 
-  private async handleVideo(video: UploadedVideo, action: FilesAction): Promise<void> {
+  /** Videos every target has, settled before the change window (watch.missing_file_seconds). */
+  private uploaded(): UploadedVideo[] {
+    return this.o.ledger.uploadedUnhandled(this.o.targets, Date.now() - this.o.config.watch.missingFileSeconds * 1000);
+  }
+
+  /** Deletes or moves the video's files; false (nothing done) when one changed since it was uploaded. */
+  private async handleVideo(video: UploadedVideo, action: FilesAction): Promise<boolean> {
     const ids = { incidentId: video.incidentId, videoId: video.videoId };
     this.at = ids;
+    if (await this.o.changes.check(video.files)) return false;
     for (const file of video.files) {
       if (action === 'move') {
         const dest = this.movedPath(file.path);
@@ -151,6 +165,7 @@ export class AfterUpload {
       { event: action === 'retention' ? 'retention.deleted' : `after_upload.${action === 'move' ? 'moved' : 'deleted'}`, ...ids, files: video.files.map((f) => f.path) },
       `${action === 'move' ? 'moved' : 'deleted'} the uploaded files of video ${video.videoId}`,
     );
+    return true;
   }
 
   private async handleFolder(folder: FolderToHandle, action: FilesAction): Promise<void> {

@@ -21,11 +21,18 @@ export interface LocalApiOptions {
   config: ApiConfig;
   ledger: UploadLedger;
   metrics: UploadMetrics;
-  /** Why the daemon is not healthy; empty while it is. */
-  healthProblems: () => string[];
+  /** Why the daemon is not healthy (problems) or not all well (warnings); both empty while it is. */
+  health: () => Health;
   /** The ledger gained work (a resumed camera, a retry): look for it now. */
   onWork: () => void;
   log: Logger;
+}
+
+export interface Health {
+  /** The daemon cannot do its work: 503. */
+  problems: string[];
+  /** Work it cannot finish on its own (a platform refused something): 200, degraded. */
+  warnings: string[];
 }
 
 class ApiError extends Error {
@@ -150,8 +157,9 @@ export class LocalApi {
   }
 
   private health(): Reply {
-    const problems = this.o.healthProblems();
-    return problems.length === 0 ? ok({ status: 'ok' }) : { status: 503, body: { status: 'unhealthy', reasons: problems } };
+    const { problems, warnings } = this.o.health();
+    if (problems.length > 0) return { status: 503, body: { status: 'unhealthy', reasons: problems } };
+    return warnings.length > 0 ? ok({ status: 'degraded', reasons: warnings }) : ok({ status: 'ok' });
   }
 
   private async metrics(): Promise<Reply> {

@@ -713,7 +713,9 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
     root: required(toAbsolute),
     // Seconds a file's size and mtime must stay still before it is read. Default 10.
     settle_seconds: required(duration(), 10),
-    // Seconds to wait for a file a manifest names before it is a failed video. Default 3600.
+    // Seconds to wait for a file a manifest names before it is a failed video; also how long
+    // after a file settled a change to it is taken as its exporter going on (the file is uploaded
+    // again), and so how long after_upload delete/move waits. Default 3600.
     missing_file_seconds: required(duration({ positive: true }), 3600),
     // true for SMB/NFS mounts, where change events do not arrive. Default false.
     poll: required(bool, false),

@@ -160,3 +160,15 @@ export function oldestQueuedSeconds(db: Db, nowMs = Date.now()): number {
     .get() as Row;
   return oldest.at === null ? 0 : Math.max(0, (nowMs - Number(oldest.at)) / 1000);
 }
+
+/** Incident reports a platform refused for good in their latest version, per target, with the latest refusal. */
+export function refusedReportsByTarget(db: Db): Map<string, { count: number; lastError: string | null }> {
+  const rows = db
+    .prepare(
+      `SELECT target, COUNT(*) AS n, (SELECT last_error FROM reports l WHERE l.target = r.target AND l.refused >= l.wanted AND l.acked < l.wanted
+                                      ORDER BY l.rowid DESC LIMIT 1) AS last_error
+       FROM reports r WHERE refused >= wanted AND acked < wanted GROUP BY target`,
+    )
+    .all() as Row[];
+  return new Map(rows.map((r) => [String(r.target), { count: Number(r.n), lastError: (r.last_error as string | null) ?? null }]));
+}

@@ -134,4 +134,34 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE uploads ADD COLUMN started_at INTEGER;
   CREATE INDEX videos_by_camera ON videos (json_extract(info, '$.camera_id'));
   `,
+  // 6: each incident is its own case on every platform (CONTRACT §3): content is shared only
+  //    within one incident. Uploads that were "done" by reusing another incident's upload named a
+  //    key or media handed out for that other incident, so their videos are planned again (their
+  //    files are hashed and uploaded anew), unless after-upload already handled the files.
+  //    Reports a platform refused for good remember the version refused (sent again only once the
+  //    incident changes, or on retry). A file that changed after its upload completed is uploaded
+  //    again: the new upload keeps the result it replaces (`superseded`, for the log), the video
+  //    counts such changes. Files are found by path when the watcher reports a change.
+  `
+  CREATE TEMP TABLE reused_elsewhere AS
+    WITH RECURSIVE chain(id, origin) AS (
+      SELECT id, reused_from FROM uploads WHERE reused_from IS NOT NULL
+      UNION
+      SELECT c.id, u.reused_from FROM chain c JOIN uploads u ON u.id = c.origin WHERE u.reused_from IS NOT NULL
+    )
+    SELECT DISTINCT c.id FROM chain c JOIN uploads u ON u.id = c.id JOIN uploads o ON o.id = c.origin WHERE o.incident_id <> u.incident_id;
+  UPDATE videos SET state = 'waiting', settled_at = NULL
+  WHERE state = 'ready' AND files_handled IS NULL
+    AND EXISTS (SELECT 1 FROM uploads u WHERE u.id IN (SELECT id FROM reused_elsewhere) AND u.incident_id = videos.incident_id AND u.video_id = videos.id);
+  DELETE FROM uploads WHERE id IN (SELECT id FROM reused_elsewhere)
+    AND EXISTS (SELECT 1 FROM videos v WHERE v.incident_id = uploads.incident_id AND v.id = uploads.video_id AND v.state = 'waiting');
+  DROP TABLE reused_elsewhere;
+  DROP INDEX uploads_by_content;
+  CREATE INDEX uploads_by_content ON uploads (incident_id, target, role, sha256, state);
+  ALTER TABLE reports ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE uploads ADD COLUMN superseded TEXT;
+  ALTER TABLE videos ADD COLUMN changed_after_upload INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE videos ADD COLUMN change_note TEXT;
+  CREATE INDEX video_files_by_path ON video_files (path);
+  `,
 ];

@@ -36,6 +36,10 @@ export interface VideoStatus {
   notes: string[];
   /** How often its upload started over because the file changed after it was hashed. */
   restarts: number;
+  /** How often its file changed after an upload of it completed, and was uploaded again. */
+  changedAfterUpload: number;
+  /** What the last such change was (sizes), for people. */
+  changeNote: string | null;
   /** What after_upload or retention did with its files, and when; null: they are where they were. */
   filesHandled: { action: 'delete' | 'move' | 'retention'; at: string } | null;
   uploads: UploadStatus[];
@@ -47,7 +51,15 @@ export interface IncidentStatus {
   folder: string;
   /** What after_upload or retention did with the incident folder, and when; null: nothing yet. */
   folderHandled: { action: 'delete' | 'move' | 'retention'; at: string } | null;
-  reports: Array<{ target: string; upToDate: boolean; attempts: number; lastError: string | null; ackedAt: string | null }>;
+  reports: Array<{
+    target: string;
+    /** acknowledged: the platform has the latest state; refused: it refused the latest state for good. */
+    state: 'acknowledged' | 'pending' | 'refused';
+    upToDate: boolean;
+    attempts: number;
+    lastError: string | null;
+    ackedAt: string | null;
+  }>;
   videos: VideoStatus[];
 }
 
@@ -66,7 +78,7 @@ export interface StatusSnapshot {
   invalidManifests: Array<{ path: string; problems: string[]; seenAt: string }>;
   /** Remote uploads still to abort, daemon-wide (an abort outlives the upload it came from). */
   pendingAborts: number;
-  totals: { queued: number; uploading: number; done: number; failed: number; waiting: number; failedVideos: number };
+  totals: { queued: number; uploading: number; done: number; failed: number; waiting: number; failedVideos: number; refusedReports: number };
 }
 
 export interface StatusOptions {
@@ -102,7 +114,7 @@ export function emptyStatus(): StatusSnapshot {
     pausedCameras: [],
     invalidManifests: [],
     pendingAborts: 0,
-    totals: { queued: 0, uploading: 0, done: 0, failed: 0, waiting: 0, failedVideos: 0 },
+    totals: { queued: 0, uploading: 0, done: 0, failed: 0, waiting: 0, failedVideos: 0, refusedReports: 0 },
   };
 }
 
@@ -183,10 +195,12 @@ function readPausedCameras(db: Db): Map<string, number> {
 /** Every video (of the incident, when given) with its uploads, by incident, in manifest order. */
 function readVideos(db: Db, incidentId: string | null, uploads: Map<string, UploadStatus[]>, paused: Map<string, number>): Map<string, VideoStatus[]> {
   const handledColumns = hasColumn(db, 'videos', 'files_handled');
+  const changeColumns = hasColumn(db, 'videos', 'changed_after_upload');
   const rows = db
     .prepare(
       `SELECT v.incident_id, v.id, v.info, v.state, v.errors, v.notes, v.restarts, f.rel_path,
-              ${handledColumns ? 'v.files_handled, v.files_handled_at' : 'NULL AS files_handled, NULL AS files_handled_at'}
+              ${handledColumns ? 'v.files_handled, v.files_handled_at' : 'NULL AS files_handled, NULL AS files_handled_at'},
+              ${changeColumns ? 'v.changed_after_upload, v.change_note' : '0 AS changed_after_upload, NULL AS change_note'}
        FROM videos v LEFT JOIN video_files f ON f.incident_id = v.incident_id AND f.video_id = v.id AND f.role = 'video'
        WHERE @incident IS NULL OR v.incident_id = @incident
        ORDER BY v.incident_id, v.position`,
@@ -206,12 +220,20 @@ function readVideos(db: Db, incidentId: string | null, uploads: Map<string, Uplo
       errors: list(v.errors),
       notes: list(v.notes),
       restarts: Number(v.restarts),
+      changedAfterUpload: Number(v.changed_after_upload),
+      changeNote: (v.change_note as string | null) ?? null,
       filesHandled: handled(v.files_handled, v.files_handled_at),
       uploads: uploads.get(videoKey(v.incident_id, v.id)) ?? [],
     };
     byIncident.set(String(v.incident_id), [...(byIncident.get(String(v.incident_id)) ?? []), status]);
   }
   return byIncident;
+}
+
+function reportState(r: Row): IncidentStatus['reports'][number]['state'] {
+  if (Number(r.acked) >= Number(r.wanted)) return 'acknowledged';
+  // Ledgers from before schema 6 have no `refused` column: nothing was refused for good then.
+  return Number(r.refused ?? 0) >= Number(r.wanted) ? 'refused' : 'pending';
 }
 
 function readIncidents(db: Db, incidentId: string | null, videos: Map<string, VideoStatus[]>): IncidentStatus[] {
@@ -232,6 +254,7 @@ function readIncidents(db: Db, incidentId: string | null, videos: Map<string, Vi
       .filter((r) => r.incident_id === i.id)
       .map((r) => ({
         target: String(r.target),
+        state: reportState(r),
         upToDate: Number(r.acked) >= Number(r.wanted),
         attempts: Number(r.attempts),
         lastError: (r.last_error as string | null) ?? null,
@@ -292,6 +315,7 @@ export function readStatus(db: Db, options: StatusOptions = {}): StatusSnapshot 
       failed: count('failed'),
       waiting: videos.filter((v) => v.state === 'waiting').length,
       failedVideos: videos.filter((v) => v.state === 'failed').length,
+      refusedReports: incidents.reduce((n, i) => n + i.reports.filter((r) => r.state === 'refused').length, 0),
     },
   };
 }

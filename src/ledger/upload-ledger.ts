@@ -8,7 +8,8 @@
  * States:
  *   video:  waiting → ready → (uploads per target)      or → failed (export error, bad file)
  *   upload: queued → done | failed                      (parts: pending → done)
- *   report: wanted > acked means the platform has not seen the latest state of the incident.
+ *   report: wanted > acked means the platform has not seen the latest state of the incident;
+ *           refused = wanted means it refused that state for good (sent again once it changes).
  *
  * Storage faults (a full disk, an I/O error): a write that meets one is rolled back, the ledger
  * enters its fault state and `onFault` is told. Writes that record progress (a part, an upload,
@@ -69,6 +70,8 @@ export interface QueuedUpload {
   file: SourceFile;
   mtimeMs: number;
   parts: Array<PlannedPart & { state: 'pending' | 'done'; etag: string | null }>;
+  /** What this upload replaces on the platform: the result of an upload of an earlier version of the file. */
+  superseded: UploadResult | null;
 }
 
 export interface PendingAbort {
@@ -93,9 +96,20 @@ export interface UploadedVideo {
   incidentId: string;
   videoId: string;
   folder: string;
-  files: Array<{ role: FileRole; path: string }>;
+  /** As they were uploaded: a file that no longer has this size and mtime changed since. */
+  files: WatchedFile[];
   /** When the last target confirmed it (its last upload completed or report acknowledged), ms. */
   confirmedAt: number;
+}
+
+/** A file of a video whose upload completed, as it was when it was hashed. */
+export interface WatchedFile {
+  incidentId: string;
+  videoId: string;
+  role: FileRole;
+  path: string;
+  size: number;
+  mtimeMs: number;
 }
 
 export interface FolderToHandle {
@@ -355,9 +369,11 @@ export class UploadLedger {
 
   private planUpload(incidentId: string, videoId: string, file: HashedFile, plan: UploadPlan, t: number): void {
     const old = this.db
-      .prepare('SELECT id, sha256, state FROM uploads WHERE incident_id = ? AND video_id = ? AND role = ? AND target = ?')
+      .prepare('SELECT id, sha256, state, result FROM uploads WHERE incident_id = ? AND video_id = ? AND role = ? AND target = ?')
       .get(incidentId, videoId, plan.role, plan.target) as Row | undefined;
     if (old && old.sha256 === file.sha256 && old.state !== 'failed') return;
+    // A completed upload of other content is replaced; the result it had is kept for the log.
+    const superseded = old?.state === 'done' ? (old.result as string | null) : null;
     if (old) {
       this.queueAbortFor(Number(old.id));
       this.db.prepare('DELETE FROM uploads WHERE id = ?').run(old.id);
@@ -371,17 +387,18 @@ export class UploadLedger {
         .run(incidentId, videoId, plan.role, plan.target, file.sha256, file.size, plan.refused, t, t);
       return;
     }
+    // Content is shared within one incident only: another incident's key or media is not this one's.
     const twin = this.db
-      .prepare(`SELECT id, result FROM uploads WHERE target = ? AND role = ? AND sha256 = ? AND state = 'done' ORDER BY id LIMIT 1`)
-      .get(plan.target, plan.role, file.sha256) as Row | undefined;
+      .prepare(`SELECT id, result FROM uploads WHERE incident_id = ? AND target = ? AND role = ? AND sha256 = ? AND state = 'done' ORDER BY id LIMIT 1`)
+      .get(incidentId, plan.target, plan.role, file.sha256) as Row | undefined;
     const info = this.db
       .prepare(
-        `INSERT INTO uploads (incident_id, video_id, role, target, sha256, size, state, result, reused_from, created_at, updated_at, completed_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO uploads (incident_id, video_id, role, target, sha256, size, state, result, reused_from, superseded, created_at, updated_at, completed_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         incidentId, videoId, plan.role, plan.target, file.sha256, file.size,
-        twin ? 'done' : 'queued', twin ? twin.result : null, twin ? twin.id : null, t, t, twin ? t : null,
+        twin ? 'done' : 'queued', twin ? twin.result : null, twin ? twin.id : null, superseded, t, t, twin ? t : null,
       );
     if (!twin && plan.parts) this.insertParts(Number(info.lastInsertRowid), plan.parts);
   }
@@ -395,8 +412,8 @@ export class UploadLedger {
 
   /**
    * Uploads ready to send, oldest first. An upload waits while its camera is paused, and while
-   * an older upload of the same content to the same target is still queued: when that one
-   * completes, this one is done too.
+   * an older upload of the same content to the same target in the same incident is still queued:
+   * when that one completes, this one is done too.
    */
   queuedUploadIds(limit: number, exclude: ReadonlySet<number>): number[] {
     if (this.currentFault) return [];
@@ -405,7 +422,7 @@ export class UploadLedger {
         `SELECT u.id FROM uploads u JOIN videos v ON v.incident_id = u.incident_id AND v.id = u.video_id
          WHERE u.state = 'queued' AND v.state = 'ready'
            AND NOT EXISTS (SELECT 1 FROM cameras c WHERE c.id = json_extract(v.info, '$.camera_id') AND c.state = 'paused')
-           AND NOT EXISTS (SELECT 1 FROM uploads o WHERE o.target = u.target AND o.role = u.role
+           AND NOT EXISTS (SELECT 1 FROM uploads o WHERE o.incident_id = u.incident_id AND o.target = u.target AND o.role = u.role
                            AND o.sha256 = u.sha256 AND o.state = 'queued' AND o.id < u.id)
          ORDER BY u.id LIMIT ?`,
       )
@@ -433,6 +450,7 @@ export class UploadLedger {
       mtimeMs: Number(u.mtime_ms),
       file: this.sourceFile(u),
       parts,
+      superseded: u.superseded ? (JSON.parse(String(u.superseded)) as UploadResult) : null,
     };
   }
 
@@ -450,20 +468,63 @@ export class UploadLedger {
     };
   }
 
-  /** The platform opened the upload; when it decided the layout, its parts replace ours. */
-  uploadStarted(uploadId: number, session: SessionState, serverParts?: PlannedPart[]): void {
-    this.write(() => this.db.transaction(() => {
+  /**
+   * The platform opened the upload; when it decided the layout, its parts replace ours. False
+   * when the upload was withdrawn meanwhile (see {@link isQueued}): the caller releases the session.
+   */
+  uploadStarted(uploadId: number, session: SessionState, serverParts?: PlannedPart[]): boolean {
+    return this.write(() => this.db.transaction(() => {
+      if (!this.isQueued(uploadId)) return false;
       const t = now();
       this.db.prepare('UPDATE uploads SET session = ?, started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ?').run(json(session), t, t, uploadId);
       if (serverParts) {
         this.db.prepare('DELETE FROM parts WHERE upload_id = ?').run(uploadId);
         this.insertParts(uploadId, serverParts);
       }
+      return true;
     })());
+  }
+
+  /**
+   * Whether the upload is still queued for a video that is ready. A manifest rewrite or a file
+   * that changed can withdraw an upload while the engine is sending it: the engine then stops it,
+   * and nothing it learns afterwards is recorded.
+   */
+  private isQueued(uploadId: number): boolean {
+    return (
+      this.db
+        .prepare(`SELECT 1 FROM uploads u JOIN videos v ON v.incident_id = u.incident_id AND v.id = u.video_id WHERE u.id = ? AND u.state = 'queued' AND v.state = 'ready'`)
+        .get(uploadId) !== undefined
+    );
+  }
+
+  /**
+   * Of the uploads given (those under way), the ones that may not go on: withdrawn (see
+   * {@link isQueued}), or of a camera that was paused.
+   */
+  haltedUploads(ids: readonly number[]): Map<number, 'withdrawn' | 'paused'> {
+    const halted = new Map<number, 'withdrawn' | 'paused'>();
+    if (ids.length === 0) return halted;
+    const rows = this.db
+      .prepare(
+        `SELECT u.id, u.state = 'queued' AND v.state = 'ready' AS runnable,
+                EXISTS (SELECT 1 FROM cameras c WHERE c.id = json_extract(v.info, '$.camera_id') AND c.state = 'paused') AS paused
+         FROM uploads u JOIN videos v ON v.incident_id = u.incident_id AND v.id = u.video_id
+         WHERE u.id IN (SELECT value FROM json_each(?))`,
+      )
+      .all(json(ids)) as Array<{ id: number; runnable: number; paused: number }>;
+    const found = new Map(rows.map((r) => [r.id, r]));
+    for (const id of ids) {
+      const r = found.get(id);
+      if (!r || !r.runnable) halted.set(id, 'withdrawn');
+      else if (r.paused) halted.set(id, 'paused');
+    }
+    return halted;
   }
 
   partDone(uploadId: number, number: number, etag: string | null, session?: SessionState): void {
     this.write(() => this.db.transaction(() => {
+      if (!this.isQueued(uploadId)) return;
       this.db
         .prepare(`UPDATE parts SET state = 'done', etag = ?, done_at = ?, last_error = NULL WHERE upload_id = ? AND number = ?`)
         .run(etag, now(), uploadId, number);
@@ -478,17 +539,21 @@ export class UploadLedger {
     })());
   }
 
-  /** Completed by the platform: done, along with every queued upload of the same content to that target. */
-  uploadDone(uploadId: number, result: UploadResult): void {
-    this.write(() => this.db.transaction(() => {
+  /**
+   * Completed by the platform: done, along with every queued upload of the same content to that
+   * target in the same incident. False when the upload was withdrawn meanwhile (nothing recorded).
+   */
+  uploadDone(uploadId: number, result: UploadResult): boolean {
+    return this.write(() => this.db.transaction(() => {
+      if (!this.isQueued(uploadId)) return false;
       const t = now();
-      const u = this.db.prepare('SELECT target, role, sha256 FROM uploads WHERE id = ?').get(uploadId) as Row;
+      const u = this.db.prepare('SELECT incident_id, target, role, sha256 FROM uploads WHERE id = ?').get(uploadId) as Row;
       this.db
         .prepare(`UPDATE uploads SET state = 'done', result = ?, last_error = NULL, completed_at = ?, updated_at = ? WHERE id = ?`)
         .run(json(result), t, t, uploadId);
       const twins = this.db
-        .prepare(`SELECT id, incident_id, video_id FROM uploads WHERE target = ? AND role = ? AND sha256 = ? AND state = 'queued'`)
-        .all(u.target, u.role, u.sha256) as Row[];
+        .prepare(`SELECT id, incident_id, video_id FROM uploads WHERE incident_id = ? AND target = ? AND role = ? AND sha256 = ? AND state = 'queued'`)
+        .all(u.incident_id, u.target, u.role, u.sha256) as Row[];
       for (const twin of twins) {
         this.db.prepare('DELETE FROM parts WHERE upload_id = ?').run(twin.id);
         this.db
@@ -498,12 +563,14 @@ export class UploadLedger {
       for (const row of [this.uploadOwner(uploadId), ...twins]) {
         this.bumpReportsIfFinal(String(row.incident_id), String(row.video_id));
       }
+      return true;
     })());
   }
 
   /** Given up: the upload fails with the platform's message, and its remote session is released. */
   uploadFailed(uploadId: number, error: string): void {
     this.note(() => this.db.transaction(() => {
+      if (!this.isQueued(uploadId)) return;
       this.queueAbortFor(uploadId);
       this.db.prepare(`UPDATE uploads SET state = 'failed', session = NULL, last_error = ?, updated_at = ? WHERE id = ?`).run(error, now(), uploadId);
       this.db.prepare(`UPDATE parts SET state = 'pending', etag = NULL WHERE upload_id = ?`).run(uploadId);
@@ -531,6 +598,54 @@ export class UploadLedger {
       this.db
         .prepare(`UPDATE videos SET state = 'waiting', notes = ?, restarts = restarts + 1, settled_at = NULL, updated_at = ? WHERE incident_id = ? AND id = ?`)
         .run(json([reason]), now(), incidentId, videoId);
+    })());
+  }
+
+  /**
+   * Files of hashed videos that settled after `settledAfter` (the window in which an exporter may
+   * still change them): `paths` only, or a page of all of them after `afterRow`.
+   */
+  watchedFiles(settledAfter: number, select: { paths: readonly string[] } | { afterRow: number; limit: number }): Array<WatchedFile & { row: number }> {
+    if (this.currentFault) return [];
+    const byPath = 'paths' in select;
+    const rows = this.db
+      .prepare(
+        `SELECT f.rowid AS row, f.incident_id, f.video_id, f.role, f.path, f.size, f.mtime_ms
+         FROM video_files f JOIN videos v ON v.incident_id = f.incident_id AND v.id = f.video_id
+         WHERE v.state = 'ready' AND v.files_handled IS NULL AND v.settled_at > @settledAfter AND f.path IS NOT NULL
+           AND ${byPath ? 'f.path IN (SELECT value FROM json_each(@paths))' : 'f.rowid > @afterRow'}
+         ORDER BY f.rowid ${byPath ? '' : 'LIMIT @limit'}`,
+      )
+      .all(byPath ? { settledAfter, paths: json(select.paths) } : { settledAfter, afterRow: select.afterRow, limit: select.limit }) as Row[];
+    return rows.map((r) => ({
+      row: Number(r.row),
+      incidentId: String(r.incident_id),
+      videoId: String(r.video_id),
+      role: r.role as FileRole,
+      path: String(r.path),
+      size: Number(r.size),
+      mtimeMs: Number(r.mtime_ms),
+    }));
+  }
+
+  /**
+   * A file of a hashed video changed (an exporter that paused for longer than settle_seconds):
+   * the video settles and is hashed again, its unfinished uploads are withdrawn, and each
+   * completed one is replaced by a new upload once the new content differs. Returns the results
+   * of the completed uploads, which the new ones will supersede: when there are any, the file
+   * changed after its upload and the video counts it (`note`); otherwise it is a restart.
+   */
+  fileChanged(incidentId: string, videoId: string, note: string): Array<{ target: string; role: FileRole; result: UploadResult }> {
+    return this.write(() => this.db.transaction(() => {
+      const done = this.db
+        .prepare(`SELECT target, role, result FROM uploads WHERE incident_id = ? AND video_id = ? AND state = 'done' ORDER BY target, role`)
+        .all(incidentId, videoId) as Row[];
+      this.discardUnfinishedUploads(incidentId, videoId);
+      const counted = done.length > 0 ? 'changed_after_upload = changed_after_upload + 1, change_note = @note' : 'restarts = restarts + 1';
+      this.db
+        .prepare(`UPDATE videos SET state = 'waiting', settled_at = NULL, ${counted}, updated_at = @t WHERE incident_id = @incidentId AND id = @videoId`)
+        .run({ note, t: now(), incidentId, videoId });
+      return done.map((u) => ({ target: String(u.target), role: u.role as FileRole, result: JSON.parse(String(u.result)) as UploadResult }));
     })());
   }
 
@@ -627,9 +742,10 @@ export class UploadLedger {
     return video.state === 'done' ? 'uploaded' : 'failed';
   }
 
+  /** Reports the platform has not acknowledged, except those it refused in their current version. */
   reportsDue(): ReportDue[] {
     if (this.currentFault) return [];
-    return (this.db.prepare('SELECT incident_id, target, wanted, attempts FROM reports WHERE wanted > acked ORDER BY incident_id').all() as Row[]).map((r) => ({
+    return (this.db.prepare('SELECT incident_id, target, wanted, attempts FROM reports WHERE wanted > acked AND wanted > refused ORDER BY incident_id').all() as Row[]).map((r) => ({
       incidentId: String(r.incident_id),
       target: String(r.target),
       wanted: Number(r.wanted),
@@ -670,8 +786,21 @@ export class UploadLedger {
     );
   }
 
+  /** A temporary failure: the report is sent again after a backoff. */
   reportFailed(incidentId: string, target: string, error: string): void {
     this.note(() => this.db.prepare('UPDATE reports SET attempts = attempts + 1, last_error = ? WHERE incident_id = ? AND target = ?').run(error, incidentId, target));
+  }
+
+  /**
+   * The platform refused this version of the report for good: it is not sent again until the
+   * incident changes (a video reaches a final state, the manifest is rewritten) or is retried.
+   */
+  reportRefused(incidentId: string, target: string, version: number, error: string): void {
+    this.note(() =>
+      this.db
+        .prepare('UPDATE reports SET refused = MAX(refused, ?), attempts = attempts + 1, last_error = ? WHERE incident_id = ? AND target = ?')
+        .run(version, error, incidentId, target),
+    );
   }
 
   // ---- after-upload stage ------------------------------------------------------------------
@@ -682,14 +811,14 @@ export class UploadLedger {
    * target has each file, and every reporting target (ALO) acknowledged the latest report of the
    * incident. `allTargets`: the configured targets, for incidents that go to every target.
    */
-  uploadedUnhandled(allTargets: readonly string[]): UploadedVideo[] {
+  uploadedUnhandled(allTargets: readonly string[], settledBefore: number): UploadedVideo[] {
     if (this.currentFault) return [];
     const rows = this.db
       .prepare(
         `SELECT v.incident_id, v.id, i.folder, i.targets FROM videos v JOIN incidents i ON i.id = v.incident_id
-         WHERE v.state = 'ready' AND v.files_handled IS NULL ORDER BY v.settled_at, v.incident_id, v.position`,
+         WHERE v.state = 'ready' AND v.files_handled IS NULL AND v.settled_at <= ? ORDER BY v.settled_at, v.incident_id, v.position`,
       )
-      .all() as Row[];
+      .all(settledBefore) as Row[];
     const out: UploadedVideo[] = [];
     for (const r of rows) {
       const incidentId = String(r.incident_id);
@@ -697,8 +826,8 @@ export class UploadLedger {
       const targets = r.targets ? (JSON.parse(String(r.targets)) as string[]) : allTargets;
       if (targets.length === 0) continue;
       const files = this.db
-        .prepare('SELECT role, path FROM video_files WHERE incident_id = ? AND video_id = ? AND path IS NOT NULL')
-        .all(incidentId, videoId) as Array<{ role: FileRole; path: string }>;
+        .prepare('SELECT role, path, size, mtime_ms FROM video_files WHERE incident_id = ? AND video_id = ? AND path IS NOT NULL')
+        .all(incidentId, videoId) as Array<{ role: FileRole; path: string; size: number; mtime_ms: number }>;
       if (!files.some((f) => f.role === 'video')) continue;
       const uploads = this.db
         .prepare('SELECT role, target, state, completed_at FROM uploads WHERE incident_id = ? AND video_id = ?')
@@ -707,7 +836,8 @@ export class UploadLedger {
       const everywhere = targets.every((t) => files.every((f) => uploads.some((u) => u.target === t && u.role === f.role)));
       if (!everywhere || !this.reportsAcked(incidentId)) continue;
       const confirmedAt = Math.max(...uploads.map((u) => Number(u.completed_at ?? 0)), this.lastAck(incidentId));
-      out.push({ incidentId, videoId, folder: String(r.folder), files: files.map((f) => ({ role: f.role, path: f.path })), confirmedAt });
+      const stamped = files.map((f) => ({ incidentId, videoId, role: f.role, path: f.path, size: f.size, mtimeMs: f.mtime_ms }));
+      out.push({ incidentId, videoId, folder: String(r.folder), files: stamped, confirmedAt });
     }
     return out;
   }
@@ -791,10 +921,6 @@ export class UploadLedger {
   uploadState(uploadId: number): string | null {
     const row = this.db.prepare('SELECT state FROM uploads WHERE id = ?').get(uploadId) as Row | undefined;
     return row ? String(row.state) : null;
-  }
-
-  pausedCameraIds(): Set<string> {
-    return new Set((this.db.prepare(`SELECT id FROM cameras WHERE state = 'paused'`).all() as Array<{ id: string }>).map((r) => r.id));
   }
 
   /**

@@ -4,14 +4,16 @@
  * figures are read from the ledger at each scrape, so they are right after a restart too.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { oldestQueuedSeconds, queuedByTarget } from '../ledger/camera-view.js';
+import { oldestQueuedSeconds, queuedByTarget, refusedReportsByTarget } from '../ledger/camera-view.js';
 import type { Db } from '../ledger/database.js';
+import type { ReportObserver } from '../report/incident-reporter.js';
 import type { TokenBucket } from '../upload/bandwidth.js';
 import type { UploadObserver } from '../upload/engine.js';
+import type { ExportChangeObserver } from '../watch/export-changes.js';
 
 const PART_SECONDS_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
-export class UploadMetrics implements UploadObserver {
+export class UploadMetrics implements UploadObserver, ReportObserver, ExportChangeObserver {
   readonly registry = new Registry();
   /** Since when each target's calls have been failing (no success since); absent: it answers. */
   private readonly failingSince = new Map<string, number>();
@@ -21,6 +23,8 @@ export class UploadMetrics implements UploadObserver {
   private readonly failed: Counter<'target'>;
   private readonly retries: Counter<'target' | 'reason'>;
   private readonly partSeconds: Histogram<'target'>;
+  private readonly reportsRefused: Counter<'target'>;
+  private readonly changedAfterUpload: Counter;
 
   constructor(
     private readonly targets: readonly string[],
@@ -35,7 +39,13 @@ export class UploadMetrics implements UploadObserver {
     this.failed = counter('vms_uplink_uploads_failed_total', 'Uploads given up with a permanent error.');
     this.retries = new Counter({ name: 'vms_uplink_retries_total', help: 'Calls retried, by reason (http_503, econnreset, stall, url_refused, token_expired, …).', labelNames: ['target', 'reason'], registers });
     this.partSeconds = new Histogram({ name: 'vms_uplink_part_duration_seconds', help: 'Time from sending a part to its acknowledgement (bandwidth waits included).', labelNames: ['target'], buckets: PART_SECONDS_BUCKETS, registers });
-    for (const target of targets) for (const c of [this.bytes, this.parts, this.completed, this.failed]) c.inc({ target }, 0);
+    this.reportsRefused = counter('vms_uplink_reports_refused_total', 'Incident reports the platform refused for good (4xx other than 401/408/429).');
+    this.changedAfterUpload = new Counter({
+      name: 'vms_uplink_exports_changed_after_upload_total',
+      help: 'Export files that changed after their upload completed (an exporter paused longer than settle_seconds) and were uploaded again.',
+      registers,
+    });
+    for (const target of targets) for (const c of [this.bytes, this.parts, this.completed, this.failed, this.reportsRefused]) c.inc({ target }, 0);
     // Gauges read at scrape time: the ledger and the token bucket are the truth.
     new Gauge({
       name: 'vms_uplink_queue_depth',
@@ -45,6 +55,16 @@ export class UploadMetrics implements UploadObserver {
       collect() {
         const queued = queuedByTarget(db);
         for (const target of targets) this.set({ target }, queued.get(target) ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'vms_uplink_reports_refused',
+      help: 'Incidents whose latest report the platform refused for good; sent again when the incident changes or on retry.',
+      labelNames: ['target'],
+      registers,
+      collect() {
+        const refused = refusedReportsByTarget(db);
+        for (const target of targets) this.set({ target }, refused.get(target)?.count ?? 0);
       },
     });
     new Gauge({
@@ -88,6 +108,14 @@ export class UploadMetrics implements UploadObserver {
 
   uploadFailed(target: string): void {
     this.failed.inc({ target });
+  }
+
+  reportRefused(target: string): void {
+    this.reportsRefused.inc({ target });
+  }
+
+  exportChangedAfterUpload(): void {
+    this.changedAfterUpload.inc();
   }
 
   retried(target: string, reason: string): void {

@@ -1,13 +1,21 @@
 /**
  * Keeps platforms that hold incidents (ALO) up to date: whenever the ledger says the platform
  * has not acknowledged the latest state of an incident, the whole incident is sent again.
- * Reports are retried with backoff until acknowledged; the ledger remembers across restarts.
+ * Temporary failures are retried with backoff (or after the platform's Retry-After) until
+ * acknowledged; a report the platform refuses for good is recorded as refused and not sent
+ * again until the incident changes. The ledger remembers all of it across restarts.
  */
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
+import { LedgerFaultError } from '../ledger/faults.js';
 import type { UploadLedger } from '../ledger/upload-ledger.js';
-import type { Target } from '../targets/target.js';
+import { TargetError, type Target } from '../targets/target.js';
 import { backoffDelay, type BackoffPolicy } from '../upload/backoff.js';
+
+/** Told when a platform refuses a report for good (metrics). */
+export interface ReportObserver {
+  reportRefused(target: string): void;
+}
 
 export class IncidentReporter {
   private readonly retryAt = new Map<string, number>();
@@ -19,6 +27,7 @@ export class IncidentReporter {
     private readonly targets: ReadonlyMap<string, Target>,
     private readonly backoff: BackoffPolicy,
     private readonly log: Logger,
+    private readonly observer?: ReportObserver,
   ) {}
 
   /** Sends every report that is due; returns when they were all answered. */
@@ -53,11 +62,31 @@ export class IncidentReporter {
         'incident reported',
       );
     } catch (err) {
-      if (this.ctl.signal.aborted) return;
-      this.ledger.reportFailed(incidentId, target.name, describeError(err));
-      const delay = backoffDelay(attempts, this.backoff);
-      this.retryAt.set(key, Date.now() + delay);
-      this.log.warn({ event: 'incident.report.failed', ...ids, err, delayMs: delay }, `incident report failed: ${describeError(err)}`);
+      // Stopping, or acknowledged but not recorded (the ledger's disk): it is sent again later.
+      if (this.ctl.signal.aborted || err instanceof LedgerFaultError) return;
+      this.failed(err, ids, version, attempts, key);
     }
+  }
+
+  /** A refusal for good is recorded and not resent; anything else is tried again after a wait. */
+  private failed(err: unknown, ids: { incidentId: string; target: string }, version: number, attempts: number, key: string): void {
+    // Errors that are not the platform's answer (a bug) would fail the same way again: refused too.
+    const kind = err instanceof TargetError ? err.kind : 'permanent';
+    if (kind === 'permanent') {
+      this.ledger.reportRefused(ids.incidentId, ids.target, version, describeError(err));
+      this.retryAt.delete(key);
+      this.observer?.reportRefused(ids.target);
+      this.log.error(
+        { event: 'incident.report.refused', ...ids, version, err },
+        `incident report refused: ${describeError(err)}; it is sent again when the incident changes, or after vms-uplink retry ${ids.incidentId}`,
+      );
+      return;
+    }
+    this.ledger.reportFailed(ids.incidentId, ids.target, describeError(err));
+    // A refused token was renewed by the call itself: try again at once, the first time.
+    const hinted = err instanceof TargetError ? (err.details.retryAfterMs ?? 0) : 0;
+    const delay = kind === 'reauth' && attempts === 0 ? 0 : Math.max(hinted, backoffDelay(attempts, this.backoff));
+    this.retryAt.set(key, Date.now() + delay);
+    this.log.warn({ event: 'incident.report.failed', ...ids, err, delayMs: delay }, `incident report failed: ${describeError(err)}`);
   }
 }

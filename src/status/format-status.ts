@@ -24,7 +24,8 @@ function headerLines(s: StatusSnapshot, daemon: DaemonReport | undefined): strin
   for (const p of daemon?.problems ?? []) lines.push(`PROBLEM (${p.kind}, since ${p.since}): ${p.message}`);
   if (daemon?.daemon) lines.push(`daemon: ${daemon.daemon.running ? `running (pid ${daemon.daemon.pid}, since ${daemon.daemon.startedAt})` : 'not running'}`);
   lines.push(
-    `uploads: ${t.uploading} uploading, ${t.queued} queued, ${t.done} done, ${t.failed} failed; videos: ${t.waiting} waiting for files, ${t.failedVideos} failed`,
+    `uploads: ${t.uploading} uploading, ${t.queued} queued, ${t.done} done, ${t.failed} failed; videos: ${t.waiting} waiting for files, ${t.failedVideos} failed` +
+      (t.refusedReports > 0 ? `; reports: ${t.refusedReports} refused` : ''),
   );
   return lines;
 }
@@ -60,6 +61,7 @@ function videoNotes(v: VideoStatus): string[] {
     lines.push(`      files ${what} (${v.filesHandled.at})`);
   }
   if (v.restarts > 0) lines.push(`      restarted ${v.restarts} time(s): the file changed after it was hashed`);
+  if (v.changedAfterUpload > 0) lines.push(`      changed after upload ${v.changedAfterUpload} time(s); last: ${v.changeNote ?? '(no detail)'}`);
   for (const u of v.uploads) {
     const note = uploadNote(u);
     if (note) lines.push(note);
@@ -69,13 +71,17 @@ function videoNotes(v: VideoStatus): string[] {
   return [`  video ${v.id}${camera ? ` (${camera})` : ''}${v.file ? ` ${v.file}` : ''}: ${v.state}${waitsForCamera(v) ? ', its camera paused' : ''}`, ...lines];
 }
 
+function reportLine(r: IncidentStatus['reports'][number]): string {
+  if (r.state === 'acknowledged') return `up to date (${r.ackedAt})`;
+  if (r.state === 'refused') return `FAILED: refused by the platform: ${r.lastError ?? '(no message)'} (sent again when the incident changes, or with vms-uplink retry)`;
+  return `pending${r.lastError ? ` — last error: ${r.lastError}` : ''}`;
+}
+
 /** What the rows cannot say: the folder, reports to the platforms, errors, notes, last errors. */
 function incidentDetails(i: IncidentStatus): string[] {
   const lines = ['', `incident ${i.id}${i.title ? ` "${i.title}"` : ''}  (${i.folder})`];
   if (i.folderHandled) lines.push(`  folder ${i.folderHandled.action === 'move' ? 'moved' : 'removed'} after upload (${i.folderHandled.at})`);
-  for (const r of i.reports) {
-    lines.push(`  report to ${r.target}: ${r.upToDate ? `up to date (${r.ackedAt})` : `pending${r.lastError ? ` — last error: ${r.lastError}` : ''}`}`);
-  }
+  for (const r of i.reports) lines.push(`  report to ${r.target}: ${reportLine(r)}`);
   for (const v of i.videos) lines.push(...videoNotes(v));
   return lines;
 }

@@ -50,6 +50,14 @@ class CameraPausedError extends Error {
   override readonly name = 'CameraPausedError';
 }
 
+/**
+ * The ledger withdrew an upload under way (its file changed, or a manifest rewrite replaced the
+ * file): it stops, and the uploads planned for the new content take over.
+ */
+class UploadWithdrawnError extends Error {
+  override readonly name = 'UploadWithdrawnError';
+}
+
 /** After this many refused URLs in a row, fresh URLs clearly do not help: treat it as a failure. */
 const MAX_URL_RENEWALS = 5;
 const ABORT_ATTEMPTS = 20;
@@ -73,7 +81,7 @@ export class UploadEngine {
   /** Looks for work in the ledger; call whenever it may have gained some. */
   poke(): void {
     if (this.stopping) return;
-    this.interruptPausedCameras();
+    this.interruptHalted();
     if (this.holding) return;
     const perTarget = new Map<string, number>();
     for (const a of this.active.values()) perTarget.set(a.target, (perTarget.get(a.target) ?? 0) + 1);
@@ -110,12 +118,16 @@ export class UploadEngine {
     if (!held) this.poke();
   }
 
-  /** Uploads under way whose camera was paused stop now; their acknowledged parts stay done. */
-  private interruptPausedCameras(): void {
+  /**
+   * Uploads under way whose camera was paused, or that the ledger withdrew, stop now; the parts
+   * the platform acknowledged stay done.
+   */
+  private interruptHalted(): void {
     if (this.active.size === 0) return;
-    const paused = this.o.ledger.pausedCameraIds();
-    for (const a of this.active.values()) {
-      if (a.cameraId !== undefined && paused.has(a.cameraId) && !a.ctl.signal.aborted) a.ctl.abort(new CameraPausedError(`camera ${a.cameraId} paused`));
+    for (const [id, why] of this.o.ledger.haltedUploads([...this.active.keys()])) {
+      const a = this.active.get(id)!;
+      if (a.ctl.signal.aborted) continue;
+      a.ctl.abort(why === 'paused' ? new CameraPausedError(`camera ${a.cameraId} paused`) : new UploadWithdrawnError('withdrawn: the file changed or the manifest replaced it'));
     }
   }
 
@@ -161,9 +173,10 @@ export class UploadEngine {
         () => target.complete(session, file, done.map((p) => ({ number: p.number, size: p.size, etag: p.etag })), ctl.signal),
         this.troubleOf(upload),
       );
-      this.o.ledger.uploadDone(upload.id, result);
+      if (!this.o.ledger.uploadDone(upload.id, result)) throw new UploadWithdrawnError(`withdrawn while it completed (the platform has it as ${JSON.stringify(result)})`);
       this.o.observer?.uploadCompleted(target.name);
-      log.info({ event: 'upload.completed', bytes: file.size, result }, 'upload completed');
+      const superseded = upload.superseded ?? undefined;
+      log.info({ event: 'upload.completed', bytes: file.size, result, superseded }, superseded ? `upload completed, superseding ${JSON.stringify(superseded)}` : 'upload completed');
     } catch (err) {
       this.settleFailure(upload, err, log);
     } finally {
@@ -178,6 +191,10 @@ export class UploadEngine {
     }
     if (err instanceof CameraPausedError) {
       log.info({ event: 'upload.camera.paused', cameraId: upload.file.video.camera_id }, 'camera paused: the upload waits until it runs again');
+      return;
+    }
+    if (err instanceof UploadWithdrawnError) {
+      log.info({ event: 'upload.withdrawn', reason: err.message }, `upload stopped: ${err.message}`);
       return;
     }
     if (this.root.signal.aborted || err instanceof ShutdownError) {
@@ -211,7 +228,10 @@ export class UploadEngine {
         throw err;
       }
     }
-    this.o.ledger.uploadStarted(upload.id, started.session, serverParts);
+    if (!this.o.ledger.uploadStarted(upload.id, started.session, serverParts)) {
+      await target.abort(started.session, upload.file, signal).catch(() => undefined);
+      throw new UploadWithdrawnError('withdrawn before the platform opened it');
+    }
     const parts = serverParts ? serverParts.map((p) => ({ ...p, state: 'pending' as const, etag: null })) : upload.parts;
     return { session: started.session, parts };
   }

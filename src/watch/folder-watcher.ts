@@ -25,6 +25,8 @@ export interface WatcherOptions {
   ledger: UploadLedger;
   /** The targets an incident in this folder goes to. */
   route: (folder: string) => string[];
+  /** A file that is not a manifest was added or changed (an export going on after its upload?). */
+  onFileEvent?: (path: string) => void;
   log: Logger;
 }
 
@@ -62,9 +64,11 @@ export class FolderWatcher {
       binaryInterval: this.o.pollIntervalMs,
       ignored: (path: string) => path !== this.o.root && isIgnoredName(basename(path)),
     });
-    // Video files need no events: the planner stats the files it waits for on every tick.
+    // The planner stats the files it waits for on every tick; events on other files only tell
+    // that an export may have gone on after its upload.
     const onFile = (path: string): void => {
       if (MANIFESTS.has(basename(path))) this.candidates.add(path);
+      else this.o.onFileEvent?.(path);
     };
     this.watcher.on('add', onFile).on('change', onFile);
     // An exporter that creates a folder and renames a manifest into it at once can beat the

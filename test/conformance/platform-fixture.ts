@@ -31,10 +31,12 @@ export interface VideoRef {
 export interface PlatformSite {
   /** The `targets.<name>` block for the daemon's config (type, base_url, auth, limits…). */
   targetConfig: Record<string, unknown>;
-  /** The completed video, as the platform holds it; undefined while it is not complete. */
+  /** The completed video, as the platform holds it (the latest, when it was uploaded again); undefined while it is not complete. */
   received(video: VideoRef): Promise<ReceivedVideo | undefined>;
   /** The video ids the platform's last incident report lists as uploaded and failed (platforms with reports: ALO). */
   incidentReport?(incidentId: string): { uploaded: string[]; failed: string[] } | undefined;
+  /** How many incident reports the platform refused with a 4xx (platforms with reports). */
+  refusedReports?(): number;
   /** How many completed copies of the video the platform holds: 1 once delivered, never more. */
   completions(video: VideoRef): number;
   /**

@@ -84,6 +84,8 @@ export interface AloEmulator {
   readonly calls: AloCall[];
   /** The next `count` calls of the route are answered with `status` and not carried out. */
   failNext(route: AloRoute, count: number, status?: number): void;
+  /** Drops the faults still queued for the route. */
+  clearFaults(route: AloRoute): void;
   /** The next `count` calls of the route answer `status` (default 500) with an error echoing the request: URL, query and headers. */
   echoNext(route: AloRoute, count: number, status?: number): void;
   /**
@@ -192,6 +194,8 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
   private readonly incidents = new Map<string, AloIncident>();
   /** uploadId → the incident and key it was created for. */
   private readonly multipartUploads = new Map<string, { incidentId: string; s3Key: string }>();
+  /** The keys handed out for each incident: a report may name only those (another incident's object is not this one's). */
+  private readonly handedOut = new Map<string, Set<string>>();
 
   constructor(opts: AloEmulatorOptions) {
     super();
@@ -324,6 +328,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
     const s3Key = `vms/${ORG_ID}/${this.accountId}/${incidentId}/${fileId}_${filename}`;
     const uploadId = this.store.createMultipartUpload(s3Key);
     this.multipartUploads.set(uploadId, { incidentId, s3Key });
+    this.handOut(incidentId, s3Key);
     return { status: 200, body: { s3_key: s3Key, upload_id: uploadId } };
   }
 
@@ -355,6 +360,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
         const { filename } = validate(singleFileSchema, file, field);
         const s3Key = `vms/${ORG_ID}/${this.accountId}/${incidentId}/${filename}`;
         const signedUrl = await this.store.presignPutObject(s3Key, this.urlExpiresSeconds);
+        this.handOut(incidentId, s3Key);
         uploads[fileId] = { s3_key: s3Key, signed_urls: signedUrl };
         continue;
       }
@@ -410,6 +416,20 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
     return { status: 200, body: { s3_key: s3Key, upload_id: uploadId } };
   }
 
+  private handOut(incidentId: string, s3Key: string): void {
+    let keys = this.handedOut.get(incidentId);
+    if (!keys) this.handedOut.set(incidentId, (keys = new Set()));
+    keys.add(s3Key);
+  }
+
+  /** A key in a report must name an uploaded object that was handed out for this very incident. */
+  private requireOwnObject(incidentId: string, s3Key: string, field: string): void {
+    if (!this.handedOut.get(incidentId)?.has(s3Key)) {
+      throw new HttpProblem(400, `${field}: s3_key "${s3Key}" was never handed out for this incident`);
+    }
+    if (!this.store.hasObject(s3Key)) throw new HttpProblem(400, `${field}: no uploaded object with key "${s3Key}"`);
+  }
+
   /** An upload created for another incident is as unknown to this one as a made-up id. */
   private requireOwnUpload(incidentId: string, s3Key: string, uploadId: string): void {
     const owner = this.multipartUploads.get(uploadId);
@@ -431,15 +451,8 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
     (input.uploaded_videos ?? []).forEach((video, i) => {
       const field = `vms_incident.uploaded_videos[${i}]`;
       checkId(video.id, `${field}.id`);
-      if (!this.store.hasObject(video.s3_key)) {
-        throw new HttpProblem(400, `${field}.s3_key: no uploaded object with key "${video.s3_key}"`);
-      }
-      if (video.s3_thumbnail_key !== undefined && !this.store.hasObject(video.s3_thumbnail_key)) {
-        throw new HttpProblem(
-          400,
-          `${field}.s3_thumbnail_key: no uploaded object with key "${video.s3_thumbnail_key}"`,
-        );
-      }
+      this.requireOwnObject(incidentId, video.s3_key, `${field}.s3_key`);
+      if (video.s3_thumbnail_key !== undefined) this.requireOwnObject(incidentId, video.s3_thumbnail_key, `${field}.s3_thumbnail_key`);
     });
     (input.failed_videos ?? []).forEach((video, i) => checkId(video.id, `vms_incident.failed_videos[${i}].id`));
 

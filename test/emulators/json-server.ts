@@ -69,6 +69,11 @@ export abstract class EmulatorServer<Route, Call extends { status: number }> {
     this.queueFaults(route, count, { kind: 'echo', status });
   }
 
+  /** Drops the faults still queued for the route. */
+  clearFaults(route: Route): void {
+    this.faults.delete(route);
+  }
+
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections();

@@ -5,12 +5,13 @@
  * deletes only files confirmed uploaded longer ago than its age. Files on disk and ledger rows
  * are asserted, not logs.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { startAloEmulator, type AloEmulator } from '../emulators/alo.js';
-import { startS3Store } from '../emulators/s3-store.js';
+import { startS3Store, type S3Store } from '../emulators/s3-store.js';
 import { aloTargetConfig } from '../support/alo-site.js';
 import { waitFor } from '../support/daemon-process.js';
 import { MiB, sha256File, writeThumbnail } from '../support/files.js';
@@ -20,19 +21,40 @@ import { writeIncident } from '../support/manifest.js';
 import { writeSiteConfig, type SiteFiles } from '../support/site.js';
 
 interface Fleet extends SiteFiles {
+  store: S3Store;
   a: AloEmulator;
   b: AloEmulator;
   start(): void;
 }
 
-/** Targets `a` and `b` (two ALO emulators on one store) and a daemon (started by `start()`). */
-async function fleet(ctx: TestContext, sections: Record<string, unknown>): Promise<Fleet> {
+/**
+ * Targets `a` and `b` (two ALO emulators on one store) and a daemon (started by `start()`). Files
+ * are handled once they settled longer ago than `watch.missing_file_seconds` (the window in which
+ * a stalled exporter may still write to them): 2 s here, unless `watch` says otherwise.
+ */
+async function fleet(ctx: TestContext, sections: Record<string, unknown>, watch: Record<string, unknown> = { missing_file_seconds: 2 }): Promise<Fleet> {
   const h = harness(ctx);
   const store = h.closeAtEnd(await startS3Store());
   const a = h.closeAtEnd(await startAloEmulator({ store }));
   const b = h.closeAtEnd(await startAloEmulator({ store }));
-  const files = await writeSiteConfig(await h.dir(), { targets: { a: aloTargetConfig(a.baseUrl), b: aloTargetConfig(b.baseUrl) }, sections });
-  return { ...files, a, b, start: () => void h.daemon(files) };
+  const files = await writeSiteConfig(await h.dir(), { targets: { a: aloTargetConfig(a.baseUrl), b: aloTargetConfig(b.baseUrl) }, sections, watch });
+  return { ...files, store, a, b, start: () => void h.daemon(files) };
+}
+
+/** When the video settled (was last hashed), ms; undefined while it waits. */
+const settledAt = (f: SiteFiles, incidentId: string, videoId: string): number | undefined =>
+  ledgerRowsSoFar<{ settled_at: number | null }>(f.ledgerPath, 'SELECT settled_at FROM videos WHERE incident_id = ? AND id = ?', incidentId, videoId)[0]?.settled_at ?? undefined;
+
+/** What ALO `alo` holds under the key its incident report names for the video. */
+async function reportedSha(f: Fleet, alo: AloEmulator, incidentId: string, videoId: string): Promise<string | undefined> {
+  const key = alo.incident(incidentId)?.uploaded_videos.find((v) => v.id === videoId)?.s3_key;
+  return key && f.store.hasObject(key) ? f.store.objectSha256(key) : undefined;
+}
+
+/** One incident of one 1 MiB video, `<id>-v1` in cam01.mp4; returns the file's path. */
+async function exportOneVideo(f: Fleet, id: string): Promise<string> {
+  await writeIncident(f.exportsRoot, id, [{ id: `${id}-v1`, file: 'cam01.mp4', size: 1 * MiB }]);
+  return join(f.exportsRoot, id, 'cam01.mp4');
 }
 
 interface VideoRow {
@@ -126,6 +148,43 @@ describe('after_upload', () => {
     expect(existsSync(join(folder, 'cam02.mp4'))).toBe(false);
     expect(existsSync(join(folder, 'incident.json'))).toBe(true);
     expect(folderHandled(f, 'inc-ref')).toBeNull();
+  });
+
+  it('delete: a file its exporter goes on writing after it was uploaded stays until the final version is on every target', async (ctx) => {
+    const f = await fleet(ctx, { after_upload: 'delete' }, { missing_file_seconds: 3 });
+    const path = await exportOneVideo(f, 'inc-grow');
+    f.start();
+    await waitFor(() => {
+      const u = uploadStates(f, 'inc-grow', 'inc-grow-v1');
+      return u['a/video'] === 'done' && u['b/video'] === 'done';
+    }, 30_000, 'the first version on a and b');
+    // The exporter had only paused: it writes the rest, within the change window.
+    await appendFile(path, randomBytes(2 * MiB));
+    const finalSha = await sha256File(path);
+    await waitFor(() => videoRow(f, 'inc-grow', 'inc-grow-v1')?.files_handled === 'delete', 45_000, 'the file deleted');
+    expect(existsSync(path)).toBe(false);
+    for (const alo of [f.a, f.b]) expect(await reportedSha(f, alo, 'inc-grow', 'inc-grow-v1')).toBe(finalSha);
+  });
+
+  it('move: never moves a file that changed since it was uploaded, even after the change window', async (ctx) => {
+    const h = harness(ctx);
+    const moved = await h.dir();
+    const f = await fleet(ctx, { after_upload: 'move', after_upload_dir: moved }, { missing_file_seconds: 1 });
+    // b does not acknowledge reports for now, which holds the move back past the change window.
+    f.b.failNext('put_incident', 10_000, 503);
+    const path = await exportOneVideo(f, 'inc-late');
+    f.start();
+    await waitFor(() => {
+      const u = uploadStates(f, 'inc-late', 'inc-late-v1');
+      const at = settledAt(f, 'inc-late', 'inc-late-v1');
+      return u['a/video'] === 'done' && u['b/video'] === 'done' && at !== undefined && Date.now() - at > 1500;
+    }, 30_000, 'the first version on a and b, settled longer ago than the window');
+    await appendFile(path, randomBytes(2 * MiB));
+    const finalSha = await sha256File(path);
+    f.b.clearFaults('put_incident');
+    await waitFor(() => videoRow(f, 'inc-late', 'inc-late-v1')?.files_handled === 'move', 45_000, 'the file moved');
+    expect(await sha256File(join(moved, 'inc-late', 'cam01.mp4'))).toBe(finalSha);
+    for (const alo of [f.a, f.b]) expect(await reportedSha(f, alo, 'inc-late', 'inc-late-v1')).toBe(finalSha);
   });
 
   it('move: puts the files and the manifest under after_upload_dir with the same relative path (across filesystems when /dev/shm is one)', async (ctx) => {

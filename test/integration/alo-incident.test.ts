@@ -2,26 +2,22 @@
  * The whole product on one incident, as an installer would see it: a real daemon process, a
  * real export folder, the ALO emulator and an S3 store that checks every signature.
  */
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
+import { describe, expect, it } from 'vitest';
+import { waitIncident, type AloSite } from '../support/alo-site.js';
+import { runCli, waitFor } from '../support/daemon-process.js';
 import { MiB, writeThumbnail, writeVideo } from '../support/files.js';
-import { incidentManifest, writeManifest } from '../support/manifest.js';
-import { startAloSite, type AloSite } from '../support/alo-site.js';
+import { harness } from '../support/harness.js';
+import { ledgerRowsSoFar } from '../support/ledger.js';
+import { ApiClient, apiSection, parsePrometheus, sampleValue } from '../support/local-api.js';
+import { incidentManifest, writeManifest, writeOneVideoIncident } from '../support/manifest.js';
 
-let site: AloSite;
-let daemon: DaemonProcess | null = null;
-
-afterEach(async () => {
-  daemon?.kill('SIGKILL');
-  await daemon?.exited;
-  daemon = null;
-  await site?.close();
-});
 
 describe('an incident end to end on ALO', () => {
-  it('uploads a multipart video, a small video with its thumbnail, and reports the failed export', async () => {
-    site = await startAloSite();
+  it('uploads a multipart video, a small video with its thumbnail, and reports the failed export', async (ctx) => {
+    const h = harness(ctx);
+    const site = await h.site();
     const folder = join(site.exportsRoot, '2024-02-02', 'incident-1');
     const bigSha = await writeVideo(join(folder, 'cam01_1149.mp4'), 12 * MiB + 123);
     const smallSha = await writeVideo(join(folder, 'cam02_1149.mov'), 300 * 1024);
@@ -36,7 +32,7 @@ describe('an incident end to end on ALO', () => {
       ]),
     );
 
-    daemon = DaemonProcess.run(site.configPath);
+    const daemon = h.daemon(site);
     const incident = await waitFor(() => {
       const i = site.alo.incident(id);
       return i && i.uploaded_videos.length === 2 ? i : undefined;
@@ -80,3 +76,52 @@ describe('an incident end to end on ALO', () => {
     expect(await daemon.exited).toEqual({ code: 0, signal: null });
   });
 });
+
+describe('a report ALO refuses for good', () => {
+  it('is recorded as refused, shown in status, /healthz and metrics, not resent until the incident changes, and sent again on retry', async (ctx) => {
+    const h = harness(ctx);
+    const s = await h.site({ sections: apiSection() });
+    // Every report is refused with a 400 until the fault is cleared.
+    s.alo.failNext('put_incident', 10_000, 400);
+    const id = randomUUID();
+    const sha = await writeOneVideoIncident(s.exportsRoot, id, 1 * MiB);
+    const d = h.daemon(s);
+    const api = await ApiClient.of(d);
+    const reportState = async (): Promise<string | undefined> =>
+      (JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as StatusJson).incidents.find((i) => i.id === id)?.reports[0]?.state;
+    await waitFor(async () => s.store.requests.some((r) => r.status === 200) && (await reportState()) === 'refused' && ledgerUploadsDone(s, id), 30_000, 'the video uploaded and the report refused');
+    const refusedSoFar = s.alo.reports.filter((r) => r.incidentId === id).length;
+    // The manifest and the video's completion are the incident's two versions: each refused once.
+    expect(refusedSoFar).toBeGreaterThanOrEqual(1);
+    expect(refusedSoFar).toBeLessThanOrEqual(2);
+    // Many backoffs of the test's 50–500 ms retry policy later, nothing more was sent.
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(s.alo.reports.filter((r) => r.incidentId === id)).toHaveLength(refusedSoFar);
+
+    const health = await api.call('GET', '/healthz', null);
+    expect(health.status).toBe(200);
+    expect(health.json<{ status: string; reasons: string[] }>()).toEqual({ status: 'degraded', reasons: [expect.stringContaining('alo refused the latest report of 1 incident(s)')] });
+    const samples = parsePrometheus((await api.call('GET', '/metrics')).text);
+    expect(sampleValue(samples, 'vms_uplink_reports_refused', { target: 'alo' })).toBe(1);
+    expect(sampleValue(samples, 'vms_uplink_reports_refused_total', { target: 'alo' })).toBe(refusedSoFar);
+    const text = await runCli(['status', '--config', s.configPath]);
+    expect(text.stdout).toContain('reports: 1 refused');
+    expect(text.stdout).toMatch(/report to alo: FAILED: refused by the platform: .*answered 400/);
+
+    s.alo.clearFaults('put_incident');
+    expect((await runCli(['retry', id, '--config', s.configPath])).code).toBe(0);
+    const incident = await waitIncident(s, d, id, (i) => i.uploaded_videos.length === 1, 'the report sent again and acknowledged');
+    expect(await s.store.objectSha256(incident.uploaded_videos[0]!.s3_key)).toBe(sha);
+    await waitFor(async () => (await reportState()) === 'acknowledged', 10_000, 'the report acknowledged in status');
+    expect((await api.call('GET', '/healthz', null)).json()).toEqual({ status: 'ok' });
+  });
+});
+
+interface StatusJson {
+  incidents: Array<{ id: string; reports: Array<{ state: string }> }>;
+}
+
+function ledgerUploadsDone(s: AloSite, incidentId: string): boolean {
+  const rows = ledgerRowsSoFar<{ state: string }>(s.ledgerPath, 'SELECT state FROM uploads WHERE incident_id = ?', incidentId);
+  return rows.length > 0 && rows.every((r) => r.state === 'done');
+}

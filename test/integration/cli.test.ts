@@ -36,7 +36,7 @@ interface Snapshot {
       uploads: Array<{ role: string; state: string; bytesDone: number; bytesTotal: number; lastError: string | null; rateBytesPerSecond: number; etaSeconds: number | null }>;
     }>;
   }>;
-  totals: { queued: number; uploading: number; done: number; failed: number; waiting: number; failedVideos: number };
+  totals: { queued: number; uploading: number; done: number; failed: number; waiting: number; failedVideos: number; refusedReports: number };
 }
 
 async function statusJson(configPath: string): Promise<Snapshot> {
@@ -213,7 +213,7 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     expect(onTerminal.stdout).not.toMatch(/^INCIDENT /m);
 
     await waitFor(() => s.alo.incident(id)?.uploaded_videos.length === 2, 30_000, 'both videos uploaded');
-    const expected = { queued: 0, uploading: 0, done: 2, failed: 0, waiting: 0, failedVideos: 1 };
+    const expected = { queued: 0, uploading: 0, done: 2, failed: 0, waiting: 0, failedVideos: 1, refusedReports: 0 };
     expect((await statusJson(s.configPath)).totals).toEqual(expected);
 
     d.kill('SIGTERM');

@@ -545,6 +545,12 @@ describe('ALO API', () => {
     });
     expect(unknownKey.status).toBe(400);
     expect(unknownKey.json.error.message).toContain('vms_incident.uploaded_videos[0].s3_key');
+    // An object uploaded for this incident is not another incident's, byte-identical or not.
+    const other = await aloCall('PUT', `/vms/incidents/${INCIDENT}`, {
+      body: { vms_incident: { uploaded_videos: [{ id: 'x', s3_key: video.s3_key }] } },
+    });
+    expect(other.status).toBe(400);
+    expect(other.json.error.message).toBe(`vms_incident.uploaded_videos[0].s3_key: s3_key "${video.s3_key}" was never handed out for this incident`);
 
     const invalid: Array<[unknown, string]> = [
       [{}, 'vms_incident'],

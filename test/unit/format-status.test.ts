@@ -114,10 +114,10 @@ describe('readStatus({ incidentId })', () => {
 
     const s = status({ incidentId: 'inc-2' });
     expect(s.incidents.map((i) => i.id)).toEqual(['inc-2']);
-    expect(s.totals).toEqual({ queued: 1, uploading: 0, done: 0, failed: 0, waiting: 1, failedVideos: 0 });
+    expect(s.totals).toEqual({ queued: 1, uploading: 0, done: 0, failed: 0, waiting: 1, failedVideos: 0, refusedReports: 0 });
     expect(s.pausedCameras.map((c) => c.id)).toEqual(['cam-2']);
     expect(s.invalidManifests.map((m) => m.path)).toEqual(['/exports/inc-2/incident.json']);
-    expect(status().totals).toEqual({ queued: 1, uploading: 1, done: 0, failed: 0, waiting: 1, failedVideos: 1 });
+    expect(status().totals).toEqual({ queued: 1, uploading: 1, done: 0, failed: 0, waiting: 1, failedVideos: 1, refusedReports: 0 });
     expect(status({ incidentId: 'no-such-incident' }).incidents).toEqual([]);
   });
 });
