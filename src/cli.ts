@@ -1,24 +1,27 @@
 #!/usr/bin/env node
 /**
- * The `vms-uplink` command (CONTRACT §2). Exit codes: 0 success, 2 bad configuration or usage
- * (nothing started), 1 any other fatal error.
+ * The `vms-uplink` command. Exit codes: 0 success, 2 bad configuration or usage (nothing
+ * started), 1 any other fatal error.
  */
 import { existsSync } from 'node:fs';
-import { ConfigError, loadConfig, readLedgerPath, resolveConfigPath } from './config/load.js';
+import { once } from 'node:events';
+import { ConfigError, loadConfig, readLedgerPath, refuseNetworkLedger, resolveConfigPath } from './config/load.js';
 import { describeConfig } from './config/mask.js';
 import { Daemon } from './daemon.js';
-import { LedgerOpenError, openDatabase } from './ledger/database.js';
-import { emptyStatus, hasSchema, readStatus } from './ledger/status-snapshot.js';
-import { UploadLedger } from './ledger/upload-ledger.js';
+import { LedgerOpenError } from './ledger/database.js';
+import { Ledger } from './ledger/ledger.js';
+import { emptyOverview } from './ledger/views/status.js';
 import { createLogger, describeError } from './log/logger.js';
-import { networkMountOf } from './ledger/filesystem.js';
-import { daemonReport } from './status/daemon-status.js';
-import { formatStatus } from './status/format-status.js';
+import { Secrets } from './log/redact.js';
+import { daemonReport, type DaemonReport } from './status/daemon-status.js';
+import { footerLines, formatSummary, incidentLines, overviewLines } from './status/format-status.js';
 
 const USAGE = `usage:
   vms-uplink run [--config FILE]            run the daemon in the foreground
   vms-uplink check-config [--config FILE]   validate the configuration and print it, secrets masked
-  vms-uplink status [--config FILE] [--json] what is queued, uploading, done and failed
+  vms-uplink status [--config FILE] [--all] [--json]
+                                            a summary of what is queued, uploading, done and failed;
+                                            --all lists every incident, --json everything for scripts
   vms-uplink retry ID [--config FILE]       put a failed upload (#number) or incident (id) back in the queue
 
 The configuration is --config FILE, else $VMS_UPLINK_CONFIG, else /etc/vms-uplink/config.yaml.`;
@@ -29,11 +32,12 @@ interface Args {
   command: string;
   config?: string;
   json: boolean;
+  all: boolean;
   positional: string[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { command: '', json: false, positional: [] };
+  const args: Args = { command: '', json: false, all: false, positional: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--config' || a === '-c') {
@@ -42,6 +46,7 @@ function parseArgs(argv: string[]): Args {
       args.config = value;
     } else if (a.startsWith('--config=')) args.config = a.slice('--config='.length);
     else if (a === '--json') args.json = true;
+    else if (a === '--all') args.all = true;
     else if (a === '--help' || a === '-h') args.command = 'help';
     else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
     else if (!args.command) args.command = a;
@@ -50,25 +55,13 @@ function parseArgs(argv: string[]): Args {
   return args;
 }
 
-/**
- * SQLite's WAL locking is unsafe on network filesystems: a ledger there is refused like a bad
- * configuration (exit 2), naming ledger.path and the filesystem.
- */
-function refuseNetworkLedger(configPath: string, ledgerPath: string): void {
-  const mount = networkMountOf(ledgerPath);
-  if (!mount) return;
-  throw new ConfigError(configPath, [
-    `ledger.path: ${ledgerPath} is on a network filesystem (${mount.fsType}, ${mount.source} mounted at ${mount.mountPoint}); ` +
-      `SQLite's write-ahead-log locking is not safe there and the ledger could be corrupted: put ledger.path on a local disk`,
-  ]);
-}
-
 async function run(args: Args): Promise<number> {
   const configPath = resolveConfigPath(args.config);
   const config = loadConfig(configPath);
   refuseNetworkLedger(configPath, config.ledger.path);
-  const log = createLogger(config.log.level);
-  const daemon = Daemon.open(config, log);
+  const secrets = new Secrets();
+  const log = createLogger(config.log.level, secrets);
+  const daemon = Daemon.open(config, log, secrets);
   const onSignal = (signal: string): void => {
     log.info({ event: 'daemon.signal', signal }, `${signal} received`);
     daemon.stop();
@@ -80,20 +73,61 @@ async function run(args: Args): Promise<number> {
   return 0;
 }
 
-function status(args: Args): number {
+/** Writes to stdout, waiting while the reader is behind: a listing of any size in bounded memory. */
+async function emit(text: string): Promise<void> {
+  if (!process.stdout.write(text)) await once(process.stdout, 'drain');
+}
+
+/** Incidents listed per page of `status --all` and `--json`. */
+const STATUS_PAGE = 200;
+
+async function status(args: Args): Promise<number> {
   const path = readLedgerPath(resolveConfigPath(args.config));
-  const db = existsSync(path) ? openDatabase(path, { readonly: true }) : null;
+  const daemon = daemonReport(path);
+  const ledger = existsSync(path) ? Ledger.open(path, { readonly: true }) : null;
   try {
-    // A ledger the daemon is creating right now has no tables yet: nothing to show either.
-    const snapshot = db && hasSchema(db) ? readStatus(db) : null;
-    const daemon = daemonReport(path);
-    if (args.json) console.log(JSON.stringify({ ledger: path, ...daemon, ...(snapshot ?? emptyStatus()) }, null, 2));
-    else if (!snapshot) console.log(`no ledger at ${path} yet: the daemon has not run`);
-    else console.log(formatStatus(snapshot, daemon, { tty: process.stdout.isTTY === true, columns: process.stdout.columns }));
+    if (ledger && !ledger.schemaIsCurrent()) {
+      // A ledger being created right now, or one an older version wrote: the daemon migrates it at its start.
+      if (args.json) await emit(`${JSON.stringify({ ledger: path, ...daemon, ...emptyOverview(), incidents: [] }, null, 2)}\n`);
+      else await emit(`the ledger ${path} is not in this version's form yet: the daemon brings it up to date when it starts\n`);
+      return 0;
+    }
+    if (!ledger) {
+      if (args.json) await emit(`${JSON.stringify({ ledger: path, ...daemon, ...emptyOverview(), incidents: [] }, null, 2)}\n`);
+      else await emit(`no ledger at ${path} yet: the daemon has not run\n`);
+      return 0;
+    }
+    if (args.json) await statusJson(ledger, path, daemon);
+    else if (args.all) await statusAll(ledger, daemon);
+    else await emit(`${formatSummary(ledger.status.summary(), daemon, { tty: process.stdout.isTTY === true, columns: process.stdout.columns })}\n`);
+    return 0;
   } finally {
-    db?.close();
+    ledger?.close();
   }
-  return 0;
+}
+
+/** Everything, as one JSON document streamed a page of incidents at a time (incidents last). */
+async function statusJson(ledger: Ledger, path: string, daemon: DaemonReport): Promise<void> {
+  const head = JSON.stringify({ ledger: path, ...daemon, ...ledger.status.overview(null) }, null, 2);
+  await emit(`${head.slice(0, -2)},\n  "incidents": [`);
+  let first = true;
+  for (const page of ledger.status.incidentPages(STATUS_PAGE)) {
+    for (const incident of page) {
+      await emit(`${first ? '' : ','}\n    ${JSON.stringify(incident)}`);
+      first = false;
+    }
+  }
+  await emit(`${first ? '' : '\n  '}]\n}\n`);
+}
+
+/** Every incident: bars on a terminal, a table elsewhere, a page at a time. */
+async function statusAll(ledger: Ledger, daemon: DaemonReport): Promise<void> {
+  const overview = ledger.status.overview(null);
+  const format = { tty: process.stdout.isTTY === true, columns: process.stdout.columns };
+  await emit(`${overviewLines(overview, daemon).join('\n')}\n`);
+  for (const page of ledger.status.incidentPages(STATUS_PAGE)) await emit(`${incidentLines(page, format).join('\n')}\n`);
+  const footer = footerLines(overview);
+  if (footer.length > 0) await emit(`${footer.join('\n')}\n`);
 }
 
 function retry(args: Args): number {
@@ -102,14 +136,14 @@ function retry(args: Args): number {
   const configPath = resolveConfigPath(args.config);
   const ledgerPath = readLedgerPath(configPath);
   refuseNetworkLedger(configPath, ledgerPath);
-  const ledger = UploadLedger.open(ledgerPath);
+  const ledger = Ledger.open(ledgerPath);
   try {
-    const done = ledger.retry(id.replace(/^#/, ''));
+    const done = ledger.operator.retry(id.replace(/^#/, ''));
     if (!done) {
       console.error(`nothing to retry for ${id}: no failed upload with that number and no incident with that id`);
       return 1;
     }
-    console.log(`requeued ${done.uploads} upload(s) and ${done.videos} video(s)${done.incident ? ` of incident ${done.incident}` : ''}`);
+    console.log(`requeued ${done.uploads} upload(s) and ${done.videos} video(s)${done.incident ? ` of incident ${done.incident}; its report is sent again` : ''}`);
     return 0;
   } finally {
     ledger.close();
@@ -126,7 +160,7 @@ async function main(argv: string[]): Promise<number> {
         console.log(describeConfig(loadConfig(resolveConfigPath(args.config))));
         return 0;
       case 'status':
-        return status(args);
+        return await status(args);
       case 'retry':
         return retry(args);
       case 'help':

@@ -1,24 +1,26 @@
 /**
- * Wiring and signals: watch → plan → ledger → upload → report, around one ledger.
+ * Wiring and signals: watch → plan → ledger → upload → report → after upload, around one ledger.
  */
 import { AfterUpload } from './after/after-upload.js';
 import { LocalApi, type Health } from './api/local-api.js';
 import type { Config } from './config/schema.js';
-import type { Logger } from './log/logger.js';
-import { describeError } from './log/logger.js';
 import type { LedgerFault } from './ledger/faults.js';
 import { freeBytesFor } from './ledger/filesystem.js';
-import { refusedReportsByTarget } from './ledger/camera-view.js';
 import { HealthFile, healthPath, type DaemonHealth } from './ledger/health.js';
-import { UploadLedger } from './ledger/upload-ledger.js';
+import { Ledger } from './ledger/ledger.js';
+import type { Logger } from './log/logger.js';
+import { describeError } from './log/logger.js';
+import type { Secrets } from './log/redact.js';
 import { UploadMetrics } from './metrics/upload-metrics.js';
+import { FileIdentities } from './plan/identity.js';
 import { VideoPlanner } from './plan/video-planner.js';
 import { IncidentReporter } from './report/incident-reporter.js';
-import { createTargets } from './targets/index.js';
-import { backoffDelay, sleep } from './upload/backoff.js';
+import { createTargets } from './targets/registry.js';
+import type { Target } from './targets/target.js';
 import { BandwidthSchedule, TokenBucket } from './upload/bandwidth.js';
 import { UploadEngine } from './upload/engine.js';
 import { HttpClient } from './upload/http.js';
+import { Pacer, sleep } from './upload/pacer.js';
 import { ExportChanges } from './watch/export-changes.js';
 import { FolderWatcher } from './watch/folder-watcher.js';
 import { IncidentRouter } from './watch/routes.js';
@@ -27,6 +29,9 @@ import { IncidentRouter } from './watch/routes.js';
 const LEDGER_PROBE_MAX_MS = 30_000;
 /** How often watch.root is checked for /healthz (a full rescan is rarer). */
 const ROOT_CHECK_MS = 2_000;
+/** How often incidents every target finished with are looked for (their folders are then unwatched). */
+const FINISH_CHECK_MS = 10_000;
+const FINISH_PAGE = 500;
 /** A main loop that has not come round for this long is reported by /healthz. */
 const LOOP_STALL_MS = 60_000;
 
@@ -34,6 +39,11 @@ const LOOP_STALL_MS = 60_000;
 interface LowDisk {
   freeBytes: number;
   since: number;
+}
+
+export interface DaemonOptions {
+  /** Runs before every ledger write: tests make it throw a storage fault (a full disk). */
+  beforeLedgerWrite?: () => void;
 }
 
 export class Daemon {
@@ -48,56 +58,64 @@ export class Daemon {
   private constructor(
     private readonly config: Config,
     private readonly log: Logger,
+    private readonly secrets: Secrets,
     private readonly http: HttpClient,
-    private readonly ledger: UploadLedger,
-    private readonly targets: ReturnType<typeof createTargets>,
+    private readonly ledger: Ledger,
+    private readonly targets: Map<string, Target>,
   ) {}
 
   /** Opens everything that can fail on bad input before any work starts. */
-  static open(config: Config, log: Logger): Daemon {
-    const http = new HttpClient({ connectionsPerOrigin: config.upload.concurrency + 2, timeoutMs: config.upload.stallTimeout * 1000 });
-    const targets = createTargets(config, http);
-    const reporting = [...targets.values()].filter((t) => t.report).map((t) => t.name);
-    const ledger = UploadLedger.open(config.ledger.path, reporting);
-    return new Daemon(config, log, http, ledger, targets);
+  static open(config: Config, log: Logger, secrets: Secrets, options: DaemonOptions = {}): Daemon {
+    const http = new HttpClient({ connectionsPerOrigin: config.upload.concurrency + 2 }, secrets);
+    const targets = createTargets(config.targets, { http, secrets });
+    const reportingTargets = [...targets.values()].filter((t) => t.report).map((t) => t.name);
+    const ledger = Ledger.open(config.ledger.path, { reportingTargets, beforeWrite: options.beforeLedgerWrite });
+    return new Daemon(config, log, secrets, http, ledger, targets);
   }
 
   /** Runs until `stop()`; resolves once everything is closed. */
   async run(): Promise<void> {
     const { config, log, ledger, targets } = this;
-    const settleMs = config.watch.settleSeconds * 1000;
-    const backoff = { initialMs: config.upload.retryInitial * 1000, maxMs: config.upload.retryMax * 1000 };
+    const signal = this.stopCtl.signal;
+    const settleMs = config.watch.settle_seconds * 1000;
+    const pacer = new Pacer({ initialMs: config.upload.retry_initial * 1000, maxMs: config.upload.retry_max * 1000 });
     // upload.bandwidth: one bucket for every part of every upload and target; the schedule sets its rate.
     const bandwidth = new TokenBucket(null);
     const bandwidthSchedule = new BandwidthSchedule(config.upload.bandwidth, bandwidth, log);
-    const metrics = new UploadMetrics([...targets.keys()], ledger.db, bandwidth);
+    const metrics = new UploadMetrics([...targets.keys()], ledger.figures, bandwidth);
+    const identities = new FileIdentities(ledger.plan);
     const engine = new UploadEngine({
-      ledger,
+      ledger: ledger.uploads,
+      identities,
       targets,
       concurrency: config.upload.concurrency,
-      stallTimeoutMs: config.upload.stallTimeout * 1000,
-      backoff,
+      stallTimeoutMs: config.upload.stall_timeout * 1000,
+      pacer,
       log,
       bandwidth,
       observer: metrics,
     });
-    const api = config.api && new LocalApi({ config: config.api, ledger, metrics, health: () => this.healthReport(metrics), onWork: () => engine.poke(), log });
+    const api = config.api?.listen
+      ? new LocalApi({ config: config.api, ledger, secrets: this.secrets, metrics, health: () => this.healthReport(metrics), onWork: () => engine.poke(), log })
+      : null;
     // First of what can fail at start-up (the port is taken): nothing is running yet to hold the process.
     await api?.listen();
     bandwidthSchedule.start();
     const planner = new VideoPlanner({
-      ledger,
+      ledger: ledger.plan,
+      identities,
       targets: [...targets.values()],
-      preferredPartSize: config.upload.partSize,
+      preferredPartSize: config.upload.part_size,
       settleMs,
-      missingMs: config.watch.missingFileSeconds * 1000,
+      missingMs: config.watch.missing_file_seconds * 1000,
+      trustMtime: !config.watch.poll,
       log,
     });
-    const reporter = new IncidentReporter(ledger, targets, backoff, log, metrics);
+    const reporter = new IncidentReporter(ledger.reports, targets, pacer, log, metrics);
     const changes = new ExportChanges({
-      ledger,
-      windowMs: config.watch.missingFileSeconds * 1000,
-      sweepMs: config.watch.rescanInterval * 1000,
+      ledger: ledger.plan,
+      windowMs: config.watch.missing_file_seconds * 1000,
+      sweepMs: config.watch.rescan_interval * 1000,
       log,
       observer: metrics,
     });
@@ -106,15 +124,15 @@ export class Daemon {
       new FolderWatcher({
         root: config.watch.root,
         poll: config.watch.poll,
-        pollIntervalMs: config.watch.pollInterval * 1000,
+        pollIntervalMs: config.watch.poll_interval * 1000,
         settleMs,
-        ledger,
+        ledger: ledger.watch,
         route: (folder) => router.targetsFor(folder),
         onFileEvent: (path) => changes.fileEvent(path),
         log,
       });
     let watcher = newWatcher();
-    const after = new AfterUpload({ config, ledger, targets: [...targets.keys()], changes, log });
+    const after = new AfterUpload({ config, ledger: ledger.after, targets: [...targets.keys()], changes, log });
     log.info({ event: 'daemon.started', root: config.watch.root, ledger: config.ledger.path, targets: [...targets.keys()] }, 'vms-uplink started');
     this.openHealth();
     ledger.onFault = (fault) => this.ledgerFault(fault);
@@ -123,13 +141,14 @@ export class Daemon {
     const tickMs = Math.min(1000, Math.max(100, settleMs / 4));
     let lastRescan = Date.now();
     let lastRootCheck = 0;
+    let lastFinishCheck = Date.now();
     const background = new Set<Promise<unknown>>();
     const spawn = (p: Promise<unknown>, what: string): void => {
       const tracked = p.catch((err) => log.error({ event: 'daemon.error', what, err }, `${what}: ${describeError(err)}`));
       background.add(tracked);
       void tracked.finally(() => background.delete(tracked));
     };
-    while (!this.stopCtl.signal.aborted) {
+    while (!signal.aborted) {
       this.lastLoopAt = Date.now();
       if (Date.now() - lastRootCheck >= ROOT_CHECK_MS) {
         lastRootCheck = Date.now();
@@ -137,7 +156,7 @@ export class Daemon {
       }
       if (ledger.fault) {
         // Nothing new is taken while the ledger refuses writes; work under way stops at its next write.
-        if (!(await this.waitForLedger(backoff))) continue;
+        if (!(await this.waitForLedger(pacer))) continue;
         // A manifest read while writes failed is marked as seen by the watcher without being
         // applied: a fresh watcher reads every manifest again (applying one twice changes nothing).
         await watcher.stop();
@@ -155,13 +174,18 @@ export class Daemon {
         await this.idle(tickMs);
         continue;
       }
-      if (Date.now() - lastRescan >= config.watch.rescanInterval * 1000) {
+      if (Date.now() - lastRescan >= config.watch.rescan_interval * 1000) {
         lastRescan = Date.now();
-        await watcher.rescan();
+        watcher.rescan();
+      }
+      if (Date.now() - lastFinishCheck >= FINISH_CHECK_MS) {
+        lastFinishCheck = Date.now();
+        const changeWindowStart = Date.now() - config.watch.missing_file_seconds * 1000;
+        watcher.unwatch(ledger.watch.finishIncidents(changeWindowStart, config.after_upload !== 'keep', FINISH_PAGE));
       }
       await watcher.tick();
       await changes.tick();
-      spawn(planner.tick(this.stopCtl.signal).then((changed) => changed && engine.poke()), 'planning');
+      spawn(planner.tick(signal).then((changed) => changed && engine.poke()), 'planning');
       engine.poke();
       spawn(reporter.tick(), 'reporting');
       spawn(after.tick(), 'after upload');
@@ -170,7 +194,7 @@ export class Daemon {
     log.info({ event: 'daemon.stopping', inFlight: engine.activeUploads }, 'stopping: finishing parts in flight');
     await api?.close();
     await watcher.stop();
-    await engine.stop(config.upload.drainTimeout * 1000);
+    await engine.stop(config.upload.drain_timeout * 1000);
     bandwidthSchedule.stop();
     reporter.stop();
     await after.stop();
@@ -203,7 +227,7 @@ export class Daemon {
       startedAt: this.startedAt,
       updatedAt: new Date().toISOString(),
       ledgerFault: fault && { code: fault.code, message: fault.message, since: new Date(fault.since).toISOString() },
-      lowDisk: low && { freeBytes: low.freeBytes, minFreeBytes: this.config.ledger.minFree, since: new Date(low.since).toISOString() },
+      lowDisk: low && { freeBytes: low.freeBytes, minFreeBytes: this.config.ledger.min_free, since: new Date(low.since).toISOString() },
     });
   }
 
@@ -212,7 +236,7 @@ export class Daemon {
    * file when that starts and ends.
    */
   private belowFloor(): boolean {
-    const floor = this.config.ledger.minFree;
+    const floor = this.config.ledger.min_free;
     const free = floor > 0 ? freeBytesFor(this.config.ledger.path) : null;
     const low = free !== null && free < floor;
     if (low && !this.lowDisk) {
@@ -234,7 +258,7 @@ export class Daemon {
    * are work it cannot finish on its own, such as reports a platform refused.
    */
   private healthReport(metrics: UploadMetrics): Health {
-    const warnings = [...refusedReportsByTarget(this.ledger.db)].map(
+    const warnings = [...this.ledger.figures.refusedReportsByTarget()].map(
       ([target, r]) => `${target} refused the latest report of ${r.count} incident(s) (latest: ${r.lastError ?? 'no message'}); vms-uplink retry INCIDENT-ID sends one again`,
     );
     return { problems: this.healthProblems(metrics), warnings };
@@ -247,10 +271,10 @@ export class Daemon {
     if (fault) problems.push(`the ledger ${this.config.ledger.path} cannot be written since ${new Date(fault.since).toISOString()}: ${fault.message}`);
     if (this.rootProblem) problems.push(this.rootProblem);
     if (this.lowDisk) {
-      problems.push(`${this.lowDisk.freeBytes} bytes free on the ledger's filesystem, below ledger.min_free (${this.config.ledger.minFree}): no new work is taken`);
+      problems.push(`${this.lowDisk.freeBytes} bytes free on the ledger's filesystem, below ledger.min_free (${this.config.ledger.min_free}): no new work is taken`);
     }
     const down = metrics.allTargetsFailingFor();
-    const downLimit = this.config.api?.targetsDownAfter ?? Infinity;
+    const downLimit = this.config.api?.targets_down_after ?? Infinity;
     if (down > downLimit) problems.push(`every target has been failing for ${Math.round(down)} s (api.targets_down_after is ${downLimit} s)`);
     const loopAge = Date.now() - this.lastLoopAt;
     if (loopAge > LOOP_STALL_MS && !fault) problems.push(`the main loop has not come round for ${Math.round(loopAge / 1000)} s`);
@@ -267,24 +291,20 @@ export class Daemon {
   }
 
   /**
-   * Waits (with backoff) until a ledger write commits again; true once it does, false when a stop
-   * came first.
+   * Waits (as the pacer says, at most LEDGER_PROBE_MAX_MS apart) until a ledger write commits
+   * again; true once it does, false when a stop came first.
    */
-  private async waitForLedger(backoff: { initialMs: number; maxMs: number }): Promise<boolean> {
-    const policy = { initialMs: Math.max(50, backoff.initialMs), maxMs: Math.min(LEDGER_PROBE_MAX_MS, Math.max(backoff.maxMs, backoff.initialMs)) };
+  private async waitForLedger(pacer: Pacer): Promise<boolean> {
     const since = this.ledger.fault?.since ?? Date.now();
     for (let attempt = 0; !this.stopCtl.signal.aborted; attempt++) {
-      await this.idle(backoffDelay(attempt, policy));
+      await this.idle(Math.min(LEDGER_PROBE_MAX_MS, Math.max(50, pacer.backoff(attempt))));
       if (this.stopCtl.signal.aborted) return false;
-      if (this.ledger.probe()) {
-        this.log.info(
-          { event: 'ledger.recovered', ledger: this.config.ledger.path, faultMs: Date.now() - since },
-          'ledger writes commit again: resuming',
-        );
-        this.writeHealth('running');
+      const recovered = this.ledger.probe();
+      this.writeHealth('running');
+      if (recovered) {
+        this.log.info({ event: 'ledger.recovered', ledger: this.config.ledger.path, faultMs: Date.now() - since }, 'ledger writes commit again: resuming');
         return true;
       }
-      this.writeHealth('running');
     }
     return false;
   }

@@ -26,7 +26,7 @@ import { copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rmdi
 import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Config } from '../config/schema.js';
-import type { FilesAction, FolderToHandle, UploadLedger, UploadedVideo } from '../ledger/upload-ledger.js';
+import type { AfterUploadLedger, FilesAction, FolderToHandle, UploadedCursor, UploadedVideo } from '../ledger/after-ledger.js';
 import { LedgerFaultError } from '../ledger/faults.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
@@ -35,10 +35,12 @@ import { MANIFEST_NAMES } from '../watch/manifest.js';
 
 /** How often the delete/move stage looks at the ledger (the daemon ticks faster). */
 const TICK_MS = 1000;
+/** Videos and folders looked at per step. */
+const PAGE = 100;
 
 export interface AfterUploadOptions {
-  config: Pick<Config, 'afterUpload' | 'retention' | 'watch'>;
-  ledger: UploadLedger;
+  config: Pick<Config, 'after_upload' | 'after_upload_dir' | 'retention' | 'watch'>;
+  ledger: AfterUploadLedger;
   /** Every configured target (an incident without a route goes to all of them). */
   targets: readonly string[];
   /** Checks that files are as they were uploaded, and sends changed ones round again. */
@@ -63,25 +65,27 @@ export class AfterUpload {
   private lastTick = 0;
   private task: ScheduledTask | null = null;
   private stopped = false;
+  /** Where the next page of uploaded videos starts (the step after a full page goes on from there). */
+  private cursor: UploadedCursor | null = null;
 
   constructor(private readonly o: AfterUploadOptions) {}
 
-  private get action(): Config['afterUpload'] {
-    return this.o.config.afterUpload;
+  private get action(): Config['after_upload'] {
+    return this.o.config.after_upload;
   }
 
   /** Schedules the retention sweep (when configured with keep) and runs it once now. */
   start(): void {
     const retention = this.o.config.retention;
-    if (!retention || this.action.action !== 'keep') return;
-    const pattern = retentionCron(retention.deleteUploadedAfter);
+    if (!retention || this.action !== 'keep') return;
+    const pattern = retentionCron(retention.delete_uploaded_after);
     this.task = cron.schedule(pattern, () => this.exclusive(() => this.sweep()), { name: 'retention', noOverlap: true });
     void this.exclusive(() => this.sweep());
   }
 
   /** One step of delete/move; returns at once when another step is under way. */
   async tick(): Promise<void> {
-    if (this.action.action === 'keep' || Date.now() - this.lastTick < TICK_MS) return;
+    if (this.action === 'keep' || Date.now() - this.lastTick < TICK_MS) return;
     this.lastTick = Date.now();
     await this.exclusive(() => this.handleUploaded());
   }
@@ -110,29 +114,35 @@ export class AfterUpload {
 
   private async handleUploaded(): Promise<void> {
     const action = this.action;
-    if (action.action === 'keep') return;
-    for (const video of this.uploaded()) {
+    if (action === 'keep') return;
+    const page = this.o.ledger.uploaded(this.o.targets, this.changeWindowStart(), this.cursor, PAGE);
+    this.cursor = page.next;
+    for (const video of page.videos) {
       if (this.stopped) return;
-      await this.handleVideo(video, action.action);
+      await this.handleVideo(video, action);
     }
-    for (const folder of this.o.ledger.foldersToHandle()) {
+    for (const folder of this.o.ledger.foldersToHandle(PAGE)) {
       if (this.stopped) return;
-      await this.handleFolder(folder, action.action);
+      await this.handleFolder(folder, action);
     }
   }
 
   /** The retention sweep: deletes files confirmed uploaded longer ago than the age. */
   async sweep(): Promise<void> {
     const retention = this.o.config.retention;
-    if (!retention || this.action.action !== 'keep') return;
-    const before = Date.now() - retention.deleteUploadedAfter * 1000;
+    if (!retention || this.action !== 'keep') return;
+    const before = Date.now() - retention.delete_uploaded_after * 1000;
     let deleted = 0;
-    for (const video of this.uploaded()) {
-      if (this.stopped) return;
-      if (video.confirmedAt > before) continue;
-      if (await this.handleVideo(video, 'retention')) deleted++;
-    }
-    for (const folder of this.o.ledger.foldersToHandle()) {
+    let cursor: UploadedCursor | null = null;
+    do {
+      const page = this.o.ledger.uploaded(this.o.targets, this.changeWindowStart(), cursor, PAGE);
+      cursor = page.next;
+      for (const video of page.videos) {
+        if (this.stopped) return;
+        if (video.confirmedAt <= before && (await this.handleVideo(video, 'retention'))) deleted++;
+      }
+    } while (cursor);
+    for (const folder of this.o.ledger.foldersToHandle(PAGE)) {
       if (this.stopped) return;
       // With keep, a folder goes only once retention took every video of it with a file.
       if (folder.handled.length === 0 || folder.handled.some((a) => a !== 'retention')) continue;
@@ -141,9 +151,9 @@ export class AfterUpload {
     this.o.log.debug({ event: 'retention.swept', deleted }, `retention sweep: ${deleted} video(s) deleted`);
   }
 
-  /** Videos every target has, settled before the change window (watch.missing_file_seconds). */
-  private uploaded(): UploadedVideo[] {
-    return this.o.ledger.uploadedUnhandled(this.o.targets, Date.now() - this.o.config.watch.missingFileSeconds * 1000);
+  /** Files that settled after this may still be written by a stalled exporter (watch.missing_file_seconds). */
+  private changeWindowStart(): number {
+    return Date.now() - this.o.config.watch.missing_file_seconds * 1000;
   }
 
   /** Deletes or moves the video's files; false (nothing done) when one changed since it was uploaded. */
@@ -193,11 +203,11 @@ export class AfterUpload {
 
   /** Where `from` (below watch.root) goes under after_upload_dir. */
   private movedPath(from: string): string {
-    const action = this.action;
-    if (action.action !== 'move') throw new Error('not moving');
+    const dir = this.o.config.after_upload_dir;
+    if (dir === undefined) throw new Error('not moving');
     const rel = path.relative(this.o.config.watch.root, from);
     if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) throw new Error(`${from} is not below watch.root`);
-    return path.join(action.dir, rel);
+    return path.join(dir, rel);
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * The local HTTP API (CONTRACT §6), shaped like the camera fleet API of seeds/003: cameras with
+ * The local HTTP API, shaped like the camera fleet API operators already use: cameras with
  * their backlog and state, incidents, retries, health and Prometheus metrics. Every route but
  * /healthz needs `Authorization: Bearer <api.token>`; errors are `{ "code", "message" }` with
  * the HTTP status as the code.
@@ -7,19 +7,20 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { listenAddress } from '../config/fields.js';
 import type { ApiConfig } from '../config/schema.js';
-import { readCameras, readUploadMetrics } from '../ledger/camera-view.js';
 import { LedgerFaultError } from '../ledger/faults.js';
-import { readStatus } from '../ledger/status-snapshot.js';
-import type { UploadLedger } from '../ledger/upload-ledger.js';
+import type { Ledger } from '../ledger/ledger.js';
+import type { CameraView, UploadMetricsView } from '../ledger/views/cameras.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
-import { registerSecret } from '../log/redact.js';
+import type { Secrets } from '../log/redact.js';
 import type { UploadMetrics } from '../metrics/upload-metrics.js';
 
 export interface LocalApiOptions {
   config: ApiConfig;
-  ledger: UploadLedger;
+  ledger: Pick<Ledger, 'status' | 'cameras' | 'operator'>;
+  secrets: Secrets;
   metrics: UploadMetrics;
   /** Why the daemon is not healthy (problems) or not all well (warnings); both empty while it is. */
   health: () => Health;
@@ -68,16 +69,17 @@ export class LocalApi {
   private readonly tokenDigest: Buffer;
 
   constructor(private readonly o: LocalApiOptions) {
-    this.tokenDigest = sha256(o.config.token.reveal());
-    registerSecret(o.config.token.reveal());
+    const token = (o.config.token ?? o.config.token_file)!.reveal();
+    this.tokenDigest = sha256(token);
+    o.secrets.register(token);
     this.routes = [
       { pattern: /^\/healthz$/, methods: { GET: () => this.health() }, open: true },
       { pattern: /^\/metrics$/, methods: { GET: () => this.metrics() } },
-      { pattern: /^\/cameras$/, methods: { GET: () => ok(readCameras(o.ledger.db)) } },
+      { pattern: /^\/cameras$/, methods: { GET: () => ok(o.ledger.cameras.cameras()) } },
       { pattern: new RegExp(`^/cameras/${SEGMENT}$`), methods: { GET: ([id]) => ok(this.camera(id!)) } },
       { pattern: new RegExp(`^/cameras/${SEGMENT}/video-upload-metrics$`), methods: { GET: ([id]) => ok(this.uploadMetrics(id!)) } },
       { pattern: new RegExp(`^/cameras/${SEGMENT}/state/${SEGMENT}$`), methods: { PUT: ([id, state]) => this.setCameraState(id!, state!) } },
-      { pattern: /^\/incidents$/, methods: { GET: () => ok(readStatus(o.ledger.db).incidents) } },
+      { pattern: /^\/incidents$/, methods: { GET: (_params, req) => ok(this.incidents(req)) } },
       { pattern: new RegExp(`^/incidents/${SEGMENT}$`), methods: { GET: ([id]) => ok(this.incident(id!)) } },
       { pattern: new RegExp(`^/uploads/${SEGMENT}/retry$`), methods: { POST: ([id]) => this.retry(id!) } },
     ];
@@ -88,7 +90,7 @@ export class LocalApi {
 
   /** Starts listening; resolves with the port (api.listen may ask for any free one). */
   async listen(): Promise<number> {
-    const { host, port } = this.o.config;
+    const { host, port } = listenAddress(this.o.config.listen);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', (err) => reject(new Error(`api.listen ${host}:${port}: ${err.message}`)));
       this.server.listen(port, host, () => {
@@ -167,36 +169,43 @@ export class LocalApi {
     return { status: 200, body: await registry.metrics(), contentType: registry.contentType };
   }
 
-  private camera(id: string): ReturnType<typeof readCameras>[number] {
-    const camera = readCameras(this.o.ledger.db, id)[0];
+  private camera(id: string): CameraView {
+    const camera = this.o.ledger.cameras.cameras(id)[0];
     if (!camera) throw new ApiError(404, `no camera ${id} in any manifest`);
     return camera;
   }
 
-  private uploadMetrics(id: string): ReturnType<typeof readUploadMetrics> {
+  private uploadMetrics(id: string): UploadMetricsView {
     this.camera(id);
-    return readUploadMetrics(this.o.ledger.db, id);
+    return this.o.ledger.cameras.uploadMetrics(id);
+  }
+
+  /** Incidents, oldest first; `?after=ID&limit=N` pages through a large ledger (default 100, at most 1000). */
+  private incidents(req: IncomingMessage): unknown {
+    const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
+    const limit = Math.min(1000, Math.max(1, Number(query.get('limit') ?? 100) || 100));
+    return this.o.ledger.status.incidentsAfter(query.get('after'), limit);
   }
 
   private setCameraState(id: string, state: string): Reply {
     if (state !== 'running' && state !== 'paused') throw new ApiError(422, `state must be running or paused, not ${state}`);
-    if (!this.o.ledger.setCameraState(id, state)) throw new ApiError(404, `no camera ${id} in any manifest`);
+    if (!this.o.ledger.operator.setCameraState(id, state)) throw new ApiError(404, `no camera ${id} in any manifest`);
     this.o.log.info({ event: state === 'paused' ? 'camera.paused' : 'camera.resumed', cameraId: id }, `camera ${id} ${state === 'paused' ? 'paused' : 'running again'}`);
     this.o.onWork();
     return { status: 201, body: { code: 0, message: `camera ${id} is ${state}` } };
   }
 
   private incident(id: string): unknown {
-    const incident = readStatus(this.o.ledger.db, { incidentId: id }).incidents[0];
+    const incident = this.o.ledger.status.incident(id);
     if (!incident) throw new ApiError(404, `no incident ${id}`);
     return incident;
   }
 
   private retry(id: string): Reply {
     if (!/^\d{1,15}$/.test(id)) throw new ApiError(404, `no upload ${id}: upload ids are numbers`);
-    const state = this.o.ledger.uploadState(Number(id));
+    const state = this.o.ledger.operator.uploadState(Number(id));
     if (!state) throw new ApiError(404, `no upload ${id}`);
-    const done = this.o.ledger.retry(id);
+    const done = this.o.ledger.operator.retry(id);
     if (!done) throw new ApiError(409, `upload ${id} is ${state}, not failed: nothing to retry`);
     this.o.log.info({ event: 'upload.requeued', uploadId: Number(id) }, `upload #${id} put back in the queue`);
     this.o.onWork();

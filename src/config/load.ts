@@ -5,7 +5,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LineCounter, parseDocument, type Document } from 'yaml';
-import { DEFAULT_LEDGER_PATH, formatProblem, SECRET_FILE_KEYS, validateConfig, type Config, type ConfigPath, type ConfigProblem } from './schema.js';
+import { networkMountOf } from '../ledger/filesystem.js';
+import { formatProblem, type ConfigPath, type ConfigProblem } from './fields.js';
+import { DEFAULT_LEDGER_PATH, SECRET_FILE_KEYS, validateConfig, type Config } from './schema.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/vms-uplink/config.yaml';
 export const CONFIG_PATH_ENV = 'VMS_UPLINK_CONFIG';
@@ -68,6 +70,20 @@ export function readLedgerPath(file: string, readFile: ReadFile = fs.readFileSyn
   const ledger = (raw as { ledger?: { path?: unknown } } | null)?.ledger?.path;
   if (ledger !== undefined && typeof ledger !== 'string') throw new ConfigError(file, ['ledger.path: expected a path']);
   return path.resolve(path.dirname(path.resolve(file)), ledger ?? DEFAULT_LEDGER_PATH);
+}
+
+/**
+ * SQLite's WAL locking is unsafe on network filesystems: a ledger there is refused like a bad
+ * configuration (exit 2), naming ledger.path and the filesystem. `mountinfo` reads the mount
+ * table (tests pass one of a machine with an NFS mount).
+ */
+export function refuseNetworkLedger(configPath: string, ledgerPath: string, mountinfo?: () => string): void {
+  const mount = networkMountOf(ledgerPath, mountinfo);
+  if (!mount) return;
+  throw new ConfigError(configPath, [
+    `ledger.path: ${ledgerPath} is on a network filesystem (${mount.fsType}, ${mount.source} mounted at ${mount.mountPoint}); ` +
+      `SQLite's write-ahead-log locking is not safe there and the ledger could be corrupted: put ledger.path on a local disk`,
+  ]);
 }
 
 /** The configuration from YAML text (what loadConfig does after reading the file). */

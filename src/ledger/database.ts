@@ -1,5 +1,8 @@
 /**
- * Opening the ledger file: durability settings, an integrity check, schema migrations.
+ * The ledger's database core: opening the file (durability settings, an integrity check, schema
+ * migrations), a cache of prepared statements, and the one place where writes meet storage
+ * faults. The stage modules (watch-ledger.ts, plan-ledger.ts, …) hold the SQL; nothing outside
+ * src/ledger/ holds the database handle.
  *
  * WAL with synchronous=FULL means a transaction that returned is on disk, even across a power
  * cut; readers (`vms-uplink status`) never block the daemon's writes.
@@ -7,14 +10,150 @@
  * A damaged ledger is never opened for writing: its files are checked by hand first
  * (preflight.ts), then `PRAGMA quick_check` runs on a read-only connection, which cannot
  * checkpoint or delete the write-ahead log. The broken files stay exactly as they were.
+ *
+ * Storage faults (a full disk, an I/O error): a write that meets one is rolled back, the ledger
+ * enters its fault state and `onFault` is told. Writes that record progress throw
+ * LedgerFaultError, so their caller stops as if shut down and the work is done again later;
+ * `note` writes (a retried error, a give-up) are dropped and made again when the work is
+ * retried. While in the fault state the stages hand out no new work, until `probe()` finds that a
+ * write commits again.
  */
 import Database from 'better-sqlite3';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { isStorageFault, LedgerFaultError, type LedgerFault } from './faults.js';
 import { MIGRATIONS } from './migrations.js';
 import { checkDatabaseFile, checkWalFile } from './preflight.js';
 
-export type Db = Database.Database;
+type Db = Database.Database;
+type Params = unknown[] | [Record<string, unknown>];
+
+/** How a ledger is opened. */
+export interface LedgerOptions {
+  /** `vms-uplink status`: a read-only connection that never blocks the daemon's writes. */
+  readonly?: boolean;
+  /**
+   * Runs before every write; a test makes it throw a storage fault (SqliteError SQLITE_FULL) to
+   * see the daemon through a full disk without filling one.
+   */
+  beforeWrite?: () => void;
+}
+
+export class LedgerDb {
+  private readonly statements = new Map<string, Database.Statement>();
+  private currentFault: LedgerFault | null = null;
+  /** Told when a write first fails for its storage (the start of a fault episode). */
+  onFault: ((fault: LedgerFault) => void) | null = null;
+
+  private constructor(
+    private readonly db: Db,
+    private readonly beforeWrite: () => void,
+  ) {}
+
+  static open(path: string, options: LedgerOptions = {}): LedgerDb {
+    return new LedgerDb(openDatabase(path, options), options.beforeWrite ?? (() => undefined));
+  }
+
+  get isOpen(): boolean {
+    return this.db.open;
+  }
+
+  /** The storage fault writes are meeting, or null while they commit. */
+  get fault(): LedgerFault | null {
+    return this.currentFault;
+  }
+
+  /** The statement for `sql`, prepared once. */
+  stmt(sql: string): Database.Statement {
+    let statement = this.statements.get(sql);
+    if (!statement) this.statements.set(sql, (statement = this.db.prepare(sql)));
+    return statement;
+  }
+
+  /** Every row `sql` selects, each decoded (and its JSON columns validated) by `decode`. */
+  all<T>(sql: string, decode: (row: Record<string, unknown>) => T, ...params: Params): T[] {
+    return (this.stmt(sql).all(...params) as Array<Record<string, unknown>>).map(decode);
+  }
+
+  /** The first row `sql` selects, decoded; undefined when there is none. */
+  get<T>(sql: string, decode: (row: Record<string, unknown>) => T, ...params: Params): T | undefined {
+    const row = this.stmt(sql).get(...params) as Record<string, unknown> | undefined;
+    return row === undefined ? undefined : decode(row);
+  }
+
+  /** The rows of `sql`, one at a time: for listing a ledger of any size in constant memory. */
+  *iterate<T>(sql: string, decode: (row: Record<string, unknown>) => T, ...params: Params): Generator<T> {
+    // An iterating statement is busy until it is done: a fresh one, so that the cache stays usable meanwhile.
+    for (const row of this.db.prepare(sql).iterate(...params) as IterableIterator<Record<string, unknown>>) yield decode(row);
+  }
+
+  run(sql: string, ...params: Params): Database.RunResult {
+    return this.stmt(sql).run(...params);
+  }
+
+  /**
+   * One transaction that records progress: a storage fault rolls it back, enters the fault state
+   * and throws LedgerFaultError.
+   */
+  write<T>(fn: () => T): T {
+    try {
+      this.beforeWrite();
+      return this.db.transaction(fn)();
+    } catch (err) {
+      if (!isStorageFault(err)) throw err;
+      const message = `ledger write failed: ${err.message} (${err.code})`;
+      if (!this.currentFault) {
+        this.currentFault = { code: err.code, message, since: Date.now() };
+        this.onFault?.(this.currentFault);
+      }
+      throw new LedgerFaultError(err.code, message);
+    }
+  }
+
+  /** A write that only records trouble or a give-up: under a storage fault it is dropped. */
+  note(fn: () => void): void {
+    try {
+      this.write(fn);
+    } catch (err) {
+      if (!(err instanceof LedgerFaultError)) throw err;
+    }
+  }
+
+  /**
+   * In the fault state: tries to checkpoint the log (which can give space back) and to commit a
+   * write. True, and the fault state ends, when the write committed.
+   */
+  probe(): boolean {
+    if (!this.currentFault) return true;
+    try {
+      this.db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch {
+      // Not enough room to checkpoint either; the write below decides.
+    }
+    try {
+      this.beforeWrite();
+      this.run('INSERT INTO ledger_probe (id, probed_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at', Date.now());
+    } catch (err) {
+      if (!isStorageFault(err)) throw err;
+      this.currentFault = { ...this.currentFault, code: err.code, message: `ledger write failed: ${err.message} (${err.code})` };
+      return false;
+    }
+    this.currentFault = null;
+    return true;
+  }
+
+  /**
+   * Whether the schema is this version's: false for a ledger a daemon is creating right now (no
+   * tables yet), or one an older daemon wrote and this version has not migrated yet.
+   */
+  schemaIsCurrent(): boolean {
+    return (this.db.pragma('user_version', { simple: true }) as number) === MIGRATIONS.length;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
 
 /** The ledger cannot be trusted or used; the daemon stops rather than guess. */
 export class LedgerOpenError extends Error {
@@ -62,7 +201,7 @@ function verify(path: string): void {
   }
 }
 
-export function openDatabase(path: string, options: { readonly?: boolean } = {}): Db {
+function openDatabase(path: string, options: LedgerOptions): Db {
   const readonly = options.readonly ?? false;
   // A read-only connection cannot checkpoint or drop the log; the hand checks are for writers
   // (and would race a daemon writing the log while `status` reads it).
@@ -103,9 +242,16 @@ function migrate(db: Db, path: string): void {
     );
   }
   for (let v = version; v < MIGRATIONS.length; v++) {
+    const migration = MIGRATIONS[v]!;
+    // foreign_keys cannot change inside a transaction.
+    if (migration.rebuildsTables) db.pragma('foreign_keys = OFF');
     db.transaction(() => {
-      db.exec(MIGRATIONS[v]!);
+      db.exec(migration.sql);
+      if (migration.rebuildsTables && (db.pragma('foreign_key_check') as unknown[]).length > 0) {
+        throw new LedgerOpenError(`ledger ${path}: migration ${v + 1} would break its foreign keys; it was rolled back`);
+      }
       db.pragma(`user_version = ${v + 1}`);
     })();
+    if (migration.rebuildsTables) db.pragma('foreign_keys = ON');
   }
 }

@@ -4,16 +4,7 @@
  * passes (an operator frees space): the transaction that met it was rolled back, so the ledger
  * still says only what was committed; the daemon pauses new work and retries until a write
  * commits again.
- *
- * Test hook (documented in the README, read only here): when the environment variable
- * VMS_UPLINK_TEST_LEDGER_FULL names a file, every ledger write fails with SQLITE_FULL while that
- * file exists. It lets a test without root (no tmpfs mount) fill "the disk" and free it again.
  */
-import Database from 'better-sqlite3';
-import { existsSync } from 'node:fs';
-
-export const TEST_FULL_ENV = 'VMS_UPLINK_TEST_LEDGER_FULL';
-
 /** The SQLite error codes that mean "the storage refused the write", not "the ledger is wrong". */
 export function isStorageFault(err: unknown): err is Error & { code: string } {
   const code = (err as { code?: unknown } | null)?.code;
@@ -39,13 +30,4 @@ export interface LedgerFault {
   message: string;
   /** When the first failing write of this episode happened (ms since the epoch). */
   since: number;
-}
-
-/** The test hook: throws SQLITE_FULL while the flag file exists. A no-op unless the variable is set. */
-export function testFaultHook(env: NodeJS.ProcessEnv = process.env): () => void {
-  const flag = env[TEST_FULL_ENV];
-  if (!flag) return () => undefined;
-  return () => {
-    if (existsSync(flag)) throw new Database.SqliteError('database or disk is full (injected by ' + TEST_FULL_ENV + ')', 'SQLITE_FULL');
-  };
 }

@@ -2,14 +2,9 @@
  * The filesystem a path lives on, from /proc/self/mountinfo. SQLite's WAL needs shared memory
  * and POSIX locks that network filesystems (NFS, SMB, sshfs…) do not provide reliably: a ledger
  * there can be corrupted silently, so the daemon refuses to start with one.
- *
- * Test hook (documented in the README): VMS_UPLINK_TEST_MOUNTINFO names a file read instead of
- * /proc/self/mountinfo, so a test can put the ledger "on NFS" without mounting one.
  */
 import { readFileSync, realpathSync, statfsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-
-export const TEST_MOUNTINFO_ENV = 'VMS_UPLINK_TEST_MOUNTINFO';
 
 export const NETWORK_FILESYSTEMS: ReadonlySet<string> = new Set([
   'nfs', 'nfs4', 'cifs', 'smb3', 'smbfs', 'ncpfs', '9p', 'afs', 'ceph', 'glusterfs', 'lustre', 'gpfs',
@@ -72,14 +67,16 @@ export function resolveExisting(path: string): string {
   }
 }
 
+const readMountinfo = (): string => readFileSync('/proc/self/mountinfo', 'utf8');
+
 /**
  * The network filesystem the file at `path` would be on, or null when it is local or this cannot
- * be told (no /proc: not Linux).
+ * be told (no /proc: not Linux). Tests pass the mountinfo text of a machine with an NFS mount.
  */
-export function networkMountOf(path: string, env: NodeJS.ProcessEnv = process.env): Mount | null {
+export function networkMountOf(path: string, mountinfo: () => string = readMountinfo): Mount | null {
   let text: string;
   try {
-    text = readFileSync(env[TEST_MOUNTINFO_ENV] || '/proc/self/mountinfo', 'utf8');
+    text = mountinfo();
   } catch {
     return null;
   }

@@ -1,11 +1,18 @@
 /**
  * Schema versions, applied in order inside one transaction each; `PRAGMA user_version` holds
- * the version reached. Never edit a shipped migration: add the next one.
+ * the version reached. Never edit a shipped migration: add the next one. A migration that
+ * rebuilds a table (SQLite cannot change a column's constraints in place) runs with foreign keys
+ * off, as SQLite's documentation prescribes, and is checked with foreign_key_check after.
  */
-export const MIGRATIONS: readonly string[] = [
+export interface Migration {
+  sql: string;
+  rebuildsTables?: boolean;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
   // 1: incidents, their videos and files, one upload per (video file, target), its parts,
   //    incident reports, remote uploads still to abort, manifests that did not validate.
-  `
+  { sql: `
   CREATE TABLE incidents (
     id TEXT PRIMARY KEY,
     folder TEXT NOT NULL,
@@ -108,24 +115,24 @@ export const MIGRATIONS: readonly string[] = [
     problems TEXT NOT NULL,
     seen_at INTEGER NOT NULL
   ) STRICT;
-  `,
+  ` },
   // 2: the targets `routes` chose for each incident (NULL: every target, as before routes).
-  `ALTER TABLE incidents ADD COLUMN targets TEXT;`,
+  { sql: `ALTER TABLE incidents ADD COLUMN targets TEXT;` },
   // 3: one row the daemon rewrites to find out whether ledger writes commit again after a
   //    storage fault (a full disk).
-  `CREATE TABLE ledger_probe (id INTEGER PRIMARY KEY CHECK (id = 1), probed_at INTEGER NOT NULL) STRICT;`,
+  { sql: `CREATE TABLE ledger_probe (id INTEGER PRIMARY KEY CHECK (id = 1), probed_at INTEGER NOT NULL) STRICT;` },
   // 4: after-upload handling: what was done with a video's files once every target had it
   //    ('delete', 'move' or 'retention'), and with its incident's folder once every video was handled.
-  `
+  { sql: `
   ALTER TABLE videos ADD COLUMN files_handled TEXT;
   ALTER TABLE videos ADD COLUMN files_handled_at INTEGER;
   ALTER TABLE incidents ADD COLUMN folder_handled TEXT;
   ALTER TABLE incidents ADD COLUMN folder_handled_at INTEGER;
-  `,
+  ` },
   // 5: cameras an operator paused or resumed through the local API (a camera without a row
   //    runs), when each upload's remote session was opened (for upload time), and a lookup of
   //    videos by the manifest's camera_id.
-  `
+  { sql: `
   CREATE TABLE cameras (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL CHECK (state IN ('running', 'paused')),
@@ -133,8 +140,8 @@ export const MIGRATIONS: readonly string[] = [
   ) STRICT;
   ALTER TABLE uploads ADD COLUMN started_at INTEGER;
   CREATE INDEX videos_by_camera ON videos (json_extract(info, '$.camera_id'));
-  `,
-  // 6: each incident is its own case on every platform (CONTRACT §3): content is shared only
+  ` },
+  // 6: each incident is its own case on every platform (each incident is its own case on every platform): content is shared only
   //    within one incident. Uploads that were "done" by reusing another incident's upload named a
   //    key or media handed out for that other incident, so their videos are planned again (their
   //    files are hashed and uploaded anew), unless after-upload already handled the files.
@@ -142,7 +149,7 @@ export const MIGRATIONS: readonly string[] = [
   //    incident changes, or on retry). A file that changed after its upload completed is uploaded
   //    again: the new upload keeps the result it replaces (`superseded`, for the log), the video
   //    counts such changes. Files are found by path when the watcher reports a change.
-  `
+  { sql: `
   CREATE TEMP TABLE reused_elsewhere AS
     WITH RECURSIVE chain(id, origin) AS (
       SELECT id, reused_from FROM uploads WHERE reused_from IS NOT NULL
@@ -163,5 +170,74 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE videos ADD COLUMN changed_after_upload INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE videos ADD COLUMN change_note TEXT;
   CREATE INDEX video_files_by_path ON video_files (path);
+  ` },
+  // 7: one read of the bytes per target. A file's SHA-256 (its identity) may be computed while
+  //    its parts are sent, so an upload's sha256 is unknown (NULL) until then, and each part's
+  //    MD5 is the digest of what was sent, known once sent. A file's stamp (size, mtime and ctime
+  //    in ns, device, inode) is what every read of it is checked against: ctime cannot be set
+  //    back by a writer, so a rewrite that restores size and mtime still shows. Manifests keep
+  //    the stamp of the version last read (a rescan reads only what changed), and an incident
+  //    every target finished with is marked, so its folder is no longer watched.
+  {
+    rebuildsTables: true,
+    sql: `
+  CREATE TABLE uploads_v7 (
+    id INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    video_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    target TEXT NOT NULL,
+    sha256 TEXT,
+    size INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'done', 'failed')),
+    session TEXT,
+    result TEXT,
+    last_error TEXT,
+    reused_from INTEGER,
+    superseded TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    started_at INTEGER,
+    completed_at INTEGER,
+    UNIQUE (incident_id, video_id, role, target),
+    FOREIGN KEY (incident_id, video_id) REFERENCES videos(incident_id, id) ON DELETE CASCADE
+  ) STRICT;
+  INSERT INTO uploads_v7 (id, incident_id, video_id, role, target, sha256, size, state, session, result, last_error, reused_from,
+                          superseded, created_at, updated_at, started_at, completed_at)
+    SELECT id, incident_id, video_id, role, target, sha256, size, state, session, result, last_error, reused_from,
+           superseded, created_at, updated_at, started_at, completed_at FROM uploads;
+  DROP TABLE uploads;
+  ALTER TABLE uploads_v7 RENAME TO uploads;
+  CREATE INDEX uploads_by_content ON uploads (incident_id, target, role, sha256, state);
+  CREATE INDEX uploads_by_state ON uploads (state, id);
+  CREATE INDEX uploads_by_video ON uploads (incident_id, video_id);
+
+  CREATE TABLE parts_v7 (
+    upload_id INTEGER NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    md5 TEXT,
+    etag TEXT,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'done')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    done_at INTEGER,
+    PRIMARY KEY (upload_id, number)
+  ) STRICT;
+  INSERT INTO parts_v7 SELECT upload_id, number, offset, size, md5, etag, state, attempts, last_error, done_at FROM parts;
+  DROP TABLE parts;
+  ALTER TABLE parts_v7 RENAME TO parts;
+
+  ALTER TABLE video_files ADD COLUMN stamp TEXT;
+  ALTER TABLE incidents ADD COLUMN manifest_stamp TEXT;
+  ALTER TABLE incidents ADD COLUMN finished_at INTEGER;
+  ALTER TABLE manifest_errors ADD COLUMN stamp TEXT;
+  ALTER TABLE reports ADD COLUMN refused_at INTEGER;
+  CREATE INDEX incidents_by_manifest ON incidents (manifest_path);
+  CREATE INDEX incidents_by_folder ON incidents (folder);
+  CREATE INDEX videos_by_state ON videos (state, first_seen_at, incident_id, position);
+  CREATE INDEX reports_due ON reports (incident_id, target) WHERE wanted > acked AND wanted > refused;
   `,
+  },
 ];

@@ -4,8 +4,7 @@
  * figures are read from the ledger at each scrape, so they are right after a restart too.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { oldestQueuedSeconds, queuedByTarget, refusedReportsByTarget } from '../ledger/camera-view.js';
-import type { Db } from '../ledger/database.js';
+import type { LedgerFigures } from '../ledger/views/figures.js';
 import type { ReportObserver } from '../report/incident-reporter.js';
 import type { TokenBucket } from '../upload/bandwidth.js';
 import type { UploadObserver } from '../upload/engine.js';
@@ -28,7 +27,7 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
 
   constructor(
     private readonly targets: readonly string[],
-    db: Db,
+    figures: LedgerFigures,
     bandwidth: TokenBucket,
   ) {
     const registers = [this.registry];
@@ -53,7 +52,7 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
       labelNames: ['target'],
       registers,
       collect() {
-        const queued = queuedByTarget(db);
+        const queued = figures.queuedByTarget();
         for (const target of targets) this.set({ target }, queued.get(target) ?? 0);
       },
     });
@@ -63,7 +62,7 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
       labelNames: ['target'],
       registers,
       collect() {
-        const refused = refusedReportsByTarget(db);
+        const refused = figures.refusedReportsByTarget();
         for (const target of targets) this.set({ target }, refused.get(target)?.count ?? 0);
       },
     });
@@ -72,7 +71,7 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
       help: 'Age of the oldest export not yet uploaded (waiting for its file or queued); 0 when none.',
       registers,
       collect() {
-        this.set(oldestQueuedSeconds(db));
+        this.set(figures.oldestQueuedSeconds());
       },
     });
     new Gauge({
@@ -93,7 +92,9 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
         for (const target of targets) this.set({ target }, failingFor(failing.get(target)));
       },
     });
-    collectDefaultMetrics({ register: this.registry, prefix: 'vms_uplink_' });
+    // The event-loop lag is sampled once a second: prom-client's default (every 10 ms) alone
+    // costs an idle daemon about 1 % of a core, and a recorder's uploader should cost next to nothing.
+    collectDefaultMetrics({ register: this.registry, prefix: 'vms_uplink_', eventLoopMonitoringPrecision: 1000 });
   }
 
   partSent(target: string, bytes: number, seconds: number): void {

@@ -1,66 +1,22 @@
 /**
- * One read of a file yields its SHA-256 (the content's identity) and the MD5 of every part of
- * every layout asked for (what S3 must answer as ETag). Reading once matters on an NVR whose
- * disks are busy recording.
+ * A file's identity: its SHA-256, read once through one descriptor opened without following
+ * symlinks, and only if the file is still the one that settled (its stamp, before and after).
+ * Reading once matters on an NVR whose disks are busy recording.
  */
-import { createHash, type Hash } from 'node:crypto';
-import { lstat, type FileHandle } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
 import { ExportPathChangedError, openExportFile } from '../watch/paths.js';
-import type { PartLayout } from './part-plan.js';
-
-export interface FileDigest {
-  size: number;
-  mtimeMs: number;
-  sha256: string;
-  /** For each requested layout, the MD5 (hex) of each part, in part order. */
-  partMd5s: string[][];
-}
+import { currentStamp, stampOf } from './file-stamp.js';
 
 export class FileChangedError extends Error {
   override readonly name = 'FileChangedError';
 }
 
-class LayoutHasher {
-  private index = 0;
-  private filled = 0;
-  private current: Hash = createHash('md5');
-  readonly md5s: string[] = [];
-
-  constructor(private readonly layout: PartLayout) {
-    this.flushEmptyParts();
-  }
-
-  update(chunk: Buffer): void {
-    let pos = 0;
-    while (pos < chunk.length) {
-      const part = this.layout[this.index];
-      if (!part) throw new FileChangedError('file grew while it was being hashed');
-      const take = Math.min(part.size - this.filled, chunk.length - pos);
-      this.current.update(chunk.subarray(pos, pos + take));
-      this.filled += take;
-      pos += take;
-      this.flushEmptyParts();
-    }
-  }
-
-  private flushEmptyParts(): void {
-    let part = this.layout[this.index];
-    while (part && this.filled === part.size) {
-      this.md5s.push(this.current.digest('hex'));
-      this.current = createHash('md5');
-      this.filled = 0;
-      this.index++;
-      part = this.layout[this.index];
-    }
-  }
-}
-
 /** Reads through one reused buffer: a fresh buffer per chunk would leave the GC megabytes behind on a 10 GiB file. */
 const READ_BUFFER = 1024 * 1024;
 
-export async function digestFile(path: string, layouts: PartLayout[], signal?: AbortSignal): Promise<FileDigest> {
-  // Opened without following a symlink swapped in since the path was checked (openExportFile), and
-  // stat'ed through the descriptor: the bytes hashed and the size/mtime compared are the same file's.
+/** The SHA-256 (hex) of the file at `path`, which must have `stamp` throughout; FileChangedError otherwise. */
+export async function sha256Of(path: string, stamp: string, signal?: AbortSignal): Promise<string> {
   let fh: FileHandle;
   try {
     fh = await openExportFile(path);
@@ -71,37 +27,22 @@ export async function digestFile(path: string, layouts: PartLayout[], signal?: A
     throw err;
   }
   const sha = createHash('sha256');
-  const hashers = layouts.map((layout) => new LayoutHasher(layout));
-  const buffer = Buffer.allocUnsafe(READ_BUFFER);
-  let read = 0;
-  let before: Awaited<ReturnType<FileHandle['stat']>>;
-  let after: Awaited<ReturnType<FileHandle['stat']>>;
   try {
-    before = await fh.stat();
-    for (;;) {
+    if (stampOf(await fh.stat({ bigint: true })) !== stamp) throw new FileChangedError('file changed since it settled');
+    const buffer = Buffer.allocUnsafe(READ_BUFFER);
+    for (let at = 0; ; ) {
       signal?.throwIfAborted();
-      const { bytesRead } = await fh.read(buffer, 0, buffer.length, read);
+      const { bytesRead } = await fh.read(buffer, 0, buffer.length, at);
       if (bytesRead === 0) break;
-      const chunk = buffer.subarray(0, bytesRead);
-      sha.update(chunk);
-      for (const h of hashers) h.update(chunk);
-      read += bytesRead;
+      sha.update(buffer.subarray(0, bytesRead));
+      at += bytesRead;
     }
-    after = await fh.stat();
+    if (stampOf(await fh.stat({ bigint: true })) !== stamp) throw new FileChangedError('file changed while it was being hashed');
   } finally {
     await fh.close();
   }
-  if (read !== before.size || after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
-    throw new FileChangedError(`file changed while it was being hashed (${before.size} → ${after.size} bytes)`);
-  }
   // The name must still lead to the file that was read: one renamed over it meanwhile (an exporter
   // writing a new version under a temp name) is a change even when size and mtime happen to match.
-  const now = await lstat(path).catch(() => null);
-  if (!now || now.ino !== before.ino || now.dev !== before.dev) {
-    throw new FileChangedError(`file was replaced or removed while it was being hashed`);
-  }
-  for (const [i, h] of hashers.entries()) {
-    if (h.md5s.length !== layouts[i]!.length) throw new FileChangedError('file shrank while it was being hashed');
-  }
-  return { size: before.size, mtimeMs: before.mtimeMs, sha256: sha.digest('hex'), partMd5s: hashers.map((h) => h.md5s) };
+  if ((await currentStamp(path)) !== stamp) throw new FileChangedError('file was replaced or removed while it was being hashed');
+  return sha.digest('hex');
 }

@@ -1,31 +1,45 @@
 /**
  * From a video the manifest names to uploads in the ledger: wait until its files exist and have
- * settled, apply the file rules of CONTRACT §3, hash, and plan one upload per target.
+ * settled, apply the file rules (paths stay inside the incident folder, a video is a known
+ * container), and plan one upload per target.
  *
  * A file counts as completely written when its size and mtime have not changed for
- * `watch.settle_seconds`. The engine checks size and mtime once more before completing, and
- * every part's MD5 against the hash, so a file that changes later restarts its upload instead
- * of completing an object with mixed content.
+ * `watch.settle_seconds`. Its stamp is recorded then; every later read of it is checked against
+ * the stamp, so a file that changes afterwards restarts its upload instead of completing an
+ * object with mixed content. Its identity (SHA-256) is computed here only when the content could
+ * equal another upload of the incident; otherwise beside the upload (see identity.ts).
+ *
+ * The ledger is read a page at a time, the page after the last one each tick, from the oldest
+ * again at the end: a backlog of any size costs the same memory, and videos still waiting for
+ * their files never hold back those after them.
  */
 import { lstat } from 'node:fs/promises';
+import type { PlanLedger, ReadyVideo, SettledFile, UploadPlan, VideoCursor, WaitingVideo } from '../ledger/plan-ledger.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
-import type { HashedFile, UploadLedger, UploadPlan, WaitingVideo } from '../ledger/upload-ledger.js';
 import type { FileRole, SourceFile, Target } from '../targets/target.js';
 import { ExportPathChangedError, resolveExportPath } from '../watch/paths.js';
 import { SettleTracker } from '../watch/settle.js';
 import { readHead, sniffImage, sniffVideo } from '../watch/sniff.js';
-import { digestFile, FileChangedError } from './hash.js';
+import { stampOf } from './file-stamp.js';
+import { FileChangedError } from './hash.js';
+import type { FileIdentities } from './identity.js';
 import type { PartLayout } from './part-plan.js';
 
 export interface PlannerOptions {
-  ledger: UploadLedger;
+  ledger: PlanLedger;
+  identities: FileIdentities;
   targets: readonly Target[];
   preferredPartSize: number;
   settleMs: number;
   missingMs: number;
+  /** A local disk: a file whose mtime is older than settleMs has settled (false on network mounts). */
+  trustMtime: boolean;
   log: Logger;
 }
+
+/** Videos looked at per tick. */
+const PAGE = 200;
 
 interface CheckedFile {
   role: FileRole;
@@ -33,6 +47,7 @@ interface CheckedFile {
   path: string;
   size: number;
   mtimeMs: number;
+  stamp: string;
   contentType: string;
 }
 
@@ -42,49 +57,68 @@ type Verdict = { kind: 'wait' } | { kind: 'fail'; error: string } | { kind: 'ok'
 export class VideoPlanner {
   private readonly settle: SettleTracker;
   private running: Promise<boolean> | null = null;
+  private cursor: VideoCursor | null = null;
 
   constructor(private readonly o: PlannerOptions) {
-    this.settle = new SettleTracker(o.settleMs);
+    this.settle = new SettleTracker(o.settleMs, o.trustMtime);
   }
 
-  /** Checks every waiting video once; true when some video changed state. Never runs twice at once. */
-  tick(signal?: AbortSignal): Promise<boolean> {
-    this.running ??= this.checkAll(signal).finally(() => (this.running = null));
+  /** Checks a page of waiting videos; true when some video changed state. Never runs twice at once. */
+  tick(signal: AbortSignal): Promise<boolean> {
+    this.running ??= this.checkPage(signal).finally(() => (this.running = null));
     return this.running;
   }
 
-  private async checkAll(signal?: AbortSignal): Promise<boolean> {
+  private async checkPage(signal: AbortSignal): Promise<boolean> {
+    const page = this.o.ledger.waiting(this.cursor, PAGE);
+    const last = page.at(-1);
+    this.cursor = page.length < PAGE || !last ? null : { firstSeenAt: last.firstSeenAt, incidentId: last.incidentId, position: last.position };
+    const ready: ReadyVideo[] = [];
     let changed = false;
-    for (const video of this.o.ledger.waitingVideos()) {
-      if (signal?.aborted) break;
+    for (const video of page) {
+      if (signal.aborted) break;
       try {
-        changed = (await this.check(video, signal)) || changed;
+        const outcome = await this.check(video, signal);
+        if (outcome === 'failed') changed = true;
+        else if (outcome) ready.push(await this.withTwinIdentities(outcome, ready, signal));
       } catch (err) {
+        if (err instanceof FileChangedError) continue; // it settles again first
         this.o.log.error({ event: 'export.check.failed', incidentId: video.incidentId, videoId: video.videoId, err }, `checking export failed: ${describeError(err)}`);
       }
     }
-    return changed;
+    // One transaction for the page: a backlog is planned at the speed of the disk, not of fsync.
+    this.o.ledger.videosReady(ready);
+    for (const v of ready) {
+      const files = v.files.map((f) => ({ role: f.role, bytes: f.size }));
+      this.o.log.info({ event: 'export.settled', incidentId: v.incidentId, videoId: v.videoId, files }, 'export settled');
+    }
+    return changed || ready.length > 0;
   }
 
-  private async check(video: WaitingVideo, signal?: AbortSignal): Promise<boolean> {
-    const ids = { incidentId: video.incidentId, videoId: video.videoId };
+  /** The video planned (ready), failed, or null while it waits. */
+  private async check(video: WaitingVideo, signal: AbortSignal): Promise<ReadyVideo | 'failed' | null> {
     const verdict = video.targets?.length === 0 ? noRoute(video) : await this.inspect(video, Date.now());
-    if (verdict.kind === 'wait') return false;
+    if (verdict.kind === 'wait') return null;
     if (verdict.kind === 'fail') {
       this.o.ledger.failVideo(video.incidentId, video.videoId, [verdict.error]);
-      this.o.log.warn({ event: 'export.failed', ...ids, reason: verdict.error }, `export refused: ${verdict.error}`);
-      return true;
-    }
-    try {
-      await this.plan(video, verdict.files, verdict.notes, signal);
-    } catch (err) {
-      if (!(err instanceof FileChangedError)) throw err;
-      for (const f of verdict.files) this.settle.forget(f.path);
-      return false;
+      this.o.log.warn({ event: 'export.failed', incidentId: video.incidentId, videoId: video.videoId, reason: verdict.error }, `export refused: ${verdict.error}`);
+      return 'failed';
     }
     for (const f of verdict.files) this.settle.forget(f.path);
-    this.o.log.info({ event: 'export.settled', ...ids, files: verdict.files.map((f) => ({ role: f.role, bytes: f.size })) }, 'export settled and hashed');
-    return true;
+    return this.plan(video, verdict.files, verdict.notes, signal);
+  }
+
+  /**
+   * Videos of one incident planned in the same page are not in the ledger yet: a file as big as
+   * one of theirs (of the same role) may hold the same content, so both get their identity now.
+   */
+  private async withTwinIdentities(video: ReadyVideo, batch: readonly ReadyVideo[], signal: AbortSignal): Promise<ReadyVideo> {
+    for (const file of video.files) {
+      const twins = batch.filter((v) => v.incidentId === video.incidentId).flatMap((v) => v.files.filter((f) => f.role === file.role && f.size === file.size).map((f) => ({ v, f })));
+      if (twins.length === 0) continue;
+      for (const { v, f } of [...twins, { v: video, f: file }]) f.sha256 ??= await this.o.identities.of({ incidentId: v.incidentId, videoId: v.videoId, role: f.role, path: f.path, stamp: f.stamp }, signal);
+    }
+    return video;
   }
 
   private async inspect(video: WaitingVideo, now: number): Promise<Verdict> {
@@ -105,19 +139,21 @@ export class VideoPlanner {
       // lstat, not stat: if the checked file was replaced by a symlink meanwhile, this must not
       // report (and settle on) the size of whatever the link leads to; the next tick's
       // resolveExportPath sees the link and refuses it.
-      const st = await lstat(where.path).catch(() => null);
+      const st = await lstat(where.path, { bigint: true }).catch(() => null);
       if (!st?.isFile()) {
         this.settle.forget(where.path);
         waiting = true;
         continue;
       }
-      if (this.settle.observe(where.path, { size: st.size, mtimeMs: st.mtimeMs }, performance.now()) !== 'settled') {
+      const size = Number(st.size);
+      const mtimeMs = Number(st.mtimeNs / 1_000_000n);
+      if (this.settle.observe(where.path, { size, mtimeMs }, performance.now()) !== 'settled') {
         waiting = true;
         continue;
       }
       let contentType: Awaited<ReturnType<VideoPlanner['contentType']>>;
       try {
-        contentType = await this.contentType(role, relPath, where.path, st.size);
+        contentType = await this.contentType(role, relPath, where.path, size);
       } catch (err) {
         // Swapped for a symlink (or another kind of file) since resolveExportPath: check it again next tick.
         if (!(err instanceof ExportPathChangedError)) throw err;
@@ -128,7 +164,7 @@ export class VideoPlanner {
       if (contentType.error !== undefined) {
         if (role === 'video') return { kind: 'fail', error: contentType.error };
         notes.push(`${contentType.error}; uploaded without it`);
-      } else files.push({ role, relPath, path: where.path, size: st.size, mtimeMs: st.mtimeMs, contentType: contentType.type });
+      } else files.push({ role, relPath, path: where.path, size, mtimeMs, stamp: stampOf(st), contentType: contentType.type });
     }
     return waiting ? { kind: 'wait' } : { kind: 'ok', files, notes };
   }
@@ -145,41 +181,29 @@ export class VideoPlanner {
     return { type };
   }
 
-  /** Hashes each file once, with the part MD5s of every target's layout, and records the uploads. */
-  private async plan(video: WaitingVideo, files: CheckedFile[], notes: string[], signal?: AbortSignal): Promise<void> {
-    const hashed: HashedFile[] = [];
+  /** The video's files as they settled, and one upload per target and role (or why a target refuses the file). */
+  private async plan(video: WaitingVideo, files: CheckedFile[], notes: string[], signal: AbortSignal): Promise<ReadyVideo> {
+    const settled: SettledFile[] = [];
     const plans: UploadPlan[] = [];
-    const { incident, info, targets: routed } = this.o.ledger.videoContext(video.incidentId, video.videoId);
-    const incidentTargets = this.o.targets.filter((t) => !routed || routed.includes(t.name));
+    const { incident, info } = this.o.ledger.videoContext(video.incidentId, video.videoId);
+    const incidentTargets = this.o.targets.filter((t) => !video.targets || video.targets.includes(t.name));
     for (const f of files) {
-      const source: SourceFile = {
-        role: f.role,
-        path: f.path,
-        name: f.relPath.split(/[\\/]/).pop() ?? f.relPath,
-        size: f.size,
-        sha256: '',
-        contentType: f.contentType,
-        incident,
-        video: info,
-      };
-      const targets = incidentTargets.filter((t) => t.roles.includes(f.role));
-      const layouts = new Map<Target, PartLayout | null | string>();
-      for (const t of targets) layouts.set(t, layoutOrRefusal(t, source, this.o.preferredPartSize));
-      const known = [...layouts.values()].filter((l): l is PartLayout => Array.isArray(l));
-      const digest = await digestFile(f.path, known, signal);
-      if (digest.size !== f.size || digest.mtimeMs !== f.mtimeMs) throw new FileChangedError('changed since it settled');
-      hashed.push({ role: f.role, path: f.path, size: f.size, mtimeMs: f.mtimeMs, sha256: digest.sha256, contentType: f.contentType });
-      for (const [t, layout] of layouts) {
-        if (typeof layout === 'string') {
-          plans.push({ target: t.name, role: f.role, refused: layout });
-          continue;
-        }
-        const md5s = layout ? digest.partMd5s[known.indexOf(layout)]! : null;
-        plans.push({ target: t.name, role: f.role, parts: layout ? layout.map((p, i) => ({ ...p, md5: md5s![i]! })) : null });
+      const identity = { incidentId: video.incidentId, videoId: video.videoId, role: f.role, path: f.path, stamp: f.stamp };
+      // Equal content means equal size: only then is the identity needed before anything is sent.
+      const sha256 = this.o.ledger.mayShareContent(video.incidentId, f.role, f.size) ? await this.o.identities.of(identity, signal) : null;
+      settled.push({ role: f.role, path: f.path, size: f.size, mtimeMs: f.mtimeMs, stamp: f.stamp, sha256, contentType: f.contentType });
+      const source: SourceFile = { role: f.role, path: f.path, name: baseName(f.relPath), size: f.size, sha256, stamp: f.stamp, contentType: f.contentType, incident, video: info };
+      for (const t of incidentTargets.filter((target) => target.roles.includes(f.role))) {
+        const layout = layoutOrRefusal(t, source, this.o.preferredPartSize);
+        plans.push(typeof layout === 'string' ? { target: t.name, role: f.role, refused: layout } : { target: t.name, role: f.role, parts: layout });
       }
     }
-    this.o.ledger.videoReady(video.incidentId, video.videoId, hashed, plans, notes);
+    return { incidentId: video.incidentId, videoId: video.videoId, files: settled, plans, notes };
   }
+}
+
+function baseName(relPath: string): string {
+  return relPath.split(/[\\/]/).pop() ?? relPath;
 }
 
 function noRoute(video: WaitingVideo): Verdict {

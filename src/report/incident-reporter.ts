@@ -1,39 +1,48 @@
 /**
  * Keeps platforms that hold incidents (ALO) up to date: whenever the ledger says the platform
  * has not acknowledged the latest state of an incident, the whole incident is sent again.
- * Temporary failures are retried with backoff (or after the platform's Retry-After) until
- * acknowledged; a report the platform refuses for good is recorded as refused and not sent
+ * Temporary failures are tried again when the pacer says (backoff, or the platform's
+ * Retry-After); a report the platform refuses for good is recorded as refused and not sent
  * again until the incident changes. The ledger remembers all of it across restarts.
  */
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
 import { LedgerFaultError } from '../ledger/faults.js';
-import type { UploadLedger } from '../ledger/upload-ledger.js';
-import { TargetError, type Target } from '../targets/target.js';
-import { backoffDelay, type BackoffPolicy } from '../upload/backoff.js';
+import type { ReportDue, ReportLedger } from '../ledger/report-ledger.js';
+import type { Target } from '../targets/target.js';
+import type { Pacer } from '../upload/pacer.js';
 
 /** Told when a platform refuses a report for good (metrics). */
 export interface ReportObserver {
   reportRefused(target: string): void;
 }
 
+/** Reports sent at once at most, and looked at per tick. */
+const IN_FLIGHT = 8;
+const PAGE = 64;
+
 export class IncidentReporter {
   private readonly retryAt = new Map<string, number>();
   private readonly inFlight = new Set<string>();
   private readonly ctl = new AbortController();
+  private cursor: ReportDue | null = null;
 
   constructor(
-    private readonly ledger: UploadLedger,
+    private readonly ledger: ReportLedger,
     private readonly targets: ReadonlyMap<string, Target>,
-    private readonly backoff: BackoffPolicy,
+    private readonly pacer: Pacer,
     private readonly log: Logger,
     private readonly observer?: ReportObserver,
   ) {}
 
-  /** Sends every report that is due; returns when they were all answered. */
+  /** Sends reports that are due, a few at a time, a page after the last; returns when those were answered. */
   async tick(): Promise<void> {
     const sends: Promise<void>[] = [];
-    for (const due of this.ledger.reportsDue()) {
+    const page = this.ledger.due(this.cursor, PAGE);
+    // A report backing off must not keep those after it waiting: the next tick goes on from here.
+    this.cursor = page.length < PAGE ? null : page.at(-1)!;
+    for (const due of page) {
+      if (this.inFlight.size >= IN_FLIGHT) break;
       const key = `${due.target}\u0000${due.incidentId}`;
       const target = this.targets.get(due.target);
       if (!target?.report || this.inFlight.has(key) || (this.retryAt.get(key) ?? 0) > Date.now()) continue;
@@ -48,11 +57,11 @@ export class IncidentReporter {
   }
 
   private async send(target: Target, incidentId: string, version: number, attempts: number, key: string): Promise<void> {
-    const report = this.ledger.buildReport(incidentId, target.name);
+    const report = this.ledger.build(incidentId, target.name);
     const ids = { incidentId, target: target.name };
     try {
       await target.report!(report, this.ctl.signal);
-      this.ledger.reportAcked(incidentId, target.name, version);
+      this.ledger.acked(incidentId, target.name, version);
       this.retryAt.delete(key);
       // The video ids, so that following one video through the log ends at the report that lists it.
       const uploadedVideoIds = report.videos.filter((v) => v.outcome === 'uploaded').map((v) => v.video.id);
@@ -68,12 +77,12 @@ export class IncidentReporter {
     }
   }
 
-  /** A refusal for good is recorded and not resent; anything else is tried again after a wait. */
+  /** A refusal for good is recorded and not resent; anything else is tried again when the pacer says. */
   private failed(err: unknown, ids: { incidentId: string; target: string }, version: number, attempts: number, key: string): void {
     // Errors that are not the platform's answer (a bug) would fail the same way again: refused too.
-    const kind = err instanceof TargetError ? err.kind : 'permanent';
-    if (kind === 'permanent') {
-      this.ledger.reportRefused(ids.incidentId, ids.target, version, describeError(err));
+    const delay = this.pacer.delayAfter(err, attempts);
+    if (delay === null) {
+      this.ledger.refused(ids.incidentId, ids.target, version, describeError(err));
       this.retryAt.delete(key);
       this.observer?.reportRefused(ids.target);
       this.log.error(
@@ -82,10 +91,7 @@ export class IncidentReporter {
       );
       return;
     }
-    this.ledger.reportFailed(ids.incidentId, ids.target, describeError(err));
-    // A refused token was renewed by the call itself: try again at once, the first time.
-    const hinted = err instanceof TargetError ? (err.details.retryAfterMs ?? 0) : 0;
-    const delay = kind === 'reauth' && attempts === 0 ? 0 : Math.max(hinted, backoffDelay(attempts, this.backoff));
+    this.ledger.failed(ids.incidentId, ids.target, describeError(err));
     this.retryAt.set(key, Date.now() + delay);
     this.log.warn({ event: 'incident.report.failed', ...ids, err, delayMs: delay }, `incident report failed: ${describeError(err)}`);
   }

@@ -1,11 +1,15 @@
 /**
- * `vms-uplink status` as text. On a terminal: progress bars (progress-bars.ts); anywhere else
- * (a pipe, a file, a cron mail): a plain table (status-table.ts). Around either: the daemon's
- * problems and the totals first, paused cameras, then what each incident has to say beyond
- * its rows (reports, export errors, notes, last errors), then manifests that do not validate.
- * Scripts use `status --json` instead.
+ * `vms-uplink status` as text.
+ *
+ * By default a summary of bounded size, however many incidents the ledger holds: the daemon's
+ * problems, the totals (per target too), the export waiting longest, then at most
+ * SUMMARY_INCIDENTS incidents (uploads under way, the latest failures, the most recently active).
+ * `--all` lists every incident, a page at a time. Incidents show on a terminal as progress
+ * bars (progress-bars.ts), anywhere else a plain table (status-table.ts), then what each incident
+ * has to say beyond its rows (reports, export errors, notes, last errors). Scripts use
+ * `status --json` instead.
  */
-import type { IncidentStatus, StatusSnapshot, UploadStatus, VideoStatus } from '../ledger/status-snapshot.js';
+import type { IncidentStatus, ReportStatus, StatusOverview, StatusSnapshot, StatusSummary, UploadStatus, VideoStatus } from '../ledger/views/status.js';
 import type { DaemonReport } from './daemon-status.js';
 import { progressLines } from './progress-bars.js';
 import { statusRows } from './status-rows.js';
@@ -18,7 +22,8 @@ export interface FormatOptions {
   columns?: number;
 }
 
-function headerLines(s: StatusSnapshot, daemon: DaemonReport | undefined): string[] {
+/** The problems, whether the daemon runs, the totals, and the paused cameras. */
+export function overviewLines(s: StatusOverview, daemon: DaemonReport | undefined): string[] {
   const t = s.totals;
   const lines: string[] = [];
   for (const p of daemon?.problems ?? []) lines.push(`PROBLEM (${p.kind}, since ${p.since}): ${p.message}`);
@@ -27,29 +32,63 @@ function headerLines(s: StatusSnapshot, daemon: DaemonReport | undefined): strin
     `uploads: ${t.uploading} uploading, ${t.queued} queued, ${t.done} done, ${t.failed} failed; videos: ${t.waiting} waiting for files, ${t.failedVideos} failed` +
       (t.refusedReports > 0 ? `; reports: ${t.refusedReports} refused` : ''),
   );
+  if (s.pausedCameras.length > 0) {
+    lines.push('', 'paused cameras (their videos wait until the camera is resumed):');
+    for (const c of s.pausedCameras) lines.push(`  ${c.id}${c.name ? ` "${c.name}"` : ''} paused since ${c.since}: ${c.waiting} video(s) waiting`);
+  }
   return lines;
 }
 
-/** A video with uploads still to go whose camera is paused. */
-function waitsForCamera(v: VideoStatus): boolean {
-  return v.cameraPaused && v.uploads.some((u) => u.state === 'queued' || u.state === 'uploading');
+/** Manifests that do not validate, and aborts still to make. */
+export function footerLines(s: StatusOverview): string[] {
+  const lines: string[] = [];
+  if (s.invalidManifests.length > 0) {
+    lines.push('', 'manifests that do not validate (fix them and they are read again):');
+    for (const m of s.invalidManifests) for (const p of m.problems) lines.push(`  ${m.path}: ${p}`);
+  }
+  if (s.pendingAborts > 0) lines.push('', `${s.pendingAborts} remote upload(s) still to abort`);
+  return lines;
 }
 
-function pausedCameraLines(s: StatusSnapshot): string[] {
-  if (s.pausedCameras.length === 0) return [];
-  const videos = s.incidents.flatMap((i) => i.videos);
-  const waiting = (id: string): number => videos.filter((v) => v.cameraId === id && waitsForCamera(v)).length;
-  return [
-    '',
-    'paused cameras (their videos wait until the camera is resumed):',
-    ...s.pausedCameras.map((c) => `  ${c.id}${c.name ? ` "${c.name}"` : ''} paused since ${c.since}: ${waiting(c.id)} video(s) waiting`),
-  ];
+/** Incidents as rows (bars or a table), then what each has to say beyond its rows. */
+export function incidentLines(incidents: readonly IncidentStatus[], options: FormatOptions = {}): string[] {
+  const rows = statusRows(incidents);
+  const body = options.tty ? progressLines(rows, options.columns) : statusTable(rows);
+  return [...(body.length > 0 ? ['', ...body] : []), ...incidents.flatMap(incidentDetails)];
+}
+
+/** Everything of a snapshot: the overview, every incident, the footer. */
+export function formatStatus(s: StatusSnapshot, daemon?: DaemonReport, options: FormatOptions = {}): string {
+  return [...overviewLines(s, daemon), ...incidentLines(s.incidents, options), ...footerLines(s)].join('\n');
+}
+
+/** The summary `status` prints by default: the totals, then the incidents that matter now. */
+export function formatSummary(s: StatusSummary, daemon?: DaemonReport, options: FormatOptions = {}): string {
+  const lines = [...overviewLines(s, daemon)];
+  if (s.byTarget.length > 1) {
+    lines.push('', 'per target:');
+    for (const t of s.byTarget) lines.push(`  ${t.target}: ${t.uploading} uploading, ${t.queued} queued, ${t.done} done, ${t.failed} failed`);
+  }
+  if (s.oldestWaiting) {
+    const w = s.oldestWaiting;
+    lines.push('', `oldest waiting export: ${w.videoId} of incident ${w.incidentId}, ${w.what} since ${w.since}`);
+  }
+  lines.push(...incidentLines(s.incidents, options), ...footerLines(s));
+  if (s.incidentCount > s.incidents.length) {
+    lines.push('', `${s.incidents.length} of ${s.incidentCount} incidents shown (under way, latest failures, most recent); vms-uplink status --all lists every one`);
+  }
+  return lines.join('\n');
 }
 
 function uploadNote(u: UploadStatus): string | null {
   const notes = [u.reusedFrom !== null ? `same content as upload #${u.reusedFrom}` : '', u.lastError ? `last error: ${u.lastError}` : ''].filter(Boolean);
   if (notes.length === 0) return null;
   return `      upload #${u.id} to ${u.target}${u.role === 'thumbnail' ? ' (thumbnail)' : ''}: ${notes.join('; ')}`;
+}
+
+/** A video with uploads still to go whose camera is paused. */
+function waitsForCamera(v: VideoStatus): boolean {
+  return v.cameraPaused && v.uploads.some((u) => u.state === 'queued' || u.state === 'uploading');
 }
 
 function videoNotes(v: VideoStatus): string[] {
@@ -71,9 +110,11 @@ function videoNotes(v: VideoStatus): string[] {
   return [`  video ${v.id}${camera ? ` (${camera})` : ''}${v.file ? ` ${v.file}` : ''}: ${v.state}${waitsForCamera(v) ? ', its camera paused' : ''}`, ...lines];
 }
 
-function reportLine(r: IncidentStatus['reports'][number]): string {
+const refusedLine = (error: string | null): string => `FAILED: refused by the platform: ${error ?? '(no message)'} (sent again when the incident changes, or with vms-uplink retry)`;
+
+function reportLine(r: ReportStatus): string {
   if (r.state === 'acknowledged') return `up to date (${r.ackedAt})`;
-  if (r.state === 'refused') return `FAILED: refused by the platform: ${r.lastError ?? '(no message)'} (sent again when the incident changes, or with vms-uplink retry)`;
+  if (r.state === 'refused') return refusedLine(r.lastError);
   return `pending${r.lastError ? ` — last error: ${r.lastError}` : ''}`;
 }
 
@@ -84,26 +125,4 @@ function incidentDetails(i: IncidentStatus): string[] {
   for (const r of i.reports) lines.push(`  report to ${r.target}: ${reportLine(r)}`);
   for (const v of i.videos) lines.push(...videoNotes(v));
   return lines;
-}
-
-function footerLines(s: StatusSnapshot): string[] {
-  const lines: string[] = [];
-  if (s.invalidManifests.length > 0) {
-    lines.push('', 'manifests that do not validate (fix them and they are read again):');
-    for (const m of s.invalidManifests) for (const p of m.problems) lines.push(`  ${m.path}: ${p}`);
-  }
-  if (s.pendingAborts > 0) lines.push('', `${s.pendingAborts} remote upload(s) still to abort`);
-  return lines;
-}
-
-export function formatStatus(s: StatusSnapshot, daemon?: DaemonReport, options: FormatOptions = {}): string {
-  const rows = statusRows(s);
-  const body = options.tty ? progressLines(rows, options.columns) : statusTable(rows);
-  return [
-    ...headerLines(s, daemon),
-    ...pausedCameraLines(s),
-    ...(body.length > 0 ? ['', ...body] : []),
-    ...s.incidents.flatMap(incidentDetails),
-    ...footerLines(s),
-  ].join('\n');
 }

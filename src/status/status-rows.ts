@@ -3,7 +3,7 @@
  * target), plus one for each video that has no upload yet or never will (waiting for its file,
  * a failed export), so every video of every incident is on screen.
  */
-import type { IncidentStatus, StatusSnapshot, UploadStatus, VideoStatus } from '../ledger/status-snapshot.js';
+import type { IncidentStatus, UploadStatus, VideoStatus } from '../ledger/views/status.js';
 
 export interface StatusRow {
   incident: IncidentStatus;
@@ -11,8 +11,8 @@ export interface StatusRow {
   upload: UploadStatus | null;
 }
 
-export function statusRows(s: StatusSnapshot): StatusRow[] {
-  return s.incidents.flatMap((incident) =>
+export function statusRows(incidents: readonly IncidentStatus[]): StatusRow[] {
+  return incidents.flatMap((incident) =>
     incident.videos.flatMap((video): StatusRow[] =>
       video.uploads.length > 0 ? video.uploads.map((upload) => ({ incident, video, upload })) : [{ incident, video, upload: null }],
     ),

@@ -1,5 +1,5 @@
 /** How `status` writes sizes, rates, percentages and durations, in its table and its bars alike. */
-import type { UploadStatus } from '../ledger/status-snapshot.js';
+import type { UploadStatus } from '../ledger/views/status.js';
 
 /** Binary units with one decimal (`12.0 MiB`), whole bytes below 1 KiB. */
 export function formatBytes(n: number): string {

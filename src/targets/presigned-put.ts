@@ -25,7 +25,8 @@ export async function putPresigned(
 ): Promise<string | null> {
   const headers: Record<string, string> = { 'content-length': String(size) };
   if (contentType) headers['content-type'] = contentType;
-  const res = await http.request({ method: 'PUT', url, headers, body, signal });
+  // No overall timeout: the engine watches the body for stalls (a part may take minutes on a slow uplink).
+  const res = await http.request({ method: 'PUT', url, headers, body, signal, timeoutMs: null });
   if (res.status >= 200 && res.status < 300) return etagOf(res);
   throw presignedError(res, url);
 }

@@ -1,10 +1,11 @@
 /**
  * The contract every platform module implements.
  *
- * The upload engine owns the loop: it plans parts, keeps `upload.concurrency` parts in flight
- * across all uploads, persists every state change in the ledger and does all waiting and
- * retrying. A target only speaks its platform's protocol and *classifies* what went wrong by
- * throwing a {@link TargetError} with a {@link ErrorKind}; it never sleeps or retries on its own.
+ * The upload engine owns the loop: it keeps `upload.concurrency` parts in flight across all
+ * uploads and persists every state change in the ledger; the pacer (upload/pacer.ts) does all
+ * waiting and retrying. A target only speaks its platform's protocol and *classifies* what went
+ * wrong by throwing a {@link TargetError} with an {@link ErrorKind}; it never sleeps or retries
+ * on its own.
  *
  * Life of one upload (one file for one target):
  *
@@ -18,7 +19,9 @@
  *   they are missing (after a restart) or refused (`new-url`).
  */
 import type { Readable } from 'node:stream';
+import type { Secrets } from '../log/redact.js';
 import type { PartLayout } from '../plan/part-plan.js';
+import type { HttpClient } from '../upload/http.js';
 import type { ManifestIncident, ManifestVideo } from '../watch/manifest.js';
 
 /** How a failure must be handled. Decided once, where the response is read. */
@@ -30,7 +33,12 @@ export type ErrorKind =
   /** The platform refused our credentials (401): log in again, then retry. */
   | 'reauth'
   /** The platform refused the request for good (other 4xx, a limit): fail this upload with its message. */
-  | 'permanent';
+  | 'permanent'
+  /**
+   * The platform accepted the request and is still working on it (TruVideo assembling a completed
+   * upload): ask again after `retryAfterMs`. Not a failure: it is polled, never backed off.
+   */
+  | 'not-ready';
 
 export class TargetError extends Error {
   override readonly name = 'TargetError';
@@ -51,7 +59,7 @@ export type IncidentInfo = ManifestIncident;
 /** A video's fields as the manifest gave them, without its files and export errors. */
 export type VideoInfo = Omit<ManifestVideo, 'file' | 'thumbnail' | 'errors'>;
 
-/** One file to send, as the ledger knows it after hashing. */
+/** One file to send, as the ledger knows it once it settled. */
 export interface SourceFile {
   role: FileRole;
   /** Absolute path on the box. */
@@ -59,7 +67,10 @@ export interface SourceFile {
   /** Base name as the VMS wrote it. */
   name: string;
   size: number;
-  sha256: string;
+  /** The content's identity; null until the identity pass (which runs while parts are sent) ends. */
+  sha256: string | null;
+  /** What every read of the file is checked against (size, mtime, ctime, inode): see plan/file-stamp.ts. */
+  stamp: string;
   contentType: string;
   incident: IncidentInfo;
   video: VideoInfo;
@@ -72,7 +83,6 @@ export interface PartToSend {
   number: number;
   offset: number;
   size: number;
-  md5: string;
 }
 
 export interface SendPartRequest {
@@ -81,6 +91,8 @@ export interface SendPartRequest {
   part: PartToSend;
   /** A fresh read stream of exactly this part's bytes; call it once per attempt. */
   body: () => Readable;
+  /** The MD5 (hex) of what the body sent, once it ended: what the platform must have received. */
+  sentMd5: () => string;
   signal: AbortSignal;
 }
 
@@ -104,6 +116,18 @@ export interface StartResult {
   session: SessionState;
   /** Set when the platform, not us, decides the part layout. */
   layout?: PartLayout;
+  /**
+   * false when the start opened nothing remote (ALO's single PUT: the session is derived from the
+   * file): there is nothing to continue after a crash, so the ledger need not record it first.
+   */
+  remote?: boolean;
+}
+
+/** What every target is made with. */
+export interface TargetDeps {
+  http: HttpClient;
+  /** Credentials and issued tokens are registered here, so that no log line or error shows them. */
+  secrets: Secrets;
 }
 
 /** A video's outcome for one target, as an incident report shows it. */

@@ -4,7 +4,7 @@
  * so the limit applies to the bytes read into requests across all parts in flight.
  */
 import { createTask, type ScheduledTask } from 'node-cron';
-import type { BandwidthConfig, BandwidthScheduleEntry } from '../config/schema.js';
+import type { BandwidthConfig, BandwidthEntry } from '../config/schema.js';
 import { formatSize } from '../config/units.js';
 import type { Logger } from '../log/logger.js';
 
@@ -211,21 +211,21 @@ export interface LimitInForce {
  * schedule applies (the safe side for a shared uplink).
  */
 export function limitInForce(config: BandwidthConfig, now: number = Date.now()): LimitInForce {
-  if (config.kind === 'fixed') return { bytesPerSecond: config.bytesPerSecond, entry: null, since: null };
-  return latestEntry(config.entries, config.entries.map((e) => new CronTimes(e.cron)), now);
+  if (!Array.isArray(config)) return { bytesPerSecond: config, entry: null, since: null };
+  return latestEntry(config, config.map((e) => new CronTimes(e.cron)), now);
 }
 
-function latestEntry(entries: BandwidthScheduleEntry[], times: CronTimes[], now: number): LimitInForce {
+function latestEntry(entries: readonly BandwidthEntry[], times: CronTimes[], now: number): LimitInForce {
   let best: LimitInForce | null = null;
   times.forEach((t, i) => {
     const since = t.lastFire(now);
-    if (since !== null && (best === null || since >= best.since!)) best = { bytesPerSecond: entries[i]!.bytesPerSecond, entry: i, since };
+    if (since !== null && (best === null || since >= best.since!)) best = { bytesPerSecond: entries[i]!.limit, entry: i, since };
   });
   return best ?? { bytesPerSecond: lowest(entries), entry: null, since: null };
 }
 
-function lowest(entries: BandwidthScheduleEntry[]): number | null {
-  const limited = entries.map((e) => e.bytesPerSecond).filter((r): r is number => r !== null);
+function lowest(entries: readonly BandwidthEntry[]): number | null {
+  const limited = entries.map((e) => e.limit).filter((r): r is number => r !== null);
   return limited.length > 0 ? Math.min(...limited) : null;
 }
 
@@ -247,22 +247,22 @@ export class BandwidthSchedule {
   ) {}
 
   start(now: number = Date.now()): void {
-    const config = this.config;
-    if (config.kind === 'fixed') {
-      this.apply({ bytesPerSecond: config.bytesPerSecond, entry: null, since: null }, true);
+    const entries = this.config;
+    if (!Array.isArray(entries)) {
+      this.apply({ bytesPerSecond: entries, entry: null, since: null }, true);
       return;
     }
-    const times = config.entries.map((e) => new CronTimes(e.cron));
-    this.apply(latestEntry(config.entries, times, now), true);
+    const times = entries.map((e) => new CronTimes(e.cron));
+    this.apply(latestEntry(entries, times, now), true);
     const quiet = { info: () => undefined, debug: () => undefined, warn: (m: string) => this.log.debug({ event: 'bandwidth.cron' }, m), error: (m: string | Error) => this.log.warn({ event: 'bandwidth.cron', err: m }, String(m)) };
-    config.entries.forEach((entry, i) => {
+    entries.forEach((entry, i) => {
       const task = createTask(
         entry.cron,
         (ctx) => {
           // Entries due at the same moment: the one listed last wins, whatever order they fire in.
           const at = new Date(Math.floor(ctx.date.getTime() / 1000) * 1000);
           const last = times.map((t, j) => (t.matches(at) ? j : -1)).reduce((a, b) => Math.max(a, b), i);
-          this.apply({ bytesPerSecond: config.entries[last]!.bytesPerSecond, entry: last, since: at.getTime() });
+          this.apply({ bytesPerSecond: entries[last]!.limit, entry: last, since: at.getTime() });
         },
         { name: `bandwidth-${i}`, logger: quiet, suppressMissedWarning: true, unref: true },
       );

@@ -1,11 +1,15 @@
 /**
  * The bytes of one part, streamed from the file (never the whole file in memory): hashed with
- * MD5 on the way out so we know exactly what was sent, watched for stalls, and paced by the
- * shared bandwidth bucket (each chunk waits for its tokens before it is passed on).
+ * MD5 on the way out — the one digest of the part, what the ledger records and the ETag is
+ * checked against — watched for stalls, and paced by the shared bandwidth bucket (each chunk
+ * waits for its tokens before it is passed on). The file must be the version that settled
+ * (its stamp) when the part is opened and again when it has been read: a file changed under a
+ * part ends it with a FileChangedError, never with mixed content sent as the part.
  */
 import { createHash } from 'node:crypto';
-import { constants, createReadStream, openSync } from 'node:fs';
+import { closeSync, constants, createReadStream, fstatSync, openSync } from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
+import { stampOf } from '../plan/file-stamp.js';
 import { FileChangedError } from '../plan/hash.js';
 import { PACE_CHUNK, type TokenBucket } from './bandwidth.js';
 
@@ -27,6 +31,8 @@ export class PartBody extends Transform {
     private readonly part: { number: number; size: number },
     private readonly onBytes: (n: number) => void,
     private readonly bucket?: TokenBucket,
+    /** Whether the file is still the version that settled, once the part was read. */
+    private readonly unchanged: () => boolean = () => true,
   ) {
     super({ highWaterMark: 256 * 1024 });
   }
@@ -64,9 +70,10 @@ export class PartBody extends Transform {
     done(err);
   }
 
-  /** A file truncated after hashing ends the part early: that is a changed file, not a network error to retry. */
+  /** A file truncated or rewritten under the part is a changed file, not a network error to retry. */
   override _flush(done: TransformCallback): void {
     if (this.bytes < this.part.size) done(new FileChangedError(`part ${this.part.number}: the file ended ${this.part.size - this.bytes} bytes early`));
+    else if (!this.unchanged()) done(new FileChangedError(`part ${this.part.number}: the file changed while the part was read`));
     else done();
   }
 
@@ -76,32 +83,44 @@ export class PartBody extends Transform {
   }
 }
 
+/** Opens the part of the file (which must have `stamp`) for sending. */
 export function openPart(
-  path: string,
+  file: { path: string; stamp: string },
   part: { number: number; offset: number; size: number },
   onBytes: (n: number) => void,
   bucket?: TokenBucket,
 ): PartBody {
-  const body = new PartBody(part, onBytes, bucket);
-  if (part.size === 0) {
-    body.end();
-    return body;
-  }
   let fd: number;
   try {
     // O_NOFOLLOW: a file swapped for a symlink after it was checked is not followed out of the export root.
-    fd = openSync(path, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0));
+    fd = openSync(file.path, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0));
   } catch (err) {
+    const body = new PartBody(part, onBytes, bucket);
     process.nextTick(() => body.destroy(err as Error));
     return body;
   }
-  const file = createReadStream('', { fd, start: part.offset, end: part.offset + part.size - 1, highWaterMark: 256 * 1024 });
-  file.once('error', (err) => body.destroy(err));
-  // A body that is dropped unread (the connection failed before the request went out: every retry
-  // while a platform is down) must still close the file: piping does not, and the fd would leak
-  // once per attempt until the daemon runs out of descriptors.
-  body.once('close', () => file.destroy());
-  file.pipe(body);
+  const unchanged = (): boolean => stampOf(fstatSync(fd, { bigint: true })) === file.stamp;
+  const body = new PartBody(part, onBytes, bucket, unchanged);
+  const stream =
+    part.size > 0 && unchanged()
+      ? createReadStream('', { fd, autoClose: false, start: part.offset, end: part.offset + part.size - 1, highWaterMark: 256 * 1024 })
+      : null;
+  // The descriptor is closed with the body, whatever became of it: a body dropped unread (the
+  // connection failed before the request went out, as on every retry while a platform is down)
+  // would otherwise leak one per attempt until the daemon runs out of descriptors.
+  body.once('close', () => {
+    // Destroying the read stream closes the descriptor (autoClose only keeps it open past the end).
+    if (stream) stream.destroy();
+    else closeSync(fd);
+  });
+  if (stream) {
+    stream.once('error', (err) => body.destroy(err));
+    stream.pipe(body);
+  } else if (part.size === 0) {
+    body.end();
+  } else {
+    process.nextTick(() => body.destroy(new FileChangedError(`part ${part.number}: the file changed since it settled`)));
+  }
   return body;
 }
 

@@ -14,9 +14,9 @@
  * Cheap on a recorder: a file is stat'ed when the folder watcher reports an event for it, and all
  * of them once per `sweepMs` (a missed event), a page at a time; unchanged files are never read.
  */
-import { lstat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import type { UploadLedger, WatchedFile } from '../ledger/upload-ledger.js';
+import type { PlanLedger, WatchedFile } from '../ledger/plan-ledger.js';
+import { currentStamp, stampedSize } from '../plan/file-stamp.js';
 import type { Logger } from '../log/logger.js';
 
 export interface ExportChangeObserver {
@@ -24,7 +24,7 @@ export interface ExportChangeObserver {
 }
 
 export interface ExportChangeOptions {
-  ledger: UploadLedger;
+  ledger: Pick<PlanLedger, 'watchedFiles' | 'fileChanged'>;
   /** How long after a file settled a change still counts as the exporter going on (ms). */
   windowMs: number;
   /** How often every watched file is stat'ed, events or not (ms). */
@@ -75,10 +75,10 @@ export class ExportChanges {
     for (const file of files) {
       const key = `${file.incidentId}\u0000${file.videoId}`;
       if (changedVideos.has(key)) continue;
-      const now = await lstat(file.path).catch(() => null);
-      if (!now?.isFile() || (now.size === file.size && now.mtimeMs === file.mtimeMs)) continue;
+      const now = await currentStamp(file.path);
+      if (now === null || now === file.stamp) continue;
       changedVideos.add(key);
-      this.changed(file, now.size);
+      this.changed(file, stampedSize(now));
     }
     return changedVideos.size > 0;
   }

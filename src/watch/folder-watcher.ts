@@ -2,17 +2,22 @@
  * Finds incident folders under `watch.root` and feeds their manifests to the ledger.
  *
  * chokidar reports changes as they happen (polling with `watch.poll` on SMB/NFS mounts, where
- * change events do not arrive); a full rescan at start-up and every `watch.rescan_interval`
- * makes sure a missed event never loses an export. A manifest is read once it has settled,
- * and only again when its content changes.
+ * change events do not arrive); a full walk of the root at start-up and every
+ * `watch.rescan_interval` makes sure a missed event never loses an export. A manifest is read
+ * once it has settled, and only again when its stamp (size and mtime) changes: the ledger keeps
+ * the stamp of the version last read, so a walk over years of exports reads nothing but stats.
+ *
+ * Memory stays bounded however many incident folders the root holds: the walk is taken a page at
+ * a time, and folders of incidents every target finished with are not watched (they are looked at
+ * again only by the walk at start-up, for a manifest rewritten while the daemon was down).
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { lstat, opendir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import chokidar, { type FSWatcher } from 'chokidar';
+import type { WatchLedger } from '../ledger/watch-ledger.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
-import type { UploadLedger } from '../ledger/upload-ledger.js';
 import { MANIFEST_NAMES, parseManifest } from './manifest.js';
 import { isIgnoredName } from './paths.js';
 import { SettleTracker } from './settle.js';
@@ -22,7 +27,7 @@ export interface WatcherOptions {
   poll: boolean;
   pollIntervalMs: number;
   settleMs: number;
-  ledger: UploadLedger;
+  ledger: WatchLedger;
   /** The targets an incident in this folder goes to. */
   route: (folder: string) => string[];
   /** A file that is not a manifest was added or changed (an export going on after its upload?). */
@@ -34,25 +39,27 @@ const MANIFESTS = new Set<string>(MANIFEST_NAMES);
 /** Deeper than any VMS export layout; a guard against symlink loops and runaway trees. */
 const MAX_DEPTH = 12;
 const FRESH_DIR_MS = 10_000;
+/** Manifests taken from a walk of the root per tick. */
+const WALK_PAGE = 500;
 
 export class FolderWatcher {
   private watcher: FSWatcher | null = null;
   private readonly settle: SettleTracker;
-  /** Manifests found and not yet read in their current version. */
+  /** Manifests found (by an event, or a walk) that changed and have not settled or been read yet. */
   private readonly candidates = new Set<string>();
-  /** The content hash each manifest path was last applied or refused with. */
-  private readonly seen = new Map<string, string>();
   private rootMissingLogged = false;
   /** Folders that appeared lately, and until when they are scanned on every tick. */
   private readonly freshDirs = new Map<string, number>();
+  /** The walk of the root under way, if any. */
+  private walk: AsyncGenerator<string> | null = null;
 
   constructor(private readonly o: WatcherOptions) {
-    this.settle = new SettleTracker(o.settleMs);
+    this.settle = new SettleTracker(o.settleMs, !o.poll);
   }
 
   /**
-   * Watches first and scans once the watcher is ready, so a manifest written during start-up is
-   * seen by one or the other.
+   * Watches first and walks the root once the watcher is ready, so a manifest written during
+   * start-up is seen by one or the other. The walk at start-up also looks into finished folders.
    */
   async start(): Promise<void> {
     this.watcher = chokidar.watch(this.o.root, {
@@ -62,7 +69,7 @@ export class FolderWatcher {
       usePolling: this.o.poll,
       interval: this.o.pollIntervalMs,
       binaryInterval: this.o.pollIntervalMs,
-      ignored: (path: string) => path !== this.o.root && isIgnoredName(basename(path)),
+      ignored: (path: string, stats) => path !== this.o.root && (isIgnoredName(basename(path)) || (stats?.isDirectory() === true && this.o.ledger.isFinishedFolder(path))),
     });
     // The planner stats the files it waits for on every tick; events on other files only tell
     // that an export may have gone on after its upload.
@@ -76,18 +83,25 @@ export class FolderWatcher {
     this.watcher.on('addDir', (dir: string) => this.freshDirs.set(dir, performance.now() + FRESH_DIR_MS));
     this.watcher.on('error', (err) => this.o.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`));
     await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
-    await this.rescan();
+    this.rescan(true);
   }
 
   async stop(): Promise<void> {
+    await this.walk?.return(undefined);
+    this.walk = null;
     await this.watcher?.close();
     this.watcher = null;
   }
 
-  /** Walks the whole tree; every manifest found is checked again. */
-  async rescan(): Promise<void> {
-    if ((await this.checkRoot()) !== null) return;
-    for (const path of await findManifests(this.o.root, 0)) this.candidates.add(path);
+  /** Starts a walk of the whole tree (taken a page per tick); `finished` looks into finished folders too. */
+  rescan(finished = false): void {
+    if (this.walk) return;
+    this.walk = findManifests(this.o.root, 0, finished ? () => false : (dir) => this.o.ledger.isFinishedFolder(dir));
+  }
+
+  /** Folders of incidents every target finished with are no longer watched. */
+  unwatch(folders: readonly string[]): void {
+    if (folders.length > 0) this.watcher?.unwatch([...folders]);
   }
 
   /** Why watch.root cannot be watched (logged once per episode), or null when it is a folder. */
@@ -103,12 +117,13 @@ export class FolderWatcher {
     return problem;
   }
 
-  /** Reads every candidate manifest that has settled; true when the ledger changed. */
+  /** Reads every candidate manifest that has settled, and a page of the walk under way; true when the ledger changed. */
   async tick(): Promise<boolean> {
     for (const [dir, until] of this.freshDirs) {
       if (until < performance.now()) this.freshDirs.delete(dir);
-      for (const path of await findManifests(dir, 0)) if (!this.seen.has(path)) this.candidates.add(path);
+      for await (const path of findManifests(dir, 0, () => false)) this.candidates.add(path);
     }
+    await this.takeFromWalk();
     let changed = false;
     for (const path of [...this.candidates]) {
       try {
@@ -121,26 +136,40 @@ export class FolderWatcher {
     return changed;
   }
 
+  private async takeFromWalk(): Promise<void> {
+    if (!this.walk) return;
+    for (let n = 0; n < WALK_PAGE; n++) {
+      const next = await this.walk.next();
+      if (next.done) {
+        this.walk = null;
+        return;
+      }
+      this.candidates.add(next.value);
+    }
+  }
+
+  /** Reads the manifest once it settled, unless this version was read already. */
   private async checkManifest(path: string): Promise<boolean> {
-    const st = await stat(path);
+    const st = await lstat(path);
+    const stamp = `${st.size}:${st.mtimeMs}`;
+    if (this.o.ledger.manifestStamp(path) === stamp) {
+      this.candidates.delete(path);
+      return false;
+    }
     if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, performance.now()) !== 'settled') return false;
     this.candidates.delete(path);
     this.settle.forget(path);
     const text = await readFile(path, 'utf8');
     const sha = createHash('sha256').update(text).digest('hex');
-    if (this.seen.get(path) === sha) return false;
-    this.seen.set(path, sha);
     const folder = dirname(path);
     const parsed = parseManifest(text, basename(path));
     if (!parsed.ok) {
-      if (this.o.ledger.recordManifestError(path, sha, parsed.problems)) {
-        for (const problem of parsed.problems) {
-          this.o.log.error({ event: 'manifest.invalid', path, problem }, `${path}: ${problem}`);
-        }
+      if (this.o.ledger.recordManifestError(path, sha, stamp, parsed.problems)) {
+        for (const problem of parsed.problems) this.o.log.error({ event: 'manifest.invalid', path, problem }, `${path}: ${problem}`);
       }
       return false;
     }
-    const applied = this.o.ledger.applyManifest(path, folder, sha, parsed.manifest, this.o.route(folder));
+    const applied = this.o.ledger.applyManifest(path, folder, sha, stamp, parsed.manifest, this.o.route(folder));
     if (applied) {
       this.o.log.info({ event: 'manifest.applied', path, incidentId: parsed.manifest.incident.id, videos: parsed.manifest.videos.length }, 'manifest read');
     }
@@ -148,19 +177,21 @@ export class FolderWatcher {
   }
 }
 
-async function findManifests(dir: string, depth: number): Promise<string[]> {
-  if (depth > MAX_DEPTH) return [];
+/**
+ * The manifests below `dir`, found one directory at a time (never the whole tree in memory);
+ * folders `skip` says are finished are not entered.
+ */
+async function* findManifests(dir: string, depth: number, skip: (dir: string) => boolean): AsyncGenerator<string> {
+  if (depth > MAX_DEPTH || (depth > 0 && skip(dir))) return;
   let entries;
   try {
-    entries = await readdir(dir, { withFileTypes: true });
+    entries = await opendir(dir);
   } catch {
-    return [];
+    return;
   }
-  const found: string[] = [];
-  for (const e of entries) {
-    if (e.isFile() && MANIFESTS.has(e.name)) found.push(join(dir, e.name));
+  for await (const e of entries) {
+    if (e.isFile() && MANIFESTS.has(e.name)) yield join(dir, e.name);
     // Symlinked folders are not followed: a link could lead out of the export root or in a loop.
-    if (e.isDirectory() && !isIgnoredName(e.name)) found.push(...(await findManifests(join(dir, e.name), depth + 1)));
+    else if (e.isDirectory() && !isIgnoredName(e.name)) yield* findManifests(join(dir, e.name), depth + 1, skip);
   }
-  return found;
 }

@@ -2,7 +2,9 @@
  * `routes`: which targets an incident goes to, decided by its folder below `watch.root`.
  */
 import { relative, sep } from 'node:path';
-import type { Route } from '../config/schema.js';
+import type { Config } from '../config/schema.js';
+
+type Route = NonNullable<Config['routes']>[number];
 
 /** `*` matches within a folder name, `**` across folders (also none), `?` one character. */
 export function globToRegExp(glob: string): RegExp {
@@ -25,7 +27,7 @@ export class IncidentRouter {
 
   constructor(
     private readonly root: string,
-    routes: Route[] | null,
+    routes: readonly Route[] | undefined,
     private readonly allTargets: readonly string[],
   ) {
     this.compiled = routes?.map((r) => ({ pattern: globToRegExp(r.match), targets: r.targets })) ?? null;

@@ -9,12 +9,8 @@ import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AionvisionTargetConfig } from '../../src/config/schema.js';
-import { Secret } from '../../src/config/secret.js';
-import { AionvisionTarget } from '../../src/targets/aionvision/index.js';
-import type { SourceFile } from '../../src/targets/target.js';
-import { HttpClient } from '../../src/upload/http.js';
+import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import type { SourceFile, Target } from '../../src/targets/target.js';
 import { AION_TEST_KEY, startAionvisionEmulator, type AionCall, type AionUpload } from '../emulators/aionvision.js';
 import { listen } from '../emulators/listen.js';
 import { startS3Store } from '../emulators/s3-store.js';
@@ -23,6 +19,7 @@ import { DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
 import { MiB, mp4Header, writeVideo } from '../support/files.js';
 import { harness } from '../support/harness.js';
 import { ledgerRows } from '../support/ledger.js';
+import { targetOf } from '../support/targets.js';
 import { writeIncident } from '../support/manifest.js';
 
 /** An MPEG transport stream packet header (PID 0x100, payload starting a PES): what many NVRs export as .ts. */
@@ -240,18 +237,14 @@ describe('refusals', () => {
 });
 
 describe('the target on its own', () => {
-  const http1 = new HttpClient({ connectionsPerOrigin: 4, timeoutMs: 10_000 });
-  afterAll(() => http1.close());
-  const target = (baseUrl: string): AionvisionTarget => {
-    const config: AionvisionTargetConfig = { type: 'aionvision', name: 'aion', baseUrl, auth: { kind: 'bearer', token: new Secret(AION_TEST_KEY) }, requestTimeout: 30 };
-    return new AionvisionTarget('aion', config, http1);
-  };
+  const target = (ctx: TestContext, baseUrl: string): Target => targetOf(ctx, 'aion', { type: 'aionvision', base_url: baseUrl, auth: { bearer: AION_TEST_KEY } });
   const file = (over: Partial<SourceFile>): SourceFile => ({
     role: 'video',
     path: '/nonexistent',
     name: 'cam01.mp4',
     size: MiB,
-    sha256: '',
+    sha256: null,
+    stamp: '',
     contentType: 'video/mp4',
     incident: { id: 'i1' },
     video: { id: 'v1' },
@@ -259,8 +252,8 @@ describe('the target on its own', () => {
   });
   const signal = new AbortController().signal;
 
-  it('refuses other formats, other extensions and videos over 10 GiB, saying which limit', () => {
-    const t = target('http://127.0.0.1:9/api/v2');
+  it('refuses other formats, other extensions and videos over 10 GiB, saying which limit', (ctx) => {
+    const t = target(ctx, 'http://127.0.0.1:9/api/v2');
     for (const [name, contentType] of [['a.mp4', 'video/mp4'], ['a.MOV', 'video/quicktime'], ['a.m4v', 'video/x-m4v'], ['a.webm', 'video/webm'], ['a.avi', 'video/x-msvideo']]) {
       expect(t.refuse(file({ name: name!, contentType: contentType! })), name).toBeNull();
     }
@@ -268,7 +261,7 @@ describe('the target on its own', () => {
     expect(t.refuse(file({ name: 'a.ts', contentType: 'video/mp4' }))).toMatch(/a\.ts is MP4, but Aionvision accepts only file names ending in \.mp4, \.mov/);
     expect(t.refuse(file({ size: 10 * 1024 ** 3 }))).toBeNull();
     expect(t.refuse(file({ size: 10 * 1024 ** 3 + 1 }))).toMatch(/at most 10 GiB \(10737418240 bytes\) per video/);
-    expect(t.layout()).toBeNull();
+    expect(t.layout(file({}), 16 * MiB)).toBeNull();
   });
 
   it('refuses a chunk layout that does not cover the file, and aborts that upload', async (ctx) => {
@@ -288,7 +281,7 @@ describe('the target on its own', () => {
     });
     const origin = await listen(server, '127.0.0.1', 0);
     ctx.onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const t = target(`${origin}/api/v2`);
+    const t = target(ctx, `${origin}/api/v2`);
     await expect(t.start(file({ size: 10 }), null, signal)).rejects.toMatchObject({ kind: 'permanent', message: expect.stringContaining('chunk 3 where chunk 2 of 2 belongs') });
     await expect(t.start(file({ size: 10 }), null, signal)).rejects.toMatchObject({ kind: 'permanent', message: expect.stringContaining('chunks of 9 bytes in all for a file of 10 bytes') });
     expect(calls.map((c) => c.url)).toEqual(['/api/v2/video-uploads/initiate', '/api/v2/video-uploads/abort', '/api/v2/video-uploads/initiate', '/api/v2/video-uploads/abort']);
@@ -303,11 +296,11 @@ describe('the target on its own', () => {
     const path = join(dir, 'cam01.mp4');
     const sha = await writeVideo(path, MiB);
     const md5 = createHash('md5').update(await readFile(path)).digest('hex');
-    const t = target(aion.baseUrl);
+    const t = target(ctx, aion.baseUrl);
     const video = file({ path, sha256: sha });
     const started = await t.start(video, null, signal);
     expect(started.layout).toEqual([{ number: 1, offset: 0, size: MiB }]);
-    const receipt = await t.sendPart({ session: started.session, file: video, part: { number: 1, offset: 0, size: MiB, md5 }, body: () => createReadStream(path), signal });
+    const receipt = await t.sendPart({ session: started.session, file: video, part: { number: 1, offset: 0, size: MiB }, body: () => createReadStream(path), sentMd5: () => md5, signal });
     expect(receipt.etag).toBe(md5);
     const parts = [{ number: 1, size: MiB, etag: md5 }];
     expect(await t.complete(started.session, video, parts, signal)).toEqual({ media_id: started.session.media_id });

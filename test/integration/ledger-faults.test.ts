@@ -1,14 +1,12 @@
 /**
- * Disk full and ledger faults, and shutdown (issue 4, items 5 and 6), through the real daemon:
- * the ledger's filesystem fills up (a 2 MiB tmpfs when this runs as root, else the documented
- * test hook VMS_UPLINK_TEST_LEDGER_FULL), a ledger file damaged before start-up, a ledger on a
- * network filesystem, SIGTERM with parts in flight, and a stop while an incident report is under
- * way. Each test asserts exit codes, ledger rows, the bytes in the S3 store, what ALO holds, and
- * `status --json`.
+ * Disk full and ledger faults, and shutdown, through the real daemon: the ledger's filesystem
+ * fills up (a 2 MiB tmpfs of the test's own), a ledger file damaged before start-up, SIGTERM with
+ * parts in flight, and a stop while an incident report is under way. Each test asserts exit
+ * codes, ledger rows, the bytes in the S3 store, what ALO holds, and `status --json`. (A ledger
+ * on a network filesystem is refused before anything starts: test/unit/ledger-filesystem.test.ts.)
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync, truncateSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
-import { open, rm } from 'node:fs/promises';
+import { existsSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -19,6 +17,7 @@ import { recoveryCommand } from '../../src/ledger/database.js';
 import { startAloSite, type AloSite, type AloSiteOptions } from '../support/alo-site.js';
 import { DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
 import { MiB } from '../support/files.js';
+import { mountTmpfs } from '../support/tmpfs.js';
 import { ledgerRows, ledgerRowsSoFar } from '../support/ledger.js';
 import { writeIncident, writeOneVideoIncident } from '../support/manifest.js';
 
@@ -92,62 +91,23 @@ function expectLedgerWithinPlatform(site: AloSite): { partsDone: number; uploads
   return { partsDone, uploadsDone };
 }
 
-function tryMount(dir: string): boolean {
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir], { stdio: 'pipe' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Fills the filesystem holding `dir` with one file until it refuses (ENOSPC). */
-async function fillUp(path: string): Promise<void> {
-  const fh = await open(path, 'w');
-  const chunk = Buffer.alloc(16 * 1024, 0x46);
-  try {
-    for (;;) await fh.write(chunk);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-  } finally {
-    await fh.close().catch(() => undefined);
-  }
-}
-
-type DiskFull = 'tmpfs' | 'injected';
-
 /**
- * The whole disk-full story, the same assertions whichever way the disk fills: the daemon stays
- * up and says so (log, status, status --json), takes no new work, records nothing the platform
- * did not acknowledge, and once space returns finishes everything byte-identical.
+ * The whole disk-full story: the daemon stays up and says so (log, status, status --json), takes
+ * no new work, records nothing the platform did not acknowledge, and once space returns finishes
+ * everything byte-identical.
  */
-async function diskFullScenario(ctx: TestContext, wanted: DiskFull): Promise<void> {
+async function diskFullScenario(ctx: TestContext): Promise<void> {
   const t = setup(ctx);
   // No free-space floor: this is about the disk filling up all the same (a 2 MiB tmpfs is far below any floor).
   const site = await t.site({ upload: { concurrency: 2 }, ledger: { min_free: 0 } });
-  const stateDir = join(site.dir, 'state');
-  mkdirSync(stateDir, { recursive: true });
-  let how: DiskFull = wanted;
-  if (wanted === 'tmpfs' && tryMount(stateDir)) {
-    t.atEnd(() => {
-      execFileSync('umount', ['-l', stateDir]);
-    });
-  } else how = 'injected';
-  console.info(`disk full by: ${how}`);
-  const flag = join(site.dir, 'ledger-full.flag');
-  const filler = join(stateDir, 'filler');
-  const fill = async (): Promise<void> => {
-    if (how === 'tmpfs') await fillUp(filler);
-    else writeFileSync(flag, '');
-  };
-  const free = (): Promise<void> => rm(how === 'tmpfs' ? filler : flag, { force: true });
+  const { fill, free } = mountTmpfs(ctx, join(site.dir, 'state'), '2m');
 
   site.store.setLatency(250);
   const shasA = await writeIncident(site.exportsRoot, 'full-a', [
     { id: 'a1', file: 'a1.mp4', size: 20 * MiB + 3 },
     { id: 'a2', file: 'a2.mp4', size: 15 * MiB },
   ]);
-  const d = t.daemon(site.configPath, how === 'injected' ? { VMS_UPLINK_TEST_LEDGER_FULL: flag } : {});
+  const d = t.daemon(site.configPath);
   await waitFor(() => ledgerRowsSoFar(site.ledgerPath, `SELECT 1 FROM parts WHERE state = 'done'`).length >= 2, 30_000, 'two parts done');
 
   await fill();
@@ -209,12 +169,8 @@ async function diskFullScenario(ctx: TestContext, wanted: DiskFull): Promise<voi
 }
 
 describe('disk full under the ledger', () => {
-  it('rides out a full ledger filesystem (a 2 MiB tmpfs; the test hook where mounting is not permitted)', async (ctx) => {
-    await diskFullScenario(ctx, 'tmpfs');
-  });
-
-  it('rides out an injected SQLITE_FULL (the test hook, as a CI without root runs it)', async (ctx) => {
-    await diskFullScenario(ctx, 'injected');
+  it('rides out a full ledger filesystem (a 2 MiB tmpfs)', async (ctx) => {
+    await diskFullScenario(ctx);
   });
 });
 
@@ -306,34 +262,6 @@ describe('a damaged ledger at start-up', () => {
     d.kill('SIGTERM');
     expect(await d.exited).toEqual({ code: 0, signal: null });
     expect(ledgerRows(site.ledgerPath, `SELECT 1 FROM uploads WHERE state = 'done'`).length).toBeGreaterThanOrEqual(1);
-  });
-});
-
-describe('a ledger on a network filesystem', () => {
-  it('is refused at start-up with exit 2 naming ledger.path and the filesystem; a local one is not', async (ctx) => {
-    const t = setup(ctx);
-    const site = await t.site();
-    const stateDir = join(realpathSync(site.dir), 'state');
-    const mountinfo = (fsType: string): string => {
-      const path = join(site.dir, `mountinfo-${fsType}`);
-      writeFileSync(path, [
-        '27 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw',
-        `40 27 0:45 / ${stateDir.replace(/ /g, '\\040')} rw,relatime shared:30 - ${fsType} fileserver:/export/vms rw,vers=4.2`,
-        '',
-      ].join('\n'));
-      return path;
-    };
-    for (const fsType of ['nfs4', 'cifs', 'fuse.sshfs']) {
-      const r = await runCli(['run', '--config', site.configPath], { VMS_UPLINK_TEST_MOUNTINFO: mountinfo(fsType) });
-      expect(r.code, r.stderr).toBe(2);
-      expect(r.stderr).toContain(`ledger.path: ${site.ledgerPath} is on a network filesystem (${fsType}`);
-      expect(existsSync(site.ledgerPath)).toBe(false);
-    }
-    // The same layout on a local filesystem starts (retry opens the ledger read-write, then finds nothing to retry).
-    const r = await runCli(['retry', 'nope', '--config', site.configPath], { VMS_UPLINK_TEST_MOUNTINFO: mountinfo('xfs') });
-    expect(r.code, r.stderr).toBe(1);
-    expect(r.stderr).toMatch(/nothing to retry/);
-    expect(existsSync(site.ledgerPath)).toBe(true);
   });
 });
 

@@ -5,18 +5,17 @@
  * and /healthz turning 503 for each reason it knows. What is asserted is what the operator gets:
  * HTTP answers, the bytes in the store, the rows in the ledger.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it, type TestContext } from 'vitest';
-import type { CameraView as Camera } from '../../src/ledger/camera-view.js';
-import { TEST_FULL_ENV } from '../../src/ledger/faults.js';
-import { DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
+import { describe, expect, it } from 'vitest';
+import type { CameraView as Camera } from '../../src/ledger/views/cameras.js';
+import { runCli, waitFor } from '../support/daemon-process.js';
 import { MiB } from '../support/files.js';
 import { harness } from '../support/harness.js';
 import { ledgerRowsSoFar } from '../support/ledger.js';
 import { API_TOKEN, ApiClient, apiSection, parsePrometheus, sampleValue } from '../support/local-api.js';
 import { writeIncident } from '../support/manifest.js';
+import { mountTmpfs } from '../support/tmpfs.js';
 
 interface UploadRow {
   id: number;
@@ -239,14 +238,11 @@ describe('local API', () => {
 
   it('turns /healthz to 503 with the reason while the watch root is gone, the ledger cannot be written, or every target keeps failing', async (ctx) => {
     const h = harness(ctx);
-    const s = await h.site({ sections: apiSection({ targets_down_after: '1s' }) });
-    // While this file exists every ledger write fails with SQLITE_FULL (the test hook of src/ledger/faults.ts).
-    const ledgerFull = join(s.dir, 'ledger-full.flag');
-    const d = DaemonProcess.run(s.configPath, { [TEST_FULL_ENV]: ledgerFull });
-    ctx.onTestFinished(async () => {
-      d.kill('SIGKILL');
-      await d.exited;
-    });
+    const dir = await h.dir();
+    // The ledger on a small filesystem of its own, filled up for real below.
+    const disk = mountTmpfs(ctx, join(dir, 'state'), '16m');
+    const s = await h.site({ dir, sections: apiSection({ targets_down_after: '1s' }), ledger: { min_free: 0 } });
+    const d = h.daemon(s);
     const api = await ApiClient.of(d);
     const healthz = async (): Promise<{ status: number; reasons: string[] }> => {
       const r = await api.call('GET', '/healthz', null);
@@ -261,11 +257,11 @@ describe('local API', () => {
     await rename(aside, s.exportsRoot);
     await waitFor(async () => (await healthz()).status === 200, 15_000, 'healthy again');
 
-    await writeFile(ledgerFull, '');
+    await disk.fill();
     await writeIncident(s.exportsRoot, 'inc-full', [{ id: 'full1', file: 'full1.mp4', size: 1 * MiB }]);
     const full = await waitFor(async () => ((await healthz()).status === 503 ? healthz() : undefined), 15_000, '503 for the ledger');
-    expect(full.reasons).toEqual([expect.stringMatching(new RegExp(`^the ledger ${s.ledgerPath} cannot be written since .*SQLITE_FULL`))]);
-    await rm(ledgerFull);
+    expect(full.reasons).toEqual([expect.stringMatching(new RegExp(`^the ledger ${s.ledgerPath} cannot be written since .*SQLITE_(FULL|IOERR)`))]);
+    await disk.free();
     await waitFor(() => uploadOf(s.ledgerPath, 'full1')?.state === 'done', 30_000, 'full1 uploaded once the ledger can be written');
     expect(await healthz()).toEqual({ status: 200, reasons: [] });
 
@@ -286,8 +282,8 @@ describe('local API', () => {
     const dir = await h.dir();
     const stateDir = join(dir, 'state');
     await mkdir(stateDir, { recursive: true });
-    const floor = await smallFilesystem(ctx, stateDir);
-    const s = await h.site({ dir, sections: apiSection(), ledger: { min_free: floor.minFree } });
+    const floor = mountTmpfs(ctx, stateDir, '64m');
+    const s = await h.site({ dir, sections: apiSection(), ledger: { min_free: '32MiB' } });
     const d = h.daemon(s);
     const api = await ApiClient.of(d);
     await writeIncident(s.exportsRoot, 'inc-1', [{ id: 'f1', file: 'f1.mp4', size: 1 * MiB }]);
@@ -316,20 +312,3 @@ describe('local API', () => {
   });
 });
 
-/**
- * The ledger's folder on a 64 MiB tmpfs, so the test controls its free space for real (this
- * needs root, as the CI has; ledger-faults.test.ts mounts one too). The floor is 32 MiB; the
- * filler takes 40 MiB.
- */
-async function smallFilesystem(ctx: TestContext, dir: string): Promise<{ minFree: string; fill: () => Promise<void>; free: () => Promise<void> }> {
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', dir], { stdio: 'pipe' });
-  ctx.onTestFinished(() => {
-    execFileSync('umount', ['-l', dir]);
-  });
-  const filler = join(dir, 'filler');
-  return {
-    minFree: '32MiB',
-    fill: () => writeFile(filler, Buffer.alloc(40 * MiB, 1)),
-    free: () => rm(filler, { force: true }),
-  };
-}

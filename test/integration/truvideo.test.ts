@@ -8,12 +8,13 @@
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { describe, expect, it, type TestContext } from 'vitest';
-import type { TruvideoTargetConfig } from '../../src/config/schema.js';
-import { Secret } from '../../src/config/secret.js';
+import { Secrets } from '../../src/log/redact.js';
 import { MiB, PlanError } from '../../src/plan/part-plan.js';
-import { TargetError, type SourceFile } from '../../src/targets/target.js';
+import { TargetError, type SourceFile, type Target } from '../../src/targets/target.js';
+import { truvideoConfig } from '../../src/targets/truvideo/config.js';
 import { MAX_FILE_SIZE, TruvideoTarget, startRequest } from '../../src/targets/truvideo/index.js';
 import { HttpClient } from '../../src/upload/http.js';
+import { sleep } from '../../src/upload/pacer.js';
 import { startS3Store, type S3Store } from '../emulators/s3-store.js';
 import { startTruvideoEmulator, type TruvideoEmulator, type TruvideoEmulatorOptions, type TruvideoUpload } from '../emulators/truvideo.js';
 import { TRUVIDEO_API_KEY, truvideoTargetConfig } from '../conformance/fixtures/truvideo.js';
@@ -33,7 +34,8 @@ function sourceFile(size: number, name = 'cam01.mp4', over: Partial<SourceFile> 
     path: `/exports/${name}`,
     name,
     size,
-    sha256: '',
+    sha256: null,
+    stamp: '',
     contentType: 'video/mp4',
     incident: { id: 'inc-1', title: 'Break-in', description: 'rear door', incident_at: '2024-02-02T11:04:12.987Z', latitude: 51.5, longitude: -0.12 },
     video: { id: 'vid-1', camera_id: 'cam-1', camera_name: 'Door cam', started_at: '2024-02-02T11:49:22Z', ended_at: '2024-02-02T11:51:32Z' },
@@ -41,25 +43,19 @@ function sourceFile(size: number, name = 'cam01.mp4', over: Partial<SourceFile> 
   };
 }
 
-function targetConfig(baseUrl: string, loginUrl: string, over: Partial<TruvideoTargetConfig> = {}): TruvideoTargetConfig {
-  return {
-    name: 'truvideo',
-    type: 'truvideo',
-    baseUrl,
-    auth: { kind: 'login', url: loginUrl, body: new Secret(JSON.stringify({ apiKey: TRUVIDEO_API_KEY })), tokenField: 'accessToken', sendAs: { kind: 'bearer' } },
-    requestTimeout: 30,
-    moreUrlsPath: '/upload/{uploadId}/presigned-urls',
-    pollInterval: 5,
-    pollTimeout: 3600,
-    ...over,
-  };
+/** The target as the daemon makes it from a `targets.truvideo` block, logging in with the emulator's API key. */
+function truvideo(baseUrl: string, loginUrl: string, over: Record<string, unknown> = {}): { target: Target; http: HttpClient } {
+  const secrets = new Secrets();
+  const http = new HttpClient({ connectionsPerOrigin: 2 }, secrets);
+  const block = { type: 'truvideo', base_url: baseUrl, auth: { login: { url: loginUrl, body: { apiKey: TRUVIDEO_API_KEY } } }, ...over };
+  return { target: new TruvideoTarget('truvideo', truvideoConfig.parse(block), { http, secrets }), http };
 }
 
-const offline = new TruvideoTarget('truvideo', targetConfig('http://127.0.0.1:9', 'http://127.0.0.1:9/auth/token'), new HttpClient({ connectionsPerOrigin: 1, timeoutMs: 1000 }));
+const offline = truvideo('http://127.0.0.1:9', 'http://127.0.0.1:9/auth/token').target;
 
 /** Part sizes of the layout, checked against S3 and TruVideo's rules on the way. */
 function sizes(size: number, preferred: number): { partSize: number; count: number; last: number } {
-  const layout = offline.layout(sourceFile(size), preferred);
+  const layout = offline.layout(sourceFile(size), preferred)!;
   expect(layout.reduce((sum, p) => sum + p.size, 0)).toBe(size);
   expect(layout.length).toBeLessThanOrEqual(120);
   for (const p of layout.slice(0, -1)) {
@@ -255,21 +251,31 @@ describe('TruVideo emulator', () => {
 
 describe('TruVideo complete', () => {
   /** A started one-part upload whose part is in the store, through the target in this process. */
-  async function sentUpload(ctx: TestContext, emulatorOptions: Partial<TruvideoEmulatorOptions>, config: Partial<TruvideoTargetConfig>) {
+  async function sentUpload(ctx: TestContext, emulatorOptions: Partial<TruvideoEmulatorOptions>, config: Record<string, unknown>) {
     const { tv } = await emulator(harness(ctx), emulatorOptions);
-    const http = new HttpClient({ connectionsPerOrigin: 2, timeoutMs: 5000 });
+    const { target, http } = truvideo(tv.baseUrl, tv.loginUrl, config);
     ctx.onTestFinished(() => http.close());
-    const target = new TruvideoTarget('truvideo', targetConfig(tv.baseUrl, tv.loginUrl, config), http);
     const file = sourceFile(4, 'tiny.mp4');
     const signal = new AbortController().signal;
     const { session } = await target.start(file, [{ number: 1, offset: 0, size: 4 }], signal);
-    const part = { number: 1, offset: 0, size: 4, md5: '' };
-    const { etag } = await target.sendPart({ session, file, part, body: () => Readable.from([Buffer.from('abcd')]), signal });
-    return { tv, complete: () => target.complete(session, file, [{ number: 1, size: 4, etag }], signal).catch((e: unknown) => e), uploadId: String(session['uploadId']) };
+    const part = { number: 1, offset: 0, size: 4 };
+    const { etag } = await target.sendPart({ session, file, part, body: () => Readable.from([Buffer.from('abcd')]), sentMd5: () => '', signal });
+    /** Complete, asked again after the delay each `not-ready` names (as the pacer does), until an answer or another error. */
+    const complete = async (): Promise<unknown> => {
+      for (;;) {
+        try {
+          return await target.complete(session, file, [{ number: 1, size: 4, etag }], signal);
+        } catch (err) {
+          if (!(err instanceof TargetError) || err.kind !== 'not-ready') return err;
+          await sleep(err.details.retryAfterMs ?? 0);
+        }
+      }
+    };
+    return { tv, complete, uploadId: String(session['uploadId']) };
   }
 
   it('polls with capped backoff and gives up after pollTimeout as retryable', async (ctx) => {
-    const { tv, complete, uploadId } = await sentUpload(ctx, { completeDelayMs: 60_000 }, { pollInterval: 0.1, pollTimeout: 0.5 });
+    const { tv, complete, uploadId } = await sentUpload(ctx, { completeDelayMs: 60_000 }, { poll_interval: 0.1, poll_timeout: 0.5 });
     const t0 = Date.now();
     const err = await complete();
     expect(Date.now() - t0).toBeLessThan(2000);
@@ -282,7 +288,7 @@ describe('TruVideo complete', () => {
   });
 
   it('fails for good with the failureReason when the upload ends FAILED', async (ctx) => {
-    const { tv, complete } = await sentUpload(ctx, { completeDelayMs: 100 }, { pollInterval: 0.1 });
+    const { tv, complete } = await sentUpload(ctx, { completeDelayMs: 100 }, { poll_interval: 0.1 });
     tv.failNextCompletion('transcoder rejected the stream');
     const err = await complete();
     expect(err).toBeInstanceOf(TargetError);

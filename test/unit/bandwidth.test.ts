@@ -3,22 +3,20 @@
  * also right after a start mid-window), the shared token bucket's rate and rate switches, and
  * a throttled part body that the stall watchdog leaves alone.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { BandwidthConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log/logger.js';
+import { stampOf } from '../../src/plan/file-stamp.js';
 import { BandwidthSchedule, limitInForce, TokenBucket } from '../../src/upload/bandwidth.js';
 import { openPart, StallWatchdog } from '../../src/upload/part-body.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-const schedule = (...entries: Array<[cron: string, bytesPerSecond: number | null]>): BandwidthConfig => ({
-  kind: 'schedule',
-  entries: entries.map(([cron, bytesPerSecond]) => ({ cron, bytesPerSecond })),
-});
+const schedule = (...entries: Array<[cron: string, bytesPerSecond: number | null]>): BandwidthConfig => entries.map(([cron, limit]) => ({ cron, limit }));
 /** Local time, as node-cron reads cron expressions. 2026-03-02 is a Monday. */
 const at = (day: number, hour: number, minute = 0, second = 0): number => new Date(2026, 2, day, hour, minute, second).getTime();
 const MON = 2, WED = 4, FRI = 6, SAT = 7, SUN = 8, NEXT_MON = 9;
@@ -27,8 +25,8 @@ describe('the limit in force for a schedule', () => {
   const businessHours = schedule(['0 8 * * 1-5', 1 * MiB], ['0 18 * * 1-5', null]);
 
   it('is the fixed limit, or unlimited', () => {
-    expect(limitInForce({ kind: 'fixed', bytesPerSecond: 4 * MiB }).bytesPerSecond).toBe(4 * MiB);
-    expect(limitInForce({ kind: 'fixed', bytesPerSecond: null }).bytesPerSecond).toBeNull();
+    expect(limitInForce(4 * MiB).bytesPerSecond).toBe(4 * MiB);
+    expect(limitInForce(null).bytesPerSecond).toBeNull();
   });
 
   it('is the entry whose time passed most recently, for a start in the middle of a window', () => {
@@ -181,7 +179,7 @@ describe('a throttled part body', () => {
       const watchdog = new StallWatchdog(400, ctl);
       const chunks: number[] = [];
       const started = performance.now();
-      const body = openPart(file, { number: 1, offset: 0, size: data.length }, () => watchdog.touch(), bucket);
+      const body = openPart({ path: file, stamp: stampOf(await lstat(file, { bigint: true })) }, { number: 1, offset: 0, size: data.length }, () => watchdog.touch(), bucket);
       body.on('data', (c: Buffer) => chunks.push(c.length));
       await new Promise<void>((resolve, reject) => {
         body.once('end', resolve);

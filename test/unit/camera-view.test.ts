@@ -3,7 +3,7 @@
  * it: names, backlog, latency, transmit rate, online-ness, upload metrics and the queue figures.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { oldestQueuedSeconds, queuedByTarget, readCameras, readUploadMetrics } from '../../src/ledger/camera-view.js';
+
 import { MiB } from '../support/files.js';
 import { LedgerBuilder, partsOf } from '../support/ledger-builder.js';
 
@@ -18,7 +18,7 @@ afterEach(() => b.close());
 
 /** Sets a video's settled_at and its uploads' start and completion, in seconds before NOW. */
 function timesAgo(videoId: string, t: { settled?: number; started?: number; completed?: number }): void {
-  const db = b.ledger.db;
+  const db = b.sql;
   if (t.settled !== undefined) db.prepare('UPDATE videos SET settled_at = ? WHERE id = ?').run(NOW - t.settled * SECOND, videoId);
   if (t.started !== undefined) db.prepare('UPDATE uploads SET started_at = ? WHERE video_id = ?').run(NOW - t.started * SECOND, videoId);
   if (t.completed !== undefined) db.prepare('UPDATE uploads SET completed_at = ? WHERE video_id = ?').run(NOW - t.completed * SECOND, videoId);
@@ -26,7 +26,7 @@ function timesAgo(videoId: string, t: { settled?: number; started?: number; comp
 
 function completed(videoId: string, uploadId: number): void {
   b.partsDoneAgo(uploadId, NOW, { 1: 600 * SECOND });
-  b.ledger.uploadDone(uploadId, { s3_key: `k/${videoId}` });
+  b.completed(uploadId, { s3_key: `k/${videoId}` });
 }
 
 describe('readCameras', () => {
@@ -43,7 +43,7 @@ describe('readCameras', () => {
     timesAgo('old', { settled: 300, started: 290, completed: 280 });
     b.readyVideo('inc-1', 'new', partsOf(2, MiB));
 
-    const cameras = readCameras(b.ledger.db, undefined, NOW);
+    const cameras = b.ledger.cameras.cameras(undefined, NOW);
     expect(cameras.map((c) => c.id)).toEqual(['cam-1', 'cam-2']);
     expect(cameras[0]).toEqual({
       id: 'cam-1',
@@ -58,27 +58,27 @@ describe('readCameras', () => {
       networkTransmitRate: 0,
       isOnline: true,
     });
-    expect(readCameras(b.ledger.db, 'cam-2', NOW)).toEqual([expect.objectContaining({ id: 'cam-2', name: 'Dock', videoBacklog: 1, videoUploadLatency: null })]);
-    expect(readCameras(b.ledger.db, 'nobody', NOW)).toEqual([]);
+    expect(b.ledger.cameras.cameras('cam-2', NOW)).toEqual([expect.objectContaining({ id: 'cam-2', name: 'Dock', videoBacklog: 1, videoUploadLatency: null })]);
+    expect(b.ledger.cameras.cameras('nobody', NOW)).toEqual([]);
   });
 
   it('counts the bytes of the last minute in networkTransmitRate, and is online while they flow despite a retried error', () => {
     b.applyIncident('inc-1', [{ id: 'v', file: 'v.mp4' }]);
     const id = b.readyVideo('inc-1', 'v', partsOf(4, 3 * MiB));
     b.partsDoneAgo(id, NOW, { 1: 90 * SECOND, 2: 30 * SECOND, 3: 10 * SECOND });
-    b.ledger.uploadTrouble(id, 'part 4: HTTP 503');
-    expect(readCameras(b.ledger.db, 'cam-1', NOW)[0]).toMatchObject({ networkTransmitRate: Math.round((6 * MiB) / 60), isOnline: true });
+    b.ledger.uploads.trouble(id, 'part 4: HTTP 503');
+    expect(b.ledger.cameras.cameras('cam-1', NOW)[0]).toMatchObject({ networkTransmitRate: Math.round((6 * MiB) / 60), isOnline: true });
     // A minute later nothing has moved: the error makes it offline.
-    expect(readCameras(b.ledger.db, 'cam-1', NOW + 60 * SECOND)[0]).toMatchObject({ networkTransmitRate: 0, isOnline: false });
+    expect(b.ledger.cameras.cameras('cam-1', NOW + 60 * SECOND)[0]).toMatchObject({ networkTransmitRate: 0, isOnline: false });
   });
 
   it('is offline with a failed upload, and shows the pause recorded in the ledger', () => {
     b.applyIncident('inc-1', [{ id: 'v', file: 'v.mp4' }]);
-    b.ledger.uploadFailed(b.readyVideo('inc-1', 'v', partsOf(1, MiB)), 'ALO answered 413');
-    expect(b.ledger.setCameraState('cam-1', 'paused')).toBe(true);
-    expect(b.ledger.setCameraState('cam-unknown', 'paused')).toBe(false);
-    expect(readCameras(b.ledger.db, 'cam-1', NOW)[0]).toMatchObject({ state: 'paused', isOnline: false, videoBacklog: 0 });
-    expect(b.ledger.db.prepare(`SELECT id, state FROM cameras`).all()).toEqual([{ id: 'cam-1', state: 'paused' }]);
+    b.ledger.uploads.failed(b.readyVideo('inc-1', 'v', partsOf(1, MiB)), 'ALO answered 413');
+    expect(b.ledger.operator.setCameraState('cam-1', 'paused')).toBe(true);
+    expect(b.ledger.operator.setCameraState('cam-unknown', 'paused')).toBe(false);
+    expect(b.ledger.cameras.cameras('cam-1', NOW)[0]).toMatchObject({ state: 'paused', isOnline: false, videoBacklog: 0 });
+    expect(b.sql.prepare(`SELECT id, state FROM cameras`).all()).toEqual([{ id: 'cam-1', state: 'paused' }]);
   });
 });
 
@@ -90,8 +90,8 @@ describe('readUploadMetrics', () => {
     // The same content to the same target is done at once, nothing sent.
     b.readyVideo('inc-1', 'same', partsOf(2, MiB), 2 * MiB, 'sha-shared');
     b.partsDoneAgo(b.readyVideo('inc-1', 'open', partsOf(2, MiB)), NOW, { 1: SECOND });
-    expect(readUploadMetrics(b.ledger.db, 'cam-1')).toEqual({ uploadSize: 2 * MiB, uploadTime: 60 });
-    expect(readUploadMetrics(b.ledger.db, 'cam-none')).toEqual({ uploadSize: 0, uploadTime: 0 });
+    expect(b.ledger.cameras.uploadMetrics('cam-1')).toEqual({ uploadSize: 2 * MiB, uploadTime: 60 });
+    expect(b.ledger.cameras.uploadMetrics('cam-none')).toEqual({ uploadSize: 0, uploadTime: 0 });
   });
 });
 
@@ -100,11 +100,11 @@ describe('the queue figures', () => {
     b.applyIncident('inc-1', [{ id: 'a', file: 'a.mp4' }, { id: 'b', file: 'b.mp4' }, { id: 'w', file: 'w.mp4' }]);
     completed('a', b.readyVideo('inc-1', 'a', partsOf(1, MiB)));
     b.readyVideo('inc-1', 'b', partsOf(1, MiB));
-    const seen = (id: string, secondsAgo: number) => b.ledger.db.prepare('UPDATE videos SET first_seen_at = ? WHERE id = ?').run(NOW - secondsAgo * SECOND, id);
+    const seen = (id: string, secondsAgo: number) => b.sql.prepare('UPDATE videos SET first_seen_at = ? WHERE id = ?').run(NOW - secondsAgo * SECOND, id);
     seen('a', 900);
     seen('b', 120);
     seen('w', 60);
-    expect(queuedByTarget(b.ledger.db)).toEqual(new Map([['alo', 1]]));
-    expect(oldestQueuedSeconds(b.ledger.db, NOW)).toBe(120);
+    expect(b.ledger.figures.queuedByTarget()).toEqual(new Map([['alo', 1]]));
+    expect(b.ledger.figures.oldestQueuedSeconds(NOW)).toBe(120);
   });
 });

@@ -37,7 +37,7 @@ describe('config/config.example.yaml', () => {
       truvideo: 'truvideo',
       valt: 'valt',
     });
-    expect(config.targets.valt).toMatchObject({ chunkSize: 8 * 1024 * 1024, template: { '1': 'Field value' }, share: { users: [1, 2], groups: [4] } });
-    expect(config.targets.truvideo).toMatchObject({ pollInterval: 5, pollTimeout: 3600, moreUrlsPath: '/upload/{uploadId}/presigned-urls' });
+    expect(config.targets.valt).toMatchObject({ chunk_size: 8 * 1024 * 1024, template: { '1': 'Field value' }, share: { users: [1, 2], groups: [4] } });
+    expect(config.targets.truvideo).toMatchObject({ poll_interval: 5, poll_timeout: 3600, more_urls_path: '/upload/{uploadId}/presigned-urls' });
   });
 });

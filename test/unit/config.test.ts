@@ -5,8 +5,10 @@ import util from 'node:util';
 import { Volume } from 'memfs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseConfig, resolveConfig, resolveConfigPath, type ReadFile } from '../../src/config/load.js';
-import { describeConfig, maskUrl } from '../../src/config/mask.js';
-import type { Config, LoginAuthConfig, TargetConfig } from '../../src/config/schema.js';
+import { describeConfig } from '../../src/config/mask.js';
+import type { AuthConfig, LoginAuth } from '../../src/config/target-keys.js';
+import { redactUrl } from '../../src/log/redact.js';
+import type { Config, TargetConfig } from '../../src/config/schema.js';
 import { Secret } from '../../src/config/secret.js';
 import { parseDuration, parseRate, parseSize } from '../../src/config/units.js';
 
@@ -102,6 +104,15 @@ const CONTRACT_ENV = { ALO_TOKEN: SECRETS.ALO_TOKEN, TRUVIDEO_KEY: SECRETS.TRUVI
 
 function loadContractExample(): Config {
   return load(CONTRACT_EXAMPLE, { env: CONTRACT_ENV, files: CONTRACT_FILES });
+}
+
+/** The token of a bearer auth block, whichever form (bearer or bearer_file) gave it. */
+function bearerOf(auth: AuthConfig | undefined): string | undefined {
+  return auth && 'bearer' in auth ? (auth.bearer ?? auth.bearer_file)?.reveal() : auth && 'bearer_file' in auth ? auth.bearer_file?.reveal() : undefined;
+}
+
+function headerValueOf(auth: AuthConfig | undefined): string | undefined {
+  return auth && 'header' in auth ? (auth.value ?? auth.value_file)?.reveal() : undefined;
 }
 
 function target<T extends TargetConfig['type']>(config: Config, name: string, type: T): Extract<TargetConfig, { type: T }> {
@@ -225,46 +236,43 @@ describe('the contract example', () => {
     const config = loadContractExample();
     expect(config.watch).toEqual({
       root: '/srv/vms/exports',
-      settleSeconds: 10,
-      missingFileSeconds: 3600,
+      settle_seconds: 10,
+      missing_file_seconds: 3600,
       poll: false,
-      pollInterval: 2,
-      rescanInterval: 300,
+      poll_interval: 2,
+      rescan_interval: 300,
     });
     expect(config.ledger.path).toBe('/var/lib/vms-uplink/ledger.db');
-    expect(config.upload.partSize).toBe(16 * 1024 ** 2);
-    expect(config.upload.bandwidth).toEqual({ kind: 'fixed', bytesPerSecond: null });
-    expect(config.afterUpload).toEqual({ action: 'keep' });
+    expect(config.upload.part_size).toBe(16 * 1024 ** 2);
+    expect(config.upload.bandwidth).toEqual(null);
+    expect(config.after_upload).toBe('keep');
     expect(Object.keys(config.targets)).toEqual(['alo', 'aion', 'truvideo', 'valt']);
 
     const alo = target(config, 'alo', 'alo');
-    expect(alo.name).toBe('alo');
-    expect(alo.baseUrl).toBe('https://api.alo.ai/v1');
-    expect(alo.multipartThreshold).toBe(100 * 1024 ** 2);
-    expect(alo.auth.kind === 'bearer' && alo.auth.token.reveal()).toBe(SECRETS.ALO_TOKEN);
+    expect(alo.base_url).toBe('https://api.alo.ai/v1');
+    expect(alo.multipart_threshold).toBe(100 * 1024 ** 2);
+    expect(bearerOf(alo.auth)).toBe(SECRETS.ALO_TOKEN);
 
     const aion = target(config, 'aion', 'aionvision');
-    expect(aion.auth.kind === 'bearer' && aion.auth.token.reveal()).toBe(SECRETS.aion);
+    expect(bearerOf(aion.auth)).toBe(SECRETS.aion);
 
     const truvideo = target(config, 'truvideo', 'truvideo');
-    const truAuth = truvideo.auth as LoginAuthConfig;
-    expect(truAuth.kind).toBe('login');
-    expect(JSON.parse(truAuth.body.reveal())).toEqual({ apiKey: SECRETS.TRUVIDEO_KEY });
-    expect(truAuth.tokenField).toBe('accessToken');
-    expect(truAuth.sendAs).toEqual({ kind: 'bearer' });
-    expect(truvideo.moreUrlsPath).toBe('/upload/{uploadId}/presigned-urls');
+    const truAuth = truvideo.auth as LoginAuth;
+    expect(JSON.parse(truAuth.login.body!.reveal())).toEqual({ apiKey: SECRETS.TRUVIDEO_KEY });
+    expect(truAuth.login.token_field).toBe('accessToken');
+    expect(truAuth.send_as).toBeUndefined();
+    expect(truvideo.more_urls_path).toBe('/upload/{uploadId}/presigned-urls');
 
     const valt = target(config, 'valt', 'valt');
-    const valtAuth = valt.auth as LoginAuthConfig;
-    expect(valt.chunkSize).toBe(8 * 1024 ** 2);
-    expect(JSON.parse(valtAuth.body.reveal())).toEqual({ username: 'u', password: SECRETS.VALT_PASSWORD });
-    expect(valtAuth.tokenField).toBe('data.access_token');
-    expect(valtAuth.sendAs).toEqual({ kind: 'query', name: 'access_token' });
+    const valtAuth = valt.auth as LoginAuth;
+    expect(valt.chunk_size).toBe(8 * 1024 ** 2);
+    expect(JSON.parse(valtAuth.login.body!.reveal())).toEqual({ username: 'u', password: SECRETS.VALT_PASSWORD });
+    expect(valtAuth.login.token_field).toBe('data.access_token');
+    expect(valtAuth.send_as).toEqual({ query: 'access_token' });
 
-    expect(config.api?.host).toBe('127.0.0.1');
-    expect(config.api?.port).toBe(9420);
-    expect(config.api?.token.reveal()).toBe(SECRETS.api);
-    expect(config.api?.targetsDownAfter).toBe(15 * 60);
+    expect(config.api?.listen).toBe('127.0.0.1:9420');
+    expect(config.api?.token_file?.reveal()).toBe(SECRETS.api);
+    expect(config.api?.targets_down_after).toBe(15 * 60);
     expect(config.log.level).toBe('info');
   });
 
@@ -276,13 +284,10 @@ describe('the contract example', () => {
       ),
       { env: CONTRACT_ENV, files: CONTRACT_FILES },
     );
-    expect(config.upload.bandwidth).toEqual({
-      kind: 'schedule',
-      entries: [
-        { cron: '0 7 * * 1-5', bytesPerSecond: 2 * 1024 ** 2 },
-        { cron: '0 19 * * *', bytesPerSecond: null },
-      ],
-    });
+    expect(config.upload.bandwidth).toEqual([
+      { cron: '0 7 * * 1-5', limit: 2 * 1024 ** 2 },
+      { cron: '0 19 * * *', limit: null },
+    ]);
   });
 });
 
@@ -290,23 +295,23 @@ describe('defaults', () => {
   it('fills every optional key', () => {
     const config = load(MINIMAL);
     expect(config).toMatchObject({
-      watch: { root: '/srv/vms/exports', settleSeconds: 10, missingFileSeconds: 3600, poll: false, pollInterval: 2, rescanInterval: 300 },
-      ledger: { path: '/var/lib/vms-uplink/ledger.db', minFree: 256 * 1024 ** 2 },
+      watch: { root: '/srv/vms/exports', settle_seconds: 10, missing_file_seconds: 3600, poll: false, poll_interval: 2, rescan_interval: 300 },
+      ledger: { path: '/var/lib/vms-uplink/ledger.db', min_free: 256 * 1024 ** 2 },
       upload: {
         concurrency: 4,
-        partSize: 16 * 1024 ** 2,
-        bandwidth: { kind: 'fixed', bytesPerSecond: null },
-        stallTimeout: 60,
-        retryInitial: 1,
-        retryMax: 300,
-        drainTimeout: 10,
+        part_size: 16 * 1024 ** 2,
+        bandwidth: null,
+        stall_timeout: 60,
+        retry_initial: 1,
+        retry_max: 300,
+        drain_timeout: 10,
       },
-      afterUpload: { action: 'keep' },
-      retention: null,
-      api: null,
+      after_upload: 'keep',
       log: { level: 'info' },
     });
-    expect(target(config, 'alo', 'alo')).toMatchObject({ multipartThreshold: 100 * 1024 ** 2, requestTimeout: 30 });
+    expect(config.retention).toBeUndefined();
+    expect(config.api).toBeUndefined();
+    expect(target(config, 'alo', 'alo')).toMatchObject({ multipart_threshold: 100 * 1024 ** 2, request_timeout: 30 });
   });
 
   it('per target type', () => {
@@ -318,26 +323,26 @@ targets:
   a: { type: aionvision, base_url: "https://aion.example.com", auth: { bearer: x } }
 `);
     expect(target(config, 'tv', 'truvideo')).toMatchObject({
-      baseUrl: 'https://tv.example.com',
-      requestTimeout: 30,
-      moreUrlsPath: '/upload/{uploadId}/presigned-urls',
-      pollInterval: 5,
-      pollTimeout: 3600,
+      base_url: 'https://tv.example.com',
+      request_timeout: 30,
+      more_urls_path: '/upload/{uploadId}/presigned-urls',
+      poll_interval: 5,
+      poll_timeout: 3600,
     });
     expect(target(config, 'v', 'valt')).toMatchObject({
-      baseUrl: 'https://valt.example.com/api/v3',
-      chunkSize: 8 * 1024 ** 2,
-      template: null,
-      share: null,
+      base_url: 'https://valt.example.com/api/v3',
+      chunk_size: 8 * 1024 ** 2,
     });
-    expect(target(config, 'a', 'aionvision').requestTimeout).toBe(30);
+    expect(target(config, 'v', 'valt')).not.toHaveProperty('template');
+    expect(target(config, 'v', 'valt')).not.toHaveProperty('share');
+    expect(target(config, 'a', 'aionvision').request_timeout).toBe(30);
   });
 
   it('treats a key with no value as left out', () => {
     const config = load(minimalWith('retention:\napi:\nupload:\n  bandwidth:\n'));
-    expect(config.retention).toBeNull();
-    expect(config.api).toBeNull();
-    expect(config.upload.bandwidth).toEqual({ kind: 'fixed', bytesPerSecond: null });
+    expect(config.retention).toBeUndefined();
+    expect(config.api).toBeUndefined();
+    expect(config.upload.bandwidth).toEqual(null);
   });
 
   it('reads explicit values in every unit', () => {
@@ -359,15 +364,15 @@ log: { level: debug }
     );
     expect(config.upload).toEqual({
       concurrency: 16,
-      partSize: 64 * 1024 ** 2,
-      bandwidth: { kind: 'fixed', bytesPerSecond: 4 * 1024 ** 2 },
-      stallTimeout: 120,
-      retryInitial: 0.5,
-      retryMax: 600,
-      drainTimeout: 0,
+      part_size: 64 * 1024 ** 2,
+      bandwidth: 4 * 1024 ** 2,
+      stall_timeout: 120,
+      retry_initial: 0.5,
+      retry_max: 600,
+      drain_timeout: 0,
     });
-    expect(config.afterUpload).toEqual({ action: 'move', dir: '/srv/vms/uploaded' });
-    expect(config.retention).toEqual({ deleteUploadedAfter: 604800 });
+    expect(config).toMatchObject({ after_upload: 'move', after_upload_dir: '/srv/vms/uploaded' });
+    expect(config.retention).toEqual({ delete_uploaded_after: 604800 });
     expect(config.log.level).toBe('debug');
   });
 
@@ -390,7 +395,7 @@ targets:
 `);
     expect(target(config, 'v', 'valt')).toMatchObject({
       template: { '1': 'Field Value 1', '2': '42' },
-      share: { users: [1, 2, 3], groups: [] },
+      share: { users: [1, 2, 3] },
     });
   });
 });
@@ -411,11 +416,11 @@ targets:
     );
     expect(config.watch.root).toBe('/mnt/nvr/incidents');
     expect(config.watch.poll).toBe(true);
-    expect(config.upload.partSize).toBe(32 * 1024 ** 2);
+    expect(config.upload.part_size).toBe(32 * 1024 ** 2);
     expect(config.upload.concurrency).toBe(8);
     const alo = target(config, 'alo', 'alo');
-    expect(alo.baseUrl).toBe('https://api.alo.ai/v1');
-    expect(alo.auth.kind === 'header' && alo.auth.value.reveal()).toBe('pre-${LITERAL}-k3y');
+    expect(alo.base_url).toBe('https://api.alo.ai/v1');
+    expect(headerValueOf(alo.auth)).toBe('pre-${LITERAL}-k3y');
   });
 
   it('reports every unset variable at its YAML path', () => {
@@ -456,8 +461,8 @@ describe('*_file secrets', () => {
     );
     const config = loadConfig(file, {});
     const alo = target(config, 'alo', 'alo');
-    expect(alo.auth.kind === 'bearer' && alo.auth.token.reveal()).toBe('file-secret');
-    expect(config.api?.token.reveal()).toBe('api-file-secret');
+    expect(bearerOf(alo.auth)).toBe('file-secret');
+    expect(config.api?.token_file?.reveal()).toBe('api-file-secret');
   });
 
   it('takes the file path from the environment (systemd credentials)', () => {
@@ -466,13 +471,13 @@ describe('*_file secrets', () => {
       files: { '/run/credentials/vms-uplink.service/alo': 'cred\n' },
     });
     const alo = target(config, 'alo', 'alo');
-    expect(alo.auth.kind === 'bearer' && alo.auth.token.reveal()).toBe('cred');
+    expect(bearerOf(alo.auth)).toBe('cred');
   });
 
   it('does not substitute variables inside the file', () => {
     const config = load(MINIMAL.replace('{ bearer: t0ken-alo }', '{ bearer_file: /s/alo }'), { files: { '/s/alo': 'a${B}c' } });
     const alo = target(config, 'alo', 'alo');
-    expect(alo.auth.kind === 'bearer' && alo.auth.token.reveal()).toBe('a${B}c');
+    expect(bearerOf(alo.auth)).toBe('a${B}c');
   });
 
   it('names the unreadable file and the errno code at the key', () => {
@@ -491,8 +496,8 @@ describe('*_file secrets', () => {
     const yaml = (file: string) =>
       MINIMAL.replace('{ bearer: t0ken-alo }', `{ login: { url: "https://x.example.com/login", body_file: ${file} } }`);
     const config = load(yaml('/s/body.json'), { files: { '/s/body.json': '{ "user": "u", "password": "pw-123" }\n' } });
-    const auth = target(config, 'alo', 'alo').auth as LoginAuthConfig;
-    expect(JSON.parse(auth.body.reveal())).toEqual({ user: 'u', password: 'pw-123' });
+    const auth = target(config, 'alo', 'alo').auth as LoginAuth;
+    expect(JSON.parse(auth.login.body_file!.reveal())).toEqual({ user: 'u', password: 'pw-123' });
 
     const problems = problemsOf(() => load(yaml('/s/bad.json'), { files: { '/s/bad.json': 'password=pw-456' } }));
     expect(problems).toEqual(['targets.alo.auth.login.body_file: the file does not hold valid JSON']);
@@ -514,36 +519,25 @@ targets:
     problemsOf(() => withAuth(auth)).map((p) => p.replace(/^targets\.t\.auth/, 'auth'));
 
   it('bearer', () => {
-    const auth = withAuth('{ bearer: abc }');
-    expect(auth?.kind).toBe('bearer');
-    expect(auth?.kind === 'bearer' && auth.token.reveal()).toBe('abc');
+    expect(bearerOf(withAuth('{ bearer: abc }'))).toBe('abc');
   });
 
   it('header with value or value_file', () => {
     const auth = withAuth('{ header: X-API-Key, value: k }');
-    expect(auth).toMatchObject({ kind: 'header', name: 'X-API-Key' });
-    expect(auth?.kind === 'header' && auth.value.reveal()).toBe('k');
+    expect(auth).toMatchObject({ header: 'X-API-Key' });
+    expect(headerValueOf(auth)).toBe('k');
     expect(authProblems('{ header: X-API-Key }')).toEqual(['auth.value: required (or value_file)']);
     expect(authProblems('{ header: "Bad Header", value: k }')).toEqual(['auth.header: is not a valid HTTP header name']);
   });
 
   it('login, sent as bearer by default, or as a query parameter or a header', () => {
     const login = '{ url: "https://x.example.com/login", body: { user: u, n: 1 }, token_field: data.token }';
-    expect(withAuth(`{ login: ${login} }`)).toMatchObject({
-      kind: 'login',
-      url: 'https://x.example.com/login',
-      tokenField: 'data.token',
-      sendAs: { kind: 'bearer' },
-    });
-    const defaultField = withAuth('{ login: { url: "https://x.example.com/login", body: {} } }') as LoginAuthConfig;
-    expect(defaultField.tokenField).toBe('accessToken');
-    expect(defaultField.body.reveal()).toBe('{}');
-    expect(withAuth(`{ login: ${login}, send_as: { query: access_token } }`)).toMatchObject({
-      sendAs: { kind: 'query', name: 'access_token' },
-    });
-    expect(withAuth(`{ login: ${login}, send_as: { header: X-Auth-Token } }`)).toMatchObject({
-      sendAs: { kind: 'header', name: 'X-Auth-Token' },
-    });
+    expect(withAuth(`{ login: ${login} }`)).toMatchObject({ login: { url: 'https://x.example.com/login', token_field: 'data.token' } });
+    const defaultField = withAuth('{ login: { url: "https://x.example.com/login", body: {} } }') as LoginAuth;
+    expect(defaultField.login.token_field).toBe('accessToken');
+    expect(defaultField.login.body!.reveal()).toBe('{}');
+    expect(withAuth(`{ login: ${login}, send_as: { query: access_token } }`)).toMatchObject({ send_as: { query: 'access_token' } });
+    expect(withAuth(`{ login: ${login}, send_as: { header: X-Auth-Token } }`)).toMatchObject({ send_as: { header: 'X-Auth-Token' } });
     expect(authProblems(`{ login: ${login}, send_as: { query: a, header: b } }`)).toEqual([
       'auth.send_as: give either query or header, not both',
     ]);
@@ -694,10 +688,10 @@ upload:
   });
 
   it('api: listen forms and the token it needs', () => {
-    expect(load(minimalWith('api: { listen: 9420, token: t }\n')).api).toMatchObject({ host: '127.0.0.1', port: 9420 });
-    expect(load(minimalWith('api: { listen: ":9421", token: t }\n')).api).toMatchObject({ host: '127.0.0.1', port: 9421 });
-    expect(load(minimalWith('api: { listen: "0.0.0.0:80", token: t }\n')).api).toMatchObject({ host: '0.0.0.0', port: 80 });
-    expect(load(minimalWith('api: { listen: "[::1]:9420", token: t }\n')).api).toMatchObject({ host: '::1', port: 9420 });
+    expect(load(minimalWith('api: { listen: 9420, token: t }\n')).api).toMatchObject({ listen: '127.0.0.1:9420' });
+    expect(load(minimalWith('api: { listen: ":9421", token: t }\n')).api).toMatchObject({ listen: '127.0.0.1:9421' });
+    expect(load(minimalWith('api: { listen: "0.0.0.0:80", token: t }\n')).api).toMatchObject({ listen: '0.0.0.0:80' });
+    expect(load(minimalWith('api: { listen: "[::1]:9420", token: t }\n')).api).toMatchObject({ listen: '[::1]:9420' });
     expect(problemsOf(() => load(minimalWith('api: { listen: 127.0.0.1:9420 }\n')))).toEqual([
       'api.token: required when listen is set (or token_file)',
     ]);
@@ -754,7 +748,7 @@ describe('parseConfig and resolveConfig', () => {
       { env: { T: 'tok' } },
     );
     const a = target(fromObject, 'a', 'alo');
-    expect(a.auth.kind === 'bearer' && a.auth.token.reveal()).toBe('tok');
+    expect(bearerOf(a.auth)).toBe('tok');
   });
 });
 
@@ -772,15 +766,15 @@ describe('describeConfig', () => {
     // The whole login body is masked, user names included.
     expect(out).not.toMatch(/username/);
     expect(out).toContain('https://auth.truvideo.com/token?client=a&key=***');
-    expect(out).toContain('baseUrl: https://api.alo.ai/v1');
-    expect(out).toContain('partSize: 16777216');
+    expect(out).toContain('base_url: https://api.alo.ai/v1');
+    expect(out).toContain('part_size: 16777216');
     expect(out).toContain('"***"');
   });
 
   it('masks credentials in URLs and leaves the rest byte for byte', () => {
-    expect(maskUrl('https://h/p?access_token=abc&x=1')).toBe('https://h/p?access_token=***&x=1');
-    expect(maskUrl('https://h/p?X-Amz-Signature=abc&X-Amz-Expires=7200')).toBe('https://h/p?X-Amz-Signature=***&X-Amz-Expires=7200');
-    expect(maskUrl('https://user:pass@h/p?Token=a#frag')).toBe('https://user:***@h/p?Token=***#frag');
-    expect(maskUrl('https://h/a%20b?q=1')).toBe('https://h/a%20b?q=1');
+    expect(redactUrl('https://h/p?access_token=abc&x=1')).toBe('https://h/p?access_token=***&x=1');
+    expect(redactUrl('https://h/p?X-Amz-Signature=abc&X-Amz-Expires=7200')).toBe('https://h/p?X-Amz-Signature=***&X-Amz-Expires=7200');
+    expect(redactUrl('https://user:pass@h/p?Token=a#frag')).toBe('https://user:***@h/p?Token=***#frag');
+    expect(redactUrl('https://h/a%20b?q=1')).toBe('https://h/a%20b?q=1');
   });
 });

@@ -4,10 +4,10 @@
  * width, and the plain table for pipes and mail.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { readStatus, type StatusSnapshot } from '../../src/ledger/status-snapshot.js';
-import type { UploadLedger } from '../../src/ledger/upload-ledger.js';
+import type { Ledger } from '../../src/ledger/ledger.js';
+import type { StatusSnapshot } from '../../src/ledger/views/status.js';
 import type { DaemonReport } from '../../src/status/daemon-status.js';
-import { formatStatus } from '../../src/status/format-status.js';
+import { formatStatus, formatSummary } from '../../src/status/format-status.js';
 import { formatDuration } from '../../src/status/units.js';
 import { MiB } from '../support/files.js';
 import { LedgerBuilder, partsOf } from '../support/ledger-builder.js';
@@ -17,7 +17,7 @@ const NOW = Date.UTC(2026, 10, 23, 12, 0, 0);
 const SECOND = 1000;
 
 let b: LedgerBuilder;
-let ledger: UploadLedger;
+let ledger: Ledger;
 
 beforeEach(async () => {
   b = await LedgerBuilder.create();
@@ -33,10 +33,10 @@ function partsDoneAgo(uploadId: number, secondsAgo: Record<number, number>): voi
 }
 
 function pauseCamera(id: string, at: number): void {
-  ledger.db.prepare(`INSERT INTO cameras (id, state, updated_at) VALUES (?, 'paused', ?)`).run(id, at);
+  b.sql.prepare(`INSERT INTO cameras (id, state, updated_at) VALUES (?, 'paused', ?)`).run(id, at);
 }
 
-const status = (options: { incidentId?: string } = {}): StatusSnapshot => readStatus(ledger.db, { now: NOW, ...options });
+const status = (options: { incidentId?: string } = {}): StatusSnapshot => ledger.status.snapshot({ now: NOW, ...options });
 const upload = (s: StatusSnapshot, videoId: string) => s.incidents.flatMap((i) => i.videos).find((v) => v.id === videoId)!.uploads[0]!;
 
 describe('readStatus: transfer rate and ETA from the parts done_at', () => {
@@ -70,7 +70,7 @@ describe('readStatus: transfer rate and ETA from the parts done_at', () => {
     readyVideo('inc-1', 'queued', partsOf(2, MiB));
     const done = readyVideo('inc-1', 'done', partsOf(2, MiB));
     partsDoneAgo(done, { 1: 3, 2: 2 });
-    ledger.uploadDone(done, { s3_key: 'k/done.mp4' });
+    b.completed(done, { s3_key: 'k/done.mp4' });
     const s = status();
     expect(upload(s, 'stalled')).toMatchObject({ state: 'uploading', bytesDone: MiB, rateBytesPerSecond: 0, etaSeconds: null });
     expect(upload(s, 'queued')).toMatchObject({ state: 'queued', rateBytesPerSecond: 0, etaSeconds: null });
@@ -79,21 +79,13 @@ describe('readStatus: transfer rate and ETA from the parts done_at', () => {
 });
 
 describe('readStatus: paused cameras', () => {
-  it('copes with a ledger from before schema 5, without the cameras table: every camera runs', () => {
-    ledger.db.exec('DROP TABLE cameras');
-    applyIncident('inc-1', [{ id: 'v1', file: 'v1.mp4' }]);
-    const s = status();
-    expect(s.pausedCameras).toEqual([]);
-    expect(s.incidents[0]!.videos[0]).toMatchObject({ cameraId: 'cam-1', cameraName: 'Gate', cameraPaused: false });
-  });
-
   it('marks the videos of a paused camera and names it by the newest manifest; a camera without a row runs', () => {
     applyIncident('inc-1', [{ id: 'v1', file: 'v1.mp4' }, { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' }]);
     applyIncident('inc-1', [{ id: 'v1', file: 'v1.mp4', camera_name: 'Gate (north)' }, { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' }]);
     pauseCamera('cam-1', NOW - 3600 * SECOND);
-    ledger.db.prepare(`INSERT INTO cameras (id, state, updated_at) VALUES ('cam-2', 'running', ?)`).run(NOW);
+    b.sql.prepare(`INSERT INTO cameras (id, state, updated_at) VALUES ('cam-2', 'running', ?)`).run(NOW);
     const s = status();
-    expect(s.pausedCameras).toEqual([{ id: 'cam-1', name: 'Gate (north)', since: new Date(NOW - 3600 * SECOND).toISOString() }]);
+    expect(s.pausedCameras).toEqual([{ id: 'cam-1', name: 'Gate (north)', since: new Date(NOW - 3600 * SECOND).toISOString(), waiting: 0 }]);
     expect(s.incidents[0]!.videos.map((v) => [v.id, v.cameraPaused])).toEqual([
       ['v1', true],
       ['v2', false],
@@ -109,8 +101,8 @@ describe('readStatus({ incidentId })', () => {
     readyVideo('inc-2', 'b', partsOf(2, MiB));
     pauseCamera('cam-1', NOW);
     pauseCamera('cam-2', NOW);
-    ledger.recordManifestError('/exports/inc-2/incident.json', 'f1', ['videos[2].id: Required']);
-    ledger.recordManifestError('/exports/elsewhere/incident.json', 'f2', ['incident.id: Required']);
+    ledger.watch.recordManifestError('/exports/inc-2/incident.json', 'f1', 's', ['videos[2].id: Required']);
+    ledger.watch.recordManifestError('/exports/elsewhere/incident.json', 'f2', 's', ['incident.id: Required']);
 
     const s = status({ incidentId: 'inc-2' });
     expect(s.incidents.map((i) => i.id)).toEqual(['inc-2']);
@@ -135,10 +127,10 @@ function busyIncident(): void {
   partsDoneAgo(readyVideo(incident, 'big', partsOf(4, 3 * MiB)), { 1: 16, 2: 8 });
   const small = readyVideo(incident, 'small', partsOf(1, 200 * 1024));
   partsDoneAgo(small, { 1: 30 });
-  ledger.uploadDone(small, { s3_key: 'k/small.mp4' });
+  b.completed(small, { s3_key: 'k/small.mp4' });
   const rejected = readyVideo(incident, 'rejected', partsOf(1, 3 * MiB));
-  ledger.uploadStarted(rejected, { mode: 'single' });
-  ledger.uploadFailed(rejected, 'ALO answered 400: file exceeds max_upload_size_mb');
+  ledger.uploads.started(rejected, { mode: 'single' });
+  ledger.uploads.failed(rejected, 'ALO answered 400: file exceeds max_upload_size_mb');
 }
 
 const DAEMON: DaemonReport = {
@@ -202,9 +194,9 @@ describe('formatStatus on a terminal: progress bars', () => {
 
   it('shows a 0-byte file as 0% while uploading and done once done, with no ETA', () => {
     applyIncident('inc-1', [{ id: 'empty', file: 'empty.mp4' }, { id: 'empty-done', file: 'empty-done.mp4' }]);
-    ledger.uploadStarted(readyVideo('inc-1', 'empty', null, 0), { mode: 'single' });
+    ledger.uploads.started(readyVideo('inc-1', 'empty', null, 0), { mode: 'single' });
     const done = readyVideo('inc-1', 'empty-done', null, 0);
-    ledger.uploadDone(done, { s3_key: 'k/empty-done.mp4' });
+    b.completed(done, { s3_key: 'k/empty-done.mp4' });
     const lines = formatStatus(status(), undefined, { tty: true, columns: 80 }).split('\n');
     expect(lines.find((l) => l.includes('empty → alo'))).toMatch(/^ {2}empty → alo +\[\.+\] +0% {2}0 B \/ 0 B {2}0 B\/s {2}ETA --$/);
     expect(lines.find((l) => l.includes('empty-done → alo'))).toMatch(/^ {2}empty-done → alo +done {2}0 B$/);
@@ -264,7 +256,7 @@ describe('formatStatus elsewhere (a pipe, a file, a cron mail): a plain table', 
 
   it('keeps the summary, the problems, the details and the manifests that do not validate around the table', () => {
     busyIncident();
-    ledger.recordManifestError('/exports/broken/incident.json', 'f', ['videos[1].id: Required']);
+    ledger.watch.recordManifestError('/exports/broken/incident.json', 'f', 's', ['videos[1].id: Required']);
     const text = formatStatus(status(), DAEMON);
     expect(text).toMatch(/^PROBLEM \(ledger, since 2026-11-23T11:58:00\.000Z\): ledger write failed/m);
     expect(text).toMatch(/^uploads: 1 uploading, 0 queued, 1 done, 1 failed; videos: 1 waiting for files, 1 failed$/m);
@@ -287,5 +279,52 @@ describe('formatDuration', () => {
   it('writes m:ss under an hour, h:mm:ss above, -- when unknown', () => {
     expect([0, 5, 65, 599.2, 3599, 3600, 3723, 100 * 3600].map(formatDuration)).toEqual(['0:00', '0:05', '1:05', '10:00', '59:59', '1:00:00', '1:02:03', '100:00:00']);
     expect(formatDuration(null)).toBe('--');
+  });
+});
+
+describe('formatSummary: what status prints by default, of bounded size', () => {
+  /** An incident whose one small video is done, last touched `minutesAgo` before now. */
+  function doneIncident(id: string, minutesAgo: number): void {
+    applyIncident(id, [{ id: `v-${id}`, file: 'v.mp4' }]);
+    const u = readyVideo(id, `v-${id}`, partsOf(1, 1024));
+    b.completed(u, { s3_key: `k/${id}.mp4` });
+    b.sql.prepare('UPDATE uploads SET updated_at = ? WHERE id = ?').run(NOW - minutesAgo * 60 * SECOND, u);
+    b.sql.prepare('UPDATE incidents SET updated_at = ? WHERE id = ?').run(NOW - minutesAgo * 60 * SECOND, id);
+  }
+
+  it('shows the totals per target, the oldest waiting export, and every incident while the ledger is small', () => {
+    busyIncident();
+    const text = formatSummary(ledger.status.summary({ now: NOW }), DAEMON);
+    expect(text).toMatch(/^uploads: 1 uploading, 0 queued, 1 done, 1 failed; videos: 1 waiting for files, 1 failed$/m);
+    expect(text).toMatch(/^oldest waiting export: \S+ of incident 8d1635ed-f747-427c-9b35-d83a08d08ab5, (waiting for its file|queued) since /m);
+    // The incident as --all shows it: its rows, the failure's reason, the failed export's error.
+    expect(text.replace(/\n\noldest waiting export: .*$/m, '')).toBe(formatStatus(status(), DAEMON));
+    expect(text).toContain('upload #3 to alo: last error: ALO answered 400: file exceeds max_upload_size_mb');
+    expect(text).not.toContain('incidents shown');
+  });
+
+  it('on a large ledger shows the uploads under way and the latest failures first, then the most recently active, and says how many it left out', () => {
+    for (let i = 0; i < 40; i++) doneIncident(`done-${String(i).padStart(2, '0')}`, 1000 - i);
+    busyIncident();
+    b.sql.prepare('UPDATE uploads SET updated_at = ? WHERE incident_id = ?').run(NOW - 5000 * 60 * SECOND, '8d1635ed-f747-427c-9b35-d83a08d08ab5');
+    b.sql.prepare('UPDATE incidents SET updated_at = ? WHERE id = ?').run(NOW - 5000 * 60 * SECOND, '8d1635ed-f747-427c-9b35-d83a08d08ab5');
+    applyIncident('refused-one', [{ id: 'r', errors: ['export failed'] }]);
+    b.sql.prepare("INSERT INTO reports (incident_id, target, wanted, refused, refused_at, last_error) VALUES ('refused-one', 'alo', 1, 1, ?, 'ALO answered 400') ON CONFLICT DO UPDATE SET refused = 1, refused_at = excluded.refused_at, last_error = excluded.last_error").run(NOW - 9000 * 60 * SECOND);
+    b.sql.prepare("UPDATE videos SET updated_at = ? WHERE incident_id = 'refused-one'").run(NOW - 9000 * 60 * SECOND);
+    b.sql.prepare("UPDATE incidents SET updated_at = ? WHERE id = 'refused-one'").run(NOW - 9000 * 60 * SECOND);
+
+    const summary = ledger.status.summary({ now: NOW });
+    expect(summary.incidentCount).toBe(42);
+    expect(summary.byTarget).toEqual([{ target: 'alo', uploading: 1, queued: 0, done: 41, failed: 1 }]);
+    const shown = summary.incidents.map((i) => i.id);
+    expect(shown).toHaveLength(20);
+    // Under way and failed, though older than every done incident; then the 18 most recent.
+    expect(shown).toContain('8d1635ed-f747-427c-9b35-d83a08d08ab5');
+    expect(shown).toContain('refused-one');
+    expect(shown.filter((id) => id.startsWith('done-')).sort()).toEqual(Array.from({ length: 18 }, (_, i) => `done-${22 + i}`));
+    const text = formatSummary(summary, DAEMON);
+    expect(text).toMatch(/^ {2}report to alo: FAILED: refused by the platform: ALO answered 400 /m);
+    expect(text).toMatch(/^20 of 42 incidents shown \(under way, latest failures, most recent\); vms-uplink status --all lists every one$/m);
+    expect(text).not.toContain('done-21');
   });
 });

@@ -1,42 +1,44 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFile, writeFile } from 'node:fs/promises';
+import { appendFile, lstat, open, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { digestFile } from '../../src/plan/hash.js';
-import { sliceParts } from '../../src/plan/part-plan.js';
+import { stampOf } from '../../src/plan/file-stamp.js';
+import { FileChangedError, sha256Of } from '../../src/plan/hash.js';
 import { tempDir } from '../support/files.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 beforeEach(async () => (dir = await tempDir()));
 afterEach(async () => dir.cleanup());
 
-const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
+const stamp = async (path: string): Promise<string> => stampOf(await lstat(path, { bigint: true }));
 
-describe('digestFile', () => {
-  it('computes the SHA-256 and the MD5 of every part of every layout in one read', async () => {
+describe('sha256Of: a file’s identity, read once', () => {
+  it('is the SHA-256 of the file as stamped', async () => {
     const data = randomBytes(3 * 1024 * 1024 + 17);
     const path = join(dir.path, 'v.mp4');
     await writeFile(path, data);
-    const a = sliceParts(data.length, 1024 * 1024);
-    const b = sliceParts(data.length, 700_000);
-    const digest = await digestFile(path, [a, b]);
-    expect(digest.sha256).toBe(createHash('sha256').update(data).digest('hex'));
-    expect(digest.partMd5s[0]).toEqual(a.map((p) => md5(data.subarray(p.offset, p.offset + p.size))));
-    expect(digest.partMd5s[1]).toEqual(b.map((p) => md5(data.subarray(p.offset, p.offset + p.size))));
+    expect(await sha256Of(path, await stamp(path))).toBe(createHash('sha256').update(data).digest('hex'));
   });
 
-  it('gives the MD5 of an empty part for an empty file', async () => {
-    const path = join(dir.path, 'empty.mp4');
-    await writeFile(path, '');
-    const digest = await digestFile(path, [sliceParts(0, 1024)]);
-    expect(digest.partMd5s[0]).toEqual([md5(Buffer.alloc(0))]);
-  });
-
-  it('refuses a layout that no longer fits the file (it grew since it was planned)', async () => {
+  it('refuses a file that grew since it settled', async () => {
     const path = join(dir.path, 'grow.mp4');
     await writeFile(path, randomBytes(1000));
-    const layout = sliceParts(1000, 400);
+    const settled = await stamp(path);
     await appendFile(path, randomBytes(10));
-    await expect(digestFile(path, [layout])).rejects.toThrow(/grew/);
+    await expect(sha256Of(path, settled)).rejects.toBeInstanceOf(FileChangedError);
+  });
+
+  it('refuses a file rewritten in place with its size and mtime put back: its ctime tells', async () => {
+    const path = join(dir.path, 'rewritten.mp4');
+    await writeFile(path, randomBytes(4096));
+    const before = await lstat(path);
+    const settled = await stamp(path);
+    await new Promise((r) => setTimeout(r, 20));
+    const fh = await open(path, 'r+');
+    await fh.write(Buffer.alloc(16, 0xab), 0, 16, 100);
+    await fh.close();
+    await utimes(path, before.atime, before.mtime);
+    expect(Math.abs((await lstat(path)).mtimeMs - before.mtimeMs)).toBeLessThan(1);
+    await expect(sha256Of(path, settled)).rejects.toBeInstanceOf(FileChangedError);
   });
 });

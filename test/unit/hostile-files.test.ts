@@ -4,13 +4,15 @@
  * checked export swapped for a symlink between the traversal check and the read.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, realpath, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, realpath, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
-import { digestFile, FileChangedError } from '../../src/plan/hash.js';
+import { Secrets } from '../../src/log/redact.js';
+import { stampOf } from '../../src/plan/file-stamp.js';
+import { FileChangedError, sha256Of } from '../../src/plan/hash.js';
 import { MiB, S3_LIMITS, type PartLayout } from '../../src/plan/part-plan.js';
-import { createTargets } from '../../src/targets/index.js';
+import { createTargets } from '../../src/targets/registry.js';
 import type { SourceFile, Target } from '../../src/targets/target.js';
 import { HttpClient } from '../../src/upload/http.js';
 import { ExportPathChangedError, openExportFile, resolveExportPath } from '../../src/watch/paths.js';
@@ -41,11 +43,12 @@ targets:
 `,
     { env: {} },
   );
-  return createTargets(config, new HttpClient({ connectionsPerOrigin: 1, timeoutMs: 1000 }));
+  const secrets = new Secrets();
+  return createTargets(config.targets, { http: new HttpClient({ connectionsPerOrigin: 1 }, secrets), secrets });
 }
 
 function sourceFile(path: string, size: number): SourceFile {
-  return { role: 'video', path, name: 'cam01.mp4', size, sha256: '', contentType: 'video/mp4', incident: { id: 'i' }, video: { id: 'v' } };
+  return { role: 'video', path, name: 'cam01.mp4', size, sha256: null, stamp: '', contentType: 'video/mp4', incident: { id: 'i' }, video: { id: 'v' } };
 }
 
 /** Parts numbered 1..N, contiguous from 0, covering exactly `size` bytes. */
@@ -144,9 +147,10 @@ describe('an export swapped for a symlink after the traversal check', () => {
 
   it('is not hashed through the link: the planner sees a changed file, and the next check refuses the path', async () => {
     const { folder, checked, secret, secretBytes } = await setup();
+    const settled = stampOf(await lstat(checked, { bigint: true }));
     await swapForLink(checked, secret);
 
-    const hashing = digestFile(checked, []);
+    const hashing = sha256Of(checked, settled);
     await expect(hashing).rejects.toBeInstanceOf(FileChangedError);
     await expect(hashing).rejects.toThrow(/replaced by a symlink/);
     // Reading the head for the sniffer (whose error message quotes the first bytes) refuses too.
@@ -165,7 +169,7 @@ describe('an export swapped for a symlink after the traversal check', () => {
     await swapForLink(join(folder, 'sub'), join(tmp.path, 'outside', 'sub'));
 
     await expect(openExportFile(checked)).rejects.toThrow(/leads elsewhere/);
-    await expect(digestFile(checked, [])).rejects.toBeInstanceOf(FileChangedError);
+    await expect(sha256Of(checked, 'any')).rejects.toBeInstanceOf(FileChangedError);
     expect(await resolveExportPath(folder, 'sub/cam02.mp4')).toMatchObject({ kind: 'refused', reason: expect.stringContaining('leaves the incident folder') });
   });
 
@@ -184,10 +188,11 @@ describe('an export swapped for a symlink after the traversal check', () => {
     const { utimes } = await import('node:fs/promises');
     await utimes(other, before.atime, before.mtime);
 
-    const hashing = digestFile(checked, []);
+    const hashing = sha256Of(checked, stampOf(await lstat(checked, { bigint: true })));
     await new Promise((r) => setTimeout(r, 5));
     await rename(other, checked);
-    // The descriptor still reads the old file whole and its size/mtime match the new one's: only the identity check sees it.
-    await expect(hashing).rejects.toThrow(/replaced or removed while it was being hashed/);
+    // The descriptor still reads the old file whole, and the new one has its size and mtime: only
+    // the stamp's inode and ctime tell them apart.
+    await expect(hashing).rejects.toBeInstanceOf(FileChangedError);
   });
 });

@@ -1,15 +1,17 @@
 /**
- * The ledger under storage faults (a full disk), through the test hook VMS_UPLINK_TEST_LEDGER_FULL,
- * and the hand checks of its files before it is opened for writing (src/ledger/preflight.ts).
+ * The ledger under storage faults (a full disk), made by a write hook given when the ledger is
+ * opened (and once by a real SQLITE_FULL), and the hand checks of its files before it is opened
+ * for writing (src/ledger/preflight.ts).
  */
-import { copyFileSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync, closeSync, truncateSync } from 'node:fs';
+import { copyFileSync, existsSync, openSync, readFileSync, statSync, writeFileSync, writeSync, closeSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LedgerFaultError, TEST_FULL_ENV } from '../../src/ledger/faults.js';
+import { isStorageFault, LedgerFaultError } from '../../src/ledger/faults.js';
+import { Ledger } from '../../src/ledger/ledger.js';
 import { checkDatabaseFile, checkWalFile } from '../../src/ledger/preflight.js';
-import { UploadLedger, type HashedFile } from '../../src/ledger/upload-ledger.js';
 import { tempDir } from '../support/files.js';
+import { ledgerRows } from '../support/ledger.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 
@@ -17,80 +19,94 @@ beforeEach(async () => {
   dir = await tempDir();
 });
 afterEach(async () => {
-  delete process.env[TEST_FULL_ENV];
   await dir.cleanup();
 });
 
-const hashed: HashedFile = { role: 'video', path: '/exports/inc-1/a.mp4', size: 100, mtimeMs: 1, sha256: 'c0ffee', contentType: 'video/mp4' };
+const settled = { role: 'video' as const, path: '/exports/inc-1/a.mp4', size: 100, mtimeMs: 1, stamp: '100:1', sha256: 'c0ffee', contentType: 'video/mp4' };
 const parts = [
-  { number: 1, offset: 0, size: 60, md5: 'a'.repeat(32) },
-  { number: 2, offset: 60, size: 40, md5: 'b'.repeat(32) },
+  { number: 1, offset: 0, size: 60 },
+  { number: 2, offset: 60, size: 40 },
 ];
+const outcome = { result: { s3_key: 'k' }, sha256: 'c0ffee', session: {}, parts: [], startedAt: 1 };
+
+/** A hook that makes every ledger write fail with SQLITE_FULL while `full.on` is true. */
+function fullDisk(): { on: boolean; hook: () => void } {
+  const full = {
+    on: false,
+    hook: () => {
+      if (full.on) throw new Database.SqliteError('database or disk is full (made by the test)', 'SQLITE_FULL');
+    },
+  };
+  return full;
+}
 
 describe('ledger storage faults', () => {
   it('rolls back, pauses new work, drops only trouble notes, and resumes once a write commits', () => {
-    const flag = join(dir.path, 'full');
-    process.env[TEST_FULL_ENV] = flag;
-    const ledger = UploadLedger.open(join(dir.path, 'ledger.db'), ['alo']);
+    const full = fullDisk();
+    const path = join(dir.path, 'ledger.db');
+    const ledger = Ledger.open(path, { reportingTargets: ['alo'], beforeWrite: full.hook });
     const faults: string[] = [];
     ledger.onFault = (f) => faults.push(f.code);
     try {
-      ledger.applyManifest('/m', '/exports/inc-1', 's', { incident: { id: 'inc-1' }, videos: [{ id: 'v1', file: 'a.mp4' }] }, ['alo']);
-      ledger.videoReady('inc-1', 'v1', [hashed], [{ target: 'alo', role: 'video', parts }]);
-      const [id] = ledger.queuedUploadIds(10, new Set());
-      ledger.uploadStarted(id!, { mode: 'multipart', upload_id: 'u' });
-      ledger.partDone(id!, 1, 'etag-1');
+      ledger.watch.applyManifest('/m', '/exports/inc-1', 's', 'st', { incident: { id: 'inc-1' }, videos: [{ id: 'v1', file: 'a.mp4' }] }, ['alo']);
+      ledger.plan.videosReady([{ incidentId: 'inc-1', videoId: 'v1', files: [settled], plans: [{ target: 'alo', role: 'video', parts }], notes: [] }]);
+      const [id] = ledger.uploads.queued(10, new Set());
+      ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u' });
+      ledger.uploads.partDone(id!, { number: 1, etag: 'etag-1', md5: 'm1' });
 
-      writeFileSync(flag, '');
+      full.on = true;
       // Progress is not recorded, and says so: the caller stops as if shut down.
-      expect(() => ledger.partDone(id!, 2, 'etag-2')).toThrow(LedgerFaultError);
-      expect(() => ledger.uploadDone(id!, { s3_key: 'k' })).toThrow(LedgerFaultError);
-      expect(() => ledger.reportAcked('inc-1', 'alo', 1)).toThrow(LedgerFaultError);
+      expect(() => ledger.uploads.partDone(id!, { number: 2, etag: 'etag-2', md5: 'm2' })).toThrow(LedgerFaultError);
+      expect(() => ledger.uploads.done(id!, outcome)).toThrow(LedgerFaultError);
+      expect(() => ledger.reports.acked('inc-1', 'alo', 1)).toThrow(LedgerFaultError);
       expect(faults).toEqual(['SQLITE_FULL']); // told once per episode
       expect(ledger.fault?.code).toBe('SQLITE_FULL');
       // Give-ups and trouble notes are dropped, not thrown (the upload is retried later instead of failed now).
-      expect(() => ledger.uploadFailed(id!, 'database or disk is full')).not.toThrow();
-      expect(() => ledger.partFailed(id!, 2, 'x')).not.toThrow();
-      expect(() => ledger.abortDone(1)).not.toThrow();
+      expect(() => ledger.uploads.failed(id!, 'database or disk is full')).not.toThrow();
+      expect(() => ledger.uploads.partFailed(id!, 2, 'x')).not.toThrow();
+      expect(() => ledger.uploads.abortDone(1)).not.toThrow();
       // Nothing new is handed out while writes fail.
-      expect(ledger.queuedUploadIds(10, new Set())).toEqual([]);
-      expect(ledger.reportsDue()).toEqual([]);
-      expect(ledger.waitingVideos()).toEqual([]);
-      expect(ledger.pendingAborts()).toEqual([]);
+      expect(ledger.uploads.queued(10, new Set())).toEqual([]);
+      expect(ledger.reports.due(null, 10)).toEqual([]);
+      expect(ledger.plan.waiting(null, 10)).toEqual([]);
+      expect(ledger.uploads.abortsDue(10)).toEqual([]);
       expect(ledger.probe()).toBe(false);
       // The rows say exactly what committed before the fault.
-      const rows = ledger.db.prepare('SELECT number, state, etag FROM parts ORDER BY number').all();
-      expect(rows).toEqual([{ number: 1, state: 'done', etag: 'etag-1' }, { number: 2, state: 'pending', etag: null }]);
-      expect(ledger.db.prepare('SELECT state, last_error FROM uploads').get()).toEqual({ state: 'queued', last_error: null });
+      expect(ledgerRows(path, 'SELECT number, state, etag FROM parts ORDER BY number')).toEqual([
+        { number: 1, state: 'done', etag: 'etag-1' },
+        { number: 2, state: 'pending', etag: null },
+      ]);
+      expect(ledgerRows(path, 'SELECT state, last_error FROM uploads')).toEqual([{ state: 'queued', last_error: null }]);
 
-      rmSync(flag);
+      full.on = false;
       expect(ledger.probe()).toBe(true);
       expect(ledger.fault).toBeNull();
-      expect(ledger.queuedUploadIds(10, new Set())).toEqual([id]);
-      ledger.partDone(id!, 2, 'etag-2');
-      ledger.uploadDone(id!, { s3_key: 'k' });
-      expect(ledger.db.prepare('SELECT state FROM uploads').get()).toEqual({ state: 'done' });
-      expect(ledger.reportsDue()).toHaveLength(1);
+      expect(ledger.uploads.queued(10, new Set())).toEqual([id]);
+      ledger.uploads.partDone(id!, { number: 2, etag: 'etag-2', md5: 'm2' });
+      ledger.uploads.done(id!, outcome);
+      expect(ledgerRows(path, 'SELECT state FROM uploads')).toEqual([{ state: 'done' }]);
+      expect(ledger.reports.due(null, 10)).toHaveLength(1);
     } finally {
       ledger.close();
     }
   });
 
-  it('meets a real SQLITE_FULL (max_page_count) the same way', () => {
-    const ledger = UploadLedger.open(join(dir.path, 'ledger.db'), ['alo']);
+  it('takes the error SQLite raises on a full disk (max_page_count reached) for a storage fault', () => {
+    const db = new Database(join(dir.path, 'small.db'));
     try {
-      const pages = ledger.db.pragma('page_count', { simple: true }) as number;
-      ledger.db.pragma(`max_page_count = ${pages}`);
-      const big = 'x'.repeat(64 * 1024);
-      expect(() => ledger.applyManifest('/m', '/exports/inc-1', 's', { incident: { id: 'inc-1', title: big }, videos: [] }, ['alo'])).toThrow(LedgerFaultError);
-      expect(ledger.fault?.code).toBe('SQLITE_FULL');
-      expect(ledger.db.prepare('SELECT COUNT(*) AS n FROM incidents').get()).toEqual({ n: 0 });
-      expect(ledger.probe()).toBe(true); // the probe row fits in the pages there are
-      ledger.db.pragma('max_page_count = 1000000');
-      ledger.applyManifest('/m', '/exports/inc-1', 's', { incident: { id: 'inc-1', title: big }, videos: [] }, ['alo']);
-      expect(ledger.db.prepare('SELECT COUNT(*) AS n FROM incidents').get()).toEqual({ n: 1 });
+      db.exec('CREATE TABLE t (v TEXT)');
+      db.pragma(`max_page_count = ${db.pragma('page_count', { simple: true }) as number}`);
+      let raised: unknown = null;
+      try {
+        db.prepare('INSERT INTO t VALUES (?)').run('x'.repeat(64 * 1024));
+      } catch (err) {
+        raised = err;
+      }
+      expect(raised).toMatchObject({ code: 'SQLITE_FULL' });
+      expect(isStorageFault(raised)).toBe(true);
+      expect(isStorageFault(Object.assign(new Error('constraint'), { code: 'SQLITE_CONSTRAINT_UNIQUE' }))).toBe(false);
     } finally {
-      ledger.close();
+      db.close();
     }
   });
 });

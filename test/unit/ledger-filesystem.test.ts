@@ -3,6 +3,7 @@
  * filesystems are refused at start-up because SQLite's WAL locking is unsafe on them.
  */
 import { describe, expect, it } from 'vitest';
+import { ConfigError, refuseNetworkLedger } from '../../src/config/load.js';
 import { mountOf, NETWORK_FILESYSTEMS, parseMountinfo } from '../../src/ledger/filesystem.js';
 
 // A real-looking /proc/self/mountinfo: root on ext4, an NFS export, a CIFS share with a space
@@ -55,5 +56,22 @@ describe('ledger filesystem detection', () => {
   it('ignores lines that are not mountinfo', () => {
     expect(parseMountinfo('garbage\n1 2 3\n\n')).toEqual([]);
     expect(mountOf('/x', [])).toBeNull();
+  });
+});
+
+describe('a ledger on a network filesystem', () => {
+  it('is refused like a bad configuration (exit 2), naming ledger.path and the filesystem; a local one is not', () => {
+    for (const [path, fsType] of [['/srv/nfs/vms/ledger.db', 'nfs4'], ['/mnt/smb share/ledger.db', 'cifs'], ['/mnt/remote/l.db', 'fuse.sshfs'], ['/mnt/p9/l.db', '9p']] as const) {
+      let problem: unknown = null;
+      try {
+        refuseNetworkLedger('/etc/vms-uplink/config.yaml', path, () => MOUNTINFO);
+      } catch (err) {
+        problem = err;
+      }
+      expect(problem, path).toBeInstanceOf(ConfigError);
+      expect((problem as ConfigError).problems).toEqual([expect.stringMatching(new RegExp(`^ledger\\.path: ${path} is on a network filesystem \\(${fsType.replace('.', '\\.')}, `))]);
+    }
+    expect(() => refuseNetworkLedger('/etc/vms-uplink/config.yaml', '/var/lib/vms-uplink/ledger.db', () => MOUNTINFO)).not.toThrow();
+    expect(() => refuseNetworkLedger('/etc/vms-uplink/config.yaml', '/srv/nfs/local-cache/ledger.db', () => MOUNTINFO)).not.toThrow();
   });
 });

@@ -1,222 +1,310 @@
+/**
+ * The ledger's stages on a real SQLite file: each transition as the daemon makes it, read back
+ * through the stage that uses it (and through a separate read-only connection, as `status` does).
+ */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LedgerOpenError } from '../../src/ledger/database.js';
+import { Ledger } from '../../src/ledger/ledger.js';
 import { MIGRATIONS } from '../../src/ledger/migrations.js';
-import { readStatus } from '../../src/ledger/status-snapshot.js';
-import { UploadLedger, type HashedFile } from '../../src/ledger/upload-ledger.js';
+import type { SettledFile, UploadPlan } from '../../src/ledger/plan-ledger.js';
 import type { Manifest } from '../../src/watch/manifest.js';
 import { tempDir } from '../support/files.js';
+import { ledgerRows } from '../support/ledger.js';
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
-let ledger: UploadLedger;
+let ledger: Ledger;
 let dbPath: string;
 
 beforeEach(async () => {
   dir = await tempDir();
   dbPath = join(dir.path, 'ledger.db');
-  ledger = UploadLedger.open(dbPath, ['alo']);
+  ledger = Ledger.open(dbPath, { reportingTargets: ['alo'] });
 });
 afterEach(async () => {
   ledger.close();
   await dir.cleanup();
 });
 
-const manifest = (videos: Manifest['videos'], title = 'Break-in'): Manifest => ({ incident: { id: 'inc-1', title }, videos });
-const hashed = (sha: string, size = 100): HashedFile => ({ role: 'video', path: '/exports/inc-1/a.mp4', size, mtimeMs: 1, sha256: sha, contentType: 'video/mp4' });
+const manifest = (videos: Manifest['videos'], title = 'Break-in', id = 'inc-1'): Manifest => ({ incident: { id, title }, videos });
+const apply = (m: Manifest, folder = `/exports/${m.incident.id}`, sha = JSON.stringify(m), targets = ['alo']): boolean =>
+  ledger.watch.applyManifest(`${folder}/incident.json`, folder, sha, `stamp-${sha.length}`, m, targets);
+const settled = (sha256: string | null, size = 100, role: SettledFile['role'] = 'video'): SettledFile => ({
+  role,
+  path: `/exports/inc-1/${role === 'video' ? 'a.mp4' : 'a.jpg'}`,
+  size,
+  mtimeMs: 1,
+  stamp: `${size}:1:1:1:${sha256 ?? 'x'}`,
+  sha256,
+  contentType: role === 'video' ? 'video/mp4' : 'image/jpeg',
+});
 const parts = [
-  { number: 1, offset: 0, size: 60, md5: 'a'.repeat(32) },
-  { number: 2, offset: 60, size: 40, md5: 'b'.repeat(32) },
+  { number: 1, offset: 0, size: 60 },
+  { number: 2, offset: 60, size: 40 },
 ];
-const row = (sql: string, ...args: unknown[]): Record<string, unknown> => ledger.db.prepare(sql).get(...args) as Record<string, unknown>;
+const toAlo = (p: typeof parts | null = parts, role: SettledFile['role'] = 'video'): UploadPlan => ({ target: 'alo', role, parts: p });
+const ready = (videoId: string, files: SettledFile[], plans: UploadPlan[] = [toAlo()], incidentId = 'inc-1'): void =>
+  ledger.plan.videosReady([{ incidentId, videoId, files, plans, notes: [] }]);
+const queued = (): number[] => ledger.uploads.queued(10, new Set());
+const done = (id: number, s3Key: string, sha256 = 'sha'): boolean =>
+  ledger.uploads.done(id, { result: { s3_key: s3Key }, sha256, session: { mode: 'single' }, parts: [], startedAt: 1 });
+const row = (sql: string, ...args: unknown[]): Record<string, unknown> => ledgerRows<Record<string, unknown>>(dbPath, sql, ...args)[0]!;
 
-describe('UploadLedger', () => {
+describe('Ledger', () => {
   it('records a manifest once per version and asks for a report', () => {
     const m = manifest([{ id: 'v1', file: 'a.mp4' }, { id: 'v2', errors: ['G64 export failed'] }]);
-    expect(ledger.applyManifest('/exports/inc-1/incident.json', '/exports/inc-1', 'sha-1', m, ['alo'])).toBe(true);
-    expect(ledger.applyManifest('/exports/inc-1/incident.json', '/exports/inc-1', 'sha-1', m, ['alo'])).toBe(false);
-    expect(ledger.waitingVideos().map((v) => v.videoId)).toEqual(['v1']);
+    expect(apply(m)).toBe(true);
+    expect(apply(m)).toBe(false);
+    expect(ledger.plan.waiting(null, 10).map((v) => v.videoId)).toEqual(['v1']);
     expect(row(`SELECT state, errors FROM videos WHERE id = 'v2'`)).toEqual({ state: 'failed', errors: '["G64 export failed"]' });
-    expect(ledger.reportsDue()).toEqual([{ incidentId: 'inc-1', target: 'alo', wanted: 1, attempts: 0 }]);
-    const report = ledger.buildReport('inc-1', 'alo');
-    expect(report.videos).toEqual([{ video: { id: 'v2' }, outcome: 'failed', errors: ['G64 export failed'] }]);
+    expect(ledger.reports.due(null, 10)).toEqual([{ incidentId: 'inc-1', target: 'alo', wanted: 1, attempts: 0 }]);
+    expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([{ video: { id: 'v2' }, outcome: 'failed', errors: ['G64 export failed'] }]);
   });
 
-  it('walks an upload from ready through parts to done, and reports it', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4', camera_name: 'Cam 1' }]), ['alo']);
-    ledger.reportAcked('inc-1', 'alo', 1);
-    ledger.videoReady('inc-1', 'v1', [hashed('c0ffee')], [{ target: 'alo', role: 'video', parts }]);
-    const [id] = ledger.queuedUploadIds(10, new Set());
-    const upload = ledger.loadUpload(id!)!;
-    expect(upload.file).toMatchObject({ name: 'a.mp4', size: 100, sha256: 'c0ffee', video: { id: 'v1', camera_name: 'Cam 1' } });
-    expect(upload.parts.map((p) => p.state)).toEqual(['pending', 'pending']);
+  it('remembers the stamp of the manifest version last read, so a rescan reads only what changed', () => {
+    const path = '/exports/inc-1/incident.json';
+    expect(ledger.watch.manifestStamp(path)).toBeNull();
+    ledger.watch.applyManifest(path, '/exports/inc-1', 'sha-1', '10:1', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
+    expect(ledger.watch.manifestStamp(path)).toBe('10:1');
+    // Touched, same content: nothing applied, but the new stamp is remembered.
+    expect(ledger.watch.applyManifest(path, '/exports/inc-1', 'sha-1', '10:2', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo'])).toBe(false);
+    expect(ledger.watch.manifestStamp(path)).toBe('10:2');
+    expect(ledger.watch.recordManifestError('/exports/bad/incident.json', 'fp', '3:3', ['incident.id: Required'])).toBe(true);
+    expect(ledger.watch.manifestStamp('/exports/bad/incident.json')).toBe('3:3');
+  });
 
-    ledger.uploadStarted(id!, { mode: 'multipart', upload_id: 'u' });
-    ledger.partDone(id!, 1, 'etag-1');
-    expect(ledger.loadUpload(id!)!.parts.map((p) => p.state)).toEqual(['done', 'pending']);
-    expect(readStatus(ledger.db).incidents[0]!.videos[0]!.uploads[0]).toMatchObject({ state: 'uploading', bytesDone: 60, bytesTotal: 100 });
-    expect(ledger.reportsDue()).toEqual([]);
+  it('walks an upload from ready through parts to done, recording the MD5 of what was sent, and reports it', () => {
+    apply(manifest([{ id: 'v1', file: 'a.mp4', camera_name: 'Cam 1' }]));
+    ledger.reports.acked('inc-1', 'alo', 1);
+    ready('v1', [settled(null)]);
+    const [id] = queued();
+    const upload = ledger.uploads.load(id!)!;
+    expect(upload.file).toMatchObject({ name: 'a.mp4', size: 100, sha256: null, stamp: '100:1:1:1:x', video: { id: 'v1', camera_name: 'Cam 1' } });
+    expect(upload.parts.map((p) => [p.state, p.md5])).toEqual([['pending', null], ['pending', null]]);
 
-    ledger.partDone(id!, 2, 'etag-2');
-    ledger.uploadDone(id!, { s3_key: 'k/a.mp4' });
-    expect(ledger.loadUpload(id!)).toBeNull();
-    expect(ledger.reportsDue()).toHaveLength(1);
-    expect(ledger.buildReport('inc-1', 'alo').videos).toEqual([
+    expect(ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u' })).toBe(true);
+    ledger.uploads.partDone(id!, { number: 1, etag: 'e1', md5: 'a'.repeat(32) });
+    expect(ledger.uploads.load(id!)!.parts.map((p) => [p.state, p.md5])).toEqual([['done', 'a'.repeat(32)], ['pending', null]]);
+    expect(ledger.status.snapshot().incidents[0]!.videos[0]!.uploads[0]).toMatchObject({ state: 'uploading', bytesDone: 60, bytesTotal: 100 });
+    expect(ledger.reports.due(null, 10)).toEqual([]);
+    // The last part is recorded with the completion, in one transaction.
+    ledger.uploads.done(id!, { result: { s3_key: 'k/a.mp4' }, sha256: 'c0ffee', session: { mode: 'multipart', upload_id: 'u' }, parts: [{ number: 2, etag: 'e2', md5: 'b'.repeat(32) }], startedAt: 1 });
+    expect(ledger.uploads.load(id!)).toBeNull();
+    expect(row(`SELECT state, sha256 FROM uploads WHERE id = ?`, id)).toEqual({ state: 'done', sha256: 'c0ffee' });
+    expect(row(`SELECT md5 FROM parts WHERE upload_id = ? AND number = 2`, id)).toEqual({ md5: 'b'.repeat(32) });
+    expect(ledger.reports.due(null, 10)).toHaveLength(1);
+    expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([
       { video: { id: 'v1', camera_name: 'Cam 1' }, outcome: 'uploaded', results: { video: { s3_key: 'k/a.mp4' } } },
     ]);
   });
 
   it('never sends the same content twice to a target within an incident', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }, { id: 'v2', file: 'b.mp4' }]), ['alo']);
-    ledger.videoReady('inc-1', 'v1', [hashed('same')], [{ target: 'alo', role: 'video', parts }]);
-    ledger.videoReady('inc-1', 'v2', [hashed('same')], [{ target: 'alo', role: 'video', parts }]);
-    const ids = ledger.queuedUploadIds(10, new Set());
+    apply(manifest([{ id: 'v1', file: 'a.mp4' }, { id: 'v2', file: 'b.mp4' }]));
+    ready('v1', [settled('same')]);
+    ready('v2', [settled('same')]);
+    const ids = queued();
     expect(ids).toHaveLength(1);
-    ledger.uploadDone(ids[0]!, { s3_key: 'k/a.mp4' });
+    done(ids[0]!, 'k/a.mp4', 'same');
     expect(row(`SELECT state, reused_from, result FROM uploads WHERE video_id = 'v2'`)).toEqual({ state: 'done', reused_from: ids[0], result: '{"s3_key":"k/a.mp4"}' });
 
     // Another incident with the same content is its own case: it is uploaded for that incident.
-    ledger.applyManifest('/m2', '/exports/inc-2', 's2', { incident: { id: 'inc-2' }, videos: [{ id: 'v9', file: 'c.mp4' }] }, ['alo']);
-    ledger.videoReady('inc-2', 'v9', [hashed('same')], [{ target: 'alo', role: 'video', parts }]);
+    apply(manifest([{ id: 'v9', file: 'c.mp4' }], 'Other', 'inc-2'));
+    ready('v9', [settled('same')], [toAlo()], 'inc-2');
     expect(row(`SELECT state, reused_from FROM uploads WHERE video_id = 'v9'`)).toEqual({ state: 'queued', reused_from: null });
-    expect(ledger.queuedUploadIds(10, new Set())).toHaveLength(1);
+    expect(queued()).toHaveLength(1);
+  });
+
+  it('asks for the identity first only when a file may hold content the incident already has (the same size)', () => {
+    apply(manifest([{ id: 'v1', file: 'a.mp4' }, { id: 'v2', file: 'b.mp4' }]));
+    expect(ledger.plan.mayShareContent('inc-1', 'video', 100)).toBe(false);
+    ready('v1', [settled(null)]);
+    expect(ledger.plan.mayShareContent('inc-1', 'video', 100)).toBe(true);
+    expect(ledger.plan.mayShareContent('inc-1', 'video', 101)).toBe(false);
+    expect(ledger.plan.mayShareContent('inc-1', 'thumbnail', 100)).toBe(false);
+    expect(ledger.plan.mayShareContent('inc-2', 'video', 100)).toBe(false);
+    // The identity pass of v1 ends: its upload knows it, and so does the next look-up.
+    const file = { incidentId: 'inc-1', videoId: 'v1', role: 'video' as const, stamp: '100:1:1:1:x' };
+    expect(ledger.plan.knownIdentity(file)).toBeNull();
+    ledger.plan.identityKnown(file, 'sha-v1');
+    expect(ledger.plan.knownIdentity(file)).toBe('sha-v1');
+    expect(row(`SELECT sha256 FROM uploads WHERE video_id = 'v1'`)).toEqual({ sha256: 'sha-v1' });
+    // An identity of a version gone (another stamp) is not recorded.
+    ledger.plan.identityKnown({ ...file, stamp: 'old' }, 'sha-old');
+    expect(ledger.plan.knownIdentity(file)).toBe('sha-v1');
   });
 
   it('records nothing for an upload withdrawn while it was under way, and says which uploads must stop', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
-    ledger.videoReady('inc-1', 'v1', [hashed('old')], [{ target: 'alo', role: 'video', parts }]);
-    const [id] = ledger.queuedUploadIds(10, new Set());
-    expect(ledger.uploadStarted(id!, { mode: 'multipart', upload_id: 'u-1' })).toBe(true);
-    expect(ledger.haltedUploads([id!])).toEqual(new Map());
+    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+    ready('v1', [settled('old')]);
+    const [id] = queued();
+    expect(ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u-1' })).toBe(true);
+    expect(ledger.uploads.halted([id!])).toEqual(new Map());
     // The VMS rewrote the manifest with another file for v1: the upload under way is withdrawn.
-    ledger.applyManifest('/m', '/exports/inc-1', 's2', manifest([{ id: 'v1', file: 'b.mp4' }]), ['alo']);
-    expect(ledger.haltedUploads([id!, 999])).toEqual(new Map([[id!, 'withdrawn'], [999, 'withdrawn']]));
-    expect(ledger.uploadStarted(id!, { mode: 'multipart', upload_id: 'u-2' })).toBe(false);
-    ledger.partDone(id!, 1, 'e1');
-    expect(ledger.uploadDone(id!, { s3_key: 'k/a.mp4' })).toBe(false);
-    ledger.uploadFailed(id!, 'too late');
+    apply(manifest([{ id: 'v1', file: 'b.mp4' }]));
+    expect(ledger.uploads.halted([id!, 999])).toEqual(new Map([[id!, 'withdrawn'], [999, 'withdrawn']]));
+    expect(ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u-2' })).toBe(false);
+    ledger.uploads.partDone(id!, { number: 1, etag: 'e1', md5: 'x' });
+    expect(done(id!, 'k/a.mp4')).toBe(false);
+    ledger.uploads.failed(id!, 'too late');
     expect(row('SELECT COUNT(*) AS n FROM uploads')).toEqual({ n: 0 });
     // The session it had is aborted once, from the withdrawal.
-    expect(ledger.pendingAborts().map((a) => a.session)).toEqual([{ mode: 'multipart', upload_id: 'u-1' }]);
+    expect(ledger.uploads.abortsDue(10).map((a) => a.session)).toEqual([{ mode: 'multipart', upload_id: 'u-1' }]);
+  });
+
+  it('says which uploads under way belong to a paused camera', () => {
+    apply(manifest([{ id: 'v1', file: 'a.mp4', camera_id: 'cam-1' }]));
+    ready('v1', [settled(null)]);
+    const [id] = queued();
+    expect(ledger.operator.setCameraState('cam-1', 'paused')).toBe(true);
+    expect(ledger.uploads.halted([id!])).toEqual(new Map([[id!, 'paused']]));
+    expect(queued()).toEqual([]);
+    expect(ledger.operator.setCameraState('cam-unknown', 'paused')).toBe(false);
   });
 
   it('stops sending a report the platform refused for good until the incident changes or is retried', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
-    const [due] = ledger.reportsDue();
-    ledger.reportFailed('inc-1', 'alo', 'ALO answered 503');
-    expect(ledger.reportsDue()).toHaveLength(1);
-    ledger.reportRefused('inc-1', 'alo', due!.wanted, 'ALO answered 400: s3_key was never handed out for this incident');
-    expect(ledger.reportsDue()).toEqual([]);
-    expect(readStatus(ledger.db).incidents[0]!.reports[0]).toMatchObject({ state: 'refused', lastError: expect.stringContaining('never handed out') });
+    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+    const [due] = ledger.reports.due(null, 10);
+    ledger.reports.failed('inc-1', 'alo', 'ALO answered 503');
+    expect(ledger.reports.due(null, 10)).toHaveLength(1);
+    ledger.reports.refused('inc-1', 'alo', due!.wanted, 'ALO answered 400: s3_key was never handed out for this incident');
+    expect(ledger.reports.due(null, 10)).toEqual([]);
+    expect(ledger.status.snapshot().incidents[0]!.reports[0]).toMatchObject({ state: 'refused', lastError: expect.stringContaining('never handed out') });
+    expect(ledger.figures.refusedReportsByTarget()).toEqual(new Map([['alo', { count: 1, lastError: expect.stringContaining('never handed out') }]]));
     // A video reaching a final state is a new version of the incident: it is sent again.
-    ledger.videoReady('inc-1', 'v1', [hashed('x')], [{ target: 'alo', role: 'video', parts }]);
-    ledger.uploadDone(ledger.queuedUploadIds(10, new Set())[0]!, { s3_key: 'k/a.mp4' });
-    expect(ledger.reportsDue()).toHaveLength(1);
-    ledger.reportRefused('inc-1', 'alo', ledger.reportsDue()[0]!.wanted, 'refused again');
-    expect(ledger.reportsDue()).toEqual([]);
-    expect(ledger.retry('inc-1')).toEqual({ uploads: 0, videos: 0, incident: 'inc-1' });
-    expect(ledger.reportsDue()).toHaveLength(1);
+    ready('v1', [settled('x')]);
+    done(queued()[0]!, 'k/a.mp4');
+    expect(ledger.reports.due(null, 10)).toHaveLength(1);
+    ledger.reports.refused('inc-1', 'alo', ledger.reports.due(null, 10)[0]!.wanted, 'refused again');
+    expect(ledger.reports.due(null, 10)).toEqual([]);
+    expect(ledger.operator.retry('inc-1')).toEqual({ uploads: 0, videos: 0, incident: 'inc-1' });
+    expect(ledger.reports.due(null, 10)).toHaveLength(1);
+  });
+
+  it('pages through due reports after a cursor', () => {
+    for (const id of ['inc-a', 'inc-b', 'inc-c']) apply(manifest([{ id: 'v', errors: ['failed'] }], 't', id));
+    const first = ledger.reports.due(null, 2);
+    expect(first.map((r) => r.incidentId)).toEqual(['inc-a', 'inc-b']);
+    expect(ledger.reports.due(first[1]!, 2).map((r) => r.incidentId)).toEqual(['inc-c']);
   });
 
   it('sends a video whose file changed after its upload completed round again, keeping what the new upload supersedes', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
-    ledger.videoReady('inc-1', 'v1', [hashed('short', 60)], [{ target: 'alo', role: 'video', parts: [parts[0]!] }]);
+    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+    ready('v1', [settled('short', 60)], [toAlo([parts[0]!])]);
     const settledAt = Number(row(`SELECT settled_at FROM videos WHERE id = 'v1'`).settled_at);
-    // Watched from the moment it is hashed, until it settled longer ago than the window.
-    expect(ledger.watchedFiles(settledAt - 1, { paths: ['/exports/inc-1/a.mp4'] })).toMatchObject([{ videoId: 'v1', role: 'video', size: 60, mtimeMs: 1 }]);
-    expect(ledger.watchedFiles(settledAt, { afterRow: 0, limit: 10 })).toEqual([]);
-    const [id] = ledger.queuedUploadIds(10, new Set());
-    ledger.uploadDone(id!, { s3_key: 'k/a.mp4' });
-    expect(ledger.uploadedUnhandled(['alo'], settledAt - 1)).toEqual([]);
+    // Watched from the moment it settled, until it settled longer ago than the window.
+    expect(ledger.plan.watchedFiles(settledAt - 1, { paths: ['/exports/inc-1/a.mp4'] })).toMatchObject([{ videoId: 'v1', role: 'video', size: 60, stamp: '60:1:1:1:short' }]);
+    expect(ledger.plan.watchedFiles(settledAt, { afterRow: 0, limit: 10 })).toEqual([]);
+    done(queued()[0]!, 'k/a.mp4', 'short');
+    expect(ledger.after.uploaded(['alo'], settledAt - 1, null, 10).videos).toEqual([]);
 
-    expect(ledger.fileChanged('inc-1', 'v1', 'a.mp4 grew after it was uploaded (60 → 100 bytes): uploaded again')).toEqual([
+    expect(ledger.plan.fileChanged('inc-1', 'v1', 'a.mp4 grew after it was uploaded (60 → 100 bytes): uploaded again')).toEqual([
       { target: 'alo', role: 'video', result: { s3_key: 'k/a.mp4' } },
     ]);
-    expect(ledger.waitingVideos().map((v) => v.videoId)).toEqual(['v1']);
-    ledger.videoReady('inc-1', 'v1', [hashed('final', 100)], [{ target: 'alo', role: 'video', parts }]);
-    const [again] = ledger.queuedUploadIds(10, new Set());
-    expect(ledger.loadUpload(again!)).toMatchObject({ file: { sha256: 'final', size: 100 }, superseded: { s3_key: 'k/a.mp4' } });
-    const video = readStatus(ledger.db).incidents[0]!.videos[0]!;
+    expect(ledger.plan.waiting(null, 10).map((v) => v.videoId)).toEqual(['v1']);
+    ready('v1', [settled(null, 100)]);
+    const [again] = queued();
+    expect(ledger.uploads.load(again!)).toMatchObject({ file: { sha256: null, size: 100 }, superseded: { s3_key: 'k/a.mp4' } });
+    const video = ledger.status.snapshot().incidents[0]!.videos[0]!;
     expect(video).toMatchObject({ changedAfterUpload: 1, changeNote: 'a.mp4 grew after it was uploaded (60 → 100 bytes): uploaded again', restarts: 0 });
     // A change before any upload completed is a restart, not a change after upload.
-    expect(ledger.fileChanged('inc-1', 'v1', 'grew again')).toEqual([]);
-    expect(readStatus(ledger.db).incidents[0]!.videos[0]!).toMatchObject({ changedAfterUpload: 1, restarts: 1 });
+    expect(ledger.uploads.fileChanged('inc-1', 'v1', 'grew again')).toEqual([]);
+    expect(ledger.status.snapshot().incidents[0]!.videos[0]!).toMatchObject({ changedAfterUpload: 1, restarts: 1 });
   });
 
   it('fails an upload with the message, queues the abort of its session, and retries on request', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
-    ledger.videoReady('inc-1', 'v1', [hashed('x')], [{ target: 'alo', role: 'video', parts }]);
-    const [id] = ledger.queuedUploadIds(10, new Set());
-    ledger.uploadStarted(id!, { mode: 'multipart', upload_id: 'u-1' });
-    ledger.partDone(id!, 1, 'e1');
-    ledger.uploadFailed(id!, 'ALO answered 400: bad part');
-    expect(ledger.pendingAborts().map((a) => a.session)).toEqual([{ mode: 'multipart', upload_id: 'u-1' }]);
-    expect(ledger.buildReport('inc-1', 'alo').videos).toEqual([{ video: { id: 'v1' }, outcome: 'failed', errors: ['upload failed: ALO answered 400: bad part'] }]);
+    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+    ready('v1', [settled('x')]);
+    const [id] = queued();
+    ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u-1' });
+    ledger.uploads.partDone(id!, { number: 1, etag: 'e1', md5: 'm1' });
+    ledger.uploads.failed(id!, 'ALO answered 400: bad part');
+    expect(ledger.uploads.abortsDue(10).map((a) => a.session)).toEqual([{ mode: 'multipart', upload_id: 'u-1' }]);
+    expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([{ video: { id: 'v1' }, outcome: 'failed', errors: ['upload failed: ALO answered 400: bad part'] }]);
 
-    expect(ledger.retry(String(id))).toEqual({ uploads: 1, videos: 0, incident: null });
-    const again = ledger.loadUpload(id!)!;
+    expect(ledger.operator.retry(String(id))).toEqual({ uploads: 1, videos: 0, incident: null });
+    const again = ledger.uploads.load(id!)!;
     expect(again.session).toBeNull();
-    expect(again.parts.every((p) => p.state === 'pending')).toBe(true);
-    expect(ledger.retry('no-such-incident')).toBeNull();
+    expect(again.parts.every((p) => p.state === 'pending' && p.md5 === null)).toBe(true);
+    expect(ledger.operator.retry('no-such-incident')).toBeNull();
   });
 
   it('drops unfinished uploads of a file that changed and waits for it again', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
-    ledger.videoReady('inc-1', 'v1', [hashed('v1-old')], [{ target: 'alo', role: 'video', parts }]);
-    const [id] = ledger.queuedUploadIds(10, new Set());
-    ledger.uploadStarted(id!, { mode: 'multipart', upload_id: 'u-old' });
-    ledger.videoChanged('inc-1', 'v1', 'restarted: part 1 no longer matches');
-    expect(ledger.queuedUploadIds(10, new Set())).toEqual([]);
-    expect(ledger.waitingVideos().map((v) => v.videoId)).toEqual(['v1']);
-    expect(ledger.pendingAborts()).toHaveLength(1);
-    ledger.videoReady('inc-1', 'v1', [hashed('v1-new')], [{ target: 'alo', role: 'video', parts }]);
-    expect(ledger.loadUpload(ledger.queuedUploadIds(10, new Set())[0]!)!.file.sha256).toBe('v1-new');
+    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+    ready('v1', [settled('v1-old')]);
+    const [id] = queued();
+    ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u-old' });
+    ledger.uploads.fileChanged('inc-1', 'v1', 'restarted: part 1 changed while it was read');
+    expect(queued()).toEqual([]);
+    expect(ledger.plan.waiting(null, 10).map((v) => v.videoId)).toEqual(['v1']);
+    expect(ledger.uploads.abortsDue(10)).toHaveLength(1);
+    ready('v1', [settled('v1-new')]);
+    expect(ledger.uploads.load(queued()[0]!)!.file.sha256).toBe('v1-new');
   });
 
   it('applies a manifest rewrite: new videos wait, changed metadata is kept, the incident is reported again', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's1', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
-    ledger.reportAcked('inc-1', 'alo', 1);
-    ledger.applyManifest('/m', '/exports/inc-1', 's2', manifest([{ id: 'v1', file: 'a.mp4', camera_name: 'renamed' }, { id: 'v2', file: 'b.mp4' }], 'Break-in (updated)'), ['alo']);
-    expect(ledger.waitingVideos().map((v) => v.videoId)).toEqual(['v1', 'v2']);
-    expect(ledger.videoContext('inc-1', 'v1').info.camera_name).toBe('renamed');
-    expect(ledger.buildReport('inc-1', 'alo').incident.title).toBe('Break-in (updated)');
-    expect(ledger.reportsDue()).toHaveLength(1);
+    apply(manifest([{ id: 'v1', file: 'a.mp4' }]), '/exports/inc-1', 's1');
+    ledger.reports.acked('inc-1', 'alo', 1);
+    apply(manifest([{ id: 'v1', file: 'a.mp4', camera_name: 'renamed' }, { id: 'v2', file: 'b.mp4' }], 'Break-in (updated)'), '/exports/inc-1', 's2');
+    expect(ledger.plan.waiting(null, 10).map((v) => v.videoId)).toEqual(['v1', 'v2']);
+    expect(ledger.plan.videoContext('inc-1', 'v1').info.camera_name).toBe('renamed');
+    expect(ledger.reports.build('inc-1', 'alo').incident.title).toBe('Break-in (updated)');
+    expect(ledger.reports.due(null, 10)).toHaveLength(1);
+  });
+
+  it('pages through waiting videos, oldest first, after a cursor', () => {
+    apply(manifest([{ id: 'a', file: 'a.mp4' }, { id: 'b', file: 'b.mp4' }, { id: 'c', file: 'c.mp4' }]));
+    const first = ledger.plan.waiting(null, 2);
+    expect(first.map((v) => v.videoId)).toEqual(['a', 'b']);
+    expect(ledger.plan.waiting({ firstSeenAt: first[1]!.firstSeenAt, incidentId: 'inc-1', position: first[1]!.position }, 2).map((v) => v.videoId)).toEqual(['c']);
   });
 
   it('reports a video whose thumbnail failed as uploaded, without the thumbnail', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4', thumbnail: 'a.jpg' }]), ['alo']);
-    const thumb: HashedFile = { ...hashed('t'), role: 'thumbnail', path: '/exports/inc-1/a.jpg' };
-    ledger.videoReady('inc-1', 'v1', [hashed('v'), thumb], [
-      { target: 'alo', role: 'video', parts },
-      { target: 'alo', role: 'thumbnail', parts: [{ number: 1, offset: 0, size: 100, md5: 'c'.repeat(32) }] },
-    ]);
-    const [videoUpload, thumbUpload] = ledger.queuedUploadIds(10, new Set());
-    ledger.uploadFailed(thumbUpload!, 'refused');
-    expect(ledger.buildReport('inc-1', 'alo').videos).toEqual([]);
-    ledger.uploadDone(videoUpload!, { s3_key: 'k/a.mp4' });
-    expect(ledger.buildReport('inc-1', 'alo').videos).toEqual([{ video: { id: 'v1' }, outcome: 'uploaded', results: { video: { s3_key: 'k/a.mp4' } } }]);
+    apply(manifest([{ id: 'v1', file: 'a.mp4', thumbnail: 'a.jpg' }]));
+    ready('v1', [settled('v'), settled('t', 100, 'thumbnail')], [toAlo(), toAlo([{ number: 1, offset: 0, size: 100 }], 'thumbnail')]);
+    const [videoUpload, thumbUpload] = queued();
+    ledger.uploads.failed(thumbUpload!, 'refused');
+    expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([]);
+    done(videoUpload!, 'k/a.mp4');
+    expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([{ video: { id: 'v1' }, outcome: 'uploaded', results: { video: { s3_key: 'k/a.mp4' } } }]);
   });
 
   it('reports an incident only to the targets its route chose', () => {
-    const both = UploadLedger.open(join(dir.path, 'routed.db'), ['alo', 'alo2']);
-    both.applyManifest('/m', '/exports/north/inc-1', 's', manifest([{ id: 'v1', errors: ['failed'] }]), ['alo2']);
-    expect(both.reportsDue().map((r) => r.target)).toEqual(['alo2']);
-    expect(both.videoContext('inc-1', 'v1').targets).toEqual(['alo2']);
+    const both = Ledger.open(join(dir.path, 'routed.db'), { reportingTargets: ['alo', 'alo2'] });
+    both.watch.applyManifest('/m', '/exports/north/inc-1', 's', 'st', manifest([{ id: 'v1', errors: ['failed'] }, { id: 'v2', file: 'b.mp4' }]), ['alo2']);
+    expect(both.reports.due(null, 10).map((r) => r.target)).toEqual(['alo2']);
+    expect(both.plan.waiting(null, 10)[0]!.targets).toEqual(['alo2']);
     both.close();
   });
 
   it('logs an invalid manifest once per version', () => {
-    expect(ledger.recordManifestError('/m', 'fp1', ['videos[0].id: Required'])).toBe(true);
-    expect(ledger.recordManifestError('/m', 'fp1', ['videos[0].id: Required'])).toBe(false);
-    expect(ledger.recordManifestError('/m', 'fp2', ['incident.id: Required'])).toBe(true);
+    expect(ledger.watch.recordManifestError('/m', 'fp1', 's1', ['videos[0].id: Required'])).toBe(true);
+    expect(ledger.watch.recordManifestError('/m', 'fp1', 's2', ['videos[0].id: Required'])).toBe(false);
+    expect(ledger.watch.recordManifestError('/m', 'fp2', 's3', ['incident.id: Required'])).toBe(true);
+  });
+
+  it('marks an incident every target finished with, once its files are out of the change window', () => {
+    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+    ready('v1', [settled('x')]);
+    const settledAt = Number(row(`SELECT settled_at FROM videos WHERE id = 'v1'`).settled_at);
+    expect(ledger.watch.finishIncidents(settledAt + 1, false, 10)).toEqual([]); // still queued
+    done(queued()[0]!, 'k/a.mp4');
+    ledger.reports.acked('inc-1', 'alo', ledger.reports.due(null, 10)[0]!.wanted);
+    expect(ledger.watch.finishIncidents(settledAt - 1, false, 10)).toEqual([]); // within the window
+    expect(ledger.watch.finishIncidents(settledAt + 1, true, 10)).toEqual([]); // after_upload has not handled the folder
+    expect(ledger.watch.finishIncidents(settledAt + 1, false, 10)).toEqual(['/exports/inc-1']);
+    expect(ledger.watch.isFinishedFolder('/exports/inc-1')).toBe(true);
+    // A retry takes it up again.
+    ledger.operator.retry('inc-1');
+    expect(ledger.watch.isFinishedFolder('/exports/inc-1')).toBe(false);
   });
 
   it('keeps every committed change across a reopen', () => {
-    ledger.applyManifest('/m', '/exports/inc-1', 's', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
+    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
     ledger.close();
-    ledger = UploadLedger.open(dbPath, ['alo']);
-    expect(ledger.waitingVideos()).toHaveLength(1);
+    ledger = Ledger.open(dbPath, { reportingTargets: ['alo'] });
+    expect(ledger.plan.waiting(null, 10)).toHaveLength(1);
     expect(new Database(dbPath, { readonly: true }).pragma('journal_mode', { simple: true })).toBe('wal');
   });
 });
@@ -225,14 +313,14 @@ describe('opening a ledger', () => {
   it('refuses a corrupt file with a recovery hint instead of guessing', async () => {
     const path = join(dir.path, 'broken.db');
     await writeFile(path, Buffer.concat([Buffer.from('SQLite format 3\0'), Buffer.alloc(4096, 0x5a)]));
-    expect(() => UploadLedger.open(path)).toThrow(LedgerOpenError);
-    expect(() => UploadLedger.open(path)).toThrow(/corrupt.*mv .*broken\.db/s);
+    expect(() => Ledger.open(path)).toThrow(LedgerOpenError);
+    expect(() => Ledger.open(path)).toThrow(/corrupt.*mv .*broken\.db/s);
   });
 
-  it('plans again the videos an older version marked done with another incident\'s upload (schema 6)', () => {
+  it("plans again the videos an older version marked done with another incident's upload (schema 6), and keeps parts and uploads through the rebuild of schema 7", () => {
     const path = join(dir.path, 'v5.db');
     const old = new Database(path);
-    for (const sql of MIGRATIONS.slice(0, 5)) old.exec(sql);
+    for (const m of MIGRATIONS.slice(0, 5)) old.exec(m.sql);
     old.pragma('user_version = 5');
     old.exec(`
       INSERT INTO incidents (id, folder, manifest_path, manifest_sha256, info, created_at, updated_at) VALUES
@@ -245,21 +333,26 @@ describe('opening a ledger', () => {
       INSERT INTO uploads (id, incident_id, video_id, role, target, sha256, size, state, result, reused_from, created_at, updated_at) VALUES
         (1, 'inc-1', 'a', 'video', 'alo', 'same', 9, 'done', '{"s3_key":"k/inc-1/a.mp4"}', NULL, 1, 1),
         (2, 'inc-2', 'b', 'video', 'alo', 'same', 9, 'done', '{"s3_key":"k/inc-1/a.mp4"}', 1, 2, 2),
-        (3, 'inc-2', 'c', 'video', 'alo', 'same', 9, 'done', '{"s3_key":"k/inc-1/a.mp4"}', 2, 2, 2);`);
+        (3, 'inc-2', 'c', 'video', 'alo', 'same', 9, 'done', '{"s3_key":"k/inc-1/a.mp4"}', 2, 2, 2);
+      INSERT INTO parts (upload_id, number, offset, size, md5, etag, state) VALUES (1, 1, 0, 9, 'm', 'e', 'done');`);
     old.close();
-    const upgraded = UploadLedger.open(path, ['alo']);
+    const upgraded = Ledger.open(path, { reportingTargets: ['alo'] });
     try {
       // inc-2's videos named inc-1's key: they are hashed and uploaded again, for inc-2.
-      expect(upgraded.waitingVideos().map((v) => `${v.incidentId}/${v.videoId}`)).toEqual(['inc-2/b', 'inc-2/c']);
-      expect(upgraded.db.prepare('SELECT id FROM uploads ORDER BY id').all()).toEqual([{ id: 1 }]);
+      expect(upgraded.plan.waiting(null, 10).map((v) => `${v.incidentId}/${v.videoId}`)).toEqual(['inc-2/b', 'inc-2/c']);
+      expect(ledgerRows(path, 'SELECT id FROM uploads ORDER BY id')).toEqual([{ id: 1 }]);
+      expect(ledgerRows(path, 'SELECT upload_id, md5 FROM parts')).toEqual([{ upload_id: 1, md5: 'm' }]);
     } finally {
       upgraded.close();
     }
   });
 
   it('refuses a ledger written by a newer version', () => {
-    ledger.db.pragma('user_version = 99');
     ledger.close();
-    expect(() => UploadLedger.open(dbPath)).toThrow(/newer than this vms-uplink/);
+    const raw = new Database(dbPath);
+    raw.pragma('user_version = 99');
+    raw.close();
+    expect(() => Ledger.open(dbPath)).toThrow(/newer than this vms-uplink/);
+    ledger = Ledger.open(join(dir.path, 'fresh.db'));
   });
 });

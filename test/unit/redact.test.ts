@@ -6,7 +6,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { createLogger, describeError, serializeError } from '../../src/log/logger.js';
-import { redactText, redactUrl, registerSecret } from '../../src/log/redact.js';
+import { redactText, redactUrl, Secrets } from '../../src/log/redact.js';
 import { TargetError } from '../../src/targets/target.js';
 
 const SIG = 'fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024';
@@ -61,30 +61,41 @@ describe('redactText', () => {
   });
 
   it('masks a registered secret in any framing, raw or URL-encoded', () => {
+    const secrets = new Secrets();
     const key = 'unit-header-key/with+chars';
-    expect(redactText(`{"x-api-key":"${key}"}`)).toContain(key); // not framed as anything the patterns know
-    registerSecret(key);
-    expect(redactText(`{"x-api-key":"${key}"}`)).toBe('{"x-api-key":"***"}');
-    expect(redactText(`echo: x-api-key=${encodeURIComponent(key)}`)).toBe('echo: x-api-key=***');
-    expect(redactUrl(`http://host/p/${key}/q`)).toBe('http://host/p/***/q');
+    expect(secrets.text(`{"x-api-key":"${key}"}`)).toContain(key); // not framed as anything the patterns know
+    secrets.register(key);
+    expect(secrets.text(`{"x-api-key":"${key}"}`)).toBe('{"x-api-key":"***"}');
+    expect(secrets.text(`echo: x-api-key=${encodeURIComponent(key)}`)).toBe('echo: x-api-key=***');
+    expect(secrets.url(`http://host/p/${key}/q`)).toBe('http://host/p/***/q');
+    // Another daemon's registry (another logger) knows nothing of it: there is no shared state.
+    expect(new Secrets().text(key)).toBe(key);
   });
 
   it('does not register values too short to be told from ordinary words', () => {
-    registerSecret('abc');
-    expect(redactText('abc and abcdef')).toBe('abc and abcdef');
+    const secrets = new Secrets();
+    secrets.register('abc');
+    expect(secrets.text('abc and abcdef')).toBe('abc and abcdef');
   });
 
   it('remembers the latest issued tokens only', () => {
+    const secrets = new Secrets();
     const tokens = Array.from({ length: 70 }, (_, i) => `issued-token-${String(i).padStart(3, '0')}-zz`);
-    for (const t of tokens) registerSecret(t, 'issued');
-    expect(redactText(`now ${tokens[69]}`)).toBe('now ***');
-    expect(redactText(`then ${tokens[0]}`)).toBe(`then ${tokens[0]}`);
+    for (const t of tokens) secrets.register(t, 'issued');
+    expect(secrets.text(`now ${tokens[69]}`)).toBe('now ***');
+    expect(secrets.text(`then ${tokens[0]}`)).toBe(`then ${tokens[0]}`);
   });
 
   it('masks the longer of two registered values that overlap whole', () => {
-    registerSecret('overlap-secret');
-    registerSecret('overlap-secret-longer');
-    expect(redactText('x overlap-secret-longer y')).toBe('x *** y');
+    const secrets = new Secrets();
+    secrets.register('overlap-secret');
+    secrets.register('overlap-secret-longer');
+    expect(secrets.text('x overlap-secret-longer y')).toBe('x *** y');
+  });
+
+  it('masks the password of a URL, in a URL and in free text', () => {
+    expect(redactUrl('http://user:pa55word@proxy.corp:3128')).toBe('http://user:***@proxy.corp:3128');
+    expect(redactText('connect to http://user:pa55word@proxy.corp:3128 refused')).toBe('connect to http://user:***@proxy.corp:3128 refused');
   });
 });
 
@@ -121,7 +132,7 @@ describe('the logger', () => {
 
   it('masks secrets in the message, in nested fields and arrays, and in errors, at every level', () => {
     const { stream, lines } = capture();
-    const log = createLogger('trace', stream);
+    const log = createLogger('trace', new Secrets(), stream);
     const url = `http://valt/api?access_token=abc123456`;
     for (const level of ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const) {
       log[level](
@@ -138,7 +149,7 @@ describe('the logger', () => {
 
   it('masks the fields pino redacts by name, whatever their content', () => {
     const { stream, lines } = capture();
-    createLogger('info', stream).info({ event: 'test.line', headers: { authorization: 'Basic dXNlcjpwYXNz' }, login: { password: 'hunter2' } }, 'x');
+    createLogger('info', new Secrets(), stream).info({ event: 'test.line', headers: { authorization: 'Basic dXNlcjpwYXNz' }, login: { password: 'hunter2' } }, 'x');
     expect(lines()[0]).toMatchObject({ headers: { authorization: '***' }, login: { password: '***' } });
   });
 });

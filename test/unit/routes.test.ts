@@ -15,7 +15,7 @@ describe('routes', () => {
   });
 
   it('sends every incident everywhere without routes, else the first matching route decides', () => {
-    expect(new IncidentRouter('/x', null, ['alo', 'aion']).targetsFor('/x/any')).toEqual(['alo', 'aion']);
+    expect(new IncidentRouter('/x', undefined, ['alo', 'aion']).targetsFor('/x/any')).toEqual(['alo', 'aion']);
     const router = new IncidentRouter('/x', [
       { match: 'north/**', targets: ['aion'] },
       { match: '**', targets: ['alo'] },
@@ -36,7 +36,7 @@ targets:
   it('resolves routes in file order', () => {
     const config = parseConfig(`${base}routes:\n  - { match: "north/**", targets: [alo2] }\n  - { match: "**", targets: [alo, alo2] }\n`);
     expect(config.routes).toEqual([{ match: 'north/**', targets: ['alo2'] }, { match: '**', targets: ['alo', 'alo2'] }]);
-    expect(parseConfig(base).routes).toBeNull();
+    expect(parseConfig(base).routes).toBeUndefined();
   });
 
   it('names an unknown target and a bad route by their YAML path', () => {

@@ -1,5 +1,5 @@
 /**
- * Aionvision's wire types (seeds/002, video uploads v2): what its API answers, validated before use.
+ * Aionvision's wire types (video uploads v2): what its API answers, validated before use.
  */
 import { z } from 'zod';
 
@@ -35,13 +35,13 @@ export const InitiateResponse = z.object({
 });
 export type InitiateResponse = z.infer<typeof InitiateResponse>;
 
-/** `chunks/retry` (CONTRACT §7): a new presigned URL for one chunk. */
+/** `chunks/retry`: a new presigned URL for one chunk (the document names no fields: this shape is assumed). */
 export const RetryResponse = z.object({
   chunk_number: z.number().int().min(1),
   upload_url: z.string().min(1),
 });
 
-/** `progress/{media_id}` (CONTRACT §7): at least the status and the chunks already confirmed. */
+/** `progress/{media_id}`: at least the status and the chunks already confirmed (assumed, as above). */
 export const ProgressResponse = z.object({
   status: z.string(),
   confirmed_chunks: z.array(z.number().int().min(1)),

@@ -1,19 +1,20 @@
 /**
- * Aionvision video uploads v2 (seeds/002, CONTRACT §5 and §7): the server decides the chunk layout
- * at `initiate`; each chunk is PUT to its presigned S3 URL and then confirmed with its ETag; a
- * chunk URL that is missing, near expiry or refused is replaced through `chunks/retry`; after a
- * restart `progress` tells which chunks the platform already holds; `complete` assembles the video.
+ * Aionvision video uploads v2 (its video upload API document): the server decides the chunk
+ * layout at `initiate`; each chunk is PUT to its presigned S3 URL and then confirmed with its
+ * ETag; a chunk URL that is missing, near expiry or refused is replaced through `chunks/retry`;
+ * after a restart `progress` tells which chunks the platform already holds; `complete` assembles
+ * the video.
  *
- * The upload API takes only a file name: the incident title, camera and ids (CONTRACT §5's title
- * and tags) have nowhere to go, so the video's file name is all Aionvision receives.
+ * The upload API takes only a file name: the incident title, camera and ids that other
+ * platforms receive have nowhere to go, so the video's file name is all Aionvision receives.
  */
 import { extname } from 'node:path';
-import type { AionvisionTargetConfig } from '../../config/schema.js';
 import type { PartLayout, PartSlice } from '../../plan/part-plan.js';
 import type { HttpClient } from '../../upload/http.js';
 import { Authenticator } from '../auth.js';
 import { JsonApi } from '../json-api.js';
-import { putPresigned, renewUrlsAt } from '../presigned-put.js';
+import { putPresigned } from '../presigned-put.js';
+import { UrlCache } from '../url-cache.js';
 import {
   TargetError,
   type CompletedPart,
@@ -24,6 +25,7 @@ import {
   type SourceFile,
   type StartResult,
   type Target,
+  type TargetDeps,
   type UploadResult,
 } from '../target.js';
 import {
@@ -37,28 +39,26 @@ import {
   SUPPORTED_CONTENT_TYPES,
   SUPPORTED_EXTENSIONS,
 } from './api.js';
+import type { AionvisionConfig } from './config.js';
 
 /** Progress statuses after which the upload cannot go on. */
 const DEAD_STATUSES: ReadonlySet<string> = new Set(['aborted', 'failed', 'expired', 'cancelled', 'canceled']);
 
-interface ChunkUrl {
-  url: string;
-  /** When to stop handing this URL out. */
-  renewAt: number;
-}
-
 export class AionvisionTarget implements Target {
   readonly roles: readonly FileRole[] = ['video'];
   private readonly api: JsonApi;
-  /** Chunk URLs by media_id and chunk number, in memory only: after a restart they come from chunks/retry. */
-  private readonly urls = new Map<string, Map<number, ChunkUrl>>();
+  private readonly http: HttpClient;
+  /** Chunk URLs by media_id, in memory only: after a restart they come from chunks/retry. */
+  private readonly urls = new UrlCache();
 
   constructor(
     readonly name: string,
-    config: AionvisionTargetConfig,
-    private readonly http: HttpClient,
+    config: AionvisionConfig,
+    deps: TargetDeps,
   ) {
-    this.api = new JsonApi(`Aionvision (${name})`, config.baseUrl, http, new Authenticator(config.auth, http));
+    this.http = deps.http;
+    const api = { platform: `Aionvision (${name})`, baseUrl: config.base_url, requestTimeout: config.request_timeout };
+    this.api = new JsonApi(api, deps.http, new Authenticator(config.auth, deps.http, deps.secrets, config.request_timeout), deps.secrets);
   }
 
   refuse(file: SourceFile): string | null {
@@ -93,26 +93,25 @@ export class AionvisionTarget implements Target {
       await this.abort(session, file, signal).catch(() => undefined);
       throw err;
     }
-    const fetchedAt = Date.now();
-    this.urls.set(session.media_id, new Map(res.chunks.map((c) => [c.chunk_number, chunkUrl(c.upload_url, fetchedAt)])));
+    this.urls.put(session.media_id, res.chunks.map((c) => ({ part: c.chunk_number, url: c.upload_url })));
     return { session, layout };
   }
 
-  async sendPart({ session: raw, file, part, body, signal }: SendPartRequest): Promise<PartReceipt> {
+  async sendPart({ session: raw, file, part, body, sentMd5, signal }: SendPartRequest): Promise<PartReceipt> {
     const session = AionSession.parse(raw);
-    const url = await this.urlFor(session, part.number, signal);
+    const url = await this.urls.get(session.media_id, part.number, () => this.retryUrl(session, part.number, signal));
     let etag: string | null;
     try {
       // The document's PUT carries the video's Content-Type; the URL itself carries the credentials.
       etag = await putPresigned(this.http, url, body(), part.size, signal, file.contentType);
     } catch (err) {
-      if (err instanceof TargetError && err.kind === 'new-url') this.urls.get(session.media_id)?.delete(part.number);
+      if (err instanceof TargetError && err.kind === 'new-url') this.urls.drop(session.media_id, part.number);
       throw err;
     }
     if (!etag) throw new TargetError('permanent', `chunk ${part.number}: S3 answered the PUT without an ETag, which chunks/confirm needs`);
-    // Bytes that are not the planned chunk are never confirmed: the engine refuses this receipt
-    // (ETag ≠ MD5) and sends the chunk again, or restarts the video if the file changed.
-    if (/^[0-9a-f]{32}$/i.test(etag) && etag.toLowerCase() !== part.md5) return { etag };
+    // S3 holding bytes other than those sent is never confirmed: the engine refuses this receipt
+    // (ETag ≠ MD5 of what was sent) and sends the chunk again.
+    if (/^[0-9a-f]{32}$/i.test(etag) && etag.toLowerCase() !== sentMd5()) return { etag };
     await this.api.call({
       method: 'POST',
       path: '/video-uploads/chunks/confirm',
@@ -135,11 +134,12 @@ export class AionvisionTarget implements Target {
 
   async complete(raw: SessionState, _file: SourceFile, _parts: CompletedPart[], signal: AbortSignal): Promise<UploadResult> {
     const session = AionSession.parse(raw);
-    this.urls.delete(session.media_id);
+    this.urls.forget(session.media_id);
     try {
       await this.api.call({ method: 'POST', path: '/video-uploads/complete', json: session, schema: AnyResponse, signal });
     } catch (err) {
-      // A complete sent before a restart may have gone through: progress tells (CONTRACT §7).
+      // A complete sent before a restart may have gone through: progress tells (assumed: the
+      // document does not say what a repeated complete answers).
       if (!(err instanceof TargetError && (err.details.status === 404 || err.details.status === 409))) throw err;
       let status: string;
       try {
@@ -156,7 +156,7 @@ export class AionvisionTarget implements Target {
     const parsed = AionSession.safeParse(raw);
     if (!parsed.success) return; // nothing was started remotely
     const session = parsed.data;
-    this.urls.delete(session.media_id);
+    this.urls.forget(session.media_id);
     try {
       await this.api.call({ method: 'POST', path: '/video-uploads/abort', json: session, schema: AnyResponse, signal });
     } catch (err) {
@@ -178,10 +178,8 @@ export class AionvisionTarget implements Target {
     });
   }
 
-  /** The chunk's URL from initiate while it is fresh, else a new one from chunks/retry. */
-  private async urlFor(session: AionSession, chunk: number, signal: AbortSignal): Promise<string> {
-    const cached = this.urls.get(session.media_id)?.get(chunk);
-    if (cached && cached.renewAt > Date.now()) return cached.url;
+  /** A new URL for one chunk (after a restart, near expiry, or refused by S3). */
+  private async retryUrl(session: AionSession, chunk: number, signal: AbortSignal): Promise<Array<{ part: number; url: string }>> {
     const res = await this.api.call({
       method: 'POST',
       path: '/video-uploads/chunks/retry',
@@ -192,15 +190,8 @@ export class AionvisionTarget implements Target {
     if (res.chunk_number !== chunk) {
       throw new TargetError('permanent', `Aionvision chunks/retry for chunk ${chunk} answered a URL for chunk ${res.chunk_number}`);
     }
-    let byChunk = this.urls.get(session.media_id);
-    if (!byChunk) this.urls.set(session.media_id, (byChunk = new Map()));
-    byChunk.set(chunk, chunkUrl(res.upload_url, Date.now()));
-    return res.upload_url;
+    return [{ part: chunk, url: res.upload_url }];
   }
-}
-
-function chunkUrl(url: string, fetchedAt: number): ChunkUrl {
-  return { url, renewAt: renewUrlsAt([url], fetchedAt) };
 }
 
 /** The server's chunks as a part layout: numbered 1..N without gaps, covering the file exactly. */

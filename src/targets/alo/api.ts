@@ -1,5 +1,5 @@
 /**
- * ALO's wire types (seeds/000): what its incidents API answers, validated before use.
+ * ALO's wire types (the VMS incidents API document): what its API answers, validated before use.
  */
 import { z } from 'zod';
 
@@ -10,7 +10,7 @@ export const CreateMultipartResponse = z.object({
 
 export const UploadUrlsResponse = z.object({
   incident_id: z.string().optional(),
-  /** -1 means no limit (CONTRACT §7). */
+  /** -1 means no limit (assumed: the document shows -1 and says nothing more). */
   max_upload_size_mb: z.number().optional(),
   uploads: z.record(
     z.string(),

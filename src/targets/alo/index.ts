@@ -1,14 +1,14 @@
 /**
- * ALO (seeds/000, CONTRACT §5 and §7): each video and its thumbnail go to S3 through presigned
+ * ALO (the VMS incidents API document): each video and its thumbnail go to S3 through presigned
  * URLs, as one PUT below `multipart_threshold` and as an S3 multipart upload above it; the
  * incident is then PUT with its uploaded and failed videos.
  */
-import type { AloTargetConfig } from '../../config/schema.js';
 import type { HttpClient } from '../../upload/http.js';
 import { planParts, singlePart, S3_LIMITS, type PartLayout } from '../../plan/part-plan.js';
 import { Authenticator } from '../auth.js';
 import { JsonApi } from '../json-api.js';
-import { putPresigned, renewUrlsAt } from '../presigned-put.js';
+import { putPresigned } from '../presigned-put.js';
+import { UrlCache, type FetchedUrl } from '../url-cache.js';
 import {
   TargetError,
   type CompletedPart,
@@ -20,29 +20,29 @@ import {
   type SourceFile,
   type StartResult,
   type Target,
+  type TargetDeps,
   type UploadResult,
 } from '../target.js';
 import { AloSession, AnyResponse, CompleteResponse, CreateMultipartResponse, UploadUrlsResponse, type AloIncidentBody, type AloVideo } from './api.js';
-
-interface UrlSet {
-  s3Key: string;
-  urls: string[];
-  /** When to stop handing these URLs out. */
-  renewAt: number;
-}
+import type { AloConfig } from './config.js';
 
 export class AloTarget implements Target {
   readonly roles: readonly FileRole[] = ['video', 'thumbnail'];
   private readonly api: JsonApi;
+  private readonly http: HttpClient;
   /** Presigned URLs by file (`incident/file_id`), kept in memory only: never reused after a restart. */
-  private readonly urls = new Map<string, Promise<UrlSet>>();
+  private readonly urls = new UrlCache();
+  /** The key a single PUT's URL was minted for, by file: the upload's result. */
+  private readonly singleKeys = new Map<string, string>();
 
   constructor(
     readonly name: string,
-    private readonly config: AloTargetConfig,
-    private readonly http: HttpClient,
+    private readonly config: AloConfig,
+    deps: TargetDeps,
   ) {
-    this.api = new JsonApi(`ALO (${name})`, config.baseUrl, http, new Authenticator(config.auth, http));
+    this.http = deps.http;
+    const api = { platform: `ALO (${name})`, baseUrl: config.base_url, requestTimeout: config.request_timeout };
+    this.api = new JsonApi(api, deps.http, new Authenticator(config.auth, deps.http, deps.secrets, config.request_timeout), deps.secrets);
   }
 
   refuse(): string | null {
@@ -50,13 +50,14 @@ export class AloTarget implements Target {
   }
 
   layout(file: SourceFile, preferredPartSize: number): PartLayout {
-    return file.size >= this.config.multipartThreshold ? planParts(file.size, preferredPartSize, S3_LIMITS) : singlePart(file.size);
+    return file.size >= this.config.multipart_threshold ? planParts(file.size, preferredPartSize, S3_LIMITS) : singlePart(file.size);
   }
 
   async start(file: SourceFile, layout: PartLayout, signal: AbortSignal): Promise<StartResult> {
     const fileId = fileIdOf(file);
-    if (layout.length === 1 && file.size < this.config.multipartThreshold) {
-      return { session: { mode: 'single', file_id: fileId } satisfies AloSession };
+    if (layout.length === 1 && file.size < this.config.multipart_threshold) {
+      // Nothing is opened at ALO for a single PUT: its URL is asked for when the part is sent.
+      return { session: { mode: 'single', file_id: fileId } satisfies AloSession, remote: false };
     }
     const created = await this.api.call({
       method: 'GET',
@@ -68,7 +69,7 @@ export class AloTarget implements Target {
     const session: AloSession = { mode: 'multipart', file_id: fileId, s3_key: created.s3_key, upload_id: created.upload_id, part_count: layout.length };
     try {
       // Asking for the URLs now also learns ALO's size limit before a single byte is sent.
-      await this.urlSet(session, file, signal);
+      await this.urlFor(session, file, 1, signal);
     } catch (err) {
       if (err instanceof TargetError && err.kind === 'permanent') await this.abort(session, file, signal).catch(() => undefined);
       throw err;
@@ -78,21 +79,20 @@ export class AloTarget implements Target {
 
   async sendPart({ session: raw, file, part, body, signal }: SendPartRequest): Promise<PartReceipt> {
     const session = AloSession.parse(raw);
-    const set = await this.urlSet(session, file, signal);
-    const url = set.urls[part.number - 1];
-    if (!url) throw new TargetError('permanent', `ALO gave ${set.urls.length} URLs for ${session.mode === 'multipart' ? session.part_count : 1} parts`);
+    const url = await this.urlFor(session, file, part.number, signal);
     try {
       const etag = await putPresigned(this.http, url, body(), part.size, signal);
-      return session.mode === 'single' ? { etag, session: { ...session, s3_key: set.s3Key } } : { etag };
+      if (session.mode === 'multipart') return { etag };
+      return { etag, session: { ...session, s3_key: this.singleKeys.get(urlKey(session, file)) } };
     } catch (err) {
-      if (err instanceof TargetError && err.kind === 'new-url') this.urls.delete(urlKey(session, file));
+      if (err instanceof TargetError && err.kind === 'new-url') this.urls.drop(urlKey(session, file), part.number);
       throw err;
     }
   }
 
   async complete(raw: SessionState, file: SourceFile, parts: CompletedPart[], signal: AbortSignal): Promise<UploadResult> {
     const session = AloSession.parse(raw);
-    this.urls.delete(urlKey(session, file));
+    this.forget(session, file);
     if (session.mode === 'single') {
       if (!session.s3_key) throw new TargetError('permanent', 'single upload finished without an s3_key');
       return { s3_key: session.s3_key };
@@ -106,7 +106,8 @@ export class AloTarget implements Target {
         signal,
       });
     } catch (err) {
-      // S3's NoSuchUpload: a complete we sent before a restart already went through (CONTRACT §7).
+      // S3's NoSuchUpload: a complete we sent before a restart already went through (the README's
+      // "Assumed" list for ALO: the document is silent on a repeated complete).
       if (!(err instanceof TargetError && err.details.status === 404)) throw err;
     }
     return { s3_key: session.s3_key };
@@ -114,7 +115,7 @@ export class AloTarget implements Target {
 
   async abort(raw: SessionState, file: SourceFile, signal: AbortSignal): Promise<void> {
     const session = AloSession.parse(raw);
-    this.urls.delete(urlKey(session, file));
+    this.forget(session, file);
     if (session.mode === 'single') return;
     try {
       await this.api.call({
@@ -154,27 +155,20 @@ export class AloTarget implements Target {
 
   async close(): Promise<void> {
     this.urls.clear();
+    this.singleKeys.clear();
   }
 
-  /** The URLs for a file, fetched once for all parts and again when they near expiry. */
-  private async urlSet(session: AloSession, file: SourceFile, signal: AbortSignal): Promise<UrlSet> {
-    const key = urlKey(session, file);
-    const cached = this.urls.get(key);
-    if (cached) {
-      const set = await cached.catch(() => null);
-      if (set && set.renewAt > Date.now()) return set;
-      if (this.urls.get(key) === cached) this.urls.delete(key);
-    }
-    let pending = this.urls.get(key);
-    if (!pending) {
-      pending = this.fetchUrls(session, file, signal);
-      this.urls.set(key, pending);
-      pending.catch(() => this.urls.get(key) === pending && this.urls.delete(key));
-    }
-    return pending;
+  private forget(session: AloSession, file: SourceFile): void {
+    this.urls.forget(urlKey(session, file));
+    this.singleKeys.delete(urlKey(session, file));
   }
 
-  private async fetchUrls(session: AloSession, file: SourceFile, signal: AbortSignal): Promise<UrlSet> {
+  /** A part's URL; ALO hands out the URLs of every part at once, and again when they near expiry. */
+  private urlFor(session: AloSession, file: SourceFile, part: number, signal: AbortSignal): Promise<string> {
+    return this.urls.get(urlKey(session, file), part, () => this.fetchUrls(session, file, signal));
+  }
+
+  private async fetchUrls(session: AloSession, file: SourceFile, signal: AbortSignal): Promise<FetchedUrl[]> {
     const request =
       session.mode === 'single'
         ? { filename: file.name }
@@ -193,7 +187,10 @@ export class AloTarget implements Target {
     const entry = res.uploads[session.file_id];
     if (!entry) throw new TargetError('retryable', `ALO upload_urls answered without an entry for ${session.file_id}`);
     const urls = typeof entry.signed_urls === 'string' ? [entry.signed_urls] : entry.signed_urls;
-    return { s3Key: entry.s3_key, urls, renewAt: renewUrlsAt(urls, Date.now()) };
+    const expected = session.mode === 'multipart' ? session.part_count : 1;
+    if (urls.length !== expected) throw new TargetError('permanent', `ALO gave ${urls.length} URLs for ${expected} parts`);
+    if (session.mode === 'single') this.singleKeys.set(urlKey(session, file), entry.s3_key);
+    return urls.map((url, i) => ({ part: i + 1, url }));
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * TruVideo Upload V3's wire types (seeds/004, CONTRACT §7): what its API is sent and answers,
+ * TruVideo Upload V3's wire types: what its API is sent and answers,
  * validated before use.
  */
 import { z } from 'zod';
@@ -18,7 +18,7 @@ export const VIDEO_FILE_TYPES: Readonly<Record<string, string>> = {
   WEBM: 'WEBM',
 };
 
-/** Keys the platform keeps for itself in `metadata` (seeds/004): never sent. */
+/** Keys the platform keeps for itself in `metadata` (its document reserves them): never sent. */
 export const RESERVED_METADATA_KEYS = ['failureReason', 'failureTimestamp'] as const;
 
 /** The seed gives creator 0..255 characters; the title's limit is unstated and taken as the same. */
@@ -41,7 +41,7 @@ export interface StartRequest {
   metadata: Record<string, unknown>;
 }
 
-/** `[{ partNumber, url }]`: the start answer and the more-URLs answer alike (CONTRACT §7). */
+/** `[{ partNumber, url }]`: the start answer and (assumed) the more-URLs answer alike. */
 const PresignedUrls = z.array(z.object({ partNumber: z.number().int().min(1), url: z.string().min(1) }));
 
 export const StartResponse = z.object({

@@ -1,10 +1,10 @@
 /**
- * TruVideo Upload V3 (seeds/004, CONTRACT §5 and §7): each video is one media item, uploaded as
- * an S3 multipart upload through presigned URLs that TruVideo hands out, then completed
+ * TruVideo Upload V3 (its upload API document): each video is one media item, uploaded as an S3
+ * multipart upload through presigned URLs that TruVideo hands out, then completed
  * asynchronously: complete answers 202 and the status is polled until COMPLETED or FAILED.
  *
  *   POST /upload/start                 → uploadId, mediaId, some presigned URLs   (once per file)
- *   POST {moreUrlsPath}                → presigned URLs for the parts still to send (CONTRACT §7)
+ *   POST {more_urls_path}              → presigned URLs for the parts still to send (assumed path)
  *   PUT  <presigned URL> × parts       → ETag (the part's MD5, checked by the engine)
  *   GET  /upload/{uploadId}            → status and registered parts (resume, polling)
  *   POST /upload/{uploadId}/complete   → 202, then GET until COMPLETED / FAILED
@@ -13,15 +13,15 @@
  * S3's real 5 MiB minimum, and a part is at most 600 MiB; a file is at most 120 × 600 MiB.
  */
 import { extname } from 'node:path';
-import type { TruvideoTargetConfig } from '../../config/schema.js';
 import { redactUrl } from '../../log/redact.js';
 import { MiB, planParts, type PartLayout, type PartLimits } from '../../plan/part-plan.js';
-import { sleep } from '../../upload/backoff.js';
 import type { HttpClient } from '../../upload/http.js';
+import { readFrameSize, type FrameSize } from '../../watch/frame-size.js';
 import { Authenticator } from '../auth.js';
 import { JsonApi } from '../json-api.js';
-import { readFrameSize, type FrameSize } from '../../watch/frame-size.js';
-import { putPresigned, renewUrlsAt } from '../presigned-put.js';
+import { mediaTitle } from '../media-title.js';
+import { putPresigned } from '../presigned-put.js';
+import { UrlCache } from '../url-cache.js';
 import {
   TargetError,
   type CompletedPart,
@@ -32,6 +32,7 @@ import {
   type SourceFile,
   type StartResult,
   type Target,
+  type TargetDeps,
   type UploadResult,
 } from '../target.js';
 import {
@@ -45,6 +46,7 @@ import {
   VIDEO_FILE_TYPES,
   type StartRequest,
 } from './api.js';
+import type { TruvideoConfig } from './config.js';
 
 export const MAX_PARTS = 120;
 export const MAX_PART_SIZE = 600 * MiB;
@@ -67,33 +69,32 @@ export function truvideoPartLimits(fileSize: number): PartLimits {
   return { minPartSize: 50 * MiB, maxPartSize: MAX_PART_SIZE, maxParts: MAX_PARTS };
 }
 
-interface CachedUrl {
-  url: string;
-  renewAt: number;
-}
-
-/** What this process knows of one remote upload; in memory only, never persisted. */
-interface UploadState {
-  urls: Map<number, CachedUrl>;
-  /** Parts acknowledged (sent, or registered by TruVideo) since this process started. */
-  done: Set<number>;
-  /** More-URLs requests in flight, by the parts they ask for: a part waits for the one asking for it. */
-  fetches: Array<{ parts: ReadonlySet<number>; promise: Promise<void> }>;
+/** A complete TruVideo accepted in this process: polled until final, then forgotten. */
+interface Completing {
+  since: number;
+  polls: number;
 }
 
 export class TruvideoTarget implements Target {
   readonly roles: readonly FileRole[] = ['video'];
   private readonly api: JsonApi;
-  private readonly uploads = new Map<string, UploadState>();
+  private readonly http: HttpClient;
+  /** Presigned URLs by uploadId, in memory only. */
+  private readonly urls = new UrlCache();
+  /** Parts acknowledged (sent, or registered by TruVideo) since this process started, by uploadId. */
+  private readonly done = new Map<string, Set<number>>();
+  private readonly completing = new Map<string, Completing>();
   /** Sessions given up (abort): TruVideo cannot release them, and they are never used again. */
   private readonly retired = new Set<string>();
 
   constructor(
     readonly name: string,
-    private readonly config: TruvideoTargetConfig,
-    private readonly http: HttpClient,
+    private readonly config: TruvideoConfig,
+    deps: TargetDeps,
   ) {
-    this.api = new JsonApi(`TruVideo (${name})`, config.baseUrl, http, new Authenticator(config.auth, http));
+    this.http = deps.http;
+    const api = { platform: `TruVideo (${name})`, baseUrl: config.base_url, requestTimeout: config.request_timeout };
+    this.api = new JsonApi(api, deps.http, new Authenticator(config.auth, deps.http, deps.secrets, config.request_timeout), deps.secrets);
   }
 
   refuse(file: SourceFile): string | null {
@@ -128,22 +129,21 @@ export class TruvideoTarget implements Target {
     const json = startRequest(file, layout.length, frame);
     const res = await this.api.call({ method: 'POST', path: '/upload/start', json, schema: StartResponse, signal });
     const session: TruvideoSession = { uploadId: res.uploadId, mediaId: res.mediaId, amountOfParts: layout.length };
-    this.remember(this.state(session.uploadId), res.presignedUrls);
+    this.urls.put(session.uploadId, res.presignedUrls.map((u) => ({ part: u.partNumber, url: u.url })));
     return { session };
   }
 
   async sendPart({ session: raw, part, body, signal }: SendPartRequest): Promise<PartReceipt> {
     const session = this.session(raw);
-    const state = this.state(session.uploadId);
-    const url = await this.urlFor(session, state, part.number, signal);
+    const url = await this.urls.get(session.uploadId, part.number, () => this.moreUrls(session, signal));
     try {
       const etag = await putPresigned(this.http, url, body(), part.size, signal);
-      state.done.add(part.number);
-      state.urls.delete(part.number);
+      this.doneParts(session.uploadId).add(part.number);
+      this.urls.drop(session.uploadId, part.number);
       return { etag };
     } catch (err) {
       // A refused URL has most likely expired, and its siblings were minted with it.
-      if (err instanceof TargetError && err.kind === 'new-url') state.urls.clear();
+      if (err instanceof TargetError && err.kind === 'new-url') this.urls.forget(session.uploadId);
       throw err;
     }
   }
@@ -155,20 +155,36 @@ export class TruvideoTarget implements Target {
     if (details.status === 'FAILED') throw failed(session, details);
     // A part registered without its ETag cannot be listed in complete: it is sent again.
     const registered = details.parts.filter((p) => p.eTag !== null);
-    const state = this.state(session.uploadId);
-    for (const p of registered) state.done.add(p.partNumber);
+    for (const p of registered) this.doneParts(session.uploadId).add(p.partNumber);
     return registered.map((p) => ({ number: p.partNumber, etag: p.eTag }));
   }
 
   /**
-   * Completes, then polls the status until COMPLETED or FAILED. A complete refused with a 4xx
-   * (e.g. 409: already completing, after a restart or a lost answer) is judged by the status:
-   * PENDING_COMPLETE, COMPLETED or FAILED mean the complete was already accepted (CONTRACT §7).
+   * Completes once, then tells the status each time it is asked, until COMPLETED or FAILED: while
+   * TruVideo still works on it, it answers `not-ready` with the delay to ask again after (capped
+   * backoff up to poll_interval), and the pacer asks again. A complete refused with a 4xx (e.g.
+   * 409: already completing, after a restart or a lost answer) is judged by the status:
+   * PENDING_COMPLETE, COMPLETED or FAILED mean the complete was already accepted (assumed: the
+   * document does not say what a repeated complete answers). After poll_timeout of waiting the
+   * complete is given up as a temporary failure, and sent again.
    */
   async complete(raw: SessionState, _file: SourceFile, parts: CompletedPart[], signal: AbortSignal): Promise<UploadResult> {
     const session = this.session(raw);
-    this.uploads.delete(session.uploadId); // no part is sent after this: its URLs are of no more use
-    let known: UploadDetails | null = null;
+    let waiting = this.completing.get(session.uploadId);
+    if (!waiting) {
+      const known = await this.sendComplete(session, parts, signal);
+      // No part is sent after this: its URLs are of no more use.
+      this.urls.forget(session.uploadId);
+      this.done.delete(session.uploadId);
+      waiting = { since: Date.now(), polls: 0 };
+      this.completing.set(session.uploadId, waiting);
+      if (known) return this.judge(session, known, waiting);
+    }
+    return this.judge(session, await this.details(session, signal), waiting);
+  }
+
+  /** POSTs complete; the status when a 4xx refusal means an earlier complete was accepted. */
+  private async sendComplete(session: TruvideoSession, parts: CompletedPart[], signal: AbortSignal): Promise<UploadDetails | null> {
     try {
       await this.api.call({
         method: 'POST',
@@ -177,16 +193,32 @@ export class TruvideoTarget implements Target {
         schema: AnyResponse,
         signal,
       });
+      return null;
     } catch (err) {
       const refused = err instanceof TargetError && err.kind === 'permanent' && (err.details.status ?? 0) >= 400 && (err.details.status ?? 0) < 500;
       if (!refused) throw err;
-      known = await this.details(session, signal);
+      const known = await this.details(session, signal);
       if (known.status !== 'PENDING_COMPLETE' && known.status !== 'COMPLETED' && known.status !== 'FAILED') throw err;
+      return known;
     }
-    const done = await this.pollUntilFinal(session, known, signal);
-    const result: UploadResult = { uploadId: session.uploadId, mediaId: session.mediaId };
-    if (done.fileUrl) result.fileUrl = redactUrl(done.fileUrl);
-    return result;
+  }
+
+  private judge(session: TruvideoSession, details: UploadDetails, waiting: Completing): UploadResult {
+    const final = details.status === 'COMPLETED' || details.status === 'FAILED';
+    const timedOut = Date.now() - waiting.since > this.config.poll_timeout * 1000;
+    if (final || timedOut) this.completing.delete(session.uploadId);
+    if (details.status === 'FAILED') throw failed(session, details);
+    if (details.status === 'COMPLETED') {
+      const result: UploadResult = { uploadId: session.uploadId, mediaId: session.mediaId };
+      if (details.fileUrl) result.fileUrl = redactUrl(details.fileUrl);
+      return result;
+    }
+    if (timedOut) {
+      throw new TargetError('retryable', `TruVideo upload ${session.uploadId} is still ${details.status} ${this.config.poll_timeout} s after complete`);
+    }
+    const intervalMs = this.config.poll_interval * 1000;
+    const retryAfterMs = Math.min(intervalMs, (intervalMs / 4) * 2 ** waiting.polls++);
+    throw new TargetError('not-ready', `TruVideo upload ${session.uploadId} is ${details.status}`, { retryAfterMs });
   }
 
   /** The document has no abort: the session is dropped here and never used again. */
@@ -194,82 +226,39 @@ export class TruvideoTarget implements Target {
     const parsed = TruvideoSession.safeParse(raw);
     if (!parsed.success) return;
     this.retired.add(parsed.data.uploadId);
-    this.uploads.delete(parsed.data.uploadId);
+    this.forget(parsed.data.uploadId);
   }
 
   async close(): Promise<void> {
-    this.uploads.clear();
+    this.urls.clear();
+    this.done.clear();
+    this.completing.clear();
   }
 
-  /** GET /upload/{uploadId} with capped backoff (pollInterval), until a final status or pollTimeout. */
-  private async pollUntilFinal(session: TruvideoSession, first: UploadDetails | null, signal: AbortSignal): Promise<UploadDetails> {
-    const intervalMs = this.config.pollInterval * 1000;
-    const deadline = Date.now() + this.config.pollTimeout * 1000;
-    let details = first ?? (await this.details(session, signal));
-    for (let round = 0; ; round++) {
-      if (details.status === 'COMPLETED') return details;
-      if (details.status === 'FAILED') throw failed(session, details);
-      const delay = Math.min(intervalMs, (intervalMs / 4) * 2 ** round);
-      if (Date.now() + delay > deadline) {
-        throw new TargetError('retryable', `TruVideo upload ${session.uploadId} is still ${details.status} ${this.config.pollTimeout} s after complete`);
-      }
-      await sleep(delay, signal);
-      details = await this.details(session, signal);
-    }
+  private forget(uploadId: string): void {
+    this.urls.forget(uploadId);
+    this.done.delete(uploadId);
+    this.completing.delete(uploadId);
   }
 
   private details(session: TruvideoSession, signal: AbortSignal): Promise<UploadDetails> {
     return this.api.call({ method: 'GET', path: uploadPath(session), schema: UploadDetails, signal });
   }
 
-  /** A URL for the part; missing or near-expiry ones are fetched in one batch for every part still to send. */
-  private async urlFor(session: TruvideoSession, state: UploadState, number: number, signal: AbortSignal): Promise<string> {
-    for (;;) {
-      const cached = state.urls.get(number);
-      if (cached && cached.renewAt > Date.now()) return cached.url;
-      const pending = state.fetches.find((f) => f.parts.has(number));
-      if (pending) {
-        await pending.promise;
-        continue;
-      }
-      const wanted = new Set([number]);
-      for (let n = 1; n <= (session.amountOfParts ?? 0); n++) {
-        const url = state.urls.get(n);
-        const fresh = url !== undefined && url.renewAt > Date.now();
-        if (!fresh && !state.done.has(n) && !state.fetches.some((f) => f.parts.has(n))) wanted.add(n);
-      }
-      const fetch = { parts: wanted, promise: Promise.resolve() };
-      fetch.promise = this.fetchUrls(session, state, [...wanted].sort((a, b) => a - b), signal).finally(() => {
-        state.fetches = state.fetches.filter((f) => f !== fetch);
-      });
-      state.fetches.push(fetch);
-      await fetch.promise;
-      const got = state.urls.get(number);
-      if (!got) throw new TargetError('permanent', `TruVideo answered the presigned URLs of upload ${session.uploadId} without part ${number}`);
-      return got.url;
-    }
+  /** URLs for every part still to send that has none fresh, in one batch. */
+  private async moreUrls(session: TruvideoSession, signal: AbortSignal): Promise<Array<{ part: number; url: string }>> {
+    const done = this.doneParts(session.uploadId);
+    const wanted: number[] = [];
+    for (let n = 1; n <= (session.amountOfParts ?? 0); n++) if (!done.has(n) && !this.urls.fresh(session.uploadId, n)) wanted.push(n);
+    const path = this.config.more_urls_path.replaceAll('{uploadId}', encodeURIComponent(session.uploadId));
+    const res = await this.api.call({ method: 'POST', path, json: { partNumbers: wanted }, schema: MoreUrlsResponse, signal });
+    return res.presignedUrls.map((u) => ({ part: u.partNumber, url: u.url }));
   }
 
-  private async fetchUrls(session: TruvideoSession, state: UploadState, partNumbers: number[], signal: AbortSignal): Promise<void> {
-    const path = this.config.moreUrlsPath.replaceAll('{uploadId}', encodeURIComponent(session.uploadId));
-    const res = await this.api.call({ method: 'POST', path, json: { partNumbers }, schema: MoreUrlsResponse, signal });
-    this.remember(state, res.presignedUrls);
-  }
-
-  private remember(state: UploadState, urls: Array<{ partNumber: number; url: string }>): void {
-    const now = Date.now();
-    for (const { partNumber, url } of urls) {
-      state.urls.set(partNumber, { url, renewAt: renewUrlsAt([url], now) });
-    }
-  }
-
-  private state(uploadId: string): UploadState {
-    let state = this.uploads.get(uploadId);
-    if (!state) {
-      state = { urls: new Map(), done: new Set(), fetches: [] };
-      this.uploads.set(uploadId, state);
-    }
-    return state;
+  private doneParts(uploadId: string): Set<number> {
+    let done = this.done.get(uploadId);
+    if (!done) this.done.set(uploadId, (done = new Set()));
+    return done;
   }
 
   private session(raw: SessionState): TruvideoSession {
@@ -285,15 +274,6 @@ export class TruvideoTarget implements Target {
 /** `media.fileType` from the file's extension; undefined when TruVideo takes no video of that kind. */
 export function fileTypeOf(fileName: string): string | undefined {
   return VIDEO_FILE_TYPES[extname(fileName).slice(1).toUpperCase()];
-}
-
-/** `<incident title> — <camera_name>` (CONTRACT §5); `Incident <id>` and the file name stand in for what is missing. */
-export function mediaTitle(file: SourceFile): string {
-  const incident = file.incident.title?.trim() || `Incident ${file.incident.id}`;
-  const camera = file.video.camera_name?.trim() || file.name;
-  const title = `${incident} — ${camera}`;
-  const chars = Array.from(title);
-  return chars.length <= MAX_TEXT_LENGTH ? title : `${chars.slice(0, MAX_TEXT_LENGTH - 1).join('')}…`;
 }
 
 export function startRequest(file: SourceFile, amountOfParts: number, frame: FrameSize | null = null): StartRequest {
@@ -313,7 +293,7 @@ export function startRequest(file: SourceFile, amountOfParts: number, frame: Fra
   for (const key of VIDEO_METADATA) if (video[key] !== undefined) metadata[key] = video[key];
   for (const key of RESERVED_METADATA_KEYS) delete metadata[key];
 
-  const media: StartRequest['media'] = { fileType: fileTypeOf(file.name) ?? '', title: mediaTitle(file), creator: CREATOR, tags };
+  const media: StartRequest['media'] = { fileType: fileTypeOf(file.name) ?? '', title: mediaTitle(file, MAX_TEXT_LENGTH), creator: CREATOR, tags };
   const duration = durationMs(video.started_at, video.ended_at);
   if (duration !== undefined) media.duration = duration;
   if (frame) media.resolution = resolutionLabel(frame);
@@ -321,7 +301,7 @@ export function startRequest(file: SourceFile, amountOfParts: number, frame: Fra
 }
 
 /**
- * TruVideo's label for a frame size: LOW is 480p, NORMAL 720p, HIGH 1080p (seeds/004); the
+ * TruVideo's label for a frame size: LOW is 480p, NORMAL 720p, HIGH 1080p (its document); the
  * nearest by the frame's short side, so portrait video and 4K are labelled sensibly. A video
  * whose size is unknown (not MP4/MOV) gets no label, and TruVideo assumes NORMAL.
  */

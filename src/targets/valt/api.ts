@@ -1,8 +1,8 @@
 /**
- * Valt's wire types (seeds/001): what its records API answers, validated before use, and the
- * multipart/form-data envelope a chunk travels in.
+ * Valt's wire types (records API v3): what its records API answers, validated before use, and
+ * the multipart/form-data envelope a chunk travels in.
  *
- * Valt may or may not wrap an answer in `data` (CONTRACT §7): every schema here reads both.
+ * The document's examples wrap some answers in `data` and not others: every schema here reads both.
  */
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
