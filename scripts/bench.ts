@@ -1,262 +1,346 @@
 /**
- * `npm run bench [-- --size 10GiB | --10g] [--dir DIR]`: one big video through the real daemon.
+ * `npm run bench [-- --size SIZE] [--runs N] [--dir DIR]`: the daemon side by side with rclone and the aws CLI.
+ * `npm run bench -- --backlog N`: the daemon catching up with N incidents at start-up (scripts/bench-backlog.ts).
  *
- * Writes a video-like file of the given size (default 1 GiB) into an incident folder in a fresh
- * directory under os.tmpdir() (or DIR), uploads it with the daemon's DEFAULT upload settings
- * (concurrency 4, part_size 16MiB, multipart_threshold 100MiB; only settle_seconds is 1) to the ALO
- * emulator and its S3 store on loopback, and measures the daemon process: hashing and upload wall
- * time, throughput, CPU seconds and peak RSS. Exits 1 when the peak RSS exceeds 150 MB or the
- * stored object differs from the file. Everything it wrote (file, ledger, the store's parts) is
- * deleted at the end.
+ * One video-like file (default 1 GiB) is uploaded N times (default 3) by each client, runs interleaved:
+ *  - the daemon: the built CLI with its default settings (16 MiB parts, 4 at once) but settle_seconds 1,
+ *    reporting to the ALO emulator, whose presigned URLs point at the null sink;
+ *  - `rclone copyto` and `aws s3 cp`, when on the PATH, straight to the same sink, 16 MiB parts, 4 at once.
+ * The null sink (scripts/null-sink.ts) MD5s and discards every body, so receiving costs every client the same.
+ *
+ * Figures, each the median of the runs:
+ *  - work: for the daemon, from the moment it starts reading the file (the file has settled, hashing
+ *    begins) to its `upload.completed` log line; for a peer, the wall time of the command;
+ *  - CPU: user + sys of the process; peak RSS: its resident-set peak (scripts/bench-proc.ts says how);
+ *  - file reads: all the bytes the process read, divided by the file size.
+ * Every upload is checked: the sink must hold an object of the file's size whose ETag is the file's
+ * MD5 (one PUT) or its multipart ETag for 16 MiB parts. Exits 1 when a client fails, an object
+ * differs, or the daemon's peak RSS exceeds 150 MB. Everything written is deleted at the end.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, statfs } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startAloSite, type AloSite } from '../test/support/alo-site.js';
-import { DaemonProcess, type LogLine } from '../test/support/daemon-process.js';
-import { MiB, writeVideo } from '../test/support/files.js';
+import { createHash } from 'node:crypto';
+import { createReadStream, rmSync } from 'node:fs';
+import { mkdtemp, rm, statfs } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { writeVideo } from '../test/support/files.js';
 import { incidentManifest, writeManifest } from '../test/support/manifest.js';
+import { backlogBench, backlogBytes } from './bench-backlog.js';
+import { DaemonRun } from './bench-daemon.js';
+import { availablePeers, type Peer } from './bench-peers.js';
+import { bytesRead, killPeers, liveCost, runMeasured, type Cost } from './bench-proc.js';
+import { BenchFailure, GiB, human, MB, median, MiB, sleep, table, timeOf } from './bench-util.js';
+import { NullSink } from './null-sink.js';
 
-const GiB = 1024 * MiB;
-const MB = 1_000_000;
 const RSS_LIMIT_BYTES = 150 * MB;
-const SAMPLE_MS = 200;
+const PART_BYTES = 16 * MiB;
 const INCIDENT_ID = 'b3f1c0de-0000-4000-8000-00000000bench';
 const VIDEO_ID = 'bench-video';
+const DAEMON = 'vms-uplink';
+const PROGRESS_MS = 5000;
 
-const USAGE = `usage: node dist/scripts/bench.js [--size SIZE | --10g] [--dir DIR]
-  --size SIZE   file size, e.g. 1GiB (default), 512MiB, 10GiB, 2GB, or bytes
-  --10g         same as --size 10GiB
-  --dir DIR     where to put the file and the store's copy (default ${tmpdir()}); needs ~2x SIZE free`;
+const USAGE = `usage: npm run bench -- [--size SIZE] [--runs N] [--dir DIR]
+       npm run bench -- --backlog N [--dir DIR]
+  --size SIZE   file size, e.g. 1GiB (default), 512MiB, 10GiB, 2GB, or bytes (--10g: 10GiB)
+  --runs N      uploads of the file by each client; the median is reported (default 3)
+  --backlog N   instead: N incidents of two 64 KiB videos waiting when the daemon starts
+  --dir DIR     where to put the files (default ${tmpdir()})`;
 
-class BenchFailure extends Error {}
+interface Options {
+  size: number;
+  runs: number;
+  backlog: number | undefined;
+  dir: string;
+}
 
-const UNITS: Record<string, number> = { B: 1, KiB: 1024, MiB, GiB, TiB: 1024 * GiB, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12 };
+/** One upload of the file by one client. */
+interface Sample extends Cost {
+  workSeconds: number;
+  /** Where the sink holds the object. */
+  key: string;
+  /** What the figures do not show, for the run's line. */
+  detail: string;
+}
+
+interface Client {
+  name: string;
+  upload(run: number): Promise<Sample>;
+}
+
+interface Bench {
+  file: string;
+  size: number;
+  workDir: string;
+  sink: NullSink;
+}
+
+const UNITS: Record<string, number> = { B: 1, KIB: 1024, MIB: MiB, GIB: GiB, TIB: 1024 * GiB, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, G: GiB };
 
 function parseSize(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([A-Za-z]*)$/.exec(text.trim());
-  const unit = m?.[2] === '' ? 'B' : m?.[2];
-  const factor = unit === undefined ? undefined : (UNITS[unit] ?? UNITS[unit.toUpperCase()] ?? (unit.toLowerCase() === 'g' ? GiB : undefined));
+  const factor = m ? UNITS[(m[2] || 'B').toUpperCase()] : undefined;
   if (!m || factor === undefined) throw new BenchFailure(`bad size "${text}"\n${USAGE}`);
   const bytes = Math.round(Number(m[1]) * factor);
   if (bytes < 1) throw new BenchFailure(`size must be at least 1 byte\n${USAGE}`);
   return bytes;
 }
 
-function parseArgs(argv: string[]): { size: number; dir: string } {
-  let size = GiB;
-  let dir = tmpdir();
+function parseCount(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new BenchFailure(`${flag} needs a whole number of at least 1, not "${text}"\n${USAGE}`);
+  return n;
+}
+
+function parseArgs(argv: string[]): Options {
+  const options: Options = { size: GiB, runs: 3, backlog: undefined, dir: tmpdir() };
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
+    const arg = argv[i]!;
+    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
     const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new BenchFailure(`${a} needs a value\n${USAGE}`);
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new BenchFailure(`${flag} needs a value\n${USAGE}`);
       return v;
     };
-    if (a === '--size') size = parseSize(value());
-    else if (a.startsWith('--size=')) size = parseSize(a.slice('--size='.length));
-    else if (/^--\d+g$/i.test(a)) size = Number(a.slice(2, -1)) * GiB;
-    else if (a === '--dir') dir = value();
-    else if (a.startsWith('--dir=')) dir = a.slice('--dir='.length);
-    else if (a === '--help' || a === '-h') {
+    if (flag === '--size') options.size = parseSize(value());
+    else if (/^--\d+g$/i.test(flag)) options.size = Number(flag.slice(2, -1)) * GiB;
+    else if (flag === '--runs') options.runs = parseCount(flag, value());
+    else if (flag === '--backlog') options.backlog = parseCount(flag, value());
+    else if (flag === '--dir') options.dir = value();
+    else if (flag === '--help' || flag === '-h') {
       console.log(USAGE);
       process.exit(0);
-    } else throw new BenchFailure(`unknown argument ${a}\n${USAGE}`);
+    } else throw new BenchFailure(`unknown argument ${arg}\n${USAGE}`);
   }
-  return { size, dir };
+  return options;
 }
 
-function human(bytes: number): string {
-  if (bytes >= GiB) return `${(bytes / GiB).toFixed(2)} GiB`;
-  if (bytes >= MiB) return `${(bytes / MiB).toFixed(1)} MiB`;
-  return `${bytes} B`;
-}
-
-function clockTicks(): number {
-  try {
-    const n = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
-    return n > 0 ? n : 100;
-  } catch {
-    return 100;
-  }
-}
-
-/** utime and stime of a live process, in seconds (fields 14 and 15 of /proc/PID/stat). */
-async function cpuSeconds(pid: number, ticks: number): Promise<{ user: number; sys: number; total: number }> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
-  const user = Number(fields[11]) / ticks;
-  const sys = Number(fields[12]) / ticks;
-  return { user, sys, total: user + sys };
-}
-
-/** A `VmXxx:   1234 kB` line of /proc/PID/status, in bytes. */
-async function procStatus(pid: number, key: 'VmRSS' | 'VmHWM'): Promise<number | undefined> {
-  const text = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-  const m = new RegExp(`^${key}:\\s+(\\d+)\\s+kB`, 'm').exec(text);
-  return m ? Number(m[1]) * 1024 : undefined;
-}
-
-const timeOf = (l: LogLine | undefined): number | undefined => (typeof l?.['time'] === 'string' ? Date.parse(l['time']) : typeof l?.['time'] === 'number' ? l['time'] : undefined);
-
-let site: AloSite | null = null;
-let daemon: DaemonProcess | null = null;
-let workDir: string | null = null;
-
-async function bench(size: number, baseDir: string): Promise<boolean> {
-  const free = await statfs(baseDir).then(
-    (s) => s.bavail * s.bsize,
-    (err: Error) => {
-      throw new BenchFailure(`cannot use ${baseDir}: ${err.message}`);
-    },
-  );
-  const needed = 2 * size + 256 * MiB;
-  if (free < needed) throw new BenchFailure(`${baseDir} has ${human(free)} free; the file and the store's copy need ${human(needed)} (use --dir)`);
-
-  workDir = await mkdtemp(join(baseDir, 'vms-uplink-bench-'));
-  site = await startAloSite({
-    dir: join(workDir, 'site'),
-    testTuning: false, // the daemon's default upload settings
-    watch: { settle_seconds: 1 },
-    log: { level: 'info' },
-    store: { dataDir: join(workDir, 's3-store') },
+async function requireFree(dir: string, needed: number): Promise<void> {
+  const s = await statfs(dir).catch((err: Error) => {
+    throw new BenchFailure(`cannot use ${dir}: ${err.message}`);
   });
-  const folder = join(site.exportsRoot, 'bench-incident');
-  const file = join(folder, 'bench.mp4');
-  console.log(`bench: ${human(size)} (${size} bytes) in ${workDir}, ${human(free)} free`);
-  console.log(`config: ${site.configPath} — upload settings left at their defaults, settle_seconds 1`);
-  process.stdout.write('writing the test file… ');
-  const writeStart = Date.now();
-  const sha256 = await writeVideo(file, size);
-  console.log(`${((Date.now() - writeStart) / 1000).toFixed(1)} s`);
-  await writeManifest(folder, incidentManifest(INCIDENT_ID, [{ id: VIDEO_ID, file: 'bench.mp4' }], 'Bench incident'));
+  const free = s.bavail * s.bsize;
+  if (free < needed) throw new BenchFailure(`${dir} has ${human(free)} free; the bench needs ${human(needed)} (use --dir)`);
+}
 
-  const ticks = clockTicks();
-  const cpuBefore = process.cpuUsage();
-  const spawnedAt = Date.now();
-  const d = DaemonProcess.run(site.configPath);
-  daemon = d;
-  const pid = d.pid;
-  let exited: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  void d.exited.then((e) => (exited = e));
-
-  let maxRss = 0;
-  const sampler = setInterval(() => {
-    void procStatus(pid, 'VmRSS').then((rss) => (maxRss = Math.max(maxRss, rss ?? 0)));
-  }, SAMPLE_MS);
-
-  const s = site;
-  const reported = (): LogLine | undefined => d.events('incident.reported').find((l) => l['uploaded'] === 1);
-  const timeoutMs = 120_000 + (size / (5 * MiB)) * 1000; // even at 5 MiB/s
-  const deadline = Date.now() + timeoutMs;
-  let lastProgress = Date.now();
-  try {
-    for (;;) {
-      if (exited) throw new BenchFailure(`the daemon exited early: ${JSON.stringify(exited)}`);
-      const failed = d.logs.find((l) => l.event === 'upload.failed' || l.event === 'export.failed' || l.level === 'fatal');
-      if (failed) throw new BenchFailure(`the daemon reported a failure: ${JSON.stringify(failed)}`);
-      if (reported() && s.alo.incident(INCIDENT_ID)?.uploaded_videos.length === 1) break;
-      if (Date.now() > deadline) throw new BenchFailure(`timed out after ${Math.round(timeoutMs / 1000)} s`);
-      if (Date.now() - lastProgress >= 5000) {
-        lastProgress = Date.now();
-        const sent = s.store.requests.filter((r) => r.method === 'PUT' && r.status === 200).reduce((n, r) => n + r.bytesReceived, 0);
-        const phase = d.events('export.settled').length === 0 ? 'hashing' : 'uploading';
-        console.log(`  ${((Date.now() - spawnedAt) / 1000).toFixed(0).padStart(4)} s  ${phase}: ${human(sent)} of ${human(size)} stored, RSS ${(maxRss / MB).toFixed(0)} MB so far`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
+/**
+ * The ETags S3 gives this file: its MD5 after one PUT, and the multipart ETag (MD5 of the part
+ * MD5s, then the part count) after an upload in 16 MiB parts, which all three clients use.
+ */
+async function expectedEtags(file: string): Promise<string[]> {
+  const whole = createHash('md5');
+  const partMd5s: Buffer[] = [];
+  let part = createHash('md5');
+  let filled = 0;
+  // Chunks of 1 MiB never straddle a 16 MiB part boundary.
+  for await (const chunk of createReadStream(file, { highWaterMark: MiB }) as AsyncIterable<Buffer>) {
+    whole.update(chunk);
+    part.update(chunk);
+    filled += chunk.length;
+    if (filled === PART_BYTES) {
+      partMd5s.push(part.digest());
+      part = createHash('md5');
+      filled = 0;
     }
+  }
+  if (filled > 0) partMd5s.push(part.digest());
+  const multipart = createHash('md5').update(Buffer.concat(partMd5s)).digest('hex');
+  return [`"${whole.digest('hex')}"`, `"${multipart}-${partMd5s.length}"`];
+}
 
-    // Measured while the daemon still runs, just before it is asked to stop.
-    const cpuTimes = await cpuSeconds(pid, ticks);
-    const cpu = cpuTimes.total;
-    const hwm = (await procStatus(pid, 'VmHWM')) ?? 0;
-    const rssNow = (await procStatus(pid, 'VmRSS')) ?? 0;
-    clearInterval(sampler);
-    maxRss = Math.max(maxRss, rssNow);
-    const benchCpu = process.cpuUsage(cpuBefore);
+/**
+ * When the daemon began reading the file: the last moment its rchar (/proc/PID/io) was within
+ * `threshold` bytes of what it had read when it logged daemon.started. The file cannot be read
+ * before it settled (a second later at least), and what the daemon reads meanwhile (the manifest,
+ * the ledger) stays far below the threshold. Sampled every 10 ms.
+ */
+class ReadStart {
+  at: number | undefined;
+  private baseline: number | undefined;
+  private quietAt = 0;
 
-    d.kill('SIGTERM');
-    const exit = await Promise.race([d.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 30_000))]);
-    if (exit === 'timeout' || exit.code !== 0) throw new BenchFailure(`the daemon did not stop cleanly after SIGTERM: ${JSON.stringify(exit)}`);
-    daemon = null;
+  constructor(
+    private readonly run: DaemonRun,
+    private readonly threshold: number,
+  ) {}
 
-    const startedAt = timeOf(d.events('daemon.started')[0]) ?? spawnedAt;
-    const manifestAt = timeOf(d.events('manifest.applied')[0]);
-    const settledAt = timeOf(d.events('export.settled')[0]);
-    const uploadStartedAt = timeOf(d.events('upload.started')[0]);
-    const completedAt = timeOf(d.events('upload.completed')[0]);
-    const reportedAt = timeOf(reported());
-    if (settledAt === undefined || reportedAt === undefined) throw new BenchFailure('the daemon logged no export.settled or incident.reported line');
-    const uploadSeconds = (reportedAt - settledAt) / 1000;
-    const hashSeconds = (settledAt - startedAt) / 1000;
-    const throughput = size / MiB / uploadSeconds;
-
-    const video = s.alo.incident(INCIDENT_ID)!.uploaded_videos[0]!;
-    const storedSize = s.store.objectSize(video.s3_key);
-    process.stdout.write('checking the stored object… ');
-    const storedSha = await s.store.objectSha256(video.s3_key);
-    const hashOk = storedSha === sha256 && storedSize === size;
-    console.log(hashOk ? 'sha256 matches the file' : `DIFFERS: ${storedSize} bytes, sha256 ${storedSha}; the file has ${size} bytes, sha256 ${sha256}`);
-    const parts = s.store.requests.filter((r) => r.method === 'PUT' && r.status === 200 && r.key === video.s3_key);
-    const retried = s.store.requests.filter((r) => r.method === 'PUT' && r.status !== 200).length;
-    const peak = Math.max(hwm, maxRss);
-    const rssOk = peak <= RSS_LIMIT_BYTES;
-
-    console.log(`
-file size           ${human(size)} (${size} bytes), ${parts.length} PUT(s)${retried ? `, ${retried} refused and retried` : ''}
-hash phase          ${hashSeconds.toFixed(1)} s   daemon start → export.settled, ${(size / MiB / hashSeconds).toFixed(1)} MiB/s${manifestAt ? `  (start → manifest read ${((manifestAt - startedAt) / 1000).toFixed(1)} s, then video settle 1 s + hashing ${((settledAt - manifestAt) / 1000).toFixed(1)} s)` : ''}
-upload phase        ${uploadSeconds.toFixed(1)} s   export.settled → incident reported, ${throughput.toFixed(1)} MiB/s${uploadStartedAt && completedAt ? `  (first part → complete ${((completedAt - uploadStartedAt) / 1000).toFixed(1)} s)` : ''}
-daemon CPU          ${cpu.toFixed(1)} s   user ${cpuTimes.user.toFixed(1)} s + sys ${cpuTimes.sys.toFixed(1)} s of pid ${pid} (/proc/${pid}/stat, CLK_TCK ${ticks})
-daemon peak RSS     ${(peak / MB).toFixed(0)} MB   VmHWM ${(hwm / MB).toFixed(1)} MB, max sampled VmRSS ${(maxRss / MB).toFixed(1)} MB (1 MB = 10^6 bytes)
-bench process CPU   ${((benchCpu.user + benchCpu.system) / 1e6).toFixed(1)} s   (the S3 store and ALO emulator, on the same machine)
-`);
-    const stderr = d.stderr.join('').trim();
-    if (stderr) console.log(`daemon stderr (not empty):\n  ${stderr.split('\n').join('\n  ')}\n`);
-    const retries = d.events('upload.retry').length;
-    if (retries) console.log(`daemon logged ${retries} upload.retry line(s)\n`);
-    console.log(
-      `${human(size)}: upload ${throughput.toFixed(1)} MiB/s, hash ${hashSeconds.toFixed(1)} s, CPU ${cpu.toFixed(1)} s, peak RSS ${(peak / MB).toFixed(0)} MB (limit ${RSS_LIMIT_BYTES / MB} MB: ${rssOk ? 'ok' : 'EXCEEDED'})${hashOk ? '' : ', STORED OBJECT DIFFERS'}`,
-    );
-    return rssOk && hashOk;
-  } finally {
-    clearInterval(sampler);
+  async sample(): Promise<void> {
+    const now = Date.now();
+    const rchar = await bytesRead(this.run.pid);
+    if (rchar === undefined || this.run.daemon.events('daemon.started').length === 0) return;
+    this.baseline ??= rchar;
+    if (rchar - this.baseline < this.threshold) this.quietAt = now;
+    else this.at = this.quietAt;
   }
 }
 
-async function cleanUp(): Promise<void> {
-  if (daemon) {
-    daemon.kill('SIGKILL');
-    await daemon.exited;
-    daemon = null;
-  }
-  await site?.close().catch(() => undefined); // the store's parts live in workDir, removed next
-  site = null;
-  if (workDir) await rm(workDir, { recursive: true, force: true });
-  workDir = null;
+function daemonClient(bench: Bench): Client {
+  return {
+    name: DAEMON,
+    async upload(run) {
+      const d = await DaemonRun.start(bench.sink, dirname(dirname(bench.file)), join(bench.workDir, `daemon-${run}`));
+      try {
+        const readStart = new ReadStart(d, Math.min(MiB, bench.size / 2));
+        const key = await waitForUpload(d, readStart, bench);
+        const cost = await liveCost(d.pid);
+        await d.stop();
+        const settledAt = timeOf(d.daemon.events('export.settled')[0]);
+        const completedAt = timeOf(d.daemon.events('upload.completed')[0]);
+        if (readStart.at === undefined || settledAt === undefined || completedAt === undefined) {
+          throw new BenchFailure('the daemon logged no export.settled or upload.completed line, or was never seen reading the file');
+        }
+        const seconds = (ms: number) => (ms / 1000).toFixed(1);
+        const detail = `hash ${seconds(settledAt - readStart.at)} s + upload ${seconds(completedAt - settledAt)} s`;
+        return { ...cost, workSeconds: (completedAt - readStart.at) / 1000, key, detail };
+      } finally {
+        await d.close();
+      }
+    },
+  };
 }
 
-function printDiagnostics(): void {
-  if (!daemon) return;
-  const stderr = daemon.stderr.join('').trim();
-  console.error(`\n--- daemon stderr ---\n${stderr || '(empty)'}`);
-  console.error('--- last daemon log lines ---');
-  for (const l of daemon.logs.slice(-25)) console.error(JSON.stringify(l));
+/** Waits until the daemon logged upload.completed and reported the video to ALO; returns its key. */
+async function waitForUpload(d: DaemonRun, readStart: ReadStart, bench: Bench): Promise<string> {
+  const timeoutMs = 120_000 + (bench.size / (5 * MiB)) * 1000; // even at 5 MiB/s
+  const receivedBefore = bench.sink.bytesReceived;
+  let lastProgress = Date.now();
+  for (;;) {
+    d.check();
+    const key = d.alo.incident(INCIDENT_ID)?.uploaded_videos[0]?.s3_key;
+    if (key !== undefined && d.daemon.events('upload.completed').length > 0) return key;
+    if (Date.now() - d.spawnedAt > timeoutMs) throw d.failure(`timed out after ${Math.round(timeoutMs / 1000)} s`);
+    if (Date.now() - lastProgress >= PROGRESS_MS) {
+      lastProgress = Date.now();
+      const phase = readStart.at === undefined ? 'settling' : d.daemon.events('export.settled').length === 0 ? 'hashing' : 'uploading';
+      console.log(`    ${((Date.now() - d.spawnedAt) / 1000).toFixed(0).padStart(4)} s  ${phase}: ${human(bench.sink.bytesReceived - receivedBefore)} received by the sink`);
+    }
+    if (readStart.at === undefined) await readStart.sample();
+    await sleep(readStart.at === undefined ? 10 : 100);
+  }
 }
+
+function peerClient(peer: Peer, bench: Bench): Client {
+  return {
+    name: peer.name,
+    async upload(run) {
+      const key = `peers/${peer.command}/run-${run}/bench.mp4`;
+      const result = await runMeasured(peer.command, peer.args(bench.file, key), peer.env, join(bench.workDir, `${peer.command}-${run}`));
+      if (result.code !== 0) throw new BenchFailure(`${peer.name} exited with ${result.code}:\n${result.stderr.trim().split('\n').slice(-10).join('\n')}`);
+      return { ...result, workSeconds: result.wallSeconds, key, detail: '' };
+    },
+  };
+}
+
+/** Why the sink does not hold the file under the sample's key (a failed upload, whatever the client said), or undefined. */
+function verify(bench: Bench, expected: string[], sample: Sample): string | undefined {
+  const object = bench.sink.object(sample.key);
+  if (!object) return `the sink holds no object ${sample.key}`;
+  if (object.size !== bench.size || !expected.includes(object.etag)) return `the sink holds ${object.size} bytes, ETag ${object.etag}; expected ${bench.size} bytes, ETag ${expected.join(' or ')}`;
+  return undefined;
+}
+
+async function fileBench(bench: Bench, runs: number): Promise<boolean> {
+  process.stdout.write(`writing ${human(bench.size)} to ${bench.file}… `);
+  const writeStart = performance.now();
+  await writeVideo(bench.file, bench.size);
+  await writeManifest(dirname(bench.file), incidentManifest(INCIDENT_ID, [{ id: VIDEO_ID, file: 'bench.mp4' }], 'Bench incident'));
+  const expected = await expectedEtags(bench.file);
+  console.log(`${((performance.now() - writeStart) / 1000).toFixed(1)} s`);
+
+  const { peers, notes } = await availablePeers(bench.sink, bench.workDir);
+  for (const note of notes) console.log(`note: ${note}`);
+  const clients = [daemonClient(bench), ...peers.map((p) => peerClient(p, bench))];
+  const samples = new Map<string, Sample[]>(clients.map((c) => [c.name, []]));
+  const failures = new Map<string, string>();
+  const requests = new Map<string, string>();
+  for (let run = 1; run <= runs; run++) {
+    for (const client of clients.filter((c) => !failures.has(c.name))) {
+      const before = new Map(bench.sink.operations);
+      let problem: string | undefined;
+      try {
+        const sample = await client.upload(run);
+        problem = verify(bench, expected, sample);
+        if (problem === undefined) {
+          samples.get(client.name)!.push(sample);
+          printRun(run, client.name, sample, bench.size);
+        }
+      } catch (err) {
+        // A failing peer is left out of the later runs; a failing daemon ends the bench.
+        if (client.name === DAEMON || !(err instanceof BenchFailure)) throw err;
+        problem = err.message;
+      }
+      if (problem !== undefined) {
+        console.log(`  run ${run}  ${client.name}: FAILED: ${problem}`);
+        failures.set(client.name, problem);
+      }
+      if (run === 1) requests.set(client.name, operationsSince(before, bench.sink.operations));
+    }
+  }
+  printSummary(bench.size, runs, clients, samples, failures, requests);
+  const daemonPeak = Math.max(...samples.get(DAEMON)!.map((s) => s.peakRssBytes));
+  if (daemonPeak > RSS_LIMIT_BYTES) console.log(`the daemon's peak RSS ${(daemonPeak / MB).toFixed(0)} MB EXCEEDS the ${RSS_LIMIT_BYTES / MB} MB limit`);
+  return failures.size === 0 && daemonPeak <= RSS_LIMIT_BYTES;
+}
+
+function printRun(run: number, name: string, s: Sample, size: number): void {
+  const figures = `work ${s.workSeconds.toFixed(1)} s${s.detail ? ` (${s.detail})` : ''}, CPU ${s.cpuSeconds.toFixed(1)} s, peak RSS ${(s.peakRssBytes / MB).toFixed(0)} MB, reads ${(s.bytesRead / size).toFixed(2)}`;
+  console.log(`  run ${run}  ${name.padEnd(13)}  ${figures}, object ok`);
+}
+
+/** The S3 operations the sink answered between two snapshots of its counters, e.g. "UploadPart 64, HeadObject 2". */
+function operationsSince(before: Map<string, number>, after: Map<string, number>): string {
+  const delta = [...after].map(([op, n]): [string, number] => [op, n - (before.get(op) ?? 0)]).filter(([, n]) => n > 0);
+  return delta.map(([op, n]) => `${op} ${n}`).join(', ');
+}
+
+function printSummary(size: number, runs: number, clients: Client[], samples: Map<string, Sample[]>, failures: Map<string, string>, requests: Map<string, string>): void {
+  const medians = new Map(
+    [...samples].filter(([, list]) => list.length > 0).map(([name, list]) => {
+      const m = (pick: (s: Sample) => number) => median(list.map(pick));
+      return [name, { work: m((s) => s.workSeconds), cpu: m((s) => s.cpuSeconds), rss: m((s) => s.peakRssBytes), reads: m((s) => s.bytesRead) / size }];
+    }),
+  );
+  const rows = clients.map((c) => {
+    const m = medians.get(c.name);
+    if (!m) return [c.name, 'failed', '', '', '', ''];
+    return [c.name, m.work.toFixed(2), (size / MiB / m.work).toFixed(1), m.cpu.toFixed(2), (m.rss / MB).toFixed(0), m.reads.toFixed(2)];
+  });
+  console.log(`
+${human(size)} file, median of ${runs} run(s), ${availableParallelism()} CPUs shared by the client and the sink (MD5 of every body, nothing kept)
+${table([['client', 'work s', 'MiB/s', 'CPU s', 'peak RSS MB', 'file reads'], ...rows])}`);
+  const daemon = medians.get(DAEMON);
+  for (const [name, peer] of medians) {
+    if (name === DAEMON || !daemon) continue;
+    const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+    console.log(`${DAEMON} / ${name}: work ${ratio(daemon.work, peer.work)}, CPU ${ratio(daemon.cpu, peer.cpu)}, peak RSS ${ratio(daemon.rss, peer.rss)}`);
+  }
+  console.log(`\nrequests the sink answered (run 1; ${DAEMON}'s multipart create and complete reach it through the ALO emulator, not over HTTP):`);
+  for (const [name, ops] of requests) console.log(`  ${name.padEnd(13)}  ${ops}`);
+  for (const [name, problem] of failures) console.log(`\n${name} FAILED: ${problem}`);
+}
+
+let workDir: string | undefined;
+let sink: NullSink | undefined;
 
 process.once('SIGINT', () => {
   console.error('\ninterrupted: cleaning up');
-  void cleanUp().finally(() => process.exit(130));
+  // All synchronous, so that the bench cannot go on to its next step meanwhile.
+  killPeers();
+  DaemonRun.killAll();
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
+  process.exit(130);
 });
 
 let ok = false;
 try {
-  const { size, dir } = parseArgs(process.argv.slice(2));
-  ok = await bench(size, dir);
+  const options = parseArgs(process.argv.slice(2));
+  await requireFree(options.dir, options.backlog === undefined ? options.size + 256 * MiB : backlogBytes(options.backlog));
+  workDir = await mkdtemp(join(options.dir, 'vms-uplink-bench-'));
+  sink = await NullSink.start();
+  if (options.backlog !== undefined) ok = await backlogBench(options.backlog, workDir, sink);
+  else ok = await fileBench({ file: join(workDir, 'exports', 'bench-incident', 'bench.mp4'), size: options.size, workDir, sink }, options.runs);
 } catch (err) {
   console.error(`\nBENCH FAILED: ${err instanceof BenchFailure ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  printDiagnostics();
 } finally {
-  await cleanUp();
+  await sink?.close();
+  if (workDir) await rm(workDir, { recursive: true, force: true });
 }
 process.exit(ok ? 0 : 1);

@@ -350,6 +350,11 @@ function safeDecode(value: string): string {
   }
 }
 
+/**
+ * An ETag as S3 holds it: one pair of surrounding quotes is optional, hex case does not matter.
+ * Nothing else is forgiven (a weak `W/` prefix, quotes inside): complete hands the confirmed ETag
+ * to S3, which would refuse such a form, so a confirm that accepted it would only move the refusal.
+ */
 function unquote(etag: string): string {
-  return etag.replace(/^W\//, '').replace(/"/g, '').toLowerCase();
+  return etag.replace(/^"(.*)"$/, '$1').toLowerCase();
 }

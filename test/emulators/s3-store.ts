@@ -1,8 +1,8 @@
 /**
  * An S3-compatible object store for tests. It accepts only what real S3 accepts from a client holding
  * presigned URLs: SigV4 query signatures are verified independently of the SDK that minted them, so a
- * client that re-encodes the URL, adds unsigned headers or sends a chunked body fails here as it would
- * against AWS.
+ * client that re-encodes the URL, adds unsigned headers, sends credentials of its own (an
+ * Authorization header) or sends a chunked body fails here as it would against AWS.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -39,6 +39,12 @@ export interface S3RequestRecord {
   code?: string;
   /** Epoch milliseconds when the request arrived. */
   at: number;
+  /**
+   * Every header as received: names lower-cased, values untouched; a header sent more than once has
+   * its values joined with ", " (taken from the raw headers, so that Node's dropping of repeated
+   * Authorization headers hides none). Lets a test prove that no platform token reached S3.
+   */
+  headers: Readonly<Record<string, string>>;
 }
 
 /** Restricts a fault to PUTs of one key and/or one part number; absent fields match anything. */
@@ -53,6 +59,19 @@ export type S3Fault = (
   | { kind: 'reset-midbody'; afterBytes: number }
   | { kind: 'reset-before' }
   | { kind: 'stall' }
+  /**
+   * The body is stored as sent (ListParts and completion see its true MD5), but the PUT is answered
+   * with a well-formed ETag that is not its MD5: a client that trusts the answer confirms or
+   * completes with an ETag S3 does not hold.
+   */
+  | { kind: 'wrong-etag' }
+  /**
+   * The body is corrupted on its way in: one byte (at `atByte`, default the middle one; clamped to
+   * the last) has its bits inverted before it is stored and hashed, so the ETag answered is the MD5
+   * of the corrupt bytes, as S3 answers for data damaged before it arrived. Only a client comparing
+   * that ETag with the MD5 of its own bytes notices. An empty body has no byte to corrupt.
+   */
+  | { kind: 'corrupt'; atByte?: number }
 ) &
   S3FaultMatch;
 
@@ -102,6 +121,8 @@ const ACCESS_KEY_ID = 'AKIAALOEMULATOR00001';
 const SECRET_ACCESS_KEY = 'emulatorSecretKey/0000000000000000000000';
 const ALGORITHM = 'AWS4-HMAC-SHA256';
 const UNSIGNED_PAYLOAD = 'UNSIGNED-PAYLOAD';
+/** What makes a request query-authenticated (SigV4 and SigV2 presigned URLs). */
+const QUERY_AUTH_PARAMS = new Set(['X-Amz-Algorithm', 'X-Amz-Credential', 'X-Amz-Signature', 'Signature', 'AWSAccessKeyId']);
 const MIN_PART_SIZE = 5 * 1024 * 1024;
 const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
 const MAX_PART_NUMBER = 10_000;
@@ -159,6 +180,9 @@ class S3StoreServer implements S3Store {
   private readonly objects = new Map<string, StoredObject>();
   private readonly uploads = new Map<string, MultipartUpload>();
   private readonly faults: S3Fault[] = [];
+  /** Blobs being read (objectSha256) → readers; a blob discarded meanwhile is removed by its last reader. */
+  private readonly readers = new Map<StoredBlob, number>();
+  private readonly discardedWhileRead = new Set<StoredBlob>();
   private latencyMs = 0;
   private client: S3Client | undefined;
   private originValue = '';
@@ -304,11 +328,26 @@ class S3StoreServer implements S3Store {
 
   async objectSha256(key: string): Promise<string> {
     const object = this.requireObject(key);
-    const hash = createHash('sha256');
-    for (const blob of object.blobs) {
-      for await (const chunk of createReadStream(blob.file)) hash.update(chunk as Buffer);
+    // Like a GET on S3, a read sees the object as it was when it began, even if a PUT or a
+    // completion replaces it meanwhile: its blobs stay on disk until the read is done.
+    for (const blob of object.blobs) this.readers.set(blob, (this.readers.get(blob) ?? 0) + 1);
+    try {
+      const hash = createHash('sha256');
+      for (const blob of object.blobs) {
+        for await (const chunk of createReadStream(blob.file)) hash.update(chunk as Buffer);
+      }
+      return hash.digest('hex');
+    } finally {
+      for (const blob of object.blobs) {
+        const left = (this.readers.get(blob) ?? 1) - 1;
+        if (left > 0) {
+          this.readers.set(blob, left);
+          continue;
+        }
+        this.readers.delete(blob);
+        if (this.discardedWhileRead.delete(blob)) this.discard([blob]);
+      }
     }
-    return hash.digest('hex');
   }
 
   listParts(key: string, uploadId: string): Array<{ partNumber: number; etag: string; size: number }> {
@@ -361,7 +400,10 @@ class S3StoreServer implements S3Store {
   }
 
   private discard(blobs: StoredBlob[]): void {
-    for (const blob of blobs) void rm(blob.file, { force: true }).catch(() => undefined);
+    for (const blob of blobs) {
+      if (this.readers.has(blob)) this.discardedWhileRead.add(blob);
+      else void rm(blob.file, { force: true }).catch(() => undefined);
+    }
   }
 
   private takeFault(plan: PutPlan): S3Fault | undefined {
@@ -374,7 +416,14 @@ class S3StoreServer implements S3Store {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): Promise<void> {
-    const record: S3RequestRecord = { method: req.method ?? '', key: '', bytesReceived: 0, status: 0, at: Date.now() };
+    const record: S3RequestRecord = {
+      method: req.method ?? '',
+      key: '',
+      bytesReceived: 0,
+      status: 0,
+      at: Date.now(),
+      headers: receivedHeaders(req),
+    };
     let plan: PutPlan;
     try {
       plan = this.admit(req, record);
@@ -391,6 +440,10 @@ class S3StoreServer implements S3Store {
     }
     if (expectContinue) res.writeContinue();
     const resetAfter = fault?.kind === 'reset-midbody' ? fault.afterBytes : Infinity;
+    const corruptAt =
+      fault?.kind === 'corrupt' && plan.contentLength > 0
+        ? Math.min(Math.max(fault.atByte ?? Math.floor(plan.contentLength / 2), 0), plan.contentLength - 1)
+        : -1;
     let injectedReset = false;
     const md5 = createHash('md5');
     const meter = new Transform({
@@ -403,7 +456,15 @@ class S3StoreServer implements S3Store {
           callback(new Error('injected reset'));
           return;
         }
+        const start = record.bytesReceived;
         record.bytesReceived += chunk.length;
+        if (corruptAt >= start && corruptAt < record.bytesReceived) {
+          // A copy: the chunk may be a view of a buffer that is not ours to change.
+          const damaged = Buffer.from(chunk);
+          const at = corruptAt - start;
+          damaged[at] = damaged[at]! ^ 0xff;
+          chunk = damaged;
+        }
         md5.update(chunk);
         callback(null, chunk);
       },
@@ -462,9 +523,13 @@ class S3StoreServer implements S3Store {
     }
     if (this.latencyMs > 0) await new Promise((r) => setTimeout(r, this.latencyMs));
     record.status = 200;
+    if (fault?.kind === 'wrong-etag') record.code = 'InjectedWrongETag';
+    if (fault?.kind === 'corrupt') record.code = 'InjectedCorruption';
     this.requests.push(record);
+    // Still 32 lower-case hex digits, quoted: nothing in its form tells it from a true ETag.
+    const answered = fault?.kind === 'wrong-etag' ? md5Hex(Buffer.concat([Buffer.from('not this body:'), blob.md5])) : blob.md5.toString('hex');
     res.writeHead(200, {
-      etag: `"${blob.md5.toString('hex')}"`,
+      etag: `"${answered}"`,
       'content-length': '0',
       'x-amz-request-id': requestId(),
       server: 'AmazonS3',
@@ -536,6 +601,27 @@ class S3StoreServer implements S3Store {
 
   private verifySignature(req: http.IncomingMessage, target: RequestTarget): void {
     const param = (name: string) => target.query.find(([k]) => k === name)?.[1];
+    const authorization = req.headers['authorization'];
+    if (authorization !== undefined) {
+      // S3 decides how a request authenticates before it checks anything else: query parameters
+      // and an Authorization header together are refused whatever either holds, and S3 echoes the
+      // header's value back in the error (as real S3 does: a leaked token ends up in that body).
+      const details = { ArgumentName: 'Authorization', ArgumentValue: authorization };
+      const queryAuth = target.query.some(([k]) => QUERY_AUTH_PARAMS.has(k));
+      if (queryAuth) {
+        throw new S3Error(
+          400,
+          'InvalidArgument',
+          'Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified',
+          details,
+        );
+      }
+      if (!authorization.startsWith(`${ALGORITHM} `) && !authorization.startsWith('AWS ')) {
+        throw new S3Error(400, 'InvalidArgument', 'Unsupported Authorization Type', details);
+      }
+      // A well-formed SigV4/SigV2 header: this store hands out presigned URLs only and knows no header signing.
+      throw new S3Error(403, 'AccessDenied', 'Access Denied');
+    }
     const algorithm = param('X-Amz-Algorithm');
     const credential = param('X-Amz-Credential');
     const amzDate = param('X-Amz-Date');
@@ -727,6 +813,18 @@ function assertHostOnlySignature(url: string): string {
     throw new Error(`presigned URL signs more than the host: ${[...params.keys()].join(', ')}`);
   }
   return url;
+}
+
+function receivedHeaders(req: http.IncomingMessage): Record<string, string> {
+  // A Map first: a header named like an Object.prototype member must not collide with it.
+  const headers = new Map<string, string>();
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = (req.rawHeaders[i] ?? '').toLowerCase();
+    const value = req.rawHeaders[i + 1] ?? '';
+    const earlier = headers.get(name);
+    headers.set(name, earlier === undefined ? value : `${earlier}, ${value}`);
+  }
+  return Object.fromEntries(headers);
 }
 
 function parseAmzDate(value: string): number | undefined {

@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AION_TEST_KEY, startAionvisionEmulator, type AionvisionEmulator } from '../emulators/aionvision.js';
 import { startAloEmulator, type AloEmulator } from '../emulators/alo.js';
 import { S3Error, startS3Store, type S3Store } from '../emulators/s3-store.js';
 
@@ -41,7 +42,19 @@ function tamperSignature(url: string): string {
 }
 
 function xmlCode(text: string): string | undefined {
-  return /<Code>([^<]*)<\/Code>/.exec(text)?.[1];
+  return xmlField(text, 'Code');
+}
+
+/** One element of S3's XML error document (the store escapes nothing in the values used here). */
+function xmlField(text: string, name: string): string | undefined {
+  return new RegExp(`<${name}>([^<]*)</${name}>`).exec(text)?.[1];
+}
+
+/** The data with the bits of one byte inverted, as the store's `corrupt` fault stores it. */
+function flipByte(data: Buffer, at: number): Buffer {
+  const copy = Buffer.from(data);
+  copy[at] = copy[at]! ^ 0xff;
+  return copy;
 }
 
 async function s3Put(
@@ -192,6 +205,65 @@ describe('S3 store: presigned single PUT', () => {
     expect(store.hasObject('vms/test/unsigned.mov')).toBe(false);
   });
 
+  it('refuses a presigned PUT that also carries an Authorization header with 400 InvalidArgument, as S3 does', async () => {
+    const key = 'vms/test/two-auths.mov';
+    const url = await store.presignPutObject(key, 60);
+    const data = randomBytes(100);
+    // Even a header that is itself a valid-looking SigV4 signature is a second mechanism.
+    for (const authorization of ['Bearer alo-test-token', `AWS4-HMAC-SHA256 Credential=AKIAALOEMULATOR00001/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=${'0'.repeat(64)}`]) {
+      const put = await s3Put(url, data, { authorization });
+      expect(put.status).toBe(400);
+      expect(xmlCode(put.text)).toBe('InvalidArgument');
+      expect(xmlField(put.text, 'Message')).toBe(
+        'Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified',
+      );
+      expect(xmlField(put.text, 'ArgumentName')).toBe('Authorization');
+      // Real S3 gives the header's value back: a token sent to a presigned URL ends up in this body.
+      expect(xmlField(put.text, 'ArgumentValue')).toBe(authorization);
+      expect(store.requests.at(-1)).toMatchObject({ key, status: 400, code: 'InvalidArgument', bytesReceived: 0 });
+      expect(store.requests.at(-1)?.headers['authorization']).toBe(authorization);
+    }
+    expect(store.hasObject(key)).toBe(false);
+
+    // Without query authentication, a bearer token is no S3 auth scheme at all.
+    const bare = await s3Put(`${store.origin}/${store.bucket}/${key}`, data, { authorization: 'Bearer alo-test-token' });
+    expect(bare.status).toBe(400);
+    expect(xmlCode(bare.text)).toBe('InvalidArgument');
+    expect(xmlField(bare.text, 'Message')).toBe('Unsupported Authorization Type');
+
+    // The same URL without the header is fine: the refusal was the header's, not the URL's.
+    expect((await s3Put(url, data)).status).toBe(200);
+    expect(await store.objectSha256(key)).toBe(sha256(data));
+  });
+
+  it("records every request's headers, names lower-cased and values as received, refused requests too", async () => {
+    const key = 'vms/test/headers.mov';
+    const url = new URL(await store.presignPutObject(key, 60));
+    const data = randomBytes(64);
+    const ok = await s3Put(url.href, data, { 'Content-Type': 'Video/MP4', 'X-Trace-Note': 'a  b' });
+    expect(ok.status).toBe(200);
+    expect(store.requests.at(-1)).toMatchObject({
+      key,
+      status: 200,
+      headers: { host: url.host, 'content-type': 'Video/MP4', 'content-length': '64', 'x-trace-note': 'a  b' },
+    });
+    expect(store.requests.at(-1)?.headers).not.toHaveProperty('authorization');
+
+    // Node keeps only the first of repeated Authorization headers in req.headers; the record keeps both.
+    const socket = net.connect(Number(url.port), url.hostname);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+    socket.end(
+      `PUT ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer first\r\n` +
+        `AUTHORIZATION: Bearer second\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`,
+    );
+    await new Promise((resolve) => socket.once('close', resolve));
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(xmlCode(answer)).toBe('InvalidArgument');
+    expect(store.requests.at(-1)).toMatchObject({ key, status: 400, headers: { authorization: 'Bearer first, Bearer second' } });
+  });
+
   it('refuses a chunked body (no Content-Length) with 501 NotImplemented', async () => {
     const url = await store.presignPutObject('vms/test/chunked.mov', 60);
     const put = await s3Put(url, Readable.from([randomBytes(1000), randomBytes(1000)]));
@@ -328,6 +400,24 @@ describe('multipart upload through ALO and the store', () => {
     expect(await store.objectSha256(s3Key)).toBe(sha256(second));
   });
 
+  it('a read in progress sees the object it began with, though a completion replaces it meanwhile', async () => {
+    const key = 'vms/test/overwritten.mov';
+    const putParts = async (parts: Buffer[]) => {
+      const uploadId = store.createMultipartUpload(key);
+      const etags: string[] = [];
+      for (const [i, part] of parts.entries()) etags.push((await s3Put(await store.presignUploadPart(key, uploadId, i + 1, 60), part)).etag!);
+      return () => store.completeMultipartUpload(key, uploadId, etags);
+    };
+    const first = [randomBytes(5 * MiB), randomBytes(1000)];
+    (await putParts(first))();
+    const completeSecond = await putParts([randomBytes(5 * MiB), randomBytes(2000)]);
+    // The read opens the second blob only after the first is hashed, long after the replacement.
+    const reading = store.objectSha256(key);
+    completeSecond();
+    await expect(reading).resolves.toBe(sha256(Buffer.concat(first)));
+    expect(store.objectSize(key)).toBe(5 * MiB + 2000);
+  });
+
   it('abort removes the open upload; its part URLs then answer 404 NoSuchUpload', async () => {
     const { s3Key, uploadId } = await uploadMultipart(INCIDENT, 'mp-abort', [randomBytes(1024)]);
     expect(store.openMultipartUploads().some((u) => u.uploadId === uploadId)).toBe(true);
@@ -396,6 +486,66 @@ describe('S3 store: injected faults', () => {
 
     expect((await s3Put(url, data)).status).toBe(200);
     expect(await store.objectSha256(key)).toBe(sha256(data));
+  });
+
+  it('wrong-etag keeps the part as sent but answers an ETag that is not its MD5', async () => {
+    const key = 'vms/test/wrong-etag.mov';
+    const uploadId = store.createMultipartUpload(key);
+    const parts = [randomBytes(5 * MiB), randomBytes(4096)];
+    store.injectFaults({ kind: 'wrong-etag', partNumber: 2 });
+
+    const put1 = await s3Put(await store.presignUploadPart(key, uploadId, 1, 60), parts[0]!);
+    expect(put1).toMatchObject({ status: 200, etag: `"${md5(parts[0]!)}"` });
+    const put2 = await s3Put(await store.presignUploadPart(key, uploadId, 2, 60), parts[1]!);
+    expect(put2.status).toBe(200);
+    // Well-formed (quoted, 32 hex), so only a comparison with the body's own MD5 shows it is wrong.
+    expect(put2.etag).toMatch(/^"[0-9a-f]{32}"$/);
+    expect(put2.etag).not.toBe(`"${md5(parts[1]!)}"`);
+    expect(store.requests.at(-1)).toMatchObject({ key, partNumber: 2, status: 200, code: 'InjectedWrongETag', bytesReceived: 4096 });
+    // S3 holds the true part: ListParts and completion know only its real MD5.
+    expect(store.listParts(key, uploadId)).toEqual([
+      { partNumber: 1, etag: md5(parts[0]!), size: 5 * MiB },
+      { partNumber: 2, etag: md5(parts[1]!), size: 4096 },
+    ]);
+    expect(() => store.completeMultipartUpload(key, uploadId, [put1.etag!, put2.etag!])).toThrow(
+      expect.objectContaining({ status: 400, code: 'InvalidPart' }),
+    );
+
+    // Taken once: the part sent again is answered truthfully.
+    const again = await s3Put(await store.presignUploadPart(key, uploadId, 2, 60), parts[1]!);
+    expect(again).toMatchObject({ status: 200, etag: `"${md5(parts[1]!)}"` });
+    store.completeMultipartUpload(key, uploadId, [put1.etag!, again.etag!]);
+    expect(await store.objectSha256(key)).toBe(sha256(Buffer.concat(parts)));
+  });
+
+  it('corrupt stores the body with one byte inverted and answers the MD5 of what it stored', async () => {
+    const key = 'vms/test/corrupt.mov';
+    const uploadId = store.createMultipartUpload(key);
+    // 1 MiB arrives in many socket chunks: the byte at 700 000 is inside one of the later ones.
+    const parts = [randomBytes(5 * MiB), randomBytes(1 * MiB)];
+    store.injectFaults({ kind: 'corrupt', partNumber: 2, atByte: 700_000 });
+
+    const put1 = await s3Put(await store.presignUploadPart(key, uploadId, 1, 60), parts[0]!);
+    expect(put1).toMatchObject({ status: 200, etag: `"${md5(parts[0]!)}"` });
+    const put2 = await s3Put(await store.presignUploadPart(key, uploadId, 2, 60), parts[1]!);
+    const stored = flipByte(parts[1]!, 700_000);
+    expect(put2).toMatchObject({ status: 200, etag: `"${md5(stored)}"` });
+    expect(put2.etag).not.toBe(`"${md5(parts[1]!)}"`);
+    expect(store.requests.at(-1)).toMatchObject({ key, partNumber: 2, status: 200, code: 'InjectedCorruption', bytesReceived: MiB });
+    expect(store.listParts(key, uploadId)[1]).toEqual({ partNumber: 2, etag: md5(stored), size: MiB });
+
+    // Nothing on S3's side is inconsistent: completion with the answered ETags succeeds, corrupt bytes and all.
+    store.completeMultipartUpload(key, uploadId, [put1.etag!, put2.etag!]);
+    expect(store.objectSize(key)).toBe(6 * MiB);
+    expect(await store.objectSha256(key)).toBe(sha256(Buffer.concat([parts[0]!, stored])));
+
+    // A single PUT, default position: the middle byte.
+    const single = 'vms/test/corrupt-single.mov';
+    const data = randomBytes(1001);
+    store.injectFaults({ kind: 'corrupt', key: single });
+    const put = await s3Put(await store.presignPutObject(single, 60), data);
+    expect(put).toMatchObject({ status: 200, etag: `"${md5(flipByte(data, 500))}"` });
+    expect(await store.objectSha256(single)).toBe(sha256(flipByte(data, 500)));
   });
 
   it('applies a fault only to the part it names', async () => {
@@ -653,5 +803,325 @@ describe('ALO API', () => {
     await expect(aloCall('POST', `/vms/incidents/${INCIDENT}/complete_multipart_upload`, { body })).rejects.toThrow();
     expect(store.hasObject(s3Key)).toBe(true);
     expect((await aloCall('POST', `/vms/incidents/${INCIDENT}/complete_multipart_upload`, { body })).status).toBe(404);
+  });
+});
+
+describe('Aionvision API', () => {
+  // 5 MiB, S3's minimum for a part other than the last: the smallest chunk size that can be completed.
+  const CHUNK = 5 * MiB;
+  let aion: AionvisionEmulator;
+
+  beforeAll(async () => {
+    aion = await startAionvisionEmulator({ store, chunkSizeBytes: CHUNK });
+  });
+
+  afterAll(async () => {
+    await aion?.close();
+  });
+
+  interface AionResponse {
+    status: number;
+    json: any;
+    headers: Record<string, string | string[] | undefined>;
+  }
+
+  async function aionCall(
+    method: 'GET' | 'POST',
+    path: string,
+    opts: { body?: unknown; headers?: Record<string, string> } = {},
+  ): Promise<AionResponse> {
+    const headers: Record<string, string> = { authorization: `Bearer ${AION_TEST_KEY}`, ...opts.headers };
+    let body: string | undefined;
+    if (opts.body !== undefined) {
+      body = JSON.stringify(opts.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    const res = await request(`${aion.baseUrl}${path}`, { method, headers, body });
+    const text = await res.body.text();
+    return { status: res.statusCode, json: text ? JSON.parse(text) : undefined, headers: res.headers };
+  }
+
+  interface Initiated {
+    media_id: string;
+    upload_id: string;
+    chunks: Array<{ chunk_number: number; upload_url: string; size_bytes: number }>;
+  }
+
+  async function initiate(filename: string, size: number): Promise<Initiated> {
+    const res = await aionCall('POST', '/video-uploads/initiate', { body: { filename, content_type: 'video/mp4', size_bytes: size } });
+    expect(res.status).toBe(200);
+    return res.json as Initiated;
+  }
+
+  /** PUT one chunk to its presigned URL the way the seed's example does. */
+  function putChunk(session: Initiated, n: number, data: Buffer) {
+    return s3Put(session.chunks[n - 1]!.upload_url, data, { 'content-type': 'video/mp4' });
+  }
+
+  function confirm(session: Initiated, body: Record<string, unknown>) {
+    return aionCall('POST', '/video-uploads/chunks/confirm', { body: { media_id: session.media_id, upload_id: session.upload_id, ...body } });
+  }
+
+  it('refuses every route without the API key or with a wrong one (401 with a Bearer challenge), carrying nothing out', async () => {
+    const session = await initiate('auth.mp4', 100);
+    const ids = { media_id: session.media_id, upload_id: session.upload_id };
+    const routes: Array<['GET' | 'POST', string, unknown]> = [
+      ['POST', '/video-uploads/initiate', { filename: 'x.mp4', content_type: 'video/mp4', size_bytes: 100 }],
+      ['POST', '/video-uploads/chunks/confirm', { ...ids, chunk_number: 1, etag: md5(Buffer.alloc(0)), size_bytes: 100 }],
+      ['POST', '/video-uploads/chunks/retry', { ...ids, chunk_number: 1 }],
+      ['POST', '/video-uploads/complete', ids],
+      ['POST', '/video-uploads/abort', ids],
+      ['GET', `/video-uploads/progress/${session.media_id}`, undefined],
+    ];
+    const uploadsBefore = aion.uploads.size;
+    const credentials: Array<[Record<string, string>, string]> = [
+      [{ authorization: '' }, 'Invalid API key'],
+      [{ authorization: 'Bearer wrong-key' }, 'Invalid API key'],
+      // The key alone, or under another scheme, is not the documented "Bearer <key>".
+      [{ authorization: AION_TEST_KEY }, 'Invalid API key'],
+      [{ authorization: `Token ${AION_TEST_KEY}` }, 'Invalid API key'],
+      [{ 'x-api-key': AION_TEST_KEY }, 'missing authorization header'],
+    ];
+    for (const [method, path, body] of routes) {
+      for (const [headers, detail] of credentials) {
+        const { authorization, ...others } = headers;
+        const res = await request(`${aion.baseUrl}${path}`, {
+          method,
+          headers: { ...(authorization === undefined ? {} : { authorization }), ...others, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        const json = (await res.body.json()) as unknown;
+        expect({ path, headers, status: res.statusCode, json }).toEqual({ path, headers, status: 401, json: { detail } });
+        expect(res.headers['www-authenticate']).toBe('Bearer');
+      }
+    }
+    expect(aion.uploads.size).toBe(uploadsBefore);
+    expect(aion.uploads.get(session.media_id)).toMatchObject({ status: 'uploading', confirmed: new Map() });
+    expect(store.openMultipartUploads().some((u) => u.uploadId === session.upload_id)).toBe(true);
+  });
+
+  it('refuses a confirm whose ETag, size or chunk number does not match what S3 holds', async () => {
+    const data = randomBytes(CHUNK + 1000);
+    const session = await initiate('confirm.mp4', data.length);
+    expect(session.chunks.map((c) => [c.chunk_number, c.size_bytes])).toEqual([
+      [1, CHUNK],
+      [2, 1000],
+    ]);
+    const chunk1 = data.subarray(0, CHUNK);
+    const put = await putChunk(session, 1, chunk1);
+    expect(put).toMatchObject({ status: 200, etag: `"${md5(chunk1)}"` });
+
+    const refusals: Array<[Record<string, unknown>, number, string]> = [
+      [{ chunk_number: 1, etag: `"${md5(randomBytes(10))}"`, size_bytes: CHUNK }, 400, 'etag: '],
+      // Chunk 2's real ETag is not chunk 1's.
+      [{ chunk_number: 1, etag: md5(data.subarray(CHUNK)), size_bytes: CHUNK }, 400, 'etag: '],
+      [{ chunk_number: 1, etag: put.etag, size_bytes: CHUNK - 1 }, 400, 'size_bytes: chunk 1 is'],
+      [{ chunk_number: 1, etag: put.etag, size_bytes: data.length }, 400, 'size_bytes: chunk 1 is'],
+      [{ chunk_number: 0, etag: put.etag, size_bytes: CHUNK }, 400, 'chunk_number'],
+      [{ chunk_number: 3, etag: put.etag, size_bytes: CHUNK }, 400, 'chunk_number: must be between 1 and 2'],
+      [{ chunk_number: -1, etag: put.etag, size_bytes: CHUNK }, 400, 'chunk_number'],
+      [{ chunk_number: 1.5, etag: put.etag, size_bytes: CHUNK }, 400, 'chunk_number'],
+      [{ chunk_number: '1', etag: put.etag, size_bytes: CHUNK }, 400, 'chunk_number'],
+      [{ chunk_number: 1, etag: '', size_bytes: CHUNK }, 400, 'etag'],
+      // Not an ETag S3 gives, and S3 would refuse it at complete: refused here, not later.
+      [{ chunk_number: 1, etag: `W/${put.etag}`, size_bytes: CHUNK }, 400, 'etag: '],
+      [{ chunk_number: 1, etag: `"${put.etag}"`, size_bytes: CHUNK }, 400, 'etag: '],
+      [{ chunk_number: 1, size_bytes: CHUNK }, 400, 'etag'],
+      [{ chunk_number: 1, etag: put.etag, size_bytes: CHUNK, extra: true }, 400, 'extra'],
+      // Right size, but nothing was PUT for chunk 2 yet.
+      [{ chunk_number: 2, etag: md5(data.subarray(CHUNK)), size_bytes: 1000 }, 400, 'chunk_number: chunk 2 has not been uploaded'],
+      [{ chunk_number: 1, etag: put.etag, size_bytes: CHUNK, upload_id: 'not-this-upload' }, 400, 'upload_id'],
+      [{ chunk_number: 1, etag: put.etag, size_bytes: CHUNK, media_id: 'no-such-media' }, 404, 'media_id'],
+    ];
+    for (const [body, status, detail] of refusals) {
+      const res = await confirm(session, body);
+      expect({ body, status: res.status }).toEqual({ body, status });
+      expect(res.json.detail).toContain(detail);
+    }
+    const notJson = await aionCall('POST', '/video-uploads/chunks/confirm', {
+      body: { media_id: session.media_id, upload_id: session.upload_id, chunk_number: 1, etag: put.etag, size_bytes: CHUNK },
+      headers: { 'content-type': 'text/plain' },
+    });
+    expect(notJson.status).toBe(415);
+    const progress = await aionCall('GET', `/video-uploads/progress/${session.media_id}`);
+    expect(progress.json).toMatchObject({ status: 'uploading', confirmed_chunks: [], uploaded_bytes: 0 });
+
+    // A chunk of the wrong length is held by S3 but refused at confirm, whatever size_bytes claims.
+    const short = await putChunk(session, 2, data.subarray(CHUNK, CHUNK + 999));
+    expect(short.status).toBe(200);
+    const wrongLength = await confirm(session, { chunk_number: 2, etag: short.etag, size_bytes: 1000 });
+    expect(wrongLength.status).toBe(400);
+    expect(wrongLength.json.detail).toBe('chunk_number: S3 holds 999 bytes for chunk 2, which is 1000 bytes');
+
+    // The bare (unquoted) ETag S3 answered is the same ETag.
+    const ok = await confirm(session, { chunk_number: 1, etag: put.etag!.replace(/"/g, ''), size_bytes: CHUNK });
+    expect(ok.status).toBe(200);
+  });
+
+  it('refuses complete until every chunk is confirmed, and with a confirmed ETag S3 no longer holds', async () => {
+    const data = randomBytes(CHUNK + 2000);
+    const chunks = [data.subarray(0, CHUNK), data.subarray(CHUNK)];
+    const session = await initiate('early.mp4', data.length);
+    const ids = { media_id: session.media_id, upload_id: session.upload_id };
+
+    const none = await aionCall('POST', '/video-uploads/complete', { body: ids });
+    expect(none.status).toBe(400);
+    expect(none.json).toEqual({ detail: 'chunks not confirmed: 1, 2' });
+
+    const put1 = await putChunk(session, 1, chunks[0]!);
+    expect((await confirm(session, { chunk_number: 1, etag: put1.etag, size_bytes: CHUNK })).status).toBe(200);
+    // Uploaded but not confirmed counts as not confirmed.
+    const put2 = await putChunk(session, 2, chunks[1]!);
+    expect(put2.status).toBe(200);
+    const half = await aionCall('POST', '/video-uploads/complete', { body: ids });
+    expect(half.status).toBe(400);
+    expect(half.json).toEqual({ detail: 'chunks not confirmed: 2' });
+    expect(aion.uploads.get(session.media_id)?.status).toBe('uploading');
+    expect(store.hasObject(aion.uploads.get(session.media_id)!.s3Key)).toBe(false);
+
+    const wrongSession = await aionCall('POST', '/video-uploads/complete', { body: { ...ids, upload_id: 'not-this-upload' } });
+    expect(wrongSession.status).toBe(400);
+    expect(wrongSession.json.detail).toContain('upload_id');
+
+    // Chunk 2 confirmed, then sent again with other bytes: the confirmed ETag is no longer S3's.
+    expect((await confirm(session, { chunk_number: 2, etag: put2.etag, size_bytes: 2000 })).status).toBe(200);
+    const replaced = randomBytes(2000);
+    expect((await putChunk(session, 2, replaced)).status).toBe(200);
+    const stale = await aionCall('POST', '/video-uploads/complete', { body: ids });
+    expect(stale.status).toBe(400);
+    expect(stale.json.detail).toContain('InvalidPart');
+    expect(aion.uploads.get(session.media_id)?.status).toBe('uploading');
+
+    // Confirming the chunk again with its new ETag makes the upload completable.
+    expect((await confirm(session, { chunk_number: 2, etag: `"${md5(replaced)}"`, size_bytes: 2000 })).status).toBe(200);
+    expect((await aionCall('POST', '/video-uploads/complete', { body: ids })).status).toBe(200);
+    expect(await store.objectSha256(aion.uploads.get(session.media_id)!.s3Key)).toBe(sha256(Buffer.concat([chunks[0]!, replaced])));
+  });
+
+  it('initiate → PUT chunks → confirm each → complete: progress follows, the object is the file and S3 saw no API key', async () => {
+    const data = randomBytes(2 * CHUNK + 12_345);
+    const initiated = await aionCall('POST', '/video-uploads/initiate', { body: { filename: 'inspection.mp4', content_type: 'video/mp4', size_bytes: data.length } });
+    expect(initiated.status).toBe(200);
+    expect(initiated.json).toMatchObject({ media_id: expect.any(String), upload_id: expect.any(String), total_chunks: 3, chunk_size_bytes: CHUNK });
+    const session = initiated.json as Initiated;
+    expect(session.chunks.map((c) => [c.chunk_number, c.size_bytes])).toEqual([
+      [1, CHUNK],
+      [2, CHUNK],
+      [3, 12_345],
+    ]);
+    for (const c of session.chunks) {
+      const query = new URL(c.upload_url).searchParams;
+      expect([query.get('partNumber'), query.get('uploadId'), query.get('X-Amz-Expires')]).toEqual([String(c.chunk_number), session.upload_id, '3600']);
+    }
+    const progressOf = async () => {
+      const res = await aionCall('GET', `/video-uploads/progress/${session.media_id}`);
+      expect(res.status).toBe(200);
+      return res.json;
+    };
+    expect(await progressOf()).toEqual({ media_id: session.media_id, status: 'uploading', total_chunks: 3, confirmed_chunks: [], uploaded_bytes: 0, size_bytes: data.length });
+
+    const putsBefore = store.requests.length;
+    let offset = 0;
+    let confirmedBytes = 0;
+    // Out of order on purpose: the platform numbers chunks, it does not require them in sequence.
+    for (const n of [2, 1, 3]) {
+      const c = session.chunks[n - 1]!;
+      offset = (n - 1) * CHUNK;
+      const bytes = data.subarray(offset, offset + c.size_bytes);
+      const put = await putChunk(session, n, bytes);
+      expect(put).toMatchObject({ status: 200, etag: `"${md5(bytes)}"` });
+      // Uploaded, not yet confirmed: progress does not count it.
+      expect((await progressOf()).uploaded_bytes).toBe(confirmedBytes);
+      const confirmed = await confirm(session, { chunk_number: n, etag: put.etag, size_bytes: c.size_bytes });
+      expect(confirmed.status).toBe(200);
+      confirmedBytes += c.size_bytes;
+      expect(confirmed.json).toEqual({ media_id: session.media_id, chunk_number: n, status: 'confirmed', confirmed_chunks: [2, 1, 3].indexOf(n) + 1, total_chunks: 3 });
+      expect(await progressOf()).toMatchObject({ status: 'uploading', uploaded_bytes: confirmedBytes });
+    }
+    expect((await progressOf()).confirmed_chunks).toEqual([1, 2, 3]);
+    // Confirming a chunk again with the same ETag is harmless (a client retrying a lost answer).
+    const reconfirm = await confirm(session, { chunk_number: 1, etag: `"${md5(data.subarray(0, CHUNK))}"`, size_bytes: CHUNK });
+    expect(reconfirm.json).toMatchObject({ status: 'confirmed', confirmed_chunks: 3 });
+
+    const completed = await aionCall('POST', '/video-uploads/complete', { body: { media_id: session.media_id, upload_id: session.upload_id } });
+    expect(completed.status).toBe(200);
+    expect(completed.json).toEqual({ media_id: session.media_id, status: 'completed', filename: 'inspection.mp4', size_bytes: data.length });
+    expect(await progressOf()).toEqual({ media_id: session.media_id, status: 'completed', total_chunks: 3, confirmed_chunks: [1, 2, 3], uploaded_bytes: data.length, size_bytes: data.length });
+    const s3Key = aion.uploads.get(session.media_id)!.s3Key;
+    expect(await store.objectSha256(s3Key)).toBe(sha256(data));
+    expect(store.openMultipartUploads().some((u) => u.uploadId === session.upload_id)).toBe(false);
+
+    // The chunk PUTs carried the Content-Type the seed shows and no credentials of the platform.
+    const puts = store.requests.slice(putsBefore).filter((r) => r.key === s3Key);
+    expect(puts.map((r) => [r.partNumber, r.status])).toEqual([
+      [2, 200],
+      [1, 200],
+      [3, 200],
+    ]);
+    for (const r of puts) {
+      expect(r.headers['content-type']).toBe('video/mp4');
+      expect(r.headers).not.toHaveProperty('authorization');
+      expect(JSON.stringify(r.headers)).not.toContain(AION_TEST_KEY);
+    }
+
+    // Once completed, nothing more is accepted for it.
+    const again = await aionCall('POST', '/video-uploads/complete', { body: { media_id: session.media_id, upload_id: session.upload_id } });
+    expect(again.status).toBe(409);
+    const late = await confirm(session, { chunk_number: 1, etag: `"${md5(data.subarray(0, CHUNK))}"`, size_bytes: CHUNK });
+    expect(late.status).toBe(409);
+    expect((await aionCall('GET', '/video-uploads/progress/no-such-media')).status).toBe(404);
+  });
+
+  it('retry hands out a working URL for a chunk in range only; the chunk URL refuses the API key', async () => {
+    const data = randomBytes(3000);
+    const session = await initiate('retry.mp4', data.length);
+    const ids = { media_id: session.media_id, upload_id: session.upload_id };
+    for (const chunk_number of [0, 2]) {
+      const res = await aionCall('POST', '/video-uploads/chunks/retry', { body: { ...ids, chunk_number } });
+      expect({ chunk_number, status: res.status }).toEqual({ chunk_number, status: 400 });
+      expect(res.json.detail).toContain('chunk_number');
+    }
+    const retried = await aionCall('POST', '/video-uploads/chunks/retry', { body: { ...ids, chunk_number: 1 } });
+    expect(retried.status).toBe(200);
+    expect(retried.json).toEqual({ chunk_number: 1, upload_url: expect.any(String) });
+
+    // A client that sends its platform credentials to S3 as well is refused there, and S3 shows the token.
+    const withKey = await s3Put(retried.json.upload_url as string, data, { 'content-type': 'video/mp4', authorization: `Bearer ${AION_TEST_KEY}` });
+    expect(withKey.status).toBe(400);
+    expect(xmlCode(withKey.text)).toBe('InvalidArgument');
+    expect(xmlField(withKey.text, 'ArgumentValue')).toBe(`Bearer ${AION_TEST_KEY}`);
+    expect(store.listParts(aion.uploads.get(session.media_id)!.s3Key, session.upload_id)).toEqual([]);
+
+    const put = await s3Put(retried.json.upload_url as string, data, { 'content-type': 'video/mp4' });
+    expect(put).toMatchObject({ status: 200, etag: `"${md5(data)}"` });
+    expect((await confirm(session, { chunk_number: 1, etag: put.etag, size_bytes: 3000 })).status).toBe(200);
+    expect((await aionCall('POST', '/video-uploads/abort', { body: ids })).json).toEqual({ media_id: session.media_id, status: 'aborted' });
+    expect(store.openMultipartUploads().some((u) => u.uploadId === session.upload_id)).toBe(false);
+    const progress = await aionCall('GET', `/video-uploads/progress/${session.media_id}`);
+    expect(progress.json).toMatchObject({ status: 'aborted', confirmed_chunks: [] });
+  });
+
+  it('checks a confirm against S3, not against the PUT answer: a wrong ETag is refused, corrupt bytes are not noticed', async () => {
+    const data = randomBytes(4000);
+    const wrong = await initiate('wrong-etag.mp4', data.length);
+    store.injectFaults({ kind: 'wrong-etag', key: aion.uploads.get(wrong.media_id)!.s3Key });
+    const lied = await putChunk(wrong, 1, data);
+    expect(lied.status).toBe(200);
+    expect(lied.etag).not.toBe(`"${md5(data)}"`);
+    const refused = await confirm(wrong, { chunk_number: 1, etag: lied.etag, size_bytes: data.length });
+    expect(refused.status).toBe(400);
+    expect(refused.json.detail).toContain('etag: ');
+    // The MD5 the client computed itself is what S3 holds.
+    expect((await confirm(wrong, { chunk_number: 1, etag: `"${md5(data)}"`, size_bytes: data.length })).status).toBe(200);
+
+    const corrupt = await initiate('corrupt.mp4', data.length);
+    store.injectFaults({ kind: 'corrupt', key: aion.uploads.get(corrupt.media_id)!.s3Key, atByte: 0 });
+    const damaged = await putChunk(corrupt, 1, data);
+    expect(damaged).toMatchObject({ status: 200, etag: `"${md5(flipByte(data, 0))}"` });
+    // The platform only sees S3's side, which is consistent: only the client's own MD5 can catch this.
+    const accepted = await confirm(corrupt, { chunk_number: 1, etag: damaged.etag, size_bytes: data.length });
+    expect(accepted.status).toBe(200);
+    const wasSent = await confirm(corrupt, { chunk_number: 1, etag: `"${md5(data)}"`, size_bytes: data.length });
+    expect(wasSent.status).toBe(400);
   });
 });
