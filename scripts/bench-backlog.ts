@@ -76,7 +76,11 @@ async function writeBacklog(exportsRoot: string, incidents: number): Promise<voi
   const writer = async (): Promise<void> => {
     for (let i = next++; i < incidents; i = next++) {
       const id = incidentId(i);
-      const videos: ExportedVideo[] = Array.from({ length: VIDEOS_PER_INCIDENT }, (_, v) => ({ id: `${id}-v${v + 1}`, file: `cam0${v + 1}.mp4`, size: VIDEO_BYTES }));
+      const videos: ExportedVideo[] = Array.from({ length: VIDEOS_PER_INCIDENT }, (_, v) => ({
+        id: `${id}-v${v + 1}`,
+        file: `cam0${v + 1}.mp4`,
+        size: VIDEO_BYTES,
+      }));
       if (failedExports(i)) videos.push({ id: `${id}-failed`, errors: [FAILED_EXPORT] });
       await writeIncident(exportsRoot, id, videos);
     }
@@ -92,7 +96,8 @@ async function waitForBacklog(run: DaemonRun, incidents: number): Promise<number
   let lastProgress = Date.now();
   while (pending.size > 0) {
     run.check();
-    if (Date.now() - run.spawnedAt > timeoutMs) throw run.failure(`timed out after ${timeoutMs / 1000} s with ${pending.size} incidents not complete at ALO`);
+    if (Date.now() - run.spawnedAt > timeoutMs)
+      throw run.failure(`timed out after ${timeoutMs / 1000} s with ${pending.size} incidents not complete at ALO`);
     // Only an incident just reported can have become complete.
     const reports = run.alo.reports;
     for (; seenReports < reports.length; seenReports++) {
@@ -104,7 +109,9 @@ async function waitForBacklog(run: DaemonRun, incidents: number): Promise<number
     if (Date.now() - lastProgress >= PROGRESS_MS) {
       lastProgress = Date.now();
       const elapsed = ((Date.now() - run.spawnedAt) / 1000).toFixed(0).padStart(5);
-      console.log(`  ${elapsed} s  ${incidents - pending.size} of ${incidents} incidents complete at ALO, ${run.daemon.events('upload.completed').length} uploads completed`);
+      console.log(
+        `  ${elapsed} s  ${incidents - pending.size} of ${incidents} incidents complete at ALO, ${run.daemon.events('upload.completed').length} uploads completed`,
+      );
     }
     await sleep(100);
   }

@@ -101,7 +101,7 @@ export async function runMeasured(command: string, args: string[], env: NodeJS.P
   });
   running.add(child);
   let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   running.delete(child);
   const wallSeconds = (performance.now() - started) / 1000;

@@ -27,7 +27,12 @@ export function median(values: number[]): number {
 export function table(rows: string[][], aligns = `l${'r'.repeat(rows[0]!.length - 1)}`): string {
   const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => (r[col] ?? '').length)));
   return rows
-    .map((r) => r.map((cell, col) => (aligns[col] === 'r' ? cell.padStart(widths[col]!) : cell.padEnd(widths[col]!))).join('  ').trimEnd())
+    .map((r) =>
+      r
+        .map((cell, col) => (aligns[col] === 'r' ? cell.padStart(widths[col]!) : cell.padEnd(widths[col]!)))
+        .join('  ')
+        .trimEnd(),
+    )
     .join('\n');
 }
 

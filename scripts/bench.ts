@@ -94,7 +94,8 @@ function parseArgs(argv: string[]): Options {
   const options: Options = { size: GiB, runs: 3, backlog: undefined, dir: tmpdir() };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const [flag, inline] =
+      arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
     const value = (): string => {
       const v = inline ?? argv[++i];
       if (v === undefined) throw new BenchFailure(`${flag} needs a value\n${USAGE}`);
@@ -210,7 +211,9 @@ async function waitForUpload(d: DaemonRun, readStart: ReadStart, bench: Bench): 
     if (Date.now() - lastProgress >= PROGRESS_MS) {
       lastProgress = Date.now();
       const phase = readStart.at === undefined ? 'settling' : d.daemon.events('export.settled').length === 0 ? 'hashing' : 'uploading';
-      console.log(`    ${((Date.now() - d.spawnedAt) / 1000).toFixed(0).padStart(4)} s  ${phase}: ${human(bench.sink.bytesReceived - receivedBefore)} received by the sink`);
+      console.log(
+        `    ${((Date.now() - d.spawnedAt) / 1000).toFixed(0).padStart(4)} s  ${phase}: ${human(bench.sink.bytesReceived - receivedBefore)} received by the sink`,
+      );
     }
     if (readStart.at === undefined) await readStart.sample();
     await sleep(readStart.at === undefined ? 10 : 100);
@@ -223,7 +226,8 @@ function peerClient(peer: Peer, bench: Bench): Client {
     async upload(run) {
       const key = `peers/${peer.command}/run-${run}/bench.mp4`;
       const result = await runMeasured(peer.command, peer.args(bench.file, key), peer.env, join(bench.workDir, `${peer.command}-${run}`));
-      if (result.code !== 0) throw new BenchFailure(`${peer.name} exited with ${result.code}:\n${result.stderr.trim().split('\n').slice(-10).join('\n')}`);
+      if (result.code !== 0)
+        throw new BenchFailure(`${peer.name} exited with ${result.code}:\n${result.stderr.trim().split('\n').slice(-10).join('\n')}`);
       return { ...result, workSeconds: result.wallSeconds, key, detail: '' };
     },
   };
@@ -233,7 +237,8 @@ function peerClient(peer: Peer, bench: Bench): Client {
 function verify(bench: Bench, expected: string[], sample: Sample): string | undefined {
   const object = bench.sink.object(sample.key);
   if (!object) return `the sink holds no object ${sample.key}`;
-  if (object.size !== bench.size || !expected.includes(object.etag)) return `the sink holds ${object.size} bytes, ETag ${object.etag}; expected ${bench.size} bytes, ETag ${expected.join(' or ')}`;
+  if (object.size !== bench.size || !expected.includes(object.etag))
+    return `the sink holds ${object.size} bytes, ETag ${object.etag}; expected ${bench.size} bytes, ETag ${expected.join(' or ')}`;
   return undefined;
 }
 
@@ -276,7 +281,8 @@ async function fileBench(bench: Bench, runs: number): Promise<boolean> {
   }
   printSummary(bench.size, runs, clients, samples, failures, requests);
   const daemonPeak = Math.max(...samples.get(DAEMON)!.map((s) => s.peakRssBytes));
-  if (daemonPeak > RSS_LIMIT_BYTES) console.log(`the daemon's peak RSS ${(daemonPeak / MB).toFixed(0)} MB EXCEEDS the ${RSS_LIMIT_BYTES / MB} MB limit`);
+  if (daemonPeak > RSS_LIMIT_BYTES)
+    console.log(`the daemon's peak RSS ${(daemonPeak / MB).toFixed(0)} MB EXCEEDS the ${RSS_LIMIT_BYTES / MB} MB limit`);
   return failures.size === 0 && daemonPeak <= RSS_LIMIT_BYTES;
 }
 
@@ -291,12 +297,29 @@ function operationsSince(before: Map<string, number>, after: Map<string, number>
   return delta.map(([op, n]) => `${op} ${n}`).join(', ');
 }
 
-function printSummary(size: number, runs: number, clients: Client[], samples: Map<string, Sample[]>, failures: Map<string, string>, requests: Map<string, string>): void {
+function printSummary(
+  size: number,
+  runs: number,
+  clients: Client[],
+  samples: Map<string, Sample[]>,
+  failures: Map<string, string>,
+  requests: Map<string, string>,
+): void {
   const medians = new Map(
-    [...samples].filter(([, list]) => list.length > 0).map(([name, list]) => {
-      const m = (pick: (s: Sample) => number) => median(list.map(pick));
-      return [name, { work: m((s) => s.workSeconds), cpu: m((s) => s.cpuSeconds), rss: m((s) => s.peakRssBytes), reads: m((s) => s.bytesRead) / size }];
-    }),
+    [...samples]
+      .filter(([, list]) => list.length > 0)
+      .map(([name, list]) => {
+        const m = (pick: (s: Sample) => number) => median(list.map(pick));
+        return [
+          name,
+          {
+            work: m((s) => s.workSeconds),
+            cpu: m((s) => s.cpuSeconds),
+            rss: m((s) => s.peakRssBytes),
+            reads: m((s) => s.bytesRead) / size,
+          },
+        ];
+      }),
   );
   const rows = clients.map((c) => {
     const m = medians.get(c.name);
@@ -310,9 +333,13 @@ ${table([['client', 'work s', 'MiB/s', 'CPU s', 'peak RSS MB', 'file reads'], ..
   for (const [name, peer] of medians) {
     if (name === DAEMON || !daemon) continue;
     const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
-    console.log(`${DAEMON} / ${name}: work ${ratio(daemon.work, peer.work)}, CPU ${ratio(daemon.cpu, peer.cpu)}, peak RSS ${ratio(daemon.rss, peer.rss)}`);
+    console.log(
+      `${DAEMON} / ${name}: work ${ratio(daemon.work, peer.work)}, CPU ${ratio(daemon.cpu, peer.cpu)}, peak RSS ${ratio(daemon.rss, peer.rss)}`,
+    );
   }
-  console.log(`\nrequests the sink answered (run 1; ${DAEMON}'s multipart create and complete reach it through the ALO emulator, not over HTTP):`);
+  console.log(
+    `\nrequests the sink answered (run 1; ${DAEMON}'s multipart create and complete reach it through the ALO emulator, not over HTTP):`,
+  );
   for (const [name, ops] of requests) console.log(`  ${name.padEnd(13)}  ${ops}`);
   for (const [name, problem] of failures) console.log(`\n${name} FAILED: ${problem}`);
 }
@@ -336,9 +363,15 @@ try {
   workDir = await mkdtemp(join(options.dir, 'vms-uplink-bench-'));
   sink = await NullSink.start();
   if (options.backlog !== undefined) ok = await backlogBench(options.backlog, workDir, sink);
-  else ok = await fileBench({ file: join(workDir, 'exports', 'bench-incident', 'bench.mp4'), size: options.size, workDir, sink }, options.runs);
+  else
+    ok = await fileBench(
+      { file: join(workDir, 'exports', 'bench-incident', 'bench.mp4'), size: options.size, workDir, sink },
+      options.runs,
+    );
 } catch (err) {
-  console.error(`\nBENCH FAILED: ${err instanceof BenchFailure ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  console.error(
+    `\nBENCH FAILED: ${err instanceof BenchFailure ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+  );
 } finally {
   await sink?.close();
   if (workDir) await rm(workDir, { recursive: true, force: true });

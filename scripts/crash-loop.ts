@@ -6,7 +6,8 @@
 import { MiB } from '../test/support/files.js';
 import { runCrashLoop, type CrashLoopOptions } from '../test/support/crash-loop.js';
 
-const USAGE = 'usage: npm run crash-loop -- [--incidents N] [--videos N] [--kills N] [--max-size MiB] [--seed N] [--latency MS per part answer, default 150]';
+const USAGE =
+  'usage: npm run crash-loop -- [--incidents N] [--videos N] [--kills N] [--max-size MiB] [--seed N] [--latency MS per part answer, default 150]';
 
 function parseArgs(argv: string[]): CrashLoopOptions {
   const options: CrashLoopOptions = {
@@ -37,7 +38,9 @@ function parseArgs(argv: string[]): CrashLoopOptions {
 const options = parseArgs(process.argv.slice(2));
 const at = Date.now();
 const say = (line: string): void => console.log(`[${((Date.now() - at) / 1000).toFixed(0).padStart(4)} s] ${line}`);
-say(`crash loop: ${options.incidents} incidents × ${options.videosPerIncident} videos up to ${options.maxSize / MiB} MiB over 4 platforms, ${options.kills} SIGKILLs, seed ${options.seed}`);
+say(
+  `crash loop: ${options.incidents} incidents × ${options.videosPerIncident} videos up to ${options.maxSize / MiB} MiB over 4 platforms, ${options.kills} SIGKILLs, seed ${options.seed}`,
+);
 const r = await runCrashLoop(options, say);
 const mib = (n: number): string => `${(n / MiB).toFixed(1)} MiB`;
 console.log(`

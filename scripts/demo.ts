@@ -33,7 +33,17 @@ interface Snapshot {
       id: string;
       state: string;
       errors: string[];
-      uploads: Array<{ id: number; target: string; role: string; state: string; bytesDone: number; bytesTotal: number; partsDone: number; partsTotal: number; lastError: string | null }>;
+      uploads: Array<{
+        id: number;
+        target: string;
+        role: string;
+        state: string;
+        bytesDone: number;
+        bytesTotal: number;
+        partsDone: number;
+        partsTotal: number;
+        lastError: string | null;
+      }>;
     }>;
   }>;
   /** Absent before the daemon created the ledger. */
@@ -166,7 +176,9 @@ async function demo(): Promise<void> {
   link = await startThrottledLink(site.store.origin, LINK_BYTES_PER_SECOND);
   site.store.setPublicOrigin(link.origin);
   say(`ALO emulator at ${site.alo.baseUrl}, its S3 store at ${site.store.origin}`);
-  say(`the store's presigned URLs point at ${link.origin}: a link of ${LINK_BYTES_PER_SECOND / MiB} MiB/s to it, so the progress is visible`);
+  say(
+    `the store's presigned URLs point at ${link.origin}: a link of ${LINK_BYTES_PER_SECOND / MiB} MiB/s to it, so the progress is visible`,
+  );
 
   // The export, as a VMS writes it: the video files, then the manifest naming them.
   const folder = join(site.exportsRoot, '2024-02-02', 'incident-1104');
@@ -243,7 +255,10 @@ async function demo(): Promise<void> {
         totals.done === sources.length &&
         totals.queued + totals.uploading + totals.failed === 0;
       if (platformHasAll && ledgerUpToDate) break;
-      if (totals.failed > 0) throw new DemoFailure(`an upload failed: ${JSON.stringify(incident?.videos.flatMap((v) => v.uploads).filter((u) => u.state === 'failed'))}`);
+      if (totals.failed > 0)
+        throw new DemoFailure(
+          `an upload failed: ${JSON.stringify(incident?.videos.flatMap((v) => v.uploads).filter((u) => u.state === 'failed'))}`,
+        );
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
   } finally {
@@ -257,7 +272,12 @@ async function demo(): Promise<void> {
     headers: { authorization: `Bearer ${ALO_TOKEN}` },
   });
   if (res.status !== 200) throw new DemoFailure(`GET /vms/incidents/${INCIDENT_ID} answered ${res.status}: ${await res.text()}`);
-  const body = (await res.json()) as { vms_incident: { uploaded_videos: Array<{ id: string; s3_key: string; s3_thumbnail_key: string | null }>; failed_videos: Array<{ id: string; upload_errors: string[] }> } };
+  const body = (await res.json()) as {
+    vms_incident: {
+      uploaded_videos: Array<{ id: string; s3_key: string; s3_thumbnail_key: string | null }>;
+      failed_videos: Array<{ id: string; upload_errors: string[] }>;
+    };
+  };
   console.log(`\nGET ${site.alo.baseUrl}/vms/incidents/${INCIDENT_ID}:`);
   console.log(JSON.stringify(body, null, 2));
 
@@ -273,14 +293,19 @@ async function demo(): Promise<void> {
     }
     const size = site.store.objectSize(key);
     const sha = await site.store.objectSha256(key);
-    const parts = new Set(site.store.requests.filter((r) => r.method === 'PUT' && r.status === 200 && r.key === key).map((r) => r.partNumber ?? 1)).size;
+    const parts = new Set(
+      site.store.requests.filter((r) => r.method === 'PUT' && r.status === 200 && r.key === key).map((r) => r.partNumber ?? 1),
+    ).size;
     const ok = sha === s.sha256 && size === s.size;
     if (!ok) problems.push(`${s.file}: object ${key} has ${size} bytes, sha256 ${sha}; the file has ${s.size} bytes, sha256 ${s.sha256}`);
     console.log(`  ${s.file.padEnd(16)} → ${key}`);
-    console.log(`  ${''.padEnd(16)}   ${size} bytes, ${parts === 1 ? 'one PUT' : `multipart, ${parts} parts`}, sha256 ${sha.slice(0, 16)}… ${ok ? 'matches the source file' : 'DIFFERS from the source file'}`);
+    console.log(
+      `  ${''.padEnd(16)}   ${size} bytes, ${parts === 1 ? 'one PUT' : `multipart, ${parts} parts`}, sha256 ${sha.slice(0, 16)}… ${ok ? 'matches the source file' : 'DIFFERS from the source file'}`,
+    );
   }
   const failed = body.vms_incident.failed_videos.find((v) => v.id === 'bad-file-2');
-  if (!failed || failed.upload_errors[0] !== FAILED_ERROR) problems.push(`bad-file-2 is not reported with its export error: ${JSON.stringify(failed)}`);
+  if (!failed || failed.upload_errors[0] !== FAILED_ERROR)
+    problems.push(`bad-file-2 is not reported with its export error: ${JSON.stringify(failed)}`);
   else console.log(`  bad-file-2 reported as a failed video: "${failed.upload_errors[0]}"`);
   const open = site.store.openMultipartUploads();
   if (open.length > 0) problems.push(`multipart uploads left open: ${JSON.stringify(open)}`);
@@ -343,7 +368,9 @@ try {
   overall.cancel();
 } catch (err) {
   overall.cancel();
-  console.error(`\nDEMO FAILED: ${err instanceof DemoFailure ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  console.error(
+    `\nDEMO FAILED: ${err instanceof DemoFailure ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+  );
   printDiagnostics();
   await cleanUp();
   process.exit(1);

@@ -20,7 +20,13 @@ import { S3Error, type S3Store } from '../test/emulators/s3-store.js';
 /** What the ALO emulator calls on its store; the sink implements exactly these. */
 export type AloStore = Pick<
   S3Store,
-  'createMultipartUpload' | 'presignUploadPart' | 'presignPutObject' | 'completeMultipartUpload' | 'abortMultipartUpload' | 'openMultipartUploads' | 'hasObject'
+  | 'createMultipartUpload'
+  | 'presignUploadPart'
+  | 'presignPutObject'
+  | 'completeMultipartUpload'
+  | 'abortMultipartUpload'
+  | 'openMultipartUploads'
+  | 'hasObject'
 >;
 
 export interface SinkObject {
@@ -232,7 +238,8 @@ export class NullSink implements AloStore {
       partNumber: Number(/<PartNumber>\s*(\d+)\s*<\/PartNumber>/.exec(inner ?? '')?.[1]),
       etag: /<ETag>([^<]*)<\/ETag>/.exec(inner ?? '')?.[1] ?? '',
     }));
-    if (listed.length === 0) throw new S3Error(400, 'MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema.');
+    if (listed.length === 0)
+      throw new S3Error(400, 'MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema.');
     const parts = listed.map(({ partNumber, etag }) => {
       const part = upload.parts.get(partNumber);
       if (!part || part.md5.toString('hex') !== unquote(xmlUnescape(etag))) throw invalidPart();
@@ -312,7 +319,11 @@ export class NullSink implements AloStore {
   private openUpload(key: string, uploadId: string): OpenUpload {
     const upload = this.uploads.get(uploadId);
     if (!upload || upload.key !== key) {
-      throw new S3Error(404, 'NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.');
+      throw new S3Error(
+        404,
+        'NoSuchUpload',
+        'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.',
+      );
     }
     return upload;
   }
@@ -351,7 +362,10 @@ export class NullSink implements AloStore {
     const path = `/${rfc3986(this.bucket)}/${key.split('/').map(rfc3986).join('/')}`;
     const canonicalRequest = [method, path, query, `host:${new URL(this.origin).host}\n`, 'host', UNSIGNED_PAYLOAD].join('\n');
     const stringToSign = [ALGORITHM, amzDate, scope, createHash('sha256').update(canonicalRequest).digest('hex')].join('\n');
-    const signingKey = [amzDate.slice(0, 8), this.region, 's3', 'aws4_request'].reduce<Buffer | string>((k, part) => hmac(k, part), `AWS4${SINK_SECRET_ACCESS_KEY}`);
+    const signingKey = [amzDate.slice(0, 8), this.region, 's3', 'aws4_request'].reduce<Buffer | string>(
+      (k, part) => hmac(k, part),
+      `AWS4${SINK_SECRET_ACCESS_KEY}`,
+    );
     return `${this.origin}${path}?${query}&X-Amz-Signature=${hmac(signingKey, stringToSign).toString('hex')}`;
   }
 

@@ -33,14 +33,18 @@ function parseArgs(argv: string[]): SoakOptions {
 }
 
 const options = parseArgs(process.argv.slice(2));
-console.log(`soak: ${(options.seconds / 60).toFixed(1)} min, an incident every ${options.exportEveryMs / 1000} s, a fault burst every ${options.faultEveryMs / 1000} s, SIGKILL every 20–60 s, seed ${options.seed}`);
+console.log(
+  `soak: ${(options.seconds / 60).toFixed(1)} min, an incident every ${options.exportEveryMs / 1000} s, a fault burst every ${options.faultEveryMs / 1000} s, SIGKILL every 20–60 s, seed ${options.seed}`,
+);
 const r = await runSoak(options, (line) => console.log(`  ${line}`));
 const mb = (n: number): string => `${(n / 1e6).toFixed(0)} MB`;
 console.log('\nRSS and open descriptors of the daemon, per minute (max):');
 for (let minute = 0; minute * 60 < options.seconds; minute++) {
   const inMinute = r.samples.filter((s) => s.at >= minute * 60 && s.at < (minute + 1) * 60);
   if (inMinute.length === 0) continue;
-  console.log(`  min ${String(minute + 1).padStart(3)}: RSS ${mb(Math.max(...inMinute.map((s) => s.rssBytes))).padStart(7)}, fds ${Math.max(...inMinute.map((s) => s.fds))}`);
+  console.log(
+    `  min ${String(minute + 1).padStart(3)}: RSS ${mb(Math.max(...inMinute.map((s) => s.rssBytes))).padStart(7)}, fds ${Math.max(...inMinute.map((s) => s.fds))}`,
+  );
 }
 const rssOk = r.trend.rssLate <= r.trend.rssEarly * RSS_SLACK;
 const fdsOk = r.trend.fdsLate <= r.trend.fdsEarly + FD_SLACK;

@@ -99,7 +99,10 @@ async function status(args: Args): Promise<number> {
     }
     if (args.json) await statusJson(ledger, path, daemon);
     else if (args.all) await statusAll(ledger, daemon);
-    else await emit(`${formatSummary(ledger.status.summary(), daemon, { tty: process.stdout.isTTY === true, columns: process.stdout.columns })}\n`);
+    else
+      await emit(
+        `${formatSummary(ledger.status.summary(), daemon, { tty: process.stdout.isTTY === true, columns: process.stdout.columns })}\n`,
+      );
     return 0;
   } finally {
     ledger?.close();
@@ -143,7 +146,9 @@ function retry(args: Args): number {
       console.error(`nothing to retry for ${id}: no failed upload with that number and no incident with that id`);
       return 1;
     }
-    console.log(`requeued ${done.uploads} upload(s) and ${done.videos} video(s)${done.incident ? ` of incident ${done.incident}; its report is sent again` : ''}`);
+    console.log(
+      `requeued ${done.uploads} upload(s) and ${done.videos} video(s)${done.incident ? ` of incident ${done.incident}; its report is sent again` : ''}`,
+    );
     return 0;
   } finally {
     ledger.close();

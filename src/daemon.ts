@@ -68,7 +68,7 @@ export class Daemon {
   static open(config: Config, log: Logger, secrets: Secrets, options: DaemonOptions = {}): Daemon {
     const http = new HttpClient({ connectionsPerOrigin: config.upload.concurrency + 2 }, secrets);
     const targets = createTargets(config.targets, { http, secrets });
-    const reportingTargets = [...targets.values()].filter((t) => t.report).map((t) => t.name);
+    const reportingTargets = [...targets.values()].filter((t) => t.report !== undefined).map((t) => t.name);
     const ledger = Ledger.open(config.ledger.path, { reportingTargets, beforeWrite: options.beforeLedgerWrite });
     return new Daemon(config, log, secrets, http, ledger, targets);
   }
@@ -96,7 +96,15 @@ export class Daemon {
       observer: metrics,
     });
     const api = config.api?.listen
-      ? new LocalApi({ config: config.api, ledger, secrets: this.secrets, metrics, health: () => this.healthReport(metrics), onWork: () => engine.poke(), log })
+      ? new LocalApi({
+          config: config.api,
+          ledger,
+          secrets: this.secrets,
+          metrics,
+          health: () => this.healthReport(metrics),
+          onWork: () => engine.poke(),
+          log,
+        })
       : null;
     // First of what can fail at start-up (the port is taken): nothing is running yet to hold the process.
     await api?.listen();
@@ -133,7 +141,10 @@ export class Daemon {
       });
     let watcher = newWatcher();
     const after = new AfterUpload({ config, ledger: ledger.after, targets: [...targets.keys()], changes, log });
-    log.info({ event: 'daemon.started', root: config.watch.root, ledger: config.ledger.path, targets: [...targets.keys()] }, 'vms-uplink started');
+    log.info(
+      { event: 'daemon.started', root: config.watch.root, ledger: config.ledger.path, targets: [...targets.keys()] },
+      'vms-uplink started',
+    );
     this.openHealth();
     ledger.onFault = (fault) => this.ledgerFault(fault);
     await watcher.start();
@@ -185,7 +196,10 @@ export class Daemon {
       }
       await watcher.tick();
       await changes.tick();
-      spawn(planner.tick(signal).then((changed) => changed && engine.poke()), 'planning');
+      spawn(
+        planner.tick(signal).then((changed) => changed && engine.poke()),
+        'planning',
+      );
       engine.poke();
       spawn(reporter.tick(), 'reporting');
       spawn(after.tick(), 'after upload');
@@ -213,7 +227,10 @@ export class Daemon {
     try {
       this.health = new HealthFile(path);
     } catch (err) {
-      this.log.warn({ event: 'daemon.health.unavailable', path, err }, `cannot create ${path}: ${describeError(err)}; status will not show the daemon's state`);
+      this.log.warn(
+        { event: 'daemon.health.unavailable', path, err },
+        `cannot create ${path}: ${describeError(err)}; status will not show the daemon's state`,
+      );
     }
     this.writeHealth('running');
   }
@@ -245,7 +262,10 @@ export class Daemon {
         `only ${free} bytes free on the ledger's filesystem, below ledger.min_free (${floor}): no new exports or uploads are taken until space is freed`,
       );
     } else if (!low && this.lowDisk) {
-      this.log.info({ event: 'disk.ok', freeBytes: free, minFreeBytes: floor, lowMs: Date.now() - this.lowDisk.since }, 'free space is back above ledger.min_free: resuming');
+      this.log.info(
+        { event: 'disk.ok', freeBytes: free, minFreeBytes: floor, lowMs: Date.now() - this.lowDisk.since },
+        'free space is back above ledger.min_free: resuming',
+      );
     }
     const changed = low !== (this.lowDisk !== null);
     this.lowDisk = low ? { freeBytes: free, since: this.lowDisk?.since ?? Date.now() } : null;
@@ -259,7 +279,8 @@ export class Daemon {
    */
   private healthReport(metrics: UploadMetrics): Health {
     const warnings = [...this.ledger.figures.refusedReportsByTarget()].map(
-      ([target, r]) => `${target} refused the latest report of ${r.count} incident(s) (latest: ${r.lastError ?? 'no message'}); vms-uplink retry INCIDENT-ID sends one again`,
+      ([target, r]) =>
+        `${target} refused the latest report of ${r.count} incident(s) (latest: ${r.lastError ?? 'no message'}); vms-uplink retry INCIDENT-ID sends one again`,
     );
     return { problems: this.healthProblems(metrics), warnings };
   }
@@ -268,14 +289,20 @@ export class Daemon {
   private healthProblems(metrics: UploadMetrics): string[] {
     const problems: string[] = [];
     const fault = this.ledger.fault;
-    if (fault) problems.push(`the ledger ${this.config.ledger.path} cannot be written since ${new Date(fault.since).toISOString()}: ${fault.message}`);
+    if (fault)
+      problems.push(
+        `the ledger ${this.config.ledger.path} cannot be written since ${new Date(fault.since).toISOString()}: ${fault.message}`,
+      );
     if (this.rootProblem) problems.push(this.rootProblem);
     if (this.lowDisk) {
-      problems.push(`${this.lowDisk.freeBytes} bytes free on the ledger's filesystem, below ledger.min_free (${this.config.ledger.min_free}): no new work is taken`);
+      problems.push(
+        `${this.lowDisk.freeBytes} bytes free on the ledger's filesystem, below ledger.min_free (${this.config.ledger.min_free}): no new work is taken`,
+      );
     }
     const down = metrics.allTargetsFailingFor();
     const downLimit = this.config.api?.targets_down_after ?? Infinity;
-    if (down > downLimit) problems.push(`every target has been failing for ${Math.round(down)} s (api.targets_down_after is ${downLimit} s)`);
+    if (down > downLimit)
+      problems.push(`every target has been failing for ${Math.round(down)} s (api.targets_down_after is ${downLimit} s)`);
     const loopAge = Date.now() - this.lastLoopAt;
     if (loopAge > LOOP_STALL_MS && !fault) problems.push(`the main loop has not come round for ${Math.round(loopAge / 1000)} s`);
     return problems;
@@ -302,7 +329,10 @@ export class Daemon {
       const recovered = this.ledger.probe();
       this.writeHealth('running');
       if (recovered) {
-        this.log.info({ event: 'ledger.recovered', ledger: this.config.ledger.path, faultMs: Date.now() - since }, 'ledger writes commit again: resuming');
+        this.log.info(
+          { event: 'ledger.recovered', ledger: this.config.ledger.path, faultMs: Date.now() - since },
+          'ledger writes commit again: resuming',
+        );
         return true;
       }
     }

@@ -68,15 +68,15 @@ export class AfterUpload {
   /** Where the next page of uploaded videos starts (the step after a full page goes on from there). */
   private cursor: UploadedCursor | null = null;
 
-  constructor(private readonly o: AfterUploadOptions) {}
+  constructor(private readonly options: AfterUploadOptions) {}
 
   private get action(): Config['after_upload'] {
-    return this.o.config.after_upload;
+    return this.options.config.after_upload;
   }
 
   /** Schedules the retention sweep (when configured with keep) and runs it once now. */
   start(): void {
-    const retention = this.o.config.retention;
+    const retention = this.options.config.retention;
     if (!retention || this.action !== 'keep') return;
     const pattern = retentionCron(retention.delete_uploaded_after);
     this.task = cron.schedule(pattern, () => this.exclusive(() => this.sweep()), { name: 'retention', noOverlap: true });
@@ -105,7 +105,7 @@ export class AfterUpload {
       .catch((err) => {
         if (err instanceof LedgerFaultError) return; // made again once the ledger commits
         // The ids of the video or folder the step was at, so the error can be followed.
-        this.o.log.error({ event: 'after_upload.error', ...this.at, err }, `after upload: ${describeError(err)}`);
+        this.options.log.error({ event: 'after_upload.error', ...this.at, err }, `after upload: ${describeError(err)}`);
       })
       .finally(() => (this.busy = null));
     this.busy = run;
@@ -115,13 +115,13 @@ export class AfterUpload {
   private async handleUploaded(): Promise<void> {
     const action = this.action;
     if (action === 'keep') return;
-    const page = this.o.ledger.uploaded(this.o.targets, this.changeWindowStart(), this.cursor, PAGE);
+    const page = this.options.ledger.uploaded(this.options.targets, this.changeWindowStart(), this.cursor, PAGE);
     this.cursor = page.next;
     for (const video of page.videos) {
       if (this.stopped) return;
       await this.handleVideo(video, action);
     }
-    for (const folder of this.o.ledger.foldersToHandle(PAGE)) {
+    for (const folder of this.options.ledger.foldersToHandle(PAGE)) {
       if (this.stopped) return;
       await this.handleFolder(folder, action);
     }
@@ -129,50 +129,55 @@ export class AfterUpload {
 
   /** The retention sweep: deletes files confirmed uploaded longer ago than the age. */
   async sweep(): Promise<void> {
-    const retention = this.o.config.retention;
+    const retention = this.options.config.retention;
     if (!retention || this.action !== 'keep') return;
     const before = Date.now() - retention.delete_uploaded_after * 1000;
     let deleted = 0;
     let cursor: UploadedCursor | null = null;
     do {
-      const page = this.o.ledger.uploaded(this.o.targets, this.changeWindowStart(), cursor, PAGE);
+      const page = this.options.ledger.uploaded(this.options.targets, this.changeWindowStart(), cursor, PAGE);
       cursor = page.next;
       for (const video of page.videos) {
         if (this.stopped) return;
         if (video.confirmedAt <= before && (await this.handleVideo(video, 'retention'))) deleted++;
       }
     } while (cursor);
-    for (const folder of this.o.ledger.foldersToHandle(PAGE)) {
+    for (const folder of this.options.ledger.foldersToHandle(PAGE)) {
       if (this.stopped) return;
       // With keep, a folder goes only once retention took every video of it with a file.
       if (folder.handled.length === 0 || folder.handled.some((a) => a !== 'retention')) continue;
       await this.handleFolder(folder, 'retention');
     }
-    this.o.log.debug({ event: 'retention.swept', deleted }, `retention sweep: ${deleted} video(s) deleted`);
+    this.options.log.debug({ event: 'retention.swept', deleted }, `retention sweep: ${deleted} video(s) deleted`);
   }
 
   /** Files that settled after this may still be written by a stalled exporter (watch.missing_file_seconds). */
   private changeWindowStart(): number {
-    return Date.now() - this.o.config.watch.missing_file_seconds * 1000;
+    return Date.now() - this.options.config.watch.missing_file_seconds * 1000;
   }
 
   /** Deletes or moves the video's files; false (nothing done) when one changed since it was uploaded. */
   private async handleVideo(video: UploadedVideo, action: FilesAction): Promise<boolean> {
     const ids = { incidentId: video.incidentId, videoId: video.videoId };
     this.at = ids;
-    if (await this.o.changes.check(video.files)) return false;
+    if (await this.options.changes.check(video.files)) return false;
     for (const file of video.files) {
       if (action === 'move') {
         const dest = this.movedPath(file.path);
         const outcome = await moveFile(file.path, dest);
-        if (outcome === 'missing') this.o.log.warn({ event: 'after_upload.missing', ...ids, path: file.path }, `${file.path} is gone: nothing to move`);
+        if (outcome === 'missing')
+          this.options.log.warn({ event: 'after_upload.missing', ...ids, path: file.path }, `${file.path} is gone: nothing to move`);
       } else {
         await removeFile(file.path);
       }
     }
-    this.o.ledger.filesHandled(video.incidentId, video.videoId, action);
-    this.o.log.info(
-      { event: action === 'retention' ? 'retention.deleted' : `after_upload.${action === 'move' ? 'moved' : 'deleted'}`, ...ids, files: video.files.map((f) => f.path) },
+    this.options.ledger.filesHandled(video.incidentId, video.videoId, action);
+    this.options.log.info(
+      {
+        event: action === 'retention' ? 'retention.deleted' : `after_upload.${action === 'move' ? 'moved' : 'deleted'}`,
+        ...ids,
+        files: video.files.map((f) => f.path),
+      },
       `${action === 'move' ? 'moved' : 'deleted'} the uploaded files of video ${video.videoId}`,
     );
     return true;
@@ -193,19 +198,25 @@ export class AfterUpload {
       await removeFile(folder.manifestPath);
     }
     const left = await removeEmptyDirs(folder.folder);
-    this.o.ledger.folderHandled(folder.incidentId, action);
+    this.options.ledger.folderHandled(folder.incidentId, action);
     if (left > 0) {
-      this.o.log.warn({ event: 'after_upload.folder.kept', ...ids, left }, `${folder.folder} keeps ${left} file(s) no upload confirmed; left in place`);
+      this.options.log.warn(
+        { event: 'after_upload.folder.kept', ...ids, left },
+        `${folder.folder} keeps ${left} file(s) no upload confirmed; left in place`,
+      );
     } else {
-      this.o.log.info({ event: action === 'move' ? 'after_upload.folder.moved' : 'after_upload.folder.removed', ...ids }, `incident folder ${action === 'move' ? 'moved' : 'removed'}`);
+      this.options.log.info(
+        { event: action === 'move' ? 'after_upload.folder.moved' : 'after_upload.folder.removed', ...ids },
+        `incident folder ${action === 'move' ? 'moved' : 'removed'}`,
+      );
     }
   }
 
   /** Where `from` (below watch.root) goes under after_upload_dir. */
   private movedPath(from: string): string {
-    const dir = this.o.config.after_upload_dir;
+    const dir = this.options.config.after_upload_dir;
     if (dir === undefined) throw new Error('not moving');
-    const rel = path.relative(this.o.config.watch.root, from);
+    const rel = path.relative(this.options.config.watch.root, from);
     if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) throw new Error(`${from} is not below watch.root`);
     return path.join(dir, rel);
   }

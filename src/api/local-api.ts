@@ -68,17 +68,20 @@ export class LocalApi {
   private readonly routes: Route[];
   private readonly tokenDigest: Buffer;
 
-  constructor(private readonly o: LocalApiOptions) {
-    const token = (o.config.token ?? o.config.token_file)!.reveal();
+  constructor(private readonly options: LocalApiOptions) {
+    const token = (options.config.token ?? options.config.token_file)!.reveal();
     this.tokenDigest = sha256(token);
-    o.secrets.register(token);
+    options.secrets.register(token);
     this.routes = [
       { pattern: /^\/healthz$/, methods: { GET: () => this.health() }, open: true },
       { pattern: /^\/metrics$/, methods: { GET: () => this.metrics() } },
-      { pattern: /^\/cameras$/, methods: { GET: () => ok(o.ledger.cameras.cameras()) } },
+      { pattern: /^\/cameras$/, methods: { GET: () => ok(options.ledger.cameras.cameras()) } },
       { pattern: new RegExp(`^/cameras/${SEGMENT}$`), methods: { GET: ([id]) => ok(this.camera(id!)) } },
       { pattern: new RegExp(`^/cameras/${SEGMENT}/video-upload-metrics$`), methods: { GET: ([id]) => ok(this.uploadMetrics(id!)) } },
-      { pattern: new RegExp(`^/cameras/${SEGMENT}/state/${SEGMENT}$`), methods: { PUT: ([id, state]) => this.setCameraState(id!, state!) } },
+      {
+        pattern: new RegExp(`^/cameras/${SEGMENT}/state/${SEGMENT}$`),
+        methods: { PUT: ([id, state]) => this.setCameraState(id!, state!) },
+      },
       { pattern: /^\/incidents$/, methods: { GET: (_params, req) => ok(this.incidents(req)) } },
       { pattern: new RegExp(`^/incidents/${SEGMENT}$`), methods: { GET: ([id]) => ok(this.incident(id!)) } },
       { pattern: new RegExp(`^/uploads/${SEGMENT}/retry$`), methods: { POST: ([id]) => this.retry(id!) } },
@@ -90,17 +93,20 @@ export class LocalApi {
 
   /** Starts listening; resolves with the port (api.listen may ask for any free one). */
   async listen(): Promise<number> {
-    const { host, port } = listenAddress(this.o.config.listen);
+    const { host, port } = listenAddress(this.options.config.listen);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', (err) => reject(new Error(`api.listen ${host}:${port}: ${err.message}`)));
       this.server.listen(port, host, () => {
         this.server.removeAllListeners('error');
-        this.server.on('error', (err) => this.o.log.warn({ event: 'api.error', err }, `local API: ${describeError(err)}`));
+        this.server.on('error', (err) => this.options.log.warn({ event: 'api.error', err }, `local API: ${describeError(err)}`));
         resolve();
       });
     });
     const bound = (this.server.address() as AddressInfo).port;
-    this.o.log.info({ event: 'api.listening', host, port: bound }, `local API on http://${host.includes(':') ? `[${host}]` : host}:${bound}`);
+    this.options.log.info(
+      { event: 'api.listening', host, port: bound },
+      `local API on http://${host.includes(':') ? `[${host}]` : host}:${bound}`,
+    );
     return bound;
   }
 
@@ -122,7 +128,7 @@ export class LocalApi {
       } else if (err instanceof LedgerFaultError) {
         reply = { status: 503, body: { code: 503, message: `${err.message}: try again once the ledger can be written` } };
       } else {
-        this.o.log.error({ event: 'api.error', method: req.method, err }, `local API: ${describeError(err)}`);
+        this.options.log.error({ event: 'api.error', method: req.method, err }, `local API: ${describeError(err)}`);
         reply = { status: 500, body: { code: 500, message: 'Failed.' } };
       }
     }
@@ -154,61 +160,66 @@ export class LocalApi {
     const header = req.headers.authorization ?? '';
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (!match || !timingSafeEqual(sha256(match[1]!), this.tokenDigest)) {
-      throw new ApiError(401, match ? 'Authentication failed.' : 'Authentication failed: send Authorization: Bearer <api token>.', { 'www-authenticate': 'Bearer' });
+      throw new ApiError(401, match ? 'Authentication failed.' : 'Authentication failed: send Authorization: Bearer <api token>.', {
+        'www-authenticate': 'Bearer',
+      });
     }
   }
 
   private health(): Reply {
-    const { problems, warnings } = this.o.health();
+    const { problems, warnings } = this.options.health();
     if (problems.length > 0) return { status: 503, body: { status: 'unhealthy', reasons: problems } };
     return warnings.length > 0 ? ok({ status: 'degraded', reasons: warnings }) : ok({ status: 'ok' });
   }
 
   private async metrics(): Promise<Reply> {
-    const registry = this.o.metrics.registry;
+    const registry = this.options.metrics.registry;
     return { status: 200, body: await registry.metrics(), contentType: registry.contentType };
   }
 
   private camera(id: string): CameraView {
-    const camera = this.o.ledger.cameras.cameras(id)[0];
+    const camera = this.options.ledger.cameras.cameras(id)[0];
     if (!camera) throw new ApiError(404, `no camera ${id} in any manifest`);
     return camera;
   }
 
   private uploadMetrics(id: string): UploadMetricsView {
     this.camera(id);
-    return this.o.ledger.cameras.uploadMetrics(id);
+    return this.options.ledger.cameras.uploadMetrics(id);
   }
 
   /** Incidents, oldest first; `?after=ID&limit=N` pages through a large ledger (default 100, at most 1000). */
   private incidents(req: IncomingMessage): unknown {
     const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
     const limit = Math.min(1000, Math.max(1, Number(query.get('limit') ?? 100) || 100));
-    return this.o.ledger.status.incidentsAfter(query.get('after'), limit);
+    return this.options.ledger.status.incidentsAfter(query.get('after'), limit);
   }
 
   private setCameraState(id: string, state: string): Reply {
     if (state !== 'running' && state !== 'paused') throw new ApiError(422, `state must be running or paused, not ${state}`);
-    if (!this.o.ledger.operator.setCameraState(id, state)) throw new ApiError(404, `no camera ${id} in any manifest`);
-    this.o.log.info({ event: state === 'paused' ? 'camera.paused' : 'camera.resumed', cameraId: id }, `camera ${id} ${state === 'paused' ? 'paused' : 'running again'}`);
-    this.o.onWork();
+    if (!this.options.ledger.operator.setCameraState(id, state)) throw new ApiError(404, `no camera ${id} in any manifest`);
+    this.options.log.info(
+      { event: state === 'paused' ? 'camera.paused' : 'camera.resumed', cameraId: id },
+      `camera ${id} ${state === 'paused' ? 'paused' : 'running again'}`,
+    );
+    this.options.onWork();
     return { status: 201, body: { code: 0, message: `camera ${id} is ${state}` } };
   }
 
   private incident(id: string): unknown {
-    const incident = this.o.ledger.status.incident(id);
+    const incident = this.options.ledger.status.incident(id);
     if (!incident) throw new ApiError(404, `no incident ${id}`);
     return incident;
   }
 
   private retry(id: string): Reply {
     if (!/^\d{1,15}$/.test(id)) throw new ApiError(404, `no upload ${id}: upload ids are numbers`);
-    const state = this.o.ledger.operator.uploadState(Number(id));
+    const state = this.options.ledger.operator.uploadState(Number(id));
     if (!state) throw new ApiError(404, `no upload ${id}`);
-    const done = this.o.ledger.operator.retry(id);
+    const done = this.options.ledger.operator.retry(id);
     if (!done) throw new ApiError(409, `upload ${id} is ${state}, not failed: nothing to retry`);
-    this.o.log.info({ event: 'upload.requeued', uploadId: Number(id) }, `upload #${id} put back in the queue`);
-    this.o.onWork();
+    this.options.log.info({ event: 'upload.requeued', uploadId: Number(id) }, `upload #${id} put back in the queue`);
+    this.options.onWork();
     return ok({ code: 0, message: `upload ${id} requeued`, uploads: done.uploads });
   }
 }

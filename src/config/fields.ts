@@ -68,7 +68,7 @@ export function section<S extends z.ZodRawShape>(shape: S): z.ZodObject<S, z.cor
     }),
   );
   // Typed as a plain object: a valid value has no other keys (the catchall refuses them all).
-  return strict as unknown as z.ZodObject<S, z.core.$strip>;
+  return strict;
 }
 
 /**
@@ -185,7 +185,7 @@ export const targetNameList: Parser<string[]> = (v) => {
 
 export function oneOf<const T extends readonly string[]>(values: T): Parser<T[number]> {
   return (v) => {
-    if (typeof v === 'string' && (values as readonly string[]).includes(v)) return v as T[number];
+    if (typeof v === 'string' && (values as readonly string[]).includes(v)) return v;
     return fail(`must be one of ${values.join(', ')}`);
   };
 }
@@ -258,7 +258,9 @@ export function cronExpression(v: unknown): string {
   if (!validateCron(s)) {
     let detail = '';
     try {
-      detail = validateCronDetailed(s).errors.map((e) => e.message).join('; ');
+      detail = validateCronDetailed(s)
+        .errors.map((e) => e.message)
+        .join('; ');
     } catch {
       // only used to explain; validate() has the last word
     }

@@ -126,9 +126,7 @@ function resolve(raw: unknown, options: LoadOptions, source: string, doc: Docume
   const value = pre.walk(raw, []);
   const result = validateConfig(value, { baseDir });
   // A value already reported (unset variable, unreadable file) would only echo that problem.
-  const schemaProblems = result.success
-    ? []
-    : result.problems.filter((p) => !pre.problems.some((q) => isPrefix(q.path, p.path)));
+  const schemaProblems = result.success ? [] : result.problems.filter((p) => !pre.problems.some((q) => isPrefix(q.path, p.path)));
   const problems = [...pre.problems, ...schemaProblems];
   if (problems.length === 0 && result.success) return result.config;
   const ordered = doc ? sortByPosition(problems, doc) : problems;

@@ -166,7 +166,11 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
     if (names.length === 0) ctx.addIssue({ code: 'custom', message: 'at least one target is required' });
     for (const name of names) {
       if (!TARGET_NAME_RE.test(name)) {
-        ctx.addIssue({ code: 'custom', message: 'invalid target name: use letters, digits, _ and -, starting with a letter or digit', path: [name] });
+        ctx.addIssue({
+          code: 'custom',
+          message: 'invalid target name: use letters, digits, _ and -, starting with a letter or digit',
+          path: [name],
+        });
       }
     }
   }, ALWAYS);
@@ -220,7 +224,11 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
     (Array.isArray(v.routes) ? (v.routes as unknown[]) : []).forEach((r, i) =>
       (isPlainObject(r) && Array.isArray(r.targets) ? (r.targets as unknown[]) : []).forEach((name, j) => {
         if (typeof name === 'string' && configured.length && !configured.includes(name)) {
-          ctx.addIssue({ code: 'custom', message: `unknown target "${name}" (configured: ${configured.join(', ')})`, path: ['routes', i, 'targets', j] });
+          ctx.addIssue({
+            code: 'custom',
+            message: `unknown target "${name}" (configured: ${configured.join(', ')})`,
+            path: ['routes', i, 'targets', j],
+          });
         }
       }),
     );
@@ -235,7 +243,11 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
     if (typeof dir === 'string' && typeof root === 'string') {
       const rel = path.relative(root, dir);
       if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel))) {
-        ctx.addIssue({ code: 'custom', message: 'must be outside watch.root (moved incidents would be picked up again)', path: ['after_upload_dir'] });
+        ctx.addIssue({
+          code: 'custom',
+          message: 'must be outside watch.root (moved incidents would be picked up again)',
+          path: ['after_upload_dir'],
+        });
       }
     }
   }, ALWAYS);
@@ -271,7 +283,10 @@ export type ValidationResult = { success: true; config: Config } | { success: fa
 export function validateConfig(input: unknown, options: ConfigSchemaOptions = {}): ValidationResult {
   const schema = options.baseDir === undefined ? configSchema : createConfigSchema(options);
   if (!isPlainObject(input)) {
-    return { success: false, problems: [{ path: [], message: `the configuration must be a mapping of settings, got ${describeInput(input)}` }] };
+    return {
+      success: false,
+      problems: [{ path: [], message: `the configuration must be a mapping of settings, got ${describeInput(input)}` }],
+    };
   }
   const result = schema.safeParse(input, { error: configErrorMap });
   if (result.success) return { success: true, config: result.data };

@@ -50,7 +50,12 @@ export class AfterUploadLedger {
    * configured targets, for incidents that go to every target. `next` is where the following
    * page starts (null: this was the last).
    */
-  uploaded(allTargets: readonly string[], settledBefore: number, after: UploadedCursor | null, limit: number): { videos: UploadedVideo[]; next: UploadedCursor | null } {
+  uploaded(
+    allTargets: readonly string[],
+    settledBefore: number,
+    after: UploadedCursor | null,
+    limit: number,
+  ): { videos: UploadedVideo[]; next: UploadedCursor | null } {
     if (this.db.fault) return { videos: [], next: null };
     const from = after ?? { settledAt: -1, incidentId: '', position: -1 };
     const rows = this.db.all(
@@ -66,11 +71,18 @@ export class AfterUploadLedger {
         folder: str(r.folder),
         targets: r.targets === null ? allTargets : strings(r.targets),
       }),
-      settledBefore, from.settledAt, from.incidentId, from.position, limit,
+      settledBefore,
+      from.settledAt,
+      from.incidentId,
+      from.position,
+      limit,
     );
     const videos = rows.map((r) => this.ifEverywhere(r)).filter((v): v is UploadedVideo => v !== null);
     const last = rows.at(-1);
-    return { videos, next: rows.length < limit || !last ? null : { settledAt: last.settledAt, incidentId: last.incidentId, position: last.position } };
+    return {
+      videos,
+      next: rows.length < limit || !last ? null : { settledAt: last.settledAt, incidentId: last.incidentId, position: last.position },
+    };
   }
 
   private ifEverywhere(v: { incidentId: string; videoId: string; folder: string; targets: readonly string[] }): UploadedVideo | null {
@@ -97,7 +109,12 @@ export class AfterUploadLedger {
   /** Every reporting target of the incident acknowledged its latest state. */
   private reportsAcked(incidentId: string): boolean {
     return this.transitions.reportingTargetsOf(incidentId).every((target) => {
-      const r = this.db.get('SELECT wanted, acked FROM reports WHERE incident_id = ? AND target = ?', (row) => ({ wanted: num(row.wanted), acked: num(row.acked) }), incidentId, target);
+      const r = this.db.get(
+        'SELECT wanted, acked FROM reports WHERE incident_id = ? AND target = ?',
+        (row) => ({ wanted: num(row.wanted), acked: num(row.acked) }),
+        incidentId,
+        target,
+      );
       return r !== undefined && r.acked >= r.wanted && r.acked > 0;
     });
   }
@@ -109,7 +126,13 @@ export class AfterUploadLedger {
   /** The video's files were deleted or moved: never again (status shows it). */
   filesHandled(incidentId: string, videoId: string, action: FilesAction): void {
     this.db.write(() =>
-      this.db.run('UPDATE videos SET files_handled = ?, files_handled_at = ? WHERE incident_id = ? AND id = ? AND files_handled IS NULL', action, Date.now(), incidentId, videoId),
+      this.db.run(
+        'UPDATE videos SET files_handled = ?, files_handled_at = ? WHERE incident_id = ? AND id = ? AND files_handled IS NULL',
+        action,
+        Date.now(),
+        incidentId,
+        videoId,
+      ),
     );
   }
 
@@ -134,13 +157,22 @@ export class AfterUploadLedger {
       .filter((r) => this.reportsAcked(r.incidentId))
       .map((r) => ({
         ...r,
-        handled: this.db.all('SELECT DISTINCT files_handled AS a FROM videos WHERE incident_id = ? AND files_handled IS NOT NULL', (v) => str(v.a) as FilesAction, r.incidentId),
+        handled: this.db.all(
+          'SELECT DISTINCT files_handled AS a FROM videos WHERE incident_id = ? AND files_handled IS NOT NULL',
+          (v) => str(v.a) as FilesAction,
+          r.incidentId,
+        ),
       }));
   }
 
   folderHandled(incidentId: string, action: FilesAction): void {
     this.db.write(() =>
-      this.db.run('UPDATE incidents SET folder_handled = ?, folder_handled_at = ? WHERE id = ? AND folder_handled IS NULL', action, Date.now(), incidentId),
+      this.db.run(
+        'UPDATE incidents SET folder_handled = ?, folder_handled_at = ? WHERE id = ? AND folder_handled IS NULL',
+        action,
+        Date.now(),
+        incidentId,
+      ),
     );
   }
 }

@@ -132,7 +132,10 @@ export class LedgerDb {
     }
     try {
       this.beforeWrite();
-      this.run('INSERT INTO ledger_probe (id, probed_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at', Date.now());
+      this.run(
+        'INSERT INTO ledger_probe (id, probed_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at',
+        Date.now(),
+      );
     } catch (err) {
       if (!isStorageFault(err)) throw err;
       this.currentFault = { ...this.currentFault, code: err.code, message: `ledger write failed: ${err.message} (${err.code})` };

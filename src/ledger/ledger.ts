@@ -44,7 +44,10 @@ export class Ledger {
   readonly cameras: CameraViews;
   readonly figures: LedgerFigures;
 
-  private constructor(private readonly db: LedgerDb, reportingTargets: readonly string[]) {
+  private constructor(
+    private readonly db: LedgerDb,
+    reportingTargets: readonly string[],
+  ) {
     const transitions = new Transitions(db, reportingTargets);
     this.watch = new WatchLedger(db, transitions);
     this.plan = new PlanLedger(db, transitions);

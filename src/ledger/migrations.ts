@@ -12,7 +12,8 @@ export interface Migration {
 export const MIGRATIONS: readonly Migration[] = [
   // 1: incidents, their videos and files, one upload per (video file, target), its parts,
   //    incident reports, remote uploads still to abort, manifests that did not validate.
-  { sql: `
+  {
+    sql: `
   CREATE TABLE incidents (
     id TEXT PRIMARY KEY,
     folder TEXT NOT NULL,
@@ -115,7 +116,8 @@ export const MIGRATIONS: readonly Migration[] = [
     problems TEXT NOT NULL,
     seen_at INTEGER NOT NULL
   ) STRICT;
-  ` },
+  `,
+  },
   // 2: the targets `routes` chose for each incident (NULL: every target, as before routes).
   { sql: `ALTER TABLE incidents ADD COLUMN targets TEXT;` },
   // 3: one row the daemon rewrites to find out whether ledger writes commit again after a
@@ -123,16 +125,19 @@ export const MIGRATIONS: readonly Migration[] = [
   { sql: `CREATE TABLE ledger_probe (id INTEGER PRIMARY KEY CHECK (id = 1), probed_at INTEGER NOT NULL) STRICT;` },
   // 4: after-upload handling: what was done with a video's files once every target had it
   //    ('delete', 'move' or 'retention'), and with its incident's folder once every video was handled.
-  { sql: `
+  {
+    sql: `
   ALTER TABLE videos ADD COLUMN files_handled TEXT;
   ALTER TABLE videos ADD COLUMN files_handled_at INTEGER;
   ALTER TABLE incidents ADD COLUMN folder_handled TEXT;
   ALTER TABLE incidents ADD COLUMN folder_handled_at INTEGER;
-  ` },
+  `,
+  },
   // 5: cameras an operator paused or resumed through the local API (a camera without a row
   //    runs), when each upload's remote session was opened (for upload time), and a lookup of
   //    videos by the manifest's camera_id.
-  { sql: `
+  {
+    sql: `
   CREATE TABLE cameras (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL CHECK (state IN ('running', 'paused')),
@@ -140,7 +145,8 @@ export const MIGRATIONS: readonly Migration[] = [
   ) STRICT;
   ALTER TABLE uploads ADD COLUMN started_at INTEGER;
   CREATE INDEX videos_by_camera ON videos (json_extract(info, '$.camera_id'));
-  ` },
+  `,
+  },
   // 6: each incident is its own case on every platform (each incident is its own case on every platform): content is shared only
   //    within one incident. Uploads that were "done" by reusing another incident's upload named a
   //    key or media handed out for that other incident, so their videos are planned again (their
@@ -149,7 +155,8 @@ export const MIGRATIONS: readonly Migration[] = [
   //    incident changes, or on retry). A file that changed after its upload completed is uploaded
   //    again: the new upload keeps the result it replaces (`superseded`, for the log), the video
   //    counts such changes. Files are found by path when the watcher reports a change.
-  { sql: `
+  {
+    sql: `
   CREATE TEMP TABLE reused_elsewhere AS
     WITH RECURSIVE chain(id, origin) AS (
       SELECT id, reused_from FROM uploads WHERE reused_from IS NOT NULL
@@ -170,7 +177,8 @@ export const MIGRATIONS: readonly Migration[] = [
   ALTER TABLE videos ADD COLUMN changed_after_upload INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE videos ADD COLUMN change_note TEXT;
   CREATE INDEX video_files_by_path ON video_files (path);
-  ` },
+  `,
+  },
   // 7: one read of the bytes per target. A file's SHA-256 (its identity) may be computed while
   //    its parts are sent, so an upload's sha256 is unknown (NULL) until then, and each part's
   //    MD5 is the digest of what was sent, known once sent. A file's stamp (size, mtime and ctime

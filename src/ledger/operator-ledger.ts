@@ -46,14 +46,25 @@ export class OperatorLedger {
     return this.db.write(() => {
       const t = Date.now();
       if (/^\d+$/.test(id)) {
-        const r = this.db.run(`UPDATE uploads SET state = 'queued', last_error = NULL, updated_at = ? WHERE id = ? AND state = 'failed'`, t, Number(id));
+        const r = this.db.run(
+          `UPDATE uploads SET state = 'queued', last_error = NULL, updated_at = ? WHERE id = ? AND state = 'failed'`,
+          t,
+          Number(id),
+        );
         if (!r.changes) return null;
-        this.db.run('UPDATE reports SET wanted = wanted + 1 WHERE incident_id = (SELECT incident_id FROM uploads WHERE id = ?)', Number(id));
+        this.db.run(
+          'UPDATE reports SET wanted = wanted + 1 WHERE incident_id = (SELECT incident_id FROM uploads WHERE id = ?)',
+          Number(id),
+        );
         this.db.run('UPDATE incidents SET finished_at = NULL WHERE id = (SELECT incident_id FROM uploads WHERE id = ?)', Number(id));
         return { uploads: r.changes, videos: 0, incident: null };
       }
       if (!this.db.get('SELECT 1 FROM incidents WHERE id = ?', (r) => r, id)) return null;
-      const uploads = this.db.run(`UPDATE uploads SET state = 'queued', last_error = NULL, updated_at = ? WHERE incident_id = ? AND state = 'failed'`, t, id).changes;
+      const uploads = this.db.run(
+        `UPDATE uploads SET state = 'queued', last_error = NULL, updated_at = ? WHERE incident_id = ? AND state = 'failed'`,
+        t,
+        id,
+      ).changes;
       // Failed exports stay failed: only the VMS can fix those (by rewriting the manifest).
       const videos = this.db.run(
         `UPDATE videos SET state = 'waiting', errors = NULL, first_seen_at = ?, updated_at = ?

@@ -38,7 +38,8 @@ export interface SettledFile {
   contentType: string;
 }
 
-export type UploadPlan = { target: string; role: FileRole; parts: readonly PartSlice[] | null } | { target: string; role: FileRole; refused: string };
+export type UploadPlan =
+  { target: string; role: FileRole; parts: readonly PartSlice[] | null } | { target: string; role: FileRole; refused: string };
 
 export interface ReadyVideo {
   incidentId: string;
@@ -87,7 +88,12 @@ export class PlanLedger {
       limit,
     );
     for (const v of videos) {
-      v.files = this.db.all('SELECT role, rel_path FROM video_files WHERE incident_id = ? AND video_id = ?', (r) => ({ role: role(r.role), relPath: str(r.rel_path) }), v.incidentId, v.videoId);
+      v.files = this.db.all(
+        'SELECT role, rel_path FROM video_files WHERE incident_id = ? AND video_id = ?',
+        (r) => ({ role: role(r.role), relPath: str(r.rel_path) }),
+        v.incidentId,
+        v.videoId,
+      );
     }
     return videos;
   }
@@ -108,7 +114,13 @@ export class PlanLedger {
   failVideo(incidentId: string, videoId: string, errors: string[]): void {
     this.db.write(() => {
       this.transitions.discardUnfinishedUploads(incidentId, videoId);
-      this.db.run(`UPDATE videos SET state = 'failed', errors = ?, updated_at = ? WHERE incident_id = ? AND id = ?`, json(errors), Date.now(), incidentId, videoId);
+      this.db.run(
+        `UPDATE videos SET state = 'failed', errors = ?, updated_at = ? WHERE incident_id = ? AND id = ?`,
+        json(errors),
+        Date.now(),
+        incidentId,
+        videoId,
+      );
       this.transitions.bumpReports(incidentId);
     });
   }
@@ -119,7 +131,15 @@ export class PlanLedger {
    * uploads are planned, so that the same content is never sent twice within an incident.
    */
   mayShareContent(incidentId: string, fileRole: FileRole, size: number): boolean {
-    return this.db.get(`SELECT 1 FROM uploads WHERE incident_id = ? AND role = ? AND size = ? AND state != 'failed' LIMIT 1`, (r) => r, incidentId, fileRole, size) !== undefined;
+    return (
+      this.db.get(
+        `SELECT 1 FROM uploads WHERE incident_id = ? AND role = ? AND size = ? AND state != 'failed' LIMIT 1`,
+        (r) => r,
+        incidentId,
+        fileRole,
+        size,
+      ) !== undefined
+    );
   }
 
   /**
@@ -139,12 +159,24 @@ export class PlanLedger {
     for (const f of files) {
       this.db.run(
         `UPDATE video_files SET path = ?, size = ?, mtime_ms = ?, stamp = ?, sha256 = ?, content_type = ? WHERE incident_id = ? AND video_id = ? AND role = ?`,
-        f.path, f.size, f.mtimeMs, f.stamp, f.sha256, f.contentType, incidentId, videoId, f.role,
+        f.path,
+        f.size,
+        f.mtimeMs,
+        f.stamp,
+        f.sha256,
+        f.contentType,
+        incidentId,
+        videoId,
+        f.role,
       );
     }
     this.db.run(
       `UPDATE videos SET state = 'ready', errors = NULL, notes = ?, settled_at = ?, updated_at = ? WHERE incident_id = ? AND id = ?`,
-      notes.length ? json(notes) : null, t, t, incidentId, videoId,
+      notes.length ? json(notes) : null,
+      t,
+      t,
+      incidentId,
+      videoId,
     );
     for (const plan of plans) {
       const file = files.find((f) => f.role === plan.role);
@@ -152,7 +184,12 @@ export class PlanLedger {
     }
     // A thumbnail dropped this time (missing, not an image) has no upload.
     const roles = new Set(files.map((f) => f.role));
-    for (const u of this.db.all('SELECT id, role FROM uploads WHERE incident_id = ? AND video_id = ?', (r) => ({ id: num(r.id), role: str(r.role) }), incidentId, videoId)) {
+    for (const u of this.db.all(
+      'SELECT id, role FROM uploads WHERE incident_id = ? AND video_id = ?',
+      (r) => ({ id: num(r.id), role: str(r.role) }),
+      incidentId,
+      videoId,
+    )) {
       if (!roles.has(u.role as FileRole)) this.transitions.dropUpload(u.id);
     }
     this.transitions.bumpReportsIfFinal(incidentId, videoId);
@@ -162,7 +199,10 @@ export class PlanLedger {
     const old = this.db.get(
       'SELECT id, sha256, state, result FROM uploads WHERE incident_id = ? AND video_id = ? AND role = ? AND target = ?',
       (r) => r,
-      incidentId, videoId, plan.role, plan.target,
+      incidentId,
+      videoId,
+      plan.role,
+      plan.target,
     );
     // The same content as before (a rewritten manifest, a file touched): nothing to send.
     if (old && file.sha256 !== null && old.sha256 === file.sha256 && old.state !== 'failed') return;
@@ -172,26 +212,57 @@ export class PlanLedger {
     if ('refused' in plan) {
       this.db.run(
         `INSERT INTO uploads (incident_id, video_id, role, target, sha256, size, state, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?)`,
-        incidentId, videoId, plan.role, plan.target, file.sha256, file.size, plan.refused, t, t,
+        incidentId,
+        videoId,
+        plan.role,
+        plan.target,
+        file.sha256,
+        file.size,
+        plan.refused,
+        t,
+        t,
       );
       return;
     }
     // Content is shared within one incident only: another incident's key or media is not this one's.
-    const twin = file.sha256 === null ? undefined : this.db.get(
-      `SELECT id, result FROM uploads WHERE incident_id = ? AND target = ? AND role = ? AND sha256 = ? AND state = 'done' ORDER BY id LIMIT 1`,
-      (r) => ({ id: num(r.id), result: str(r.result) }),
-      incidentId, plan.target, plan.role, file.sha256,
-    );
+    const twin =
+      file.sha256 === null
+        ? undefined
+        : this.db.get(
+            `SELECT id, result FROM uploads WHERE incident_id = ? AND target = ? AND role = ? AND sha256 = ? AND state = 'done' ORDER BY id LIMIT 1`,
+            (r) => ({ id: num(r.id), result: str(r.result) }),
+            incidentId,
+            plan.target,
+            plan.role,
+            file.sha256,
+          );
     const inserted = this.db.run(
       `INSERT INTO uploads (incident_id, video_id, role, target, sha256, size, state, result, reused_from, superseded, created_at, updated_at, completed_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      incidentId, videoId, plan.role, plan.target, file.sha256, file.size,
-      twin ? 'done' : 'queued', twin?.result ?? null, twin?.id ?? null, superseded, t, t, twin ? t : null,
+      incidentId,
+      videoId,
+      plan.role,
+      plan.target,
+      file.sha256,
+      file.size,
+      twin ? 'done' : 'queued',
+      twin?.result ?? null,
+      twin?.id ?? null,
+      superseded,
+      t,
+      t,
+      twin ? t : null,
     );
     if (twin || !plan.parts) return;
     const uploadId = Number(inserted.lastInsertRowid);
     for (const p of plan.parts) {
-      this.db.run(`INSERT INTO parts (upload_id, number, offset, size, state) VALUES (?, ?, ?, ?, 'pending')`, uploadId, p.number, p.offset, p.size);
+      this.db.run(
+        `INSERT INTO parts (upload_id, number, offset, size, state) VALUES (?, ?, ?, ?, 'pending')`,
+        uploadId,
+        p.number,
+        p.offset,
+        p.size,
+      );
     }
   }
 
@@ -201,7 +272,10 @@ export class PlanLedger {
       this.db.get(
         'SELECT sha256 FROM video_files WHERE incident_id = ? AND video_id = ? AND role = ? AND stamp = ?',
         (r) => strOrNull(r.sha256),
-        file.incidentId, file.videoId, file.role, file.stamp,
+        file.incidentId,
+        file.videoId,
+        file.role,
+        file.stamp,
       ) ?? null
     );
   }
@@ -211,10 +285,20 @@ export class PlanLedger {
     this.db.write(() => {
       const updated = this.db.run(
         'UPDATE video_files SET sha256 = ? WHERE incident_id = ? AND video_id = ? AND role = ? AND stamp = ?',
-        sha256, file.incidentId, file.videoId, file.role, file.stamp,
+        sha256,
+        file.incidentId,
+        file.videoId,
+        file.role,
+        file.stamp,
       );
       if (updated.changes === 0) return; // planned again meanwhile: this identity is of a version gone
-      this.db.run('UPDATE uploads SET sha256 = ? WHERE incident_id = ? AND video_id = ? AND role = ? AND sha256 IS NULL', sha256, file.incidentId, file.videoId, file.role);
+      this.db.run(
+        'UPDATE uploads SET sha256 = ? WHERE incident_id = ? AND video_id = ? AND role = ? AND sha256 IS NULL',
+        sha256,
+        file.incidentId,
+        file.videoId,
+        file.role,
+      );
     });
   }
 
@@ -222,7 +306,10 @@ export class PlanLedger {
    * Files of hashed videos that settled after `settledAfter` (the window in which an exporter may
    * still change them): `paths` only, or a page of all of them after `afterRow`.
    */
-  watchedFiles(settledAfter: number, select: { paths: readonly string[] } | { afterRow: number; limit: number }): Array<WatchedFile & { row: number }> {
+  watchedFiles(
+    settledAfter: number,
+    select: { paths: readonly string[] } | { afterRow: number; limit: number },
+  ): Array<WatchedFile & { row: number }> {
     if (this.db.fault) return [];
     const byPath = 'paths' in select;
     return this.db.all(
@@ -243,5 +330,12 @@ export class PlanLedger {
 }
 
 export function watchedFile(r: Row): WatchedFile {
-  return { incidentId: str(r.incident_id), videoId: str(r.video_id), role: role(r.role), path: str(r.path), size: num(r.size), stamp: String(r.stamp ?? '') };
+  return {
+    incidentId: str(r.incident_id),
+    videoId: str(r.video_id),
+    role: role(r.role),
+    path: str(r.path),
+    size: num(r.size),
+    stamp: strOrNull(r.stamp) ?? '',
+  };
 }

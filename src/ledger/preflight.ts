@@ -77,12 +77,15 @@ export function checkWalFile(walPath: string): string | null {
     const header = readAt(fd, WAL_HEADER, 0);
     if (header.length < WAL_HEADER) return null; // a log whose header never got written holds nothing
     const magic = header.readUInt32BE(0);
-    if (magic !== 0x377f0682 && magic !== 0x377f0683) return `the write-ahead log ${walPath} has no valid header (first bytes ${header.subarray(0, 8).toString('hex')})`;
+    if (magic !== 0x377f0682 && magic !== 0x377f0683)
+      return `the write-ahead log ${walPath} has no valid header (first bytes ${header.subarray(0, 8).toString('hex')})`;
     const bigEndian = magic === 0x377f0683;
     let [s0, s1] = walChecksum(header.subarray(0, 24), bigEndian, 0, 0);
-    if (s0 !== header.readUInt32BE(24) || s1 !== header.readUInt32BE(28)) return `the write-ahead log ${walPath} has a damaged header (checksum mismatch)`;
+    if (s0 !== header.readUInt32BE(24) || s1 !== header.readUInt32BE(28))
+      return `the write-ahead log ${walPath} has a damaged header (checksum mismatch)`;
     const pageSize = header.readUInt32BE(8);
-    if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) return `the write-ahead log ${walPath} gives an impossible page size (${pageSize})`;
+    if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0)
+      return `the write-ahead log ${walPath} gives an impossible page size (${pageSize})`;
     const salt1 = header.readUInt32BE(16);
     const salt2 = header.readUInt32BE(20);
     const frameSize = FRAME_HEADER + pageSize;

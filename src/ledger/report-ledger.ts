@@ -52,13 +52,26 @@ export class ReportLedger {
 
   acked(incidentId: string, target: string, version: number): void {
     this.db.write(() =>
-      this.db.run('UPDATE reports SET acked = MAX(acked, ?), attempts = 0, last_error = NULL, acked_at = ? WHERE incident_id = ? AND target = ?', version, Date.now(), incidentId, target),
+      this.db.run(
+        'UPDATE reports SET acked = MAX(acked, ?), attempts = 0, last_error = NULL, acked_at = ? WHERE incident_id = ? AND target = ?',
+        version,
+        Date.now(),
+        incidentId,
+        target,
+      ),
     );
   }
 
   /** A temporary failure: the report is sent again after a backoff. */
   failed(incidentId: string, target: string, error: string): void {
-    this.db.note(() => this.db.run('UPDATE reports SET attempts = attempts + 1, last_error = ? WHERE incident_id = ? AND target = ?', error, incidentId, target));
+    this.db.note(() =>
+      this.db.run(
+        'UPDATE reports SET attempts = attempts + 1, last_error = ? WHERE incident_id = ? AND target = ?',
+        error,
+        incidentId,
+        target,
+      ),
+    );
   }
 
   /**
@@ -67,7 +80,14 @@ export class ReportLedger {
    */
   refused(incidentId: string, target: string, version: number, error: string): void {
     this.db.note(() =>
-      this.db.run('UPDATE reports SET refused = MAX(refused, ?), attempts = attempts + 1, last_error = ?, refused_at = ? WHERE incident_id = ? AND target = ?', version, error, Date.now(), incidentId, target),
+      this.db.run(
+        'UPDATE reports SET refused = MAX(refused, ?), attempts = attempts + 1, last_error = ?, refused_at = ? WHERE incident_id = ? AND target = ?',
+        version,
+        error,
+        Date.now(),
+        incidentId,
+        target,
+      ),
     );
   }
 }

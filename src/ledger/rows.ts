@@ -3,7 +3,8 @@
  * is not what the code expects fails loudly at the read, not somewhere downstream.
  */
 import { z } from 'zod';
-import type { FileRole, IncidentInfo, SessionState, UploadResult, VideoInfo } from '../targets/target.js';
+import { incidentSchema, videoInfoSchema } from '../watch/manifest.js';
+import type { FileRole } from '../targets/target.js';
 
 export type Row = Record<string, unknown>;
 
@@ -11,13 +12,11 @@ function jsonColumn<S extends z.ZodType>(schema: S) {
   return (text: unknown): z.output<S> => schema.parse(JSON.parse(String(text)));
 }
 
-/** The incident and video fields as the manifest gave them (validated when the manifest was read). */
-const manifestObject = z.looseObject({ id: z.string() });
-
-export const incidentInfo = jsonColumn(manifestObject) as (text: unknown) => IncidentInfo;
-export const videoInfo = jsonColumn(manifestObject) as (text: unknown) => VideoInfo;
-export const session = jsonColumn(z.record(z.string(), z.unknown())) as (text: unknown) => SessionState;
-export const result = jsonColumn(z.record(z.string(), z.string())) as (text: unknown) => UploadResult;
+// What the manifest gave, checked against the manifest's own schemas as it is read back.
+export const incidentInfo = jsonColumn(incidentSchema);
+export const videoInfo = jsonColumn(videoInfoSchema);
+export const session = jsonColumn(z.record(z.string(), z.unknown()));
+export const result = jsonColumn(z.record(z.string(), z.string()));
 export const strings = jsonColumn(z.array(z.string()));
 
 /** A nullable JSON column: null stays null. */
@@ -26,10 +25,10 @@ export function orNull<T>(decode: (text: unknown) => T): (text: unknown) => T | 
 }
 
 export const role = (v: unknown): FileRole => z.enum(['video', 'thumbnail']).parse(v);
-export const str = (v: unknown): string => String(v);
-export const num = (v: unknown): number => Number(v);
-export const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
-export const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+export const str = (v: unknown): string => z.string().parse(v);
+export const num = (v: unknown): number => z.number().parse(v);
+export const strOrNull = orNull(str);
+export const numOrNull = orNull(num);
 
 /** Rows whose columns are all plain values, read as they are. */
 export const plain = <T>(row: Row): T => row as T;

@@ -3,9 +3,9 @@
  * incident report, withdrawing a video's unfinished uploads, queueing the abort of a remote
  * upload. Each is called inside the caller's transaction, never on its own.
  */
-import type { FileRole, IncidentInfo, ReportedVideo, SourceFile, UploadResult, VideoInfo } from '../targets/target.js';
+import type { FileRole, ReportedVideo, SourceFile, UploadResult, VideoInfo } from '../targets/target.js';
 import type { LedgerDb } from './database.js';
-import { incidentInfo, json, result, str, strings, videoInfo, type Row } from './rows.js';
+import { incidentInfo, json, num, result, role, str, strOrNull, strings, videoInfo, type Row } from './rows.js';
 
 export class Transitions {
   constructor(
@@ -37,7 +37,11 @@ export class Transitions {
 
   /** The reporting targets this incident goes to (its route's, or all of them). */
   reportingTargetsOf(incidentId: string): readonly string[] {
-    const routed = this.db.get('SELECT targets FROM incidents WHERE id = ?', (r) => (r.targets === null ? null : strings(r.targets)), incidentId);
+    const routed = this.db.get(
+      'SELECT targets FROM incidents WHERE id = ?',
+      (r) => (r.targets === null ? null : strings(r.targets)),
+      incidentId,
+    );
     if (!routed) return this.reportingTargets;
     return this.reportingTargets.filter((t) => routed.includes(t));
   }
@@ -50,14 +54,24 @@ export class Transitions {
     const state = this.db.get('SELECT state FROM videos WHERE incident_id = ? AND id = ?', (r) => str(r.state), incidentId, videoId);
     if (!state || state === 'waiting') return 'pending';
     if (state === 'failed') return 'failed';
-    const uploads = this.db.all('SELECT role, state FROM uploads WHERE incident_id = ? AND video_id = ? AND target = ?', (r) => r as { role: string; state: string }, incidentId, videoId, target);
+    const uploads = this.db.all(
+      'SELECT role, state FROM uploads WHERE incident_id = ? AND video_id = ? AND target = ?',
+      (r) => r as { role: string; state: string },
+      incidentId,
+      videoId,
+      target,
+    );
     const video = uploads.find((u) => u.role === 'video');
     if (!video || uploads.some((u) => u.state === 'queued')) return 'pending';
     return video.state === 'done' ? 'uploaded' : 'failed';
   }
 
   /** The video as a report shows it to `target`; null while it is pending there. */
-  reportedVideo(incidentId: string, v: { id: string; info: VideoInfo; state: string; errors: string[] | null }, target: string): ReportedVideo | null {
+  reportedVideo(
+    incidentId: string,
+    v: { id: string; info: VideoInfo; state: string; errors: string[] | null },
+    target: string,
+  ): ReportedVideo | null {
     if (v.state === 'failed') return { video: v.info, outcome: 'failed', errors: v.errors ?? [] };
     const outcome = this.videoOutcome(incidentId, v.id, target);
     if (outcome === 'pending') return null;
@@ -92,19 +106,30 @@ export class Transitions {
       videoId,
     );
     this.discardUnfinishedUploads(incidentId, videoId);
-    const counted = done.length > 0 ? 'changed_after_upload = changed_after_upload + 1, change_note = @note' : 'restarts = restarts + 1, notes = json_array(@note)';
-    this.db.run(`UPDATE videos SET state = 'waiting', settled_at = NULL, ${counted}, updated_at = @t WHERE incident_id = @incidentId AND id = @videoId`, {
-      note,
-      t: Date.now(),
-      incidentId,
-      videoId,
-    });
+    const counted =
+      done.length > 0
+        ? 'changed_after_upload = changed_after_upload + 1, change_note = @note'
+        : 'restarts = restarts + 1, notes = json_array(@note)';
+    this.db.run(
+      `UPDATE videos SET state = 'waiting', settled_at = NULL, ${counted}, updated_at = @t WHERE incident_id = @incidentId AND id = @videoId`,
+      {
+        note,
+        t: Date.now(),
+        incidentId,
+        videoId,
+      },
+    );
     return done;
   }
 
   /** The unfinished uploads of a video are withdrawn; the remote sessions they opened are to be aborted. */
   discardUnfinishedUploads(incidentId: string, videoId: string): void {
-    const ids = this.db.all(`SELECT id FROM uploads WHERE incident_id = ? AND video_id = ? AND state != 'done'`, (r) => Number(r.id), incidentId, videoId);
+    const ids = this.db.all(
+      `SELECT id FROM uploads WHERE incident_id = ? AND video_id = ? AND state != 'done'`,
+      (r) => Number(r.id),
+      incidentId,
+      videoId,
+    );
     for (const id of ids) this.dropUpload(id);
   }
 
@@ -118,7 +143,13 @@ export class Transitions {
   queueAbortFor(uploadId: number): void {
     const row = this.db.get(`${SOURCE_FILE_SQL} WHERE u.id = ? AND u.session IS NOT NULL AND u.state = 'queued'`, (r) => r, uploadId);
     if (!row) return;
-    this.db.run('INSERT INTO pending_aborts (target, session, file, created_at) VALUES (?, ?, ?, ?)', row.target, row.session, json(sourceFile(row)), Date.now());
+    this.db.run(
+      'INSERT INTO pending_aborts (target, session, file, created_at) VALUES (?, ?, ?, ?)',
+      row.target,
+      row.session,
+      json(sourceFile(row)),
+      Date.now(),
+    );
   }
 }
 
@@ -131,16 +162,16 @@ export const SOURCE_FILE_SQL = `
   JOIN incidents i ON i.id = u.incident_id`;
 
 export function sourceFile(u: Row): SourceFile {
-  const relPath = String(u.rel_path);
+  const relPath = str(u.rel_path);
   return {
-    role: u.role as FileRole,
-    path: String(u.path),
+    role: role(u.role),
+    path: str(u.path),
     name: relPath.split(/[\\/]/).pop() ?? relPath,
-    size: Number(u.size),
-    sha256: u.sha256 === null ? null : String(u.sha256),
-    stamp: String(u.stamp ?? ''),
-    contentType: String(u.content_type),
-    incident: incidentInfo(u.incident_info) as IncidentInfo,
-    video: videoInfo(u.video_info) as VideoInfo,
+    size: num(u.size),
+    sha256: strOrNull(u.sha256),
+    stamp: strOrNull(u.stamp) ?? '',
+    contentType: str(u.content_type),
+    incident: incidentInfo(u.incident_info),
+    video: videoInfo(u.video_info),
   };
 }

@@ -61,7 +61,13 @@ export interface UploadOutcome {
 }
 
 /** The file of a pending abort, as recorded when it was queued. */
-const abortedFile = z.looseObject({ role: z.enum(['video', 'thumbnail']), path: z.string(), name: z.string(), incident: z.looseObject({ id: z.string() }), video: z.looseObject({ id: z.string() }) });
+const abortedFile = z.looseObject({
+  role: z.enum(['video', 'thumbnail']),
+  path: z.string(),
+  name: z.string(),
+  incident: z.looseObject({ id: z.string() }),
+  video: z.looseObject({ id: z.string() }),
+});
 
 export class UploadLedger {
   constructor(
@@ -94,7 +100,14 @@ export class UploadLedger {
     if (!u) return null;
     const parts = this.db.all(
       'SELECT number, offset, size, md5, state, etag FROM parts WHERE upload_id = ? ORDER BY number',
-      (r): QueuedPart => ({ number: num(r.number), offset: num(r.offset), size: num(r.size), md5: strOrNull(r.md5), state: r.state === 'done' ? 'done' : 'pending', etag: strOrNull(r.etag) }),
+      (r): QueuedPart => ({
+        number: num(r.number),
+        offset: num(r.offset),
+        size: num(r.size),
+        md5: strOrNull(r.md5),
+        state: r.state === 'done' ? 'done' : 'pending',
+        etag: strOrNull(r.etag),
+      }),
       id,
     );
     return {
@@ -115,11 +128,23 @@ export class UploadLedger {
     return this.db.write(() => {
       if (!this.isQueued(uploadId)) return false;
       const t = Date.now();
-      this.db.run('UPDATE uploads SET session = ?, started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ?', json(remoteSession), t, t, uploadId);
+      this.db.run(
+        'UPDATE uploads SET session = ?, started_at = COALESCE(started_at, ?), updated_at = ? WHERE id = ?',
+        json(remoteSession),
+        t,
+        t,
+        uploadId,
+      );
       if (serverParts) {
         this.db.run('DELETE FROM parts WHERE upload_id = ?', uploadId);
         for (const p of serverParts) {
-          this.db.run(`INSERT INTO parts (upload_id, number, offset, size, state) VALUES (?, ?, ?, ?, 'pending')`, uploadId, p.number, p.offset, p.size);
+          this.db.run(
+            `INSERT INTO parts (upload_id, number, offset, size, state) VALUES (?, ?, ?, ?, 'pending')`,
+            uploadId,
+            p.number,
+            p.offset,
+            p.size,
+          );
         }
       }
       return true;
@@ -166,14 +191,19 @@ export class UploadLedger {
     this.db.write(() => {
       if (!this.isQueued(uploadId)) return;
       this.recordPart(uploadId, part, Date.now());
-      if (remoteSession) this.db.run('UPDATE uploads SET session = ?, updated_at = ? WHERE id = ?', json(remoteSession), Date.now(), uploadId);
+      if (remoteSession)
+        this.db.run('UPDATE uploads SET session = ?, updated_at = ? WHERE id = ?', json(remoteSession), Date.now(), uploadId);
     });
   }
 
   private recordPart(uploadId: number, part: AcknowledgedPart, t: number): void {
     this.db.run(
       `UPDATE parts SET state = 'done', etag = ?, md5 = ?, done_at = ?, last_error = NULL WHERE upload_id = ? AND number = ?`,
-      part.etag, part.md5, t, uploadId, part.number,
+      part.etag,
+      part.md5,
+      t,
+      uploadId,
+      part.number,
     );
   }
 
@@ -198,19 +228,32 @@ export class UploadLedger {
       this.db.run(
         `UPDATE uploads SET state = 'done', sha256 = ?, session = ?, result = ?, last_error = NULL, started_at = COALESCE(started_at, ?),
            completed_at = ?, updated_at = ? WHERE id = ?`,
-        outcome.sha256, json(outcome.session), json(outcome.result), outcome.startedAt, t, t, uploadId,
+        outcome.sha256,
+        json(outcome.session),
+        json(outcome.result),
+        outcome.startedAt,
+        t,
+        t,
+        uploadId,
       );
       const u = this.db.get('SELECT incident_id, video_id, target, role FROM uploads WHERE id = ?', (r) => r, uploadId)!;
       const twins = this.db.all(
         `SELECT id, incident_id, video_id FROM uploads WHERE incident_id = ? AND target = ? AND role = ? AND sha256 = ? AND state = 'queued'`,
         (r) => r,
-        u.incident_id, u.target, u.role, outcome.sha256,
+        u.incident_id,
+        u.target,
+        u.role,
+        outcome.sha256,
       );
       for (const twin of twins) {
         this.db.run('DELETE FROM parts WHERE upload_id = ?', twin.id);
         this.db.run(
           `UPDATE uploads SET state = 'done', result = ?, reused_from = ?, session = NULL, completed_at = ?, updated_at = ? WHERE id = ?`,
-          json(outcome.result), uploadId, t, t, twin.id,
+          json(outcome.result),
+          uploadId,
+          t,
+          t,
+          twin.id,
         );
       }
       for (const row of [u, ...twins]) this.transitions.bumpReportsIfFinal(str(row.incident_id), str(row.video_id));
@@ -223,7 +266,12 @@ export class UploadLedger {
     this.db.note(() => {
       if (!this.isQueued(uploadId)) return;
       this.transitions.queueAbortFor(uploadId);
-      this.db.run(`UPDATE uploads SET state = 'failed', session = NULL, last_error = ?, updated_at = ? WHERE id = ?`, error, Date.now(), uploadId);
+      this.db.run(
+        `UPDATE uploads SET state = 'failed', session = NULL, last_error = ?, updated_at = ? WHERE id = ?`,
+        error,
+        Date.now(),
+        uploadId,
+      );
       this.db.run(`UPDATE parts SET state = 'pending', etag = NULL, md5 = NULL WHERE upload_id = ?`, uploadId);
       const owner = this.db.get('SELECT incident_id, video_id FROM uploads WHERE id = ?', (r) => r, uploadId)!;
       this.transitions.bumpReportsIfFinal(str(owner.incident_id), str(owner.video_id));
@@ -254,13 +302,17 @@ export class UploadLedger {
   /** Remote uploads given up and still to release, oldest first. */
   abortsDue(limit: number): PendingAbort[] {
     if (this.db.fault) return [];
-    return this.db.all('SELECT * FROM pending_aborts ORDER BY id LIMIT ?', (r: Row) => ({
-      id: num(r.id),
-      target: str(r.target),
-      session: session(r.session),
-      file: abortedFile.parse(JSON.parse(str(r.file))) as unknown as SourceFile,
-      attempts: num(r.attempts),
-    }), limit);
+    return this.db.all(
+      'SELECT * FROM pending_aborts ORDER BY id LIMIT ?',
+      (r: Row) => ({
+        id: num(r.id),
+        target: str(r.target),
+        session: session(r.session),
+        file: abortedFile.parse(JSON.parse(str(r.file))) as unknown as SourceFile,
+        attempts: num(r.attempts),
+      }),
+      limit,
+    );
   }
 
   /** Dropped under a storage fault: the abort is simply made again later (a repeat is harmless). */

@@ -20,7 +20,11 @@ export class WatchLedger {
    */
   manifestStamp(path: string): string | null {
     return (
-      this.db.get('SELECT manifest_stamp AS stamp FROM incidents WHERE manifest_path = ? ORDER BY updated_at DESC LIMIT 1', (r) => strOrNull(r.stamp), path) ??
+      this.db.get(
+        'SELECT manifest_stamp AS stamp FROM incidents WHERE manifest_path = ? ORDER BY updated_at DESC LIMIT 1',
+        (r) => strOrNull(r.stamp),
+        path,
+      ) ??
       this.db.get('SELECT stamp FROM manifest_errors WHERE path = ?', (r) => strOrNull(r.stamp), path) ??
       null
     );
@@ -31,7 +35,14 @@ export class WatchLedger {
    * its stamp, so it is not read again); a rewrite updates metadata, adds new videos, sends
    * changed files round again, and asks for the incident to be reported again.
    */
-  applyManifest(manifestPath: string, folder: string, manifestSha256: string, stamp: string, manifest: Manifest, targets: string[]): boolean {
+  applyManifest(
+    manifestPath: string,
+    folder: string,
+    manifestSha256: string,
+    stamp: string,
+    manifest: Manifest,
+    targets: string[],
+  ): boolean {
     return this.db.write(() => {
       const existing = this.db.get('SELECT manifest_sha256, folder, targets FROM incidents WHERE id = ?', (r) => r, manifest.incident.id);
       if (existing && existing.manifest_sha256 === manifestSha256 && existing.folder === folder && existing.targets === json(targets)) {
@@ -46,7 +57,15 @@ export class WatchLedger {
          ON CONFLICT (id) DO UPDATE SET folder = excluded.folder, manifest_path = excluded.manifest_path,
            manifest_sha256 = excluded.manifest_sha256, manifest_stamp = excluded.manifest_stamp, info = excluded.info,
            targets = excluded.targets, updated_at = excluded.updated_at, folder_handled = NULL, folder_handled_at = NULL, finished_at = NULL`,
-        info.id, folder, manifestPath, manifestSha256, stamp, json(info), json(targets), t, t,
+        info.id,
+        folder,
+        manifestPath,
+        manifestSha256,
+        stamp,
+        json(info),
+        json(targets),
+        t,
+        t,
       );
       manifest.videos.forEach((video, position) => this.applyManifestVideo(info.id, video, position, t));
       this.db.run('DELETE FROM manifest_errors WHERE path = ?', manifestPath);
@@ -60,7 +79,12 @@ export class WatchLedger {
     const info: VideoInfo = rest;
     const exportErrors = errors && errors.length > 0 ? errors : null;
     const old = this.db.get('SELECT state, errors FROM videos WHERE incident_id = ? AND id = ?', (r) => r, incidentId, video.id);
-    const files = this.db.all('SELECT role, rel_path FROM video_files WHERE incident_id = ? AND video_id = ?', (r) => r as { role: string; rel_path: string }, incidentId, video.id);
+    const files = this.db.all(
+      'SELECT role, rel_path FROM video_files WHERE incident_id = ? AND video_id = ?',
+      (r) => r as { role: string; rel_path: string },
+      incidentId,
+      video.id,
+    );
     const wanted = new Map<string, string>();
     if (!exportErrors && file) wanted.set('video', file);
     if (!exportErrors && file && thumbnail) wanted.set('thumbnail', thumbnail);
@@ -70,26 +94,55 @@ export class WatchLedger {
     if (!old) {
       this.db.run(
         `INSERT INTO videos (incident_id, id, info, position, state, errors, first_seen_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-        incidentId, video.id, json(info), position, exportErrors ? 'failed' : 'waiting', exportErrors ? json(exportErrors) : null, t, t,
+        incidentId,
+        video.id,
+        json(info),
+        position,
+        exportErrors ? 'failed' : 'waiting',
+        exportErrors ? json(exportErrors) : null,
+        t,
+        t,
       );
     } else {
-      this.db.run('UPDATE videos SET info = ?, position = ?, updated_at = ? WHERE incident_id = ? AND id = ?', json(info), position, t, incidentId, video.id);
+      this.db.run(
+        'UPDATE videos SET info = ?, position = ?, updated_at = ? WHERE incident_id = ? AND id = ?',
+        json(info),
+        position,
+        t,
+        incidentId,
+        video.id,
+      );
       if (exportErrors && !exportFailedBefore) {
         this.transitions.discardUnfinishedUploads(incidentId, video.id);
-        this.db.run(`UPDATE videos SET state = 'failed', errors = ?, updated_at = ? WHERE incident_id = ? AND id = ?`, json(exportErrors), t, incidentId, video.id);
+        this.db.run(
+          `UPDATE videos SET state = 'failed', errors = ?, updated_at = ? WHERE incident_id = ? AND id = ?`,
+          json(exportErrors),
+          t,
+          incidentId,
+          video.id,
+        );
       } else if (!exportErrors && (filesChanged || old.state === 'failed')) {
         this.transitions.discardUnfinishedUploads(incidentId, video.id);
         this.db.run(
           `UPDATE videos SET state = 'waiting', errors = NULL, notes = NULL, first_seen_at = ?, settled_at = NULL, files_handled = NULL,
              files_handled_at = NULL, updated_at = ? WHERE incident_id = ? AND id = ?`,
-          t, t, incidentId, video.id,
+          t,
+          t,
+          incidentId,
+          video.id,
         );
       }
     }
     if (filesChanged) {
       this.db.run('DELETE FROM video_files WHERE incident_id = ? AND video_id = ?', incidentId, video.id);
       for (const [role, relPath] of wanted) {
-        this.db.run('INSERT INTO video_files (incident_id, video_id, role, rel_path) VALUES (?, ?, ?, ?)', incidentId, video.id, role, relPath);
+        this.db.run(
+          'INSERT INTO video_files (incident_id, video_id, role, rel_path) VALUES (?, ?, ?, ?)',
+          incidentId,
+          video.id,
+          role,
+          relPath,
+        );
       }
     }
   }
@@ -102,7 +155,11 @@ export class WatchLedger {
         `INSERT INTO manifest_errors (path, fingerprint, stamp, problems, seen_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (path) DO UPDATE SET fingerprint = excluded.fingerprint, stamp = excluded.stamp, problems = excluded.problems,
            seen_at = CASE WHEN manifest_errors.fingerprint = excluded.fingerprint THEN manifest_errors.seen_at ELSE excluded.seen_at END`,
-        path, fingerprint, stamp, json(problems), Date.now(),
+        path,
+        fingerprint,
+        stamp,
+        json(problems),
+        Date.now(),
       );
       return old !== fingerprint;
     });

@@ -11,7 +11,11 @@ export type { Logger };
  * The daemon's logger. `secrets` holds the values it must never print (the daemon registers
  * every credential and issued token there); it masks every line as the last line of defence.
  */
-export function createLogger(level: LevelWithSilent = 'info', secrets: Secrets = new Secrets(), destination?: pino.DestinationStream): Logger {
+export function createLogger(
+  level: LevelWithSilent = 'info',
+  secrets: Secrets = new Secrets(),
+  destination?: pino.DestinationStream,
+): Logger {
   return pino(
     {
       level,

@@ -10,7 +10,8 @@
  */
 
 /** Query parameters that carry credentials (Valt's access_token, S3 signatures, API keys). */
-const SECRET_QUERY = /^(x-amz-signature|x-amz-credential|x-amz-security-token|access_token|refresh_token|id_token|token|api_key|apikey|key|signature|sig|password|secret|client_secret)$/i;
+const SECRET_QUERY =
+  /^(x-amz-signature|x-amz-credential|x-amz-security-token|access_token|refresh_token|id_token|token|api_key|apikey|key|signature|sig|password|secret|client_secret)$/i;
 
 /** The URL with its userinfo password and the values of secret query parameters replaced by `***`. */
 export function redactUrl(url: string): string {

@@ -36,15 +36,30 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
     this.parts = counter('vms_uplink_uploaded_parts_total', 'Parts the platform acknowledged.');
     this.completed = counter('vms_uplink_uploads_completed_total', 'Uploads the platform completed.');
     this.failed = counter('vms_uplink_uploads_failed_total', 'Uploads given up with a permanent error.');
-    this.retries = new Counter({ name: 'vms_uplink_retries_total', help: 'Calls retried, by reason (http_503, econnreset, stall, url_refused, token_expired, …).', labelNames: ['target', 'reason'], registers });
-    this.partSeconds = new Histogram({ name: 'vms_uplink_part_duration_seconds', help: 'Time from sending a part to its acknowledgement (bandwidth waits included).', labelNames: ['target'], buckets: PART_SECONDS_BUCKETS, registers });
-    this.reportsRefused = counter('vms_uplink_reports_refused_total', 'Incident reports the platform refused for good (4xx other than 401/408/429).');
+    this.retries = new Counter({
+      name: 'vms_uplink_retries_total',
+      help: 'Calls retried, by reason (http_503, econnreset, stall, url_refused, token_expired, …).',
+      labelNames: ['target', 'reason'],
+      registers,
+    });
+    this.partSeconds = new Histogram({
+      name: 'vms_uplink_part_duration_seconds',
+      help: 'Time from sending a part to its acknowledgement (bandwidth waits included).',
+      labelNames: ['target'],
+      buckets: PART_SECONDS_BUCKETS,
+      registers,
+    });
+    this.reportsRefused = counter(
+      'vms_uplink_reports_refused_total',
+      'Incident reports the platform refused for good (4xx other than 401/408/429).',
+    );
     this.changedAfterUpload = new Counter({
       name: 'vms_uplink_exports_changed_after_upload_total',
       help: 'Export files that changed after their upload completed (an exporter paused longer than settle_seconds) and were uploaded again.',
       registers,
     });
-    for (const target of targets) for (const c of [this.bytes, this.parts, this.completed, this.failed, this.reportsRefused]) c.inc({ target }, 0);
+    for (const target of targets)
+      for (const c of [this.bytes, this.parts, this.completed, this.failed, this.reportsRefused]) c.inc({ target }, 0);
     // Gauges read at scrape time: the ledger and the token bucket are the truth.
     new Gauge({
       name: 'vms_uplink_queue_depth',

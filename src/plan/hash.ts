@@ -30,7 +30,7 @@ export async function sha256Of(path: string, stamp: string, signal?: AbortSignal
   try {
     if (stampOf(await fh.stat({ bigint: true })) !== stamp) throw new FileChangedError('file changed since it settled');
     const buffer = Buffer.allocUnsafe(READ_BUFFER);
-    for (let at = 0; ; ) {
+    for (let at = 0; ;) {
       signal?.throwIfAborted();
       const { bytesRead } = await fh.read(buffer, 0, buffer.length, at);
       if (bytesRead === 0) break;

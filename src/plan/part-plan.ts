@@ -36,9 +36,7 @@ export function choosePartSize(fileSize: number, preferred: number, limits: Part
     partSize = Math.ceil(needed / MiB) * MiB;
   }
   if (partSize > limits.maxPartSize) {
-    throw new PlanError(
-      `file of ${fileSize} bytes needs more than ${limits.maxParts} parts of at most ${limits.maxPartSize} bytes`,
-    );
+    throw new PlanError(`file of ${fileSize} bytes needs more than ${limits.maxParts} parts of at most ${limits.maxPartSize} bytes`);
   }
   return partSize;
 }

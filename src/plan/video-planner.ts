@@ -59,8 +59,8 @@ export class VideoPlanner {
   private running: Promise<boolean> | null = null;
   private cursor: VideoCursor | null = null;
 
-  constructor(private readonly o: PlannerOptions) {
-    this.settle = new SettleTracker(o.settleMs, o.trustMtime);
+  constructor(private readonly options: PlannerOptions) {
+    this.settle = new SettleTracker(options.settleMs, options.trustMtime);
   }
 
   /** Checks a page of waiting videos; true when some video changed state. Never runs twice at once. */
@@ -70,9 +70,10 @@ export class VideoPlanner {
   }
 
   private async checkPage(signal: AbortSignal): Promise<boolean> {
-    const page = this.o.ledger.waiting(this.cursor, PAGE);
+    const page = this.options.ledger.waiting(this.cursor, PAGE);
     const last = page.at(-1);
-    this.cursor = page.length < PAGE || !last ? null : { firstSeenAt: last.firstSeenAt, incidentId: last.incidentId, position: last.position };
+    this.cursor =
+      page.length < PAGE || !last ? null : { firstSeenAt: last.firstSeenAt, incidentId: last.incidentId, position: last.position };
     const ready: ReadyVideo[] = [];
     let changed = false;
     for (const video of page) {
@@ -83,14 +84,17 @@ export class VideoPlanner {
         else if (outcome) ready.push(await this.withTwinIdentities(outcome, ready, signal));
       } catch (err) {
         if (err instanceof FileChangedError) continue; // it settles again first
-        this.o.log.error({ event: 'export.check.failed', incidentId: video.incidentId, videoId: video.videoId, err }, `checking export failed: ${describeError(err)}`);
+        this.options.log.error(
+          { event: 'export.check.failed', incidentId: video.incidentId, videoId: video.videoId, err },
+          `checking export failed: ${describeError(err)}`,
+        );
       }
     }
     // One transaction for the page: a backlog is planned at the speed of the disk, not of fsync.
-    this.o.ledger.videosReady(ready);
+    this.options.ledger.videosReady(ready);
     for (const v of ready) {
       const files = v.files.map((f) => ({ role: f.role, bytes: f.size }));
-      this.o.log.info({ event: 'export.settled', incidentId: v.incidentId, videoId: v.videoId, files }, 'export settled');
+      this.options.log.info({ event: 'export.settled', incidentId: v.incidentId, videoId: v.videoId, files }, 'export settled');
     }
     return changed || ready.length > 0;
   }
@@ -100,8 +104,11 @@ export class VideoPlanner {
     const verdict = video.targets?.length === 0 ? noRoute(video) : await this.inspect(video, Date.now());
     if (verdict.kind === 'wait') return null;
     if (verdict.kind === 'fail') {
-      this.o.ledger.failVideo(video.incidentId, video.videoId, [verdict.error]);
-      this.o.log.warn({ event: 'export.failed', incidentId: video.incidentId, videoId: video.videoId, reason: verdict.error }, `export refused: ${verdict.error}`);
+      this.options.ledger.failVideo(video.incidentId, video.videoId, [verdict.error]);
+      this.options.log.warn(
+        { event: 'export.failed', incidentId: video.incidentId, videoId: video.videoId, reason: verdict.error },
+        `export refused: ${verdict.error}`,
+      );
       return 'failed';
     }
     for (const f of verdict.files) this.settle.forget(f.path);
@@ -114,9 +121,15 @@ export class VideoPlanner {
    */
   private async withTwinIdentities(video: ReadyVideo, batch: readonly ReadyVideo[], signal: AbortSignal): Promise<ReadyVideo> {
     for (const file of video.files) {
-      const twins = batch.filter((v) => v.incidentId === video.incidentId).flatMap((v) => v.files.filter((f) => f.role === file.role && f.size === file.size).map((f) => ({ v, f })));
+      const twins = batch
+        .filter((v) => v.incidentId === video.incidentId)
+        .flatMap((v) => v.files.filter((f) => f.role === file.role && f.size === file.size).map((f) => ({ v, f })));
       if (twins.length === 0) continue;
-      for (const { v, f } of [...twins, { v: video, f: file }]) f.sha256 ??= await this.o.identities.of({ incidentId: v.incidentId, videoId: v.videoId, role: f.role, path: f.path, stamp: f.stamp }, signal);
+      for (const { v, f } of [...twins, { v: video, f: file }])
+        f.sha256 ??= await this.options.identities.of(
+          { incidentId: v.incidentId, videoId: v.videoId, role: f.role, path: f.path, stamp: f.stamp },
+          signal,
+        );
     }
     return video;
   }
@@ -125,12 +138,12 @@ export class VideoPlanner {
     const files: CheckedFile[] = [];
     const notes: string[] = [];
     let waiting = false;
-    const overdue = now - video.firstSeenAt > this.o.missingMs;
+    const overdue = now - video.firstSeenAt > this.options.missingMs;
     for (const { role, relPath } of video.files) {
       const where = await resolveExportPath(video.folder, relPath);
       if (where.kind === 'refused') return { kind: 'fail', error: where.reason };
       if (where.kind === 'missing') {
-        const seconds = Math.round(this.o.missingMs / 1000);
+        const seconds = Math.round(this.options.missingMs / 1000);
         if (!overdue) waiting = true;
         else if (role === 'video') return { kind: 'fail', error: `export file ${relPath} did not appear within ${seconds} s` };
         else notes.push(`thumbnail ${relPath} did not appear within ${seconds} s; uploaded without it`);
@@ -169,7 +182,12 @@ export class VideoPlanner {
     return waiting ? { kind: 'wait' } : { kind: 'ok', files, notes };
   }
 
-  private async contentType(role: FileRole, relPath: string, path: string, size: number): Promise<{ type: string; error?: undefined } | { type?: undefined; error: string }> {
+  private async contentType(
+    role: FileRole,
+    relPath: string,
+    path: string,
+    size: number,
+  ): Promise<{ type: string; error?: undefined } | { type?: undefined; error: string }> {
     const what = role === 'video' ? 'export file' : 'thumbnail';
     if (size === 0) return { error: `${what} ${relPath} is empty` };
     const head = await readHead(path);
@@ -185,17 +203,31 @@ export class VideoPlanner {
   private async plan(video: WaitingVideo, files: CheckedFile[], notes: string[], signal: AbortSignal): Promise<ReadyVideo> {
     const settled: SettledFile[] = [];
     const plans: UploadPlan[] = [];
-    const { incident, info } = this.o.ledger.videoContext(video.incidentId, video.videoId);
-    const incidentTargets = this.o.targets.filter((t) => !video.targets || video.targets.includes(t.name));
+    const { incident, info } = this.options.ledger.videoContext(video.incidentId, video.videoId);
+    const incidentTargets = this.options.targets.filter((t) => !video.targets || video.targets.includes(t.name));
     for (const f of files) {
       const identity = { incidentId: video.incidentId, videoId: video.videoId, role: f.role, path: f.path, stamp: f.stamp };
       // Equal content means equal size: only then is the identity needed before anything is sent.
-      const sha256 = this.o.ledger.mayShareContent(video.incidentId, f.role, f.size) ? await this.o.identities.of(identity, signal) : null;
+      const sha256 = this.options.ledger.mayShareContent(video.incidentId, f.role, f.size)
+        ? await this.options.identities.of(identity, signal)
+        : null;
       settled.push({ role: f.role, path: f.path, size: f.size, mtimeMs: f.mtimeMs, stamp: f.stamp, sha256, contentType: f.contentType });
-      const source: SourceFile = { role: f.role, path: f.path, name: baseName(f.relPath), size: f.size, sha256, stamp: f.stamp, contentType: f.contentType, incident, video: info };
+      const source: SourceFile = {
+        role: f.role,
+        path: f.path,
+        name: baseName(f.relPath),
+        size: f.size,
+        sha256,
+        stamp: f.stamp,
+        contentType: f.contentType,
+        incident,
+        video: info,
+      };
       for (const t of incidentTargets.filter((target) => target.roles.includes(f.role))) {
-        const layout = layoutOrRefusal(t, source, this.o.preferredPartSize);
-        plans.push(typeof layout === 'string' ? { target: t.name, role: f.role, refused: layout } : { target: t.name, role: f.role, parts: layout });
+        const layout = layoutOrRefusal(t, source, this.options.preferredPartSize);
+        plans.push(
+          typeof layout === 'string' ? { target: t.name, role: f.role, refused: layout } : { target: t.name, role: f.role, parts: layout },
+        );
       }
     }
     return { incidentId: video.incidentId, videoId: video.videoId, files: settled, plans, notes };

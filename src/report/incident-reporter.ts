@@ -67,7 +67,14 @@ export class IncidentReporter {
       const uploadedVideoIds = report.videos.filter((v) => v.outcome === 'uploaded').map((v) => v.video.id);
       const failedVideoIds = report.videos.filter((v) => v.outcome === 'failed').map((v) => v.video.id);
       this.log.info(
-        { event: 'incident.reported', ...ids, uploaded: uploadedVideoIds.length, failed: failedVideoIds.length, uploadedVideoIds, failedVideoIds },
+        {
+          event: 'incident.reported',
+          ...ids,
+          uploaded: uploadedVideoIds.length,
+          failed: failedVideoIds.length,
+          uploadedVideoIds,
+          failedVideoIds,
+        },
         'incident reported',
       );
     } catch (err) {

@@ -9,7 +9,15 @@
  * has to say beyond its rows (reports, export errors, notes, last errors). Scripts use
  * `status --json` instead.
  */
-import type { IncidentStatus, ReportStatus, StatusOverview, StatusSnapshot, StatusSummary, UploadStatus, VideoStatus } from '../ledger/views/status.js';
+import type {
+  IncidentStatus,
+  ReportStatus,
+  StatusOverview,
+  StatusSnapshot,
+  StatusSummary,
+  UploadStatus,
+  VideoStatus,
+} from '../ledger/views/status.js';
 import type { DaemonReport } from './daemon-status.js';
 import { progressLines } from './progress-bars.js';
 import { statusRows } from './status-rows.js';
@@ -27,14 +35,16 @@ export function overviewLines(s: StatusOverview, daemon: DaemonReport | undefine
   const t = s.totals;
   const lines: string[] = [];
   for (const p of daemon?.problems ?? []) lines.push(`PROBLEM (${p.kind}, since ${p.since}): ${p.message}`);
-  if (daemon?.daemon) lines.push(`daemon: ${daemon.daemon.running ? `running (pid ${daemon.daemon.pid}, since ${daemon.daemon.startedAt})` : 'not running'}`);
+  if (daemon?.daemon)
+    lines.push(`daemon: ${daemon.daemon.running ? `running (pid ${daemon.daemon.pid}, since ${daemon.daemon.startedAt})` : 'not running'}`);
   lines.push(
     `uploads: ${t.uploading} uploading, ${t.queued} queued, ${t.done} done, ${t.failed} failed; videos: ${t.waiting} waiting for files, ${t.failedVideos} failed` +
       (t.refusedReports > 0 ? `; reports: ${t.refusedReports} refused` : ''),
   );
   if (s.pausedCameras.length > 0) {
     lines.push('', 'paused cameras (their videos wait until the camera is resumed):');
-    for (const c of s.pausedCameras) lines.push(`  ${c.id}${c.name ? ` "${c.name}"` : ''} paused since ${c.since}: ${c.waiting} video(s) waiting`);
+    for (const c of s.pausedCameras)
+      lines.push(`  ${c.id}${c.name ? ` "${c.name}"` : ''} paused since ${c.since}: ${c.waiting} video(s) waiting`);
   }
   return lines;
 }
@@ -67,7 +77,8 @@ export function formatSummary(s: StatusSummary, daemon?: DaemonReport, options: 
   const lines = [...overviewLines(s, daemon)];
   if (s.byTarget.length > 1) {
     lines.push('', 'per target:');
-    for (const t of s.byTarget) lines.push(`  ${t.target}: ${t.uploading} uploading, ${t.queued} queued, ${t.done} done, ${t.failed} failed`);
+    for (const t of s.byTarget)
+      lines.push(`  ${t.target}: ${t.uploading} uploading, ${t.queued} queued, ${t.done} done, ${t.failed} failed`);
   }
   if (s.oldestWaiting) {
     const w = s.oldestWaiting;
@@ -75,13 +86,19 @@ export function formatSummary(s: StatusSummary, daemon?: DaemonReport, options: 
   }
   lines.push(...incidentLines(s.incidents, options), ...footerLines(s));
   if (s.incidentCount > s.incidents.length) {
-    lines.push('', `${s.incidents.length} of ${s.incidentCount} incidents shown (under way, latest failures, most recent); vms-uplink status --all lists every one`);
+    lines.push(
+      '',
+      `${s.incidents.length} of ${s.incidentCount} incidents shown (under way, latest failures, most recent); vms-uplink status --all lists every one`,
+    );
   }
   return lines.join('\n');
 }
 
 function uploadNote(u: UploadStatus): string | null {
-  const notes = [u.reusedFrom !== null ? `same content as upload #${u.reusedFrom}` : '', u.lastError ? `last error: ${u.lastError}` : ''].filter(Boolean);
+  const notes = [
+    u.reusedFrom !== null ? `same content as upload #${u.reusedFrom}` : '',
+    u.lastError ? `last error: ${u.lastError}` : '',
+  ].filter(Boolean);
   if (notes.length === 0) return null;
   return `      upload #${u.id} to ${u.target}${u.role === 'thumbnail' ? ' (thumbnail)' : ''}: ${notes.join('; ')}`;
 }
@@ -100,17 +117,22 @@ function videoNotes(v: VideoStatus): string[] {
     lines.push(`      files ${what} (${v.filesHandled.at})`);
   }
   if (v.restarts > 0) lines.push(`      restarted ${v.restarts} time(s): the file changed after it was hashed`);
-  if (v.changedAfterUpload > 0) lines.push(`      changed after upload ${v.changedAfterUpload} time(s); last: ${v.changeNote ?? '(no detail)'}`);
+  if (v.changedAfterUpload > 0)
+    lines.push(`      changed after upload ${v.changedAfterUpload} time(s); last: ${v.changeNote ?? '(no detail)'}`);
   for (const u of v.uploads) {
     const note = uploadNote(u);
     if (note) lines.push(note);
   }
   if (lines.length === 0) return [];
   const camera = v.cameraName ?? v.cameraId;
-  return [`  video ${v.id}${camera ? ` (${camera})` : ''}${v.file ? ` ${v.file}` : ''}: ${v.state}${waitsForCamera(v) ? ', its camera paused' : ''}`, ...lines];
+  return [
+    `  video ${v.id}${camera ? ` (${camera})` : ''}${v.file ? ` ${v.file}` : ''}: ${v.state}${waitsForCamera(v) ? ', its camera paused' : ''}`,
+    ...lines,
+  ];
 }
 
-const refusedLine = (error: string | null): string => `FAILED: refused by the platform: ${error ?? '(no message)'} (sent again when the incident changes, or with vms-uplink retry)`;
+const refusedLine = (error: string | null): string =>
+  `FAILED: refused by the platform: ${error ?? '(no message)'} (sent again when the incident changes, or with vms-uplink retry)`;
 
 function reportLine(r: ReportStatus): string {
   if (r.state === 'acknowledged') return `up to date (${r.ackedAt})`;
@@ -121,7 +143,8 @@ function reportLine(r: ReportStatus): string {
 /** What the rows cannot say: the folder, reports to the platforms, errors, notes, last errors. */
 function incidentDetails(i: IncidentStatus): string[] {
   const lines = ['', `incident ${i.id}${i.title ? ` "${i.title}"` : ''}  (${i.folder})`];
-  if (i.folderHandled) lines.push(`  folder ${i.folderHandled.action === 'move' ? 'moved' : 'removed'} after upload (${i.folderHandled.at})`);
+  if (i.folderHandled)
+    lines.push(`  folder ${i.folderHandled.action === 'move' ? 'moved' : 'removed'} after upload (${i.folderHandled.at})`);
   for (const r of i.reports) lines.push(`  report to ${r.target}: ${reportLine(r)}`);
   for (const v of i.videos) lines.push(...videoNotes(v));
   return lines;

@@ -44,7 +44,14 @@ function barFigures(row: StatusRow): string[] {
 function alignedFigures(rows: StatusRow[]): Map<StatusRow, string> {
   const figures = rows.map(barFigures);
   const widths = [0, 1, 2, 3].map((i) => Math.max(0, ...figures.map((f) => f[i]!.length)));
-  return new Map(rows.map((r, n) => [r, figures[n]!.map((f, i) => (i === 3 ? f.padEnd(widths[i]!) : f.padStart(widths[i]!))).join(GAP).trimEnd()]));
+  return new Map(
+    rows.map((r, n) => [
+      r,
+      figures[n]!.map((f, i) => (i === 3 ? f.padEnd(widths[i]!) : f.padStart(widths[i]!)))
+        .join(GAP)
+        .trimEnd(),
+    ]),
+  );
 }
 
 function barLine(label: string, row: StatusRow, figures: string, width: number): string {

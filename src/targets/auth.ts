@@ -74,7 +74,11 @@ export class Authenticator {
     });
     if (res.status < 200 || res.status >= 300) {
       const kind = statusKind(res.status) === 'retryable' ? 'retryable' : 'permanent';
-      throw new TargetError(kind, `login at ${this.secrets.url(url)} answered ${res.status}: ${this.secrets.text(res.text.slice(0, 300))}`, { status: res.status });
+      throw new TargetError(
+        kind,
+        `login at ${this.secrets.url(url)} answered ${res.status}: ${this.secrets.text(res.text.slice(0, 300))}`,
+        { status: res.status },
+      );
     }
     const token = fieldAt(res.text, tokenField);
     if (typeof token !== 'string' || token === '') {
@@ -89,7 +93,9 @@ export class Authenticator {
 /** The value at a dotted path of a JSON text (`data.access_token`), or undefined. */
 function fieldAt(text: string, dotted: string): unknown {
   try {
-    return dotted.split('.').reduce<unknown>((o, k) => (o && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined), JSON.parse(text));
+    return dotted
+      .split('.')
+      .reduce<unknown>((o, k) => (o && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined), JSON.parse(text));
   } catch {
     return undefined;
   }

@@ -55,12 +55,20 @@ export class JsonApi {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (call.json !== undefined) headers['content-type'] = 'application/json';
     const what = `${this.api.platform} ${call.method} ${call.path}`;
-    const res = await this.request(what, `${call.path}${qs}`, { method: call.method, headers, body: call.json === undefined ? null : JSON.stringify(call.json) }, call.signal);
+    const res = await this.request(
+      what,
+      `${call.path}${qs}`,
+      { method: call.method, headers, body: call.json === undefined ? null : JSON.stringify(call.json) },
+      call.signal,
+    );
     let body: unknown;
     try {
       body = res.text === '' ? {} : JSON.parse(res.text);
     } catch {
-      throw new TargetError('retryable', `${what} answered ${res.status} with a body that is not JSON: ${this.secrets.text(res.text.slice(0, 200))}`);
+      throw new TargetError(
+        'retryable',
+        `${what} answered ${res.status} with a body that is not JSON: ${this.secrets.text(res.text.slice(0, 200))}`,
+      );
     }
     const parsed = call.schema.safeParse(body);
     if (!parsed.success) {
@@ -73,19 +81,36 @@ export class JsonApi {
   /** Sends a raw body; resolves with the answer's text on a 2xx. */
   async send(call: RawCall): Promise<string> {
     const what = `${this.api.platform} ${call.method} ${call.path}${call.detail ? ` (${call.detail})` : ''}`;
-    const res = await this.request(what, call.path, { method: call.method, headers: { accept: 'application/json', ...call.headers }, body: call.body, timeoutMs: call.timeoutMs }, call.signal);
+    const res = await this.request(
+      what,
+      call.path,
+      { method: call.method, headers: { accept: 'application/json', ...call.headers }, body: call.body, timeoutMs: call.timeoutMs },
+      call.signal,
+    );
     return res.text;
   }
 
   private async request(
     what: string,
     pathAndQuery: string,
-    req: { method: ApiCall<z.ZodType>['method']; headers: Record<string, string>; body: Readable | string | null; timeoutMs?: number | null },
+    req: {
+      method: ApiCall<z.ZodType>['method'];
+      headers: Record<string, string>;
+      body: Readable | string | null;
+      timeoutMs?: number | null;
+    },
     signal: AbortSignal | undefined,
   ): Promise<HttpResponse> {
     const authorized = await this.auth.authorize(`${this.api.baseUrl}${pathAndQuery}`, req.headers, signal);
     const timeoutMs = req.timeoutMs === undefined ? this.api.requestTimeout * 1000 : req.timeoutMs;
-    const res = await this.http.request({ method: req.method, url: authorized.url, headers: authorized.headers, body: req.body, signal, timeoutMs });
+    const res = await this.http.request({
+      method: req.method,
+      url: authorized.url,
+      headers: authorized.headers,
+      body: req.body,
+      signal,
+      timeoutMs,
+    });
     if (res.status < 200 || res.status >= 300) throw this.refusal(res, what);
     return res;
   }

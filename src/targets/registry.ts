@@ -37,8 +37,8 @@ export const TARGET_TYPES = Object.keys(PLATFORMS) as TargetType[];
 export function createTargets(targets: Record<string, { type: string }>, deps: TargetDeps): Map<string, Target> {
   const made = new Map<string, Target>();
   for (const [name, config] of Object.entries(targets)) {
-    const { create } = PLATFORMS[config.type as TargetType] as Platform<z.ZodType>;
-    made.set(name, create(name, config, deps));
+    const platform = PLATFORMS[config.type as TargetType] as Platform<z.ZodType>;
+    made.set(name, platform.create(name, config, deps));
   }
   return made;
 }

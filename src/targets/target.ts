@@ -22,7 +22,7 @@ import type { Readable } from 'node:stream';
 import type { Secrets } from '../log/redact.js';
 import type { PartLayout } from '../plan/part-plan.js';
 import type { HttpClient } from '../upload/http.js';
-import type { ManifestIncident, ManifestVideo } from '../watch/manifest.js';
+import type { ManifestIncident, ManifestVideoInfo } from '../watch/manifest.js';
 
 /** How a failure must be handled. Decided once, where the response is read. */
 export type ErrorKind =
@@ -57,7 +57,7 @@ export type FileRole = 'video' | 'thumbnail';
 export type IncidentInfo = ManifestIncident;
 
 /** A video's fields as the manifest gave them, without its files and export errors. */
-export type VideoInfo = Omit<ManifestVideo, 'file' | 'thumbnail' | 'errors'>;
+export type VideoInfo = ManifestVideoInfo;
 
 /** One file to send, as the ledger knows it once it settled. */
 export interface SourceFile {

@@ -26,7 +26,7 @@ export class UrlCache {
    * others; a fetch already under way for the upload is awaited first, as it may bring this one.
    */
   async get(upload: string, part: number, fetch: () => Promise<FetchedUrl[]>): Promise<string> {
-    for (let fetched = false; ; ) {
+    for (let fetched = false; ;) {
       const fresh = this.fresh(upload, part);
       if (fresh) return fresh;
       const pending = this.fetching.get(upload);
@@ -49,7 +49,7 @@ export class UrlCache {
   put(upload: string, urls: readonly FetchedUrl[]): void {
     const now = Date.now();
     let parts = this.uploads.get(upload);
-    if (!parts) this.uploads.set(upload, (parts = new Map()));
+    if (!parts) this.uploads.set(upload, (parts = new Map<number, CachedUrl>()));
     for (const { part, url } of urls) parts.set(part, { url, renewAt: renewUrlsAt([url], now) });
   }
 

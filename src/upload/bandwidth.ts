@@ -75,7 +75,7 @@ export class TokenBucket {
    */
   take(n: number, opts: { signal?: AbortSignal; touch?: () => void } = {}): Promise<void> {
     const { signal, touch } = opts;
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal?.aborted) return Promise.reject(signal.reason as Error);
     if (this.bytesPerSecond === null && this.queue.length === 0) return Promise.resolve();
     this.refill();
     if (this.queue.length === 0 && this.tokens >= Math.min(n, this.burst)) {
@@ -88,7 +88,7 @@ export class TokenBucket {
         waiter.onAbort = () => {
           const i = this.queue.indexOf(waiter);
           if (i >= 0) this.queue.splice(i, 1);
-          reject(signal.reason);
+          reject(signal.reason as Error);
           this.pump();
         };
         signal.addEventListener('abort', waiter.onAbort, { once: true });
@@ -212,7 +212,11 @@ export interface LimitInForce {
  */
 export function limitInForce(config: BandwidthConfig, now: number = Date.now()): LimitInForce {
   if (!Array.isArray(config)) return { bytesPerSecond: config, entry: null, since: null };
-  return latestEntry(config, config.map((e) => new CronTimes(e.cron)), now);
+  return latestEntry(
+    config,
+    config.map((e) => new CronTimes(e.cron)),
+    now,
+  );
 }
 
 function latestEntry(entries: readonly BandwidthEntry[], times: CronTimes[], now: number): LimitInForce {
@@ -254,7 +258,12 @@ export class BandwidthSchedule {
     }
     const times = entries.map((e) => new CronTimes(e.cron));
     this.apply(latestEntry(entries, times, now), true);
-    const quiet = { info: () => undefined, debug: () => undefined, warn: (m: string) => this.log.debug({ event: 'bandwidth.cron' }, m), error: (m: string | Error) => this.log.warn({ event: 'bandwidth.cron', err: m }, String(m)) };
+    const quiet = {
+      info: () => undefined,
+      debug: () => undefined,
+      warn: (m: string) => this.log.debug({ event: 'bandwidth.cron' }, m),
+      error: (m: string | Error) => this.log.warn({ event: 'bandwidth.cron', err: m }, String(m)),
+    };
     entries.forEach((entry, i) => {
       const task = createTask(
         entry.cron,
@@ -280,7 +289,12 @@ export class BandwidthSchedule {
     this.bucket.setRate(limit.bytesPerSecond);
     if (changed || starting) {
       this.log.info(
-        { event: 'bandwidth.limit', bytesPerSecond: limit.bytesPerSecond, entry: limit.entry, since: limit.since && new Date(limit.since).toISOString() },
+        {
+          event: 'bandwidth.limit',
+          bytesPerSecond: limit.bytesPerSecond,
+          entry: limit.entry,
+          since: limit.since && new Date(limit.since).toISOString(),
+        },
         `bandwidth limit ${describeRate(limit.bytesPerSecond)}${limit.entry !== null ? ` (upload.bandwidth[${limit.entry}])` : ''}`,
       );
     }

@@ -82,8 +82,8 @@ export class UploadEngine {
   /** When each queued abort may be tried again (in memory: after a restart they are all due). */
   private readonly abortRetryAt = new Map<number, number>();
 
-  constructor(private readonly o: EngineOptions) {
-    this.parts = new Semaphore(o.concurrency);
+  constructor(private readonly options: EngineOptions) {
+    this.parts = new Semaphore(options.concurrency);
   }
 
   /** Looks for work in the ledger; call whenever it may have gained some. */
@@ -93,18 +93,18 @@ export class UploadEngine {
     if (this.holding) return;
     const perTarget = new Map<string, number>();
     for (const a of this.active.values()) perTarget.set(a.target, (perTarget.get(a.target) ?? 0) + 1);
-    const room = this.o.concurrency * this.o.targets.size - this.active.size;
+    const room = this.options.concurrency * this.options.targets.size - this.active.size;
     if (room > 0) {
-      for (const id of this.o.ledger.queued(room, new Set(this.active.keys()))) {
-        const upload = this.o.ledger.load(id);
-        const target = upload && this.o.targets.get(upload.target);
+      for (const id of this.options.ledger.queued(room, new Set(this.active.keys()))) {
+        const upload = this.options.ledger.load(id);
+        const target = upload && this.options.targets.get(upload.target);
         const running = upload ? (perTarget.get(upload.target) ?? 0) : 0;
-        if (!upload || !target || running >= this.o.concurrency) continue;
+        if (!upload || !target || running >= this.options.concurrency) continue;
         perTarget.set(upload.target, running + 1);
         this.begin(upload, target);
       }
     }
-    if (!this.aborting && this.o.ledger.abortsDue(1).length > 0) {
+    if (!this.aborting && this.options.ledger.abortsDue(1).length > 0) {
       this.aborting = this.drainAborts().finally(() => (this.aborting = null));
     }
   }
@@ -157,19 +157,32 @@ export class UploadEngine {
    */
   private interruptHalted(): void {
     if (this.active.size === 0) return;
-    for (const [id, why] of this.o.ledger.halted([...this.active.keys()])) {
+    for (const [id, why] of this.options.ledger.halted([...this.active.keys()])) {
       const a = this.active.get(id)!;
       if (a.ctl.signal.aborted) continue;
-      a.ctl.abort(why === 'paused' ? new CameraPausedError(`camera ${a.cameraId} paused`) : new UploadWithdrawnError('withdrawn: the file changed or the manifest replaced it'));
+      a.ctl.abort(
+        why === 'paused'
+          ? new CameraPausedError(`camera ${a.cameraId} paused`)
+          : new UploadWithdrawnError('withdrawn: the file changed or the manifest replaced it'),
+      );
     }
   }
 
   private async runUpload(upload: QueuedUpload, target: Target, signal: AbortSignal): Promise<void> {
     const { file } = upload;
-    const log = this.o.log.child({ uploadId: upload.id, incidentId: file.incident.id, videoId: file.video.id, target: target.name, role: file.role });
+    const log = this.options.log.child({
+      uploadId: upload.id,
+      incidentId: file.incident.id,
+      videoId: file.video.id,
+      target: target.name,
+      role: file.role,
+    });
     const startedAt = Date.now();
     // The identity pass runs beside the parts, shared by every target's upload of the file.
-    const identity = this.o.identities.of({ incidentId: file.incident.id, videoId: file.video.id, role: file.role, path: file.path, stamp: file.stamp }, this.root.signal);
+    const identity = this.options.identities.of(
+      { incidentId: file.incident.id, videoId: file.video.id, role: file.role, path: file.path, stamp: file.stamp },
+      this.root.signal,
+    );
     identity.catch(() => undefined);
     try {
       let session = upload.session;
@@ -188,15 +201,29 @@ export class UploadEngine {
       const sent = await this.sendParts(upload, target, session, parts, signal, log, recordEachPart);
       const sha256 = await until(identity, signal);
       await this.checkUnchanged(upload);
-      const completed = [...parts.filter((p) => p.state === 'done'), ...sent.acknowledged].map((p) => ({ number: p.number, size: partSize(parts, p.number), etag: p.etag }));
-      const result = await this.call(target, signal, log, 'complete', () => target.complete(sent.session, file, completed.sort((a, b) => a.number - b.number), signal));
+      const completed = [...parts.filter((p) => p.state === 'done'), ...sent.acknowledged].map((p) => ({
+        number: p.number,
+        size: partSize(parts, p.number),
+        etag: p.etag,
+      }));
+      const result = await this.call(target, signal, log, 'complete', () =>
+        target.complete(
+          sent.session,
+          file,
+          completed.sort((a, b) => a.number - b.number),
+          signal,
+        ),
+      );
       const unrecorded = recordEachPart ? [] : sent.acknowledged;
-      if (!this.o.ledger.done(upload.id, { result, sha256, session: sent.session, parts: unrecorded, startedAt })) {
+      if (!this.options.ledger.done(upload.id, { result, sha256, session: sent.session, parts: unrecorded, startedAt })) {
         throw new UploadWithdrawnError(`withdrawn while it completed (the platform has it as ${JSON.stringify(result)})`);
       }
-      this.o.observer?.uploadCompleted(target.name);
+      this.options.observer?.uploadCompleted(target.name);
       const superseded = upload.superseded ?? undefined;
-      log.info({ event: 'upload.completed', bytes: file.size, result, superseded }, superseded ? `upload completed, superseding ${JSON.stringify(superseded)}` : 'upload completed');
+      log.info(
+        { event: 'upload.completed', bytes: file.size, result, superseded },
+        superseded ? `upload completed, superseding ${JSON.stringify(superseded)}` : 'upload completed',
+      );
     } catch (err) {
       this.settleFailure(upload, err, log);
     }
@@ -206,37 +233,53 @@ export class UploadEngine {
     if (err instanceof LedgerFaultError) {
       log.warn({ event: 'upload.paused', reason: err.message }, 'the ledger cannot be written; the upload resumes when it can');
     } else if (err instanceof CameraPausedError) {
-      log.info({ event: 'upload.camera.paused', cameraId: upload.file.video.camera_id }, 'camera paused: the upload waits until it runs again');
+      log.info(
+        { event: 'upload.camera.paused', cameraId: upload.file.video.camera_id },
+        'camera paused: the upload waits until it runs again',
+      );
     } else if (err instanceof UploadWithdrawnError) {
       log.info({ event: 'upload.withdrawn', reason: err.message }, `upload stopped: ${err.message}`);
     } else if (this.root.signal.aborted || err instanceof ShutdownError) {
       log.info({ event: 'upload.interrupted' }, 'upload interrupted by shutdown; it resumes at the next start');
     } else if (err instanceof FileChangedError) {
-      this.o.ledger.fileChanged(upload.file.incident.id, upload.file.video.id, `restarted: ${err.message}`);
+      this.options.ledger.fileChanged(upload.file.incident.id, upload.file.video.id, `restarted: ${err.message}`);
       log.warn({ event: 'upload.restarted', reason: err.message }, 'file changed after it was hashed; upload restarts');
     } else {
       const message = describeError(err);
-      this.o.ledger.failed(upload.id, message);
-      this.o.observer?.uploadFailed(upload.target);
+      this.options.ledger.failed(upload.id, message);
+      this.options.observer?.uploadFailed(upload.target);
       log.error({ event: 'upload.failed', err }, `upload failed: ${message}`);
     }
   }
 
-  private async startUpload(upload: QueuedUpload, target: Target, signal: AbortSignal, log: Logger): Promise<{ session: SessionState; parts: QueuedPart[]; remote: boolean }> {
+  private async startUpload(
+    upload: QueuedUpload,
+    target: Target,
+    signal: AbortSignal,
+    log: Logger,
+  ): Promise<{ session: SessionState; parts: QueuedPart[]; remote: boolean }> {
     const planned = upload.parts.length > 0 ? upload.parts : null;
     const started = await this.call(target, signal, log, 'start', () => target.start(upload.file, planned, signal));
     const remote = started.remote !== false;
-    if (remote && !this.o.ledger.started(upload.id, started.session, started.layout)) {
+    if (remote && !this.options.ledger.started(upload.id, started.session, started.layout)) {
       // Not in the ledger, so nothing else would release it.
       await target.abort(started.session, upload.file, signal).catch(() => undefined);
       throw new UploadWithdrawnError('withdrawn before the platform opened it');
     }
-    const parts = started.layout ? started.layout.map((p): QueuedPart => ({ ...p, state: 'pending', etag: null, md5: null })) : upload.parts;
+    const parts = started.layout
+      ? started.layout.map((p): QueuedPart => ({ ...p, state: 'pending', etag: null, md5: null }))
+      : upload.parts;
     return { session: started.session, parts, remote };
   }
 
   /** Resuming: parts the platform acknowledged just before a crash are recorded, not sent again. */
-  private async recordConfirmedParts(upload: QueuedUpload, target: Target, session: SessionState, signal: AbortSignal, log: Logger): Promise<QueuedPart[]> {
+  private async recordConfirmedParts(
+    upload: QueuedUpload,
+    target: Target,
+    session: SessionState,
+    signal: AbortSignal,
+    log: Logger,
+  ): Promise<QueuedPart[]> {
     if (!target.confirmedParts) return upload.parts;
     const confirmed = await this.call(target, signal, log, 'resume', () => target.confirmedParts!(session, upload.file, signal));
     const byNumber = new Map(confirmed.map((c) => [c.number, c.etag]));
@@ -245,7 +288,7 @@ export class UploadEngine {
       const etag = byNumber.get(p.number) ?? null;
       // What the platform holds of a part it confirmed is what was sent: S3's ETag is its MD5.
       const md5 = etag && /^[0-9a-f]{32}$/i.test(etag) ? etag.toLowerCase() : '';
-      this.o.ledger.partDone(upload.id, { number: p.number, etag, md5 });
+      this.options.ledger.partDone(upload.id, { number: p.number, etag, md5 });
       log.info({ event: 'upload.part.confirmed', part: p.number }, 'part already held by the platform');
       return { ...p, state: 'done' as const, etag, md5 };
     });
@@ -268,7 +311,7 @@ export class UploadEngine {
     const acknowledged: AcknowledgedPart[] = [];
     const siblings = new AbortController();
     const partSignal = AbortSignal.any([signal, siblings.signal]);
-    let failure: unknown = null;
+    const failed: { first?: Error } = {};
     const sendOne = async (part: QueuedPart): Promise<void> => {
       const partLog = log.child({ part: part.number });
       const { receipt, md5 } = await this.call(
@@ -284,34 +327,40 @@ export class UploadEngine {
             this.parts.release();
           }
         },
-        (err) => this.o.ledger.partFailed(upload.id, part.number, describeError(err)),
+        (err) => this.options.ledger.partFailed(upload.id, part.number, describeError(err)),
       );
       if (receipt.session) session = receipt.session;
       const ack = { number: part.number, etag: receipt.etag, md5 };
-      if (recordEachPart) this.o.ledger.partDone(upload.id, ack, receipt.session);
+      if (recordEachPart) this.options.ledger.partDone(upload.id, ack, receipt.session);
       acknowledged.push(ack);
       partLog.debug({ event: 'upload.part.done', bytes: part.size }, 'part done');
     };
     // As many workers as parts may be in flight: each takes the next pending part in order.
     const queue = parts.filter((p) => p.state === 'pending');
     const worker = async (): Promise<void> => {
-      for (let part = queue.shift(); part && failure === null; part = queue.shift()) {
+      for (let part = queue.shift(); part && !failed.first; part = queue.shift()) {
         await sendOne(part).catch((err: unknown) => {
-          if (failure === null) failure = err;
+          failed.first ??= err as Error;
           siblings.abort(err);
         });
       }
     };
-    const workers = target.sequentialParts ? 1 : Math.min(this.o.concurrency, queue.length);
+    const workers = target.sequentialParts ? 1 : Math.min(this.options.concurrency, queue.length);
     await Promise.all(Array.from({ length: workers }, worker));
-    if (failure !== null) throw failure;
+    if (failed.first) throw failed.first;
     return { session, acknowledged };
   }
 
-  private async sendPartOnce(upload: QueuedUpload, target: Target, session: SessionState, part: PartSlice, signal: AbortSignal): Promise<{ receipt: PartReceipt; md5: string }> {
+  private async sendPartOnce(
+    upload: QueuedUpload,
+    target: Target,
+    session: SessionState,
+    part: PartSlice,
+    signal: AbortSignal,
+  ): Promise<{ receipt: PartReceipt; md5: string }> {
     const attempt = new AbortController();
     const attemptSignal = AbortSignal.any([signal, attempt.signal]);
-    const watchdog = new StallWatchdog(this.o.stallTimeoutMs, attempt);
+    const watchdog = new StallWatchdog(this.options.stallTimeoutMs, attempt);
     const startedAt = performance.now();
     let body: PartBody | null = null;
     try {
@@ -319,8 +368,8 @@ export class UploadEngine {
         session,
         file: upload.file,
         part: { number: part.number, offset: part.offset, size: part.size },
-        body: () => (body = openPart(upload.file, part, () => watchdog.touch(), this.o.bandwidth)),
-        sentMd5: () => (body as PartBody | null)?.digest() ?? '',
+        body: () => (body = openPart(upload.file, part, () => watchdog.touch(), this.options.bandwidth)),
+        sentMd5: () => body?.digest() ?? '',
         signal: attemptSignal,
       });
       const sent = body as PartBody | null;
@@ -330,7 +379,7 @@ export class UploadEngine {
       if (receipt.etag && /^[0-9a-f]{32}$/i.test(receipt.etag) && receipt.etag.toLowerCase() !== md5) {
         throw new TargetError('retryable', `part ${part.number}: ETag ${receipt.etag} is not the MD5 of the bytes sent (${md5})`);
       }
-      this.o.observer?.partSent(target.name, part.size, (performance.now() - startedAt) / 1000);
+      this.options.observer?.partSent(target.name, part.size, (performance.now() - startedAt) / 1000);
       return { receipt, md5 };
     } catch (err) {
       throw fileErrorOf(err);
@@ -342,16 +391,23 @@ export class UploadEngine {
   }
 
   /** A call to the platform through the pacer, with what it tells the observer and the log. */
-  private async call<T>(target: Target, signal: AbortSignal, log: Logger, what: string, op: () => Promise<T>, onError?: (err: unknown) => void): Promise<T> {
-    const result = await this.o.pacer.run(op, {
+  private async call<T>(
+    target: Target,
+    signal: AbortSignal,
+    log: Logger,
+    what: string,
+    op: () => Promise<T>,
+    onError?: (err: unknown) => void,
+  ): Promise<T> {
+    const result = await this.options.pacer.run(op, {
       signal,
-      onError: onError ?? ((err) => this.o.ledger.trouble(Number(log.bindings().uploadId), describeError(err))),
+      onError: onError ?? ((err) => this.options.ledger.trouble(Number(log.bindings().uploadId), describeError(err))),
       onRetry: (err, kind, delayMs) => {
-        this.o.observer?.retried(target.name, retryReason(err, kind));
+        this.options.observer?.retried(target.name, retryReason(err, kind));
         log.warn({ event: 'upload.retry', what, kind, delayMs, err }, `${what}: ${describeError(err)}; retrying in ${delayMs} ms`);
       },
     });
-    this.o.observer?.answered(target.name);
+    this.options.observer?.answered(target.name);
     return result;
   }
 
@@ -364,23 +420,26 @@ export class UploadEngine {
 
   /** Releases remote uploads that were given up (queued in the ledger, so a restart still does it). */
   private async drainAborts(): Promise<void> {
-    for (const pending of this.o.ledger.abortsDue(ABORTS_PAGE)) {
+    for (const pending of this.options.ledger.abortsDue(ABORTS_PAGE)) {
       if (this.stopping) return;
-      const target = this.o.targets.get(pending.target);
+      const target = this.options.targets.get(pending.target);
       if (!target || (this.abortRetryAt.get(pending.id) ?? 0) > Date.now()) continue;
       try {
         await target.abort(pending.session, pending.file, this.root.signal);
-        this.o.ledger.abortDone(pending.id);
+        this.options.ledger.abortDone(pending.id);
         this.abortRetryAt.delete(pending.id);
-        this.o.log.info({ event: 'upload.aborted', ...abortIds(pending) }, 'remote upload aborted');
+        this.options.log.info({ event: 'upload.aborted', ...abortIds(pending) }, 'remote upload aborted');
       } catch (err) {
-        const delay = kindOf(err) === null ? null : this.o.pacer.delayAfter(err, pending.attempts);
+        const delay = kindOf(err) === null ? null : this.options.pacer.delayAfter(err, pending.attempts);
         if (delay === null || pending.attempts + 1 >= ABORT_ATTEMPTS) {
-          this.o.ledger.abortDone(pending.id);
+          this.options.ledger.abortDone(pending.id);
           this.abortRetryAt.delete(pending.id);
-          this.o.log.warn({ event: 'upload.abort.failed', ...abortIds(pending), err }, `could not abort remote upload: ${describeError(err)}`);
+          this.options.log.warn(
+            { event: 'upload.abort.failed', ...abortIds(pending), err },
+            `could not abort remote upload: ${describeError(err)}`,
+          );
         } else {
-          this.o.ledger.abortFailed(pending.id, describeError(err));
+          this.options.ledger.abortFailed(pending.id, describeError(err));
           this.abortRetryAt.set(pending.id, Date.now() + delay);
         }
       }
@@ -430,5 +489,11 @@ function retryReason(err: unknown, kind: ErrorKind): string {
 
 /** The ids that follow a video through the log, for a remote upload being aborted. */
 function abortIds(pending: PendingAbort): Record<string, unknown> {
-  return { target: pending.target, abortId: pending.id, incidentId: pending.file.incident.id, videoId: pending.file.video.id, role: pending.file.role };
+  return {
+    target: pending.target,
+    abortId: pending.id,
+    incidentId: pending.file.incident.id,
+    videoId: pending.file.video.id,
+    role: pending.file.role,
+  };
 }

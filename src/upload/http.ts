@@ -9,7 +9,7 @@
  * none here, because their bodies are watched for stalls instead (upload.stall_timeout), and a
  * slow uplink may take minutes for one part while bytes keep moving.
  */
-import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
+import { Agent, errors as undiciErrors } from 'undici';
 import type { Readable } from 'node:stream';
 import type { Secrets } from '../log/redact.js';
 import { TargetError } from '../targets/target.js';
@@ -78,13 +78,24 @@ export class HttpClient {
     const timeout = req.timeoutMs === null ? null : AbortSignal.timeout(req.timeoutMs);
     const signal = timeout && req.signal ? AbortSignal.any([req.signal, timeout]) : (timeout ?? req.signal);
     try {
-      const res = await this.agent.request({ origin, path, method: req.method, headers: req.headers, body: req.body ?? null, signal } as Dispatcher.RequestOptions);
+      const res = await this.agent.request({
+        origin,
+        path,
+        method: req.method,
+        headers: req.headers,
+        body: req.body ?? null,
+        signal,
+      });
       const text = await res.body.text();
       return { status: res.statusCode, headers: res.headers, text };
     } catch (err) {
       if (bodyError) throw new BodyReadError(bodyError);
-      if (timeout?.aborted && !req.signal?.aborted) err = new RequestTimeoutError(`no complete answer within ${req.timeoutMs} ms`);
-      throw classifyNetworkError(err, req, this.secrets);
+      const timedOut = timeout?.aborted && !req.signal?.aborted;
+      throw classifyNetworkError(
+        timedOut ? new RequestTimeoutError(`no complete answer within ${req.timeoutMs} ms`) : err,
+        req,
+        this.secrets,
+      );
     }
   }
 
@@ -99,9 +110,13 @@ function classifyNetworkError(err: unknown, req: HttpRequest, secrets: Secrets):
   const e = err as Error & { code?: string };
   const isNetwork =
     e instanceof undiciErrors.UndiciError ||
-    ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNABORTED'].includes(e.code ?? '');
+    ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNABORTED'].includes(
+      e.code ?? '',
+    );
   const what = `${req.method} ${secrets.url(req.url)}`;
-  return new TargetError(isNetwork ? 'retryable' : 'permanent', `${what}: ${e.code ? `${e.code} ` : ''}${secrets.text(e.message)}`, { cause: err });
+  return new TargetError(isNetwork ? 'retryable' : 'permanent', `${what}: ${e.code ? `${e.code} ` : ''}${secrets.text(e.message)}`, {
+    cause: err,
+  });
 }
 
 /** The class of an HTTP status every platform shares; platform modules refine it where their API says more. */

@@ -85,7 +85,9 @@ export class Pacer {
         const renew = kind === 'new-url' || kind === 'reauth';
         renewals = renew ? renewals + 1 : 0;
         if (kind === 'new-url' && renewals > MAX_URL_RENEWALS) {
-          throw new TargetError('permanent', `${(err as Error).message} (still refused after ${MAX_URL_RENEWALS} fresh URLs)`, { cause: err });
+          throw new TargetError('permanent', `${(err as Error).message} (still refused after ${MAX_URL_RENEWALS} fresh URLs)`, {
+            cause: err,
+          });
         }
         const delay = renew && renewals <= IMMEDIATE_RENEWALS ? 0 : Math.max(hintOf(err) ?? 0, this.backoff(failures++));
         options.onRetry?.(err, kind, delay);

@@ -72,7 +72,8 @@ export class PartBody extends Transform {
 
   /** A file truncated or rewritten under the part is a changed file, not a network error to retry. */
   override _flush(done: TransformCallback): void {
-    if (this.bytes < this.part.size) done(new FileChangedError(`part ${this.part.number}: the file ended ${this.part.size - this.bytes} bytes early`));
+    if (this.bytes < this.part.size)
+      done(new FileChangedError(`part ${this.part.number}: the file ended ${this.part.size - this.bytes} bytes early`));
     else if (!this.unchanged()) done(new FileChangedError(`part ${this.part.number}: the file changed while the part was read`));
     else done();
   }

@@ -40,7 +40,7 @@ export class ExportChanges {
   private readonly touched = new Set<string>();
   private lastSweep = performance.now();
 
-  constructor(private readonly o: ExportChangeOptions) {}
+  constructor(private readonly options: ExportChangeOptions) {}
 
   /** The folder watcher saw this file added or changed. */
   fileEvent(path: string): void {
@@ -49,17 +49,17 @@ export class ExportChanges {
 
   /** Checks the files events named, and every watched file when a sweep is due; true when a video changed. */
   async tick(): Promise<boolean> {
-    const settledAfter = Date.now() - this.o.windowMs;
+    const settledAfter = Date.now() - this.options.windowMs;
     let changed = false;
     if (this.touched.size > 0) {
       const paths = [...this.touched];
       this.touched.clear();
-      changed = await this.check(this.o.ledger.watchedFiles(settledAfter, { paths }));
+      changed = await this.check(this.options.ledger.watchedFiles(settledAfter, { paths }));
     }
-    if (performance.now() - this.lastSweep < this.o.sweepMs) return changed;
+    if (performance.now() - this.lastSweep < this.options.sweepMs) return changed;
     this.lastSweep = performance.now();
-    for (let afterRow = 0; ; ) {
-      const page = this.o.ledger.watchedFiles(settledAfter, { afterRow, limit: SWEEP_PAGE });
+    for (let afterRow = 0; ;) {
+      const page = this.options.ledger.watchedFiles(settledAfter, { afterRow, limit: SWEEP_PAGE });
       changed = (await this.check(page)) || changed;
       if (page.length < SWEEP_PAGE) return changed;
       afterRow = page.at(-1)!.row;
@@ -86,15 +86,18 @@ export class ExportChanges {
   private changed(file: WatchedFile, nowBytes: number): void {
     const how = nowBytes > file.size ? 'grew' : nowBytes < file.size ? 'shrank' : 'was rewritten';
     const note = `${basename(file.path)} ${how} after it was uploaded (${file.size} → ${nowBytes} bytes): uploaded again`;
-    const superseded = this.o.ledger.fileChanged(file.incidentId, file.videoId, note);
+    const superseded = this.options.ledger.fileChanged(file.incidentId, file.videoId, note);
     const ids = { incidentId: file.incidentId, videoId: file.videoId, role: file.role, path: file.path, hashedBytes: file.size, nowBytes };
     if (superseded.length === 0) {
       // No upload of it had completed: its uploads simply start over with the final content.
-      this.o.log.warn({ event: 'upload.restarted', ...ids }, `${basename(file.path)} ${how} after it was hashed; its upload restarts`);
+      this.options.log.warn(
+        { event: 'upload.restarted', ...ids },
+        `${basename(file.path)} ${how} after it was hashed; its upload restarts`,
+      );
       return;
     }
-    this.o.observer?.exportChangedAfterUpload();
-    this.o.log.warn(
+    this.options.observer?.exportChangedAfterUpload();
+    this.options.log.warn(
       { event: 'export.changed_after_upload', ...ids, uploadedBytes: file.size, superseded },
       `${note}; the exporter paused for longer than watch.settle_seconds`,
     );

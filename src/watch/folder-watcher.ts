@@ -53,8 +53,8 @@ export class FolderWatcher {
   /** The walk of the root under way, if any. */
   private walk: AsyncGenerator<string> | null = null;
 
-  constructor(private readonly o: WatcherOptions) {
-    this.settle = new SettleTracker(o.settleMs, !o.poll);
+  constructor(private readonly options: WatcherOptions) {
+    this.settle = new SettleTracker(options.settleMs, !options.poll);
   }
 
   /**
@@ -62,26 +62,28 @@ export class FolderWatcher {
    * start-up is seen by one or the other. The walk at start-up also looks into finished folders.
    */
   async start(): Promise<void> {
-    this.watcher = chokidar.watch(this.o.root, {
+    this.watcher = chokidar.watch(this.options.root, {
       ignoreInitial: true,
       followSymlinks: false,
       depth: MAX_DEPTH,
-      usePolling: this.o.poll,
-      interval: this.o.pollIntervalMs,
-      binaryInterval: this.o.pollIntervalMs,
-      ignored: (path: string, stats) => path !== this.o.root && (isIgnoredName(basename(path)) || (stats?.isDirectory() === true && this.o.ledger.isFinishedFolder(path))),
+      usePolling: this.options.poll,
+      interval: this.options.pollIntervalMs,
+      binaryInterval: this.options.pollIntervalMs,
+      ignored: (path: string, stats) =>
+        path !== this.options.root &&
+        (isIgnoredName(basename(path)) || (stats?.isDirectory() === true && this.options.ledger.isFinishedFolder(path))),
     });
     // The planner stats the files it waits for on every tick; events on other files only tell
     // that an export may have gone on after its upload.
     const onFile = (path: string): void => {
       if (MANIFESTS.has(basename(path))) this.candidates.add(path);
-      else this.o.onFileEvent?.(path);
+      else this.options.onFileEvent?.(path);
     };
     this.watcher.on('add', onFile).on('change', onFile);
     // An exporter that creates a folder and renames a manifest into it at once can beat the
     // watch on the new folder: such folders are scanned on every tick for a while.
     this.watcher.on('addDir', (dir: string) => this.freshDirs.set(dir, performance.now() + FRESH_DIR_MS));
-    this.watcher.on('error', (err) => this.o.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`));
+    this.watcher.on('error', (err) => this.options.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`));
     await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
     this.rescan(true);
   }
@@ -96,7 +98,7 @@ export class FolderWatcher {
   /** Starts a walk of the whole tree (taken a page per tick); `finished` looks into finished folders too. */
   rescan(finished = false): void {
     if (this.walk) return;
-    this.walk = findManifests(this.o.root, 0, finished ? () => false : (dir) => this.o.ledger.isFinishedFolder(dir));
+    this.walk = findManifests(this.options.root, 0, finished ? () => false : (dir) => this.options.ledger.isFinishedFolder(dir));
   }
 
   /** Folders of incidents every target finished with are no longer watched. */
@@ -108,11 +110,11 @@ export class FolderWatcher {
   async checkRoot(): Promise<string | null> {
     let problem: string | null = null;
     try {
-      if (!(await stat(this.o.root)).isDirectory()) problem = `watch root ${this.o.root} is not a folder`;
+      if (!(await stat(this.options.root)).isDirectory()) problem = `watch root ${this.options.root} is not a folder`;
     } catch (err) {
-      problem = `watch root ${this.o.root} is not readable: ${describeError(err)}`;
+      problem = `watch root ${this.options.root} is not readable: ${describeError(err)}`;
     }
-    if (problem && !this.rootMissingLogged) this.o.log.error({ event: 'watch.root.missing', root: this.o.root }, problem);
+    if (problem && !this.rootMissingLogged) this.options.log.error({ event: 'watch.root.missing', root: this.options.root }, problem);
     this.rootMissingLogged = problem !== null;
     return problem;
   }
@@ -130,7 +132,7 @@ export class FolderWatcher {
         changed = (await this.checkManifest(path)) || changed;
       } catch (err) {
         this.candidates.delete(path);
-        this.o.log.warn({ event: 'manifest.unreadable', path, err }, `cannot read manifest ${path}: ${describeError(err)}`);
+        this.options.log.warn({ event: 'manifest.unreadable', path, err }, `cannot read manifest ${path}: ${describeError(err)}`);
       }
     }
     return changed;
@@ -152,7 +154,7 @@ export class FolderWatcher {
   private async checkManifest(path: string): Promise<boolean> {
     const st = await lstat(path);
     const stamp = `${st.size}:${st.mtimeMs}`;
-    if (this.o.ledger.manifestStamp(path) === stamp) {
+    if (this.options.ledger.manifestStamp(path) === stamp) {
       this.candidates.delete(path);
       return false;
     }
@@ -164,14 +166,17 @@ export class FolderWatcher {
     const folder = dirname(path);
     const parsed = parseManifest(text, basename(path));
     if (!parsed.ok) {
-      if (this.o.ledger.recordManifestError(path, sha, stamp, parsed.problems)) {
-        for (const problem of parsed.problems) this.o.log.error({ event: 'manifest.invalid', path, problem }, `${path}: ${problem}`);
+      if (this.options.ledger.recordManifestError(path, sha, stamp, parsed.problems)) {
+        for (const problem of parsed.problems) this.options.log.error({ event: 'manifest.invalid', path, problem }, `${path}: ${problem}`);
       }
       return false;
     }
-    const applied = this.o.ledger.applyManifest(path, folder, sha, stamp, parsed.manifest, this.o.route(folder));
+    const applied = this.options.ledger.applyManifest(path, folder, sha, stamp, parsed.manifest, this.options.route(folder));
     if (applied) {
-      this.o.log.info({ event: 'manifest.applied', path, incidentId: parsed.manifest.incident.id, videos: parsed.manifest.videos.length }, 'manifest read');
+      this.options.log.info(
+        { event: 'manifest.applied', path, incidentId: parsed.manifest.incident.id, videos: parsed.manifest.videos.length },
+        'manifest read',
+      );
     }
     return applied;
   }

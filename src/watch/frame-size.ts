@@ -32,7 +32,7 @@ export async function readFrameSize(path: string): Promise<FrameSize | null> {
 async function readTopLevelBox(handle: FileHandle, type: string): Promise<Buffer | null> {
   const { size: fileSize } = await handle.stat();
   const header = Buffer.alloc(16);
-  for (let at = 0; at + 8 <= fileSize; ) {
+  for (let at = 0; at + 8 <= fileSize;) {
     const { bytesRead } = await handle.read(header, 0, 16, at);
     if (bytesRead < 8) return null;
     let size = header.readUInt32BE(0);
@@ -68,7 +68,7 @@ function largestFrame(boxes: Buffer, depth: number): FrameSize | null {
 }
 
 function* children(boxes: Buffer): Generator<{ type: string; payload: Buffer }> {
-  for (let at = 0; at + 8 <= boxes.length; ) {
+  for (let at = 0; at + 8 <= boxes.length;) {
     const size = boxes.readUInt32BE(at);
     if (size < 8 || at + size > boxes.length) return;
     yield { type: boxes.toString('latin1', at + 4, at + 8), payload: boxes.subarray(at + 8, at + size) };

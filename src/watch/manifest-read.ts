@@ -30,9 +30,7 @@ const YAML_NODE_TOKENS = new Set<string | null>([
   'flow-map-start',
   'alias',
 ]);
-const YAML_CORE_TAGS = new Set(
-  ['str', 'int', 'float', 'bool', 'null', 'map', 'seq'].map((t) => `tag:yaml.org,2002:${t}`),
-);
+const YAML_CORE_TAGS = new Set(['str', 'int', 'float', 'bool', 'null', 'map', 'seq'].map((t) => `tag:yaml.org,2002:${t}`));
 
 /** Problems name the line and column of a syntax error, or the whole file; the caller prefixes the file path. */
 export function readManifest(text: string, fileName: string): ReadResult {

@@ -34,8 +34,7 @@ const timestamp = z.string().refine((value) => !Number.isNaN(Date.parse(value)),
 });
 // NaN (YAML's .nan) and Infinity (JSON's 1e999) are numbers, but no place on earth.
 const coordinate = z.number({
-  error: (issue) =>
-    typeof issue.input === 'number' ? `Expected finite number, received ${String(issue.input)}` : undefined,
+  error: (issue) => (typeof issue.input === 'number' ? `Expected finite number, received ${String(issue.input)}` : undefined),
 });
 
 /**
@@ -51,7 +50,8 @@ const exportErrors = z.preprocess((value, ctx) => {
   return value;
 }, z.array(z.string()));
 
-const incidentSchema = manifestObject({
+/** Also what the ledger checks an incident's stored fields against when it reads them back. */
+export const incidentSchema = manifestObject({
   id,
   title: z.string().optional(),
   description: z.string().optional(),
@@ -62,10 +62,8 @@ const incidentSchema = manifestObject({
   longitude: coordinate.optional(),
 });
 
-const videoSchema = manifestObject({
-  id,
-  file: z.string().optional(),
-  thumbnail: z.string().optional(),
+/** What a video says of itself besides its files and errors: the platforms' metadata. */
+const videoFields = {
   camera_id: z.string().optional(),
   camera_name: z.string().optional(),
   camera_description: z.string().optional(),
@@ -73,6 +71,16 @@ const videoSchema = manifestObject({
   camera_longitude: coordinate.optional(),
   started_at: timestamp.optional(),
   ended_at: timestamp.optional(),
+};
+
+/** A video's metadata as the ledger stores it, checked when read back. */
+export const videoInfoSchema = manifestObject({ id, ...videoFields });
+
+const videoSchema = manifestObject({
+  id,
+  file: z.string().optional(),
+  thumbnail: z.string().optional(),
+  ...videoFields,
   errors: exportErrors.optional(),
 }).superRefine(
   (video, ctx) => {
@@ -94,11 +102,15 @@ const manifestSchema = manifestObject({
   incident: incidentSchema,
   // A list first: zod would apply the length limit to anything that has a `length`, even after
   // refusing it as no list.
-  videos: z.array(z.unknown()).pipe(videoList).default(() => []),
+  videos: z
+    .array(z.unknown())
+    .pipe(videoList)
+    .default(() => []),
 });
 
 export type ManifestIncident = z.output<typeof incidentSchema>;
 export type ManifestVideo = z.output<typeof videoSchema>;
+export type ManifestVideoInfo = z.output<typeof videoInfoSchema>;
 export type Manifest = z.output<typeof manifestSchema>;
 
 export type ManifestResult = { ok: true; manifest: Manifest } | { ok: false; problems: string[] };
@@ -212,7 +224,5 @@ function videoIndex(issue: z.core.$ZodIssue): number {
 /** `videos[1].errors[0]`, the way a person would point at the field; `(root)` for the whole manifest. */
 function fieldPath(path: PropertyKey[]): string {
   if (path.length === 0) return '(root)';
-  return path
-    .map((key, i) => (typeof key === 'number' ? `[${key}]` : i === 0 ? String(key) : `.${String(key)}`))
-    .join('');
+  return path.map((key, i) => (typeof key === 'number' ? `[${key}]` : i === 0 ? String(key) : `.${String(key)}`)).join('');
 }

@@ -12,12 +12,10 @@ export function isIgnoredName(name: string): boolean {
 }
 
 export type ExportPathResult =
-  | { kind: 'ok'; path: string /* real absolute path */ }
-  | { kind: 'missing' }
-  | { kind: 'refused'; reason: string };
+  { kind: 'ok'; path: string /* real absolute path */ } | { kind: 'missing' } | { kind: 'refused'; reason: string };
 
 /** The part of fs/promises this module uses, so that tests can pass memfs. */
-export type ExportPathFs = Pick<typeof import('node:fs/promises'), 'realpath' | 'stat'>;
+export type ExportPathFs = Pick<typeof nodeFsp, 'realpath' | 'stat'>;
 
 /**
  * Resolves a manifest's `file`/`thumbnail` value against its incident folder.
@@ -30,11 +28,7 @@ export type ExportPathFs = Pick<typeof import('node:fs/promises'), 'realpath' | 
  *
  * The returned path contains no symlinks; the caller should open exactly that path.
  */
-export async function resolveExportPath(
-  folder: string,
-  relative: string,
-  fsp: ExportPathFs = nodeFsp,
-): Promise<ExportPathResult> {
+export async function resolveExportPath(folder: string, relative: string, fsp: ExportPathFs = nodeFsp): Promise<ExportPathResult> {
   const shown = `file ${JSON.stringify(relative)}`;
   const refuse = (why: string): ExportPathResult => ({ kind: 'refused', reason: `${shown} ${why}` });
 
@@ -116,12 +110,15 @@ export async function openExportFile(realPath: string): Promise<nodeFsp.FileHand
   }
   try {
     const stats = await handle.stat();
-    if (!stats.isFile()) throw new ExportPathChangedError(`${realPath} is no longer a regular file (${stats.isDirectory() ? 'directory' : fileKind(stats)})`);
+    if (!stats.isFile())
+      throw new ExportPathChangedError(`${realPath} is no longer a regular file (${stats.isDirectory() ? 'directory' : fileKind(stats)})`);
     if (process.platform === 'linux') {
       const opened = await nodeFsp.readlink(`/proc/self/fd/${handle.fd}`).catch(() => null);
       if (opened !== null && opened !== path.resolve(realPath)) {
         if (opened.endsWith(' (deleted)')) throw new ExportPathChangedError(`${realPath} was deleted while it was opened`);
-        throw new ExportPathChangedError(`${realPath} now leads elsewhere (${opened}): a folder on its way was replaced after it was checked`);
+        throw new ExportPathChangedError(
+          `${realPath} now leads elsewhere (${opened}): a folder on its way was replaced after it was checked`,
+        );
       }
     }
     return handle;
@@ -154,7 +151,7 @@ function fileKind(stats: StatLike): string {
 
 function errorCode(err: unknown): string | undefined {
   if (typeof err === 'object' && err !== null && 'code' in err) {
-    const code = (err as { code: unknown }).code;
+    const code = err.code;
     return typeof code === 'string' ? code : undefined;
   }
   return undefined;

@@ -19,9 +19,27 @@ const u32 = (head: Uint8Array, at: number): number =>
 
 /** Still pictures, audio and other non-video members of the ISO BMFF family. */
 const NON_VIDEO_BRANDS = new Set([
-  'M4A ', 'M4B ', 'M4P ', 'F4A ', 'F4B ', // audio
-  'heic', 'heix', 'heim', 'heis', 'hevc', 'hevx', 'mif1', 'msf1', 'avif', 'avis', 'avci', // HEIF / AVIF images
-  'jp2 ', 'jpx ', 'jpm ', 'mjp2', 'crx ', // JPEG 2000, Canon raw
+  'M4A ',
+  'M4B ',
+  'M4P ',
+  'F4A ',
+  'F4B ', // audio
+  'heic',
+  'heix',
+  'heim',
+  'heis',
+  'hevc',
+  'hevx',
+  'mif1',
+  'msf1',
+  'avif',
+  'avis',
+  'avci', // HEIF / AVIF images
+  'jp2 ',
+  'jpx ',
+  'jpm ',
+  'mjp2',
+  'crx ', // JPEG 2000, Canon raw
 ]);
 
 // Legacy QuickTime files begin with an atom other than ftyp.
@@ -204,7 +222,8 @@ function annexB(head: Uint8Array): ContainerInfo | null {
   const layerId = ((h0 & 0x01) << 5) | (h1 >> 3);
   const temporalIdPlus1 = h1 & 0x07;
   if (layerId === 0 && temporalIdPlus1 !== 0) {
-    if ((hevcType === 32 || hevcType === 33) && temporalIdPlus1 === 1) return { container: 'h265', contentType: 'application/octet-stream' }; // VPS, SPS
+    if ((hevcType === 32 || hevcType === 33) && temporalIdPlus1 === 1)
+      return { container: 'h265', contentType: 'application/octet-stream' }; // VPS, SPS
     if (hevcType === 35) return { container: 'h265', contentType: 'application/octet-stream' }; // AUD
   }
 

@@ -54,9 +54,22 @@ async function sameVideosAs(s: Site, of: ExportedVideoRef[]): Promise<ExportedVi
   const id = `conf-${process.pid}-${n}`;
   const folder = join(s.exportsRoot, id);
   await mkdir(folder, { recursive: true });
-  const videos = of.map((v, i) => ({ ...v, id: `${id}-v${i + 1}`, incidentId: id, incidentTitle: `Conformance ${n}`, file: `cam0${i + 1}_${n}.mp4` }));
+  const videos = of.map((v, i) => ({
+    ...v,
+    id: `${id}-v${i + 1}`,
+    incidentId: id,
+    incidentTitle: `Conformance ${n}`,
+    file: `cam0${i + 1}_${n}.mp4`,
+  }));
   for (const [i, v] of videos.entries()) await copyFile(join(s.exportsRoot, of[i]!.incidentId, of[i]!.file), join(folder, v.file));
-  await writeManifest(folder, incidentManifest(id, videos.map((v) => ({ id: v.id, file: v.file })), `Conformance ${n}`));
+  await writeManifest(
+    folder,
+    incidentManifest(
+      id,
+      videos.map((v) => ({ id: v.id, file: v.file })),
+      `Conformance ${n}`,
+    ),
+  );
   return videos;
 }
 
@@ -69,21 +82,36 @@ async function exporterGoesOn(s: Site, video: ExportedVideoRef, bytes: number): 
 
 /** Once the daemon has nothing left to do for the incident: its videos as `status --json` shows them. */
 async function settledVideos(s: Site, incidentId: string): Promise<Array<{ id: string; changedAfterUpload: number }>> {
-  return waitFor(async () => {
-    const out = JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as {
-      incidents: Array<{ id: string; reports: Array<{ state: string }>; videos: Array<{ id: string; state: string; changedAfterUpload: number; uploads: Array<{ state: string }> }> }>;
-    };
-    const incident = out.incidents.find((i) => i.id === incidentId);
-    const busy = !incident || incident.reports.some((r) => r.state !== 'acknowledged') || incident.videos.some((v) => v.state !== 'ready' || v.uploads.some((u) => u.state !== 'done'));
-    return busy ? undefined : incident.videos;
-  }, 30_000, `incident ${incidentId} settled`);
+  return waitFor(
+    async () => {
+      const out = JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as {
+        incidents: Array<{
+          id: string;
+          reports: Array<{ state: string }>;
+          videos: Array<{ id: string; state: string; changedAfterUpload: number; uploads: Array<{ state: string }> }>;
+        }>;
+      };
+      const incident = out.incidents.find((i) => i.id === incidentId);
+      const busy =
+        !incident ||
+        incident.reports.some((r) => r.state !== 'acknowledged') ||
+        incident.videos.some((v) => v.state !== 'ready' || v.uploads.some((u) => u.state !== 'done'));
+      return busy ? undefined : incident.videos;
+    },
+    30_000,
+    `incident ${incidentId} settled`,
+  );
 }
 
 function receivedIntact(s: Site, video: VideoRef & { sha256: string }, timeoutMs = 45_000): Promise<ReceivedVideo> {
-  return waitFor(async () => {
-    const r = await s.platform.received(video);
-    return r && r.sha256 === video.sha256 && r.size === video.size ? r : undefined;
-  }, timeoutMs, `${video.id} received intact`);
+  return waitFor(
+    async () => {
+      const r = await s.platform.received(video);
+      return r && r.sha256 === video.sha256 && r.size === video.size ? r : undefined;
+    },
+    timeoutMs,
+    `${video.id} received intact`,
+  );
 }
 
 function partsOf(s: Site, video: VideoRef): Array<{ number: number; state: string }> {
@@ -104,7 +132,10 @@ async function uploadStatus(s: Site, video: VideoRef): Promise<UploadRow | undef
   const out = JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as {
     incidents: Array<{ id: string; videos: Array<{ id: string; uploads: Array<UploadRow & { role: string }> }> }>;
   };
-  return out.incidents.find((i) => i.id === video.incidentId)?.videos.find((v) => v.id === video.id)?.uploads.find((u) => u.role === 'video');
+  return out.incidents
+    .find((i) => i.id === video.incidentId)
+    ?.videos.find((v) => v.id === video.id)
+    ?.uploads.find((u) => u.role === 'video');
 }
 
 describe.each(FIXTURES)('$type conforms', (fixture) => {
@@ -196,10 +227,14 @@ describe.each(FIXTURES)('$type conforms', (fixture) => {
     s.platform.refuseVideo(refused!, 'policy forbids this clip');
     s.daemon();
     await receivedIntact(s, other!);
-    const failed = await waitFor(async () => {
-      const u = await uploadStatus(s, refused!);
-      return u?.state === 'failed' ? u : undefined;
-    }, 30_000, 'the refused upload failed');
+    const failed = await waitFor(
+      async () => {
+        const u = await uploadStatus(s, refused!);
+        return u?.state === 'failed' ? u : undefined;
+      },
+      30_000,
+      'the refused upload failed',
+    );
     expect(failed.lastError).toContain('policy forbids this clip');
     if (fixture.limits.abortsGivenUp) await waitFor(() => s.platform.openUploads() === 0, 15_000, 'the remote upload aborted');
     expect(s.platform.openUploads()).toBe(0);

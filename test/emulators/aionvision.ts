@@ -10,7 +10,19 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type http from 'node:http';
 import { extname } from 'node:path';
 import { z } from 'zod';
-import { bearerChallenge, EmulatorServer, HttpProblem, isRecord, jsonBody, loggedBody, parseJson, readBody, sendJson, validate, type Reply } from './json-server.js';
+import {
+  bearerChallenge,
+  EmulatorServer,
+  HttpProblem,
+  isRecord,
+  jsonBody,
+  loggedBody,
+  parseJson,
+  readBody,
+  sendJson,
+  validate,
+  type Reply,
+} from './json-server.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
 export const AION_TEST_KEY = 'aion-test-key';
@@ -100,8 +112,18 @@ export interface AionvisionEmulator {
 
 const id = z.string().min(1);
 const chunkNumber = z.int().min(1);
-const initiateSchema = z.strictObject({ filename: z.string().min(1).max(255), content_type: z.string().min(1), size_bytes: z.int().min(1) });
-const confirmSchema = z.strictObject({ media_id: id, upload_id: id, chunk_number: chunkNumber, etag: z.string().min(1), size_bytes: z.int().min(0) });
+const initiateSchema = z.strictObject({
+  filename: z.string().min(1).max(255),
+  content_type: z.string().min(1),
+  size_bytes: z.int().min(1),
+});
+const confirmSchema = z.strictObject({
+  media_id: id,
+  upload_id: id,
+  chunk_number: chunkNumber,
+  etag: z.string().min(1),
+  size_bytes: z.int().min(0),
+});
 const retrySchema = z.strictObject({ media_id: id, upload_id: id, chunk_number: chunkNumber });
 const sessionSchema = z.strictObject({ media_id: id, upload_id: id });
 
@@ -150,7 +172,9 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
     const matched = matchRoute(method, path);
     const call: AionCall = { method, route: matched.route ?? 'unknown', path, status: 0, at };
     if (matched.mediaId !== undefined) call.mediaId = matched.mediaId;
-    const raw = await readBody(req, MAX_BODY_BYTES).catch((err: unknown) => (err instanceof HttpProblem ? err : new HttpProblem(400, 'could not read the request body')));
+    const raw = await readBody(req, MAX_BODY_BYTES).catch((err: unknown) =>
+      err instanceof HttpProblem ? err : new HttpProblem(400, 'could not read the request body'),
+    );
     if (raw instanceof HttpProblem) return this.answer(req, res, call, this.problemReply(raw));
     if (raw.length > 0) call.body = loggedBody(raw);
     const parsed = parseJson(raw);
@@ -158,7 +182,8 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
       if (typeof parsed.media_id === 'string') call.mediaId = parsed.media_id;
       if (typeof parsed.chunk_number === 'number') call.chunkNumber = parsed.chunk_number;
     }
-    if (matched.problem || !matched.route) return this.answer(req, res, call, this.problemReply(matched.problem ?? new HttpProblem(404, 'Not Found')));
+    if (matched.problem || !matched.route)
+      return this.answer(req, res, call, this.problemReply(matched.problem ?? new HttpProblem(404, 'Not Found')));
     const route = matched.route;
 
     const fault = this.takeFault(route);
@@ -167,7 +192,8 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
 
     const result = await this.carryOut(() => {
       const given = req.headers[this.auth.header];
-      if (given !== this.auth.value) throw new HttpProblem(401, given === undefined ? `missing ${this.auth.header} header` : 'Invalid API key');
+      if (given !== this.auth.value)
+        throw new HttpProblem(401, given === undefined ? `missing ${this.auth.header} header` : 'Invalid API key');
       if (route === 'progress') return this.progress(matched.mediaId ?? '');
       const body = jsonBody(req, raw);
       if (route === 'confirm') call.putsBefore = this.putsOf(body);
@@ -214,12 +240,19 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
     const refusal = this.refusals.get(req.filename);
     if (refusal) throw new HttpProblem(refusal.status, refusal.message);
     if (!(req.content_type in FORMATS)) {
-      throw new HttpProblem(400, `content_type: unsupported video format "${req.content_type}"; supported formats are MP4, MOV, M4V, WebM and AVI`);
+      throw new HttpProblem(
+        400,
+        `content_type: unsupported video format "${req.content_type}"; supported formats are MP4, MOV, M4V, WebM and AVI`,
+      );
     }
     if (!EXTENSIONS.has(extname(req.filename).toLowerCase())) {
-      throw new HttpProblem(400, `filename: unsupported file extension "${extname(req.filename)}"; supported formats are MP4, MOV, M4V, WebM and AVI`);
+      throw new HttpProblem(
+        400,
+        `filename: unsupported file extension "${extname(req.filename)}"; supported formats are MP4, MOV, M4V, WebM and AVI`,
+      );
     }
-    if (req.size_bytes > AION_MAX_VIDEO_BYTES) throw new HttpProblem(400, `size_bytes: ${req.size_bytes} exceeds the maximum of 10GB (${AION_MAX_VIDEO_BYTES} bytes) per video`);
+    if (req.size_bytes > AION_MAX_VIDEO_BYTES)
+      throw new HttpProblem(400, `size_bytes: ${req.size_bytes} exceeds the maximum of 10GB (${AION_MAX_VIDEO_BYTES} bytes) per video`);
 
     const mediaId = randomUUID();
     const s3Key = `videos/${mediaId}/${req.filename}`;
@@ -228,26 +261,51 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
     for (let offset = 0; offset < req.size_bytes; offset += this.chunkSize) {
       chunks.push({ number: chunks.length + 1, offset, size: Math.min(this.chunkSize, req.size_bytes - offset) });
     }
-    const upload: AionUpload = { mediaId, uploadId, filename: req.filename, contentType: req.content_type, size: req.size_bytes, s3Key, chunks, confirmed: new Map(), status: 'uploading' };
+    const upload: AionUpload = {
+      mediaId,
+      uploadId,
+      filename: req.filename,
+      contentType: req.content_type,
+      size: req.size_bytes,
+      s3Key,
+      chunks,
+      confirmed: new Map(),
+      status: 'uploading',
+    };
     this.uploads.set(mediaId, upload);
     const expiresAt = new Date(Date.now() + this.urlExpiresSeconds * 1000).toISOString();
     const listed = [];
     for (const c of chunks) {
       listed.push({ chunk_number: c.number, upload_url: await this.chunkUrl(upload, c.number), size_bytes: c.size, expires_at: expiresAt });
     }
-    return { status: 200, body: { media_id: mediaId, upload_id: uploadId, total_chunks: chunks.length, chunk_size_bytes: this.chunkSize, chunks: listed } };
+    return {
+      status: 200,
+      body: { media_id: mediaId, upload_id: uploadId, total_chunks: chunks.length, chunk_size_bytes: this.chunkSize, chunks: listed },
+    };
   }
 
   private confirm(req: z.infer<typeof confirmSchema>): Reply {
     const upload = this.openUpload(req);
     const chunk = this.chunkOf(upload, req.chunk_number);
-    if (req.size_bytes !== chunk.size) throw new HttpProblem(400, `size_bytes: chunk ${chunk.number} is ${chunk.size} bytes, not ${req.size_bytes}`);
+    if (req.size_bytes !== chunk.size)
+      throw new HttpProblem(400, `size_bytes: chunk ${chunk.number} is ${chunk.size} bytes, not ${req.size_bytes}`);
     const held = recordedPart(this.store, upload, chunk.number);
     if (!held) throw new HttpProblem(400, `chunk_number: chunk ${chunk.number} has not been uploaded`);
-    if (held.size !== chunk.size) throw new HttpProblem(400, `chunk_number: S3 holds ${held.size} bytes for chunk ${chunk.number}, which is ${chunk.size} bytes`);
-    if (unquote(req.etag) !== unquote(held.etag)) throw new HttpProblem(400, `etag: "${req.etag}" is not the ETag of uploaded chunk ${chunk.number}`);
+    if (held.size !== chunk.size)
+      throw new HttpProblem(400, `chunk_number: S3 holds ${held.size} bytes for chunk ${chunk.number}, which is ${chunk.size} bytes`);
+    if (unquote(req.etag) !== unquote(held.etag))
+      throw new HttpProblem(400, `etag: "${req.etag}" is not the ETag of uploaded chunk ${chunk.number}`);
     upload.confirmed.set(chunk.number, { etag: req.etag, size: req.size_bytes });
-    return { status: 200, body: { media_id: upload.mediaId, chunk_number: chunk.number, status: 'confirmed', confirmed_chunks: upload.confirmed.size, total_chunks: upload.chunks.length } };
+    return {
+      status: 200,
+      body: {
+        media_id: upload.mediaId,
+        chunk_number: chunk.number,
+        status: 'confirmed',
+        confirmed_chunks: upload.confirmed.size,
+        total_chunks: upload.chunks.length,
+      },
+    };
   }
 
   private async retry(req: z.infer<typeof retrySchema>): Promise<Reply> {
@@ -261,7 +319,14 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
     if (!upload) throw new HttpProblem(404, `media_id: no video upload ${mediaId}`);
     const confirmed = [...upload.confirmed.keys()].sort((a, b) => a - b);
     const bytes = confirmed.reduce((sum, n) => sum + (upload.chunks[n - 1]?.size ?? 0), 0);
-    const body = { media_id: mediaId, status: upload.status, total_chunks: upload.chunks.length, confirmed_chunks: confirmed, uploaded_bytes: bytes, size_bytes: upload.size };
+    const body = {
+      media_id: mediaId,
+      status: upload.status,
+      total_chunks: upload.chunks.length,
+      confirmed_chunks: confirmed,
+      uploaded_bytes: bytes,
+      size_bytes: upload.size,
+    };
     return { status: 200, body };
   }
 
@@ -271,7 +336,11 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
     const missing = upload.chunks.filter((c) => !upload.confirmed.has(c.number)).map((c) => c.number);
     if (missing.length > 0) throw new HttpProblem(400, `chunks not confirmed: ${missing.join(', ')}`);
     try {
-      this.store.completeMultipartUpload(upload.s3Key, upload.uploadId, upload.chunks.map((c) => upload.confirmed.get(c.number)!.etag));
+      this.store.completeMultipartUpload(
+        upload.s3Key,
+        upload.uploadId,
+        upload.chunks.map((c) => upload.confirmed.get(c.number)!.etag),
+      );
     } catch (err) {
       if (!(err instanceof S3Error)) throw err;
       throw new HttpProblem(400, `${err.code}: ${err.message}`);
@@ -319,7 +388,9 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
     if (!isRecord(body) || typeof body.media_id !== 'string') return undefined;
     const upload = this.uploads.get(body.media_id);
     if (!upload) return undefined;
-    return this.store.requests.filter((r) => r.method === 'PUT' && r.status === 200 && r.uploadId === upload.uploadId && r.partNumber === body.chunk_number).length;
+    return this.store.requests.filter(
+      (r) => r.method === 'PUT' && r.status === 200 && r.uploadId === upload.uploadId && r.partNumber === body.chunk_number,
+    ).length;
   }
 }
 
@@ -333,7 +404,13 @@ function matchRoute(method: string, path: string): { route?: AionRoute; mediaId?
   if (!path.startsWith(prefix)) return { problem: new HttpProblem(404, `no route for ${method} ${path}`) };
   const rest = path.slice(prefix.length);
   const progress = /^progress\/([^/]+)$/.exec(rest);
-  const posts: Record<string, AionRoute> = { initiate: 'initiate', 'chunks/confirm': 'confirm', 'chunks/retry': 'retry', complete: 'complete', abort: 'abort' };
+  const posts: Record<string, AionRoute> = {
+    initiate: 'initiate',
+    'chunks/confirm': 'confirm',
+    'chunks/retry': 'retry',
+    complete: 'complete',
+    abort: 'abort',
+  };
   const route = progress ? 'progress' : posts[rest];
   if (!route) return { problem: new HttpProblem(404, `no route for ${method} ${path}`) };
   const expected = route === 'progress' ? 'GET' : 'POST';

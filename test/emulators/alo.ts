@@ -6,7 +6,17 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type http from 'node:http';
 import { z } from 'zod';
-import { bearerChallenge, EmulatorServer, HttpProblem, jsonBody, loggedBody, readBody, sendJson, validate, type Reply } from './json-server.js';
+import {
+  bearerChallenge,
+  EmulatorServer,
+  HttpProblem,
+  jsonBody,
+  loggedBody,
+  readBody,
+  sendJson,
+  validate,
+  type Reply,
+} from './json-server.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
 export interface AloEmulatorOptions {
@@ -20,12 +30,7 @@ export interface AloEmulatorOptions {
 }
 
 export type AloRoute =
-  | 'create_multipart_upload'
-  | 'upload_urls'
-  | 'complete_multipart_upload'
-  | 'abort_multipart_upload'
-  | 'put_incident'
-  | 'get_incident';
+  'create_multipart_upload' | 'upload_urls' | 'complete_multipart_upload' | 'abort_multipart_upload' | 'put_incident' | 'get_incident';
 
 export interface AloVideo {
   id: string;
@@ -150,8 +155,7 @@ const putIncidentSchema = z.strictObject({
   }),
 });
 type PutIncidentBody = z.infer<typeof putIncidentSchema>;
-const videoInputSchema = z.object(videoFields);
-type VideoInput = z.infer<typeof videoInputSchema>;
+type VideoInput = z.infer<z.ZodObject<typeof videoFields>>;
 
 const multipartFileSchema = z.strictObject({
   part_count: z.int().min(1).max(MAX_PART_COUNT),
@@ -264,12 +268,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
   }
 
   /** Every answered PUT of an incident is a report, whatever its status. */
-  protected override answer(
-    req: http.IncomingMessage,
-    res: http.ServerResponse,
-    call: AloCall,
-    reply: Reply | 'reset',
-  ): void {
+  protected override answer(req: http.IncomingMessage, res: http.ServerResponse, call: AloCall, reply: Reply | 'reset'): void {
     super.answer(req, res, call, reply);
     if (call.route === 'put_incident' && call.incidentId !== undefined) {
       this.reports.push({ incidentId: call.incidentId, body: call.body, status: call.status });
@@ -295,12 +294,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
     }
   }
 
-  private async dispatch(
-    route: AloRoute,
-    incidentId: string,
-    query: Record<string, string>,
-    body: unknown,
-  ): Promise<Reply> {
+  private async dispatch(route: AloRoute, incidentId: string, query: Record<string, string>, body: unknown): Promise<Reply> {
     switch (route) {
       case 'create_multipart_upload':
         return this.createMultipartUpload(incidentId, query);
@@ -351,10 +345,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
         );
       }
       if (!single && multipartFields.length === 0) {
-        throw new HttpProblem(
-          400,
-          `${field}.filename: required (or part_count, s3_key and upload_id for a multipart upload)`,
-        );
+        throw new HttpProblem(400, `${field}.filename: required (or part_count, s3_key and upload_id for a multipart upload)`);
       }
       if (single) {
         const { filename } = validate(singleFileSchema, file, field);
@@ -366,9 +357,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
       }
       const multipart = validate(multipartFileSchema, file, field);
       const owner = this.multipartUploads.get(multipart.upload_id);
-      const open = this.store
-        .openMultipartUploads()
-        .some((u) => u.uploadId === multipart.upload_id && u.key === multipart.s3_key);
+      const open = this.store.openMultipartUploads().some((u) => u.uploadId === multipart.upload_id && u.key === multipart.s3_key);
       if (!owner || owner.incidentId !== incidentId || owner.s3Key !== multipart.s3_key || !open) {
         throw new HttpProblem(
           404,
@@ -377,9 +366,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
       }
       const urls: string[] = [];
       for (let partNumber = 1; partNumber <= multipart.part_count; partNumber++) {
-        urls.push(
-          await this.store.presignUploadPart(multipart.s3_key, multipart.upload_id, partNumber, this.urlExpiresSeconds),
-        );
+        urls.push(await this.store.presignUploadPart(multipart.s3_key, multipart.upload_id, partNumber, this.urlExpiresSeconds));
       }
       uploads[fileId] = { s3_key: multipart.s3_key, signed_urls: urls };
     }
@@ -434,10 +421,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
   private requireOwnUpload(incidentId: string, s3Key: string, uploadId: string): void {
     const owner = this.multipartUploads.get(uploadId);
     if (owner && (owner.incidentId !== incidentId || owner.s3Key !== s3Key)) {
-      throw new HttpProblem(
-        404,
-        `NoSuchUpload: no multipart upload ${uploadId} for s3_key ${s3Key} in incident ${incidentId}`,
-      );
+      throw new HttpProblem(404, `NoSuchUpload: no multipart upload ${uploadId} for s3_key ${s3Key} in incident ${incidentId}`);
     }
   }
 
@@ -464,10 +448,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
   }
 }
 
-function matchRoute(
-  method: string,
-  pathname: string,
-): { route?: AloRoute; incidentId?: string; problem?: HttpProblem } {
+function matchRoute(method: string, pathname: string): { route?: AloRoute; incidentId?: string; problem?: HttpProblem } {
   const notFound = { problem: new HttpProblem(404, `no route for ${method} ${pathname}`) };
   const segments = pathname.split('/');
   // ['', 'v1', 'vms', 'incidents', id, action?]
@@ -513,12 +494,7 @@ function normalizeDate(value: string | undefined): string | null {
   return value === undefined ? null : new Date(value).toISOString();
 }
 
-function toStoredIncident(
-  id: string,
-  input: PutIncidentBody['vms_incident'],
-  firstCreatedAt: string,
-  now: string,
-): AloIncident {
+function toStoredIncident(id: string, input: PutIncidentBody['vms_incident'], firstCreatedAt: string, now: string): AloIncident {
   const video = (v: VideoInput): AloVideo => ({
     id: v.id,
     started_at: normalizeDate(v.started_at),

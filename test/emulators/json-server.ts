@@ -24,10 +24,7 @@ export interface Reply {
 
 /** What a test makes of a route's next call; 'hold' is queued only by emulators that offer holdNext. */
 export type Fault =
-  | { kind: 'status'; status: number }
-  | { kind: 'reset'; when: 'before' | 'after' }
-  | { kind: 'hold' }
-  | { kind: 'echo'; status: number };
+  { kind: 'status'; status: number } | { kind: 'reset'; when: 'before' | 'after' } | { kind: 'hold' } | { kind: 'echo'; status: number };
 
 /**
  * An emulator's server, its log of calls and its per-route fault queues. `Call` is the emulator's
@@ -141,11 +138,7 @@ export function echoMessage(req: http.IncomingMessage | undefined): string {
 }
 
 /** The whole request body; past `maxBytes` it is refused with 413 and `tooLarge`. */
-export async function readBody(
-  req: http.IncomingMessage,
-  maxBytes: number,
-  tooLarge = 'request body too large',
-): Promise<Buffer> {
+export async function readBody(req: http.IncomingMessage, maxBytes: number, tooLarge = 'request body too large'): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
@@ -202,10 +195,7 @@ export function validate<T extends z.ZodType>(schema: T, value: unknown, prefix?
 }
 
 function fieldPath(path: PropertyKey[]): string {
-  return path.reduce<string>(
-    (out, p) => (typeof p === 'number' ? `${out}[${p}]` : out ? `${out}.${String(p)}` : String(p)),
-    '',
-  );
+  return path.reduce<string>((out, p) => (typeof p === 'number' ? `${out}[${p}]` : out ? `${out}.${String(p)}` : String(p)), '');
 }
 
 /** Sends the reply as JSON with its length; `headers` add to these or override the content type. */

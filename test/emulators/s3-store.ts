@@ -53,27 +53,28 @@ export interface S3FaultMatch {
   partNumber?: number;
 }
 
-export type S3Fault = (
+export type S3Fault =
   /** `echo`: the error message gives the request line back, presigned query (signature) included. */
-  | { kind: 'status'; status: number; code: string; echo?: boolean }
-  | { kind: 'reset-midbody'; afterBytes: number }
-  | { kind: 'reset-before' }
-  | { kind: 'stall' }
-  /**
-   * The body is stored as sent (ListParts and completion see its true MD5), but the PUT is answered
-   * with a well-formed ETag that is not its MD5: a client that trusts the answer confirms or
-   * completes with an ETag S3 does not hold.
-   */
-  | { kind: 'wrong-etag' }
-  /**
-   * The body is corrupted on its way in: one byte (at `atByte`, default the middle one; clamped to
-   * the last) has its bits inverted before it is stored and hashed, so the ETag answered is the MD5
-   * of the corrupt bytes, as S3 answers for data damaged before it arrived. Only a client comparing
-   * that ETag with the MD5 of its own bytes notices. An empty body has no byte to corrupt.
-   */
-  | { kind: 'corrupt'; atByte?: number }
-) &
-  S3FaultMatch;
+  (
+    | { kind: 'status'; status: number; code: string; echo?: boolean }
+    | { kind: 'reset-midbody'; afterBytes: number }
+    | { kind: 'reset-before' }
+    | { kind: 'stall' }
+    /**
+     * The body is stored as sent (ListParts and completion see its true MD5), but the PUT is answered
+     * with a well-formed ETag that is not its MD5: a client that trusts the answer confirms or
+     * completes with an ETag S3 does not hold.
+     */
+    | { kind: 'wrong-etag' }
+    /**
+     * The body is corrupted on its way in: one byte (at `atByte`, default the middle one; clamped to
+     * the last) has its bits inverted before it is stored and hashed, so the ETag answered is the MD5
+     * of the corrupt bytes, as S3 answers for data damaged before it arrived. Only a client comparing
+     * that ETag with the MD5 of its own bytes notices. An empty body has no byte to corrupt.
+     */
+    | { kind: 'corrupt'; atByte?: number }
+  ) &
+    S3FaultMatch;
 
 export interface S3Store {
   /** Where the server really listens. */
@@ -279,11 +280,7 @@ class S3StoreServer implements S3Store {
     const upload = this.uploads.get(uploadId);
     if (!upload || upload.key !== key) throw new S3Error(404, 'NoSuchUpload', NO_SUCH_UPLOAD_MESSAGE);
     if (etags.length === 0) {
-      throw new S3Error(
-        400,
-        'MalformedXML',
-        'The XML you provided was not well-formed or did not validate against our published schema.',
-      );
+      throw new S3Error(400, 'MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema.');
     }
     const listed: StoredBlob[] = [];
     etags.forEach((etag, index) => {
@@ -408,9 +405,7 @@ class S3StoreServer implements S3Store {
 
   private takeFault(plan: PutPlan): S3Fault | undefined {
     const index = this.faults.findIndex(
-      (f) =>
-        (f.key === undefined || f.key === plan.key) &&
-        (f.partNumber === undefined || f.partNumber === plan.part?.partNumber),
+      (f) => (f.key === undefined || f.key === plan.key) && (f.partNumber === undefined || f.partNumber === plan.part?.partNumber),
     );
     return index < 0 ? undefined : this.faults.splice(index, 1)[0];
   }
@@ -527,7 +522,8 @@ class S3StoreServer implements S3Store {
     if (fault?.kind === 'corrupt') record.code = 'InjectedCorruption';
     this.requests.push(record);
     // Still 32 lower-case hex digits, quoted: nothing in its form tells it from a true ETag.
-    const answered = fault?.kind === 'wrong-etag' ? md5Hex(Buffer.concat([Buffer.from('not this body:'), blob.md5])) : blob.md5.toString('hex');
+    const answered =
+      fault?.kind === 'wrong-etag' ? md5Hex(Buffer.concat([Buffer.from('not this body:'), blob.md5])) : blob.md5.toString('hex');
     res.writeHead(200, {
       etag: `"${answered}"`,
       'content-length': '0',
@@ -704,14 +700,9 @@ class S3StoreServer implements S3Store {
       .map(([k, v]) => `${k}=${v}`)
       .join('&');
     const canonicalHeaders = signedHeaders.map((name) => `${name}:${headerValue(req, name)}\n`).join('');
-    const canonicalRequest = [
-      req.method ?? '',
-      target.rawPath,
-      canonicalQuery,
-      canonicalHeaders,
-      signedHeadersText,
-      payloadHash,
-    ].join('\n');
+    const canonicalRequest = [req.method ?? '', target.rawPath, canonicalQuery, canonicalHeaders, signedHeadersText, payloadHash].join(
+      '\n',
+    );
     const scope = `${scopeDate}/${scopeRegion}/s3/aws4_request`;
     const stringToSign = [ALGORITHM, amzDate, scope, sha256Hex(canonicalRequest)].join('\n');
     const signingKey = ['s3', 'aws4_request'].reduce(
@@ -741,12 +732,7 @@ class S3StoreServer implements S3Store {
     }
   }
 
-  private answerError(
-    req: http.IncomingMessage,
-    res: http.ServerResponse,
-    record: S3RequestRecord,
-    err: S3Error,
-  ): void {
+  private answerError(req: http.IncomingMessage, res: http.ServerResponse, record: S3RequestRecord, err: S3Error): void {
     record.status = err.status;
     record.code = err.code;
     this.requests.push(record);

@@ -16,13 +16,36 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type http from 'node:http';
 import { z } from 'zod';
-import { bearerChallenge, EmulatorServer, HttpProblem, jsonBody, loggedBody, readBody, sendJson, validate, type Reply } from './json-server.js';
+import {
+  bearerChallenge,
+  EmulatorServer,
+  HttpProblem,
+  jsonBody,
+  loggedBody,
+  readBody,
+  sendJson,
+  validate,
+  type Reply,
+} from './json-server.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
 export const TRUVIDEO_FILE_TYPES = [
-  'MP4', 'MOV', 'AVI', 'MKV', 'FLV', 'WMV', '3GPP', 'WEBM', // VIDEO
-  'JPG', 'JPEG', 'PNG', 'SVG', // IMAGE
-  'MP3', 'WAV', 'AAC', 'FLAC', // AUDIO
+  'MP4',
+  'MOV',
+  'AVI',
+  'MKV',
+  'FLV',
+  'WMV',
+  '3GPP',
+  'WEBM', // VIDEO
+  'JPG',
+  'JPEG',
+  'PNG',
+  'SVG', // IMAGE
+  'MP3',
+  'WAV',
+  'AAC',
+  'FLAC', // AUDIO
   'PDF', // DOCUMENT
 ] as const;
 
@@ -140,7 +163,10 @@ const loginSchema = z.strictObject({ apiKey: z.string().min(1) });
 const partNumber = z.int().min(1).max(MAX_PARTS);
 const moreUrlsSchema = z.strictObject({ partNumbers: z.array(partNumber).min(1).max(MAX_PARTS) });
 const completeSchema = z.strictObject({
-  parts: z.array(z.strictObject({ partNumber, eTag: z.string().min(1) })).min(1).max(MAX_PARTS),
+  parts: z
+    .array(z.strictObject({ partNumber, eTag: z.string().min(1) }))
+    .min(1)
+    .max(MAX_PARTS),
 });
 
 export async function startTruvideoEmulator(opts: TruvideoEmulatorOptions): Promise<TruvideoEmulator> {
@@ -246,7 +272,8 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
   private checkToken(req: http.IncomingMessage): void {
     const header = req.headers.authorization;
     const token = /^Bearer (\S+)$/.exec(header ?? '')?.[1];
-    if (!token) throw new HttpProblem(401, header === undefined ? 'missing Authorization header' : 'Authorization must be "Bearer <token>"');
+    if (!token)
+      throw new HttpProblem(401, header === undefined ? 'missing Authorization header' : 'Authorization must be "Bearer <token>"');
     const expiresAt = this.tokens.get(token);
     if (expiresAt === undefined) throw new HttpProblem(401, 'invalid token');
     if (expiresAt <= Date.now()) throw new HttpProblem(401, 'token expired');
@@ -312,7 +339,8 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
   private async moreUrls(upload: TruvideoUpload, body: unknown): Promise<Reply> {
     const { partNumbers } = validate(moreUrlsSchema, body);
     partNumbers.forEach((n, i) => {
-      if (n > upload.amountOfParts) throw new HttpProblem(400, `partNumbers[${i}]: ${n} is more than amountOfParts (${upload.amountOfParts})`);
+      if (n > upload.amountOfParts)
+        throw new HttpProblem(400, `partNumbers[${i}]: ${n} is more than amountOfParts (${upload.amountOfParts})`);
       if (partNumbers.indexOf(n) !== i) throw new HttpProblem(400, `partNumbers[${i}]: duplicate part number ${n}`);
     });
     this.requireOpen(upload);
@@ -328,7 +356,8 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
       if (p.partNumber !== i + 1) throw new HttpProblem(400, `parts[${i}].partNumber: expected ${i + 1} (parts must be contiguous from 1)`);
       const held = stored.get(p.partNumber);
       if (!held) throw new HttpProblem(400, `parts[${i}]: part ${p.partNumber} was not uploaded`);
-      if (held.eTag !== p.eTag.replace(/"/g, '').toLowerCase()) throw new HttpProblem(400, `parts[${i}].eTag: does not match part ${p.partNumber} as uploaded`);
+      if (held.eTag !== p.eTag.replace(/"/g, '').toLowerCase())
+        throw new HttpProblem(400, `parts[${i}].eTag: does not match part ${p.partNumber} as uploaded`);
     });
     if (parts.length !== upload.amountOfParts) {
       throw new HttpProblem(400, `parts: ${parts.length} parts listed, the upload was started with amountOfParts ${upload.amountOfParts}`);
@@ -353,7 +382,11 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
         upload.failureReason = injected;
         return;
       }
-      this.store.completeMultipartUpload(upload.keyName, upload.s3UploadId, upload.parts.map((p) => p.eTag));
+      this.store.completeMultipartUpload(
+        upload.keyName,
+        upload.s3UploadId,
+        upload.parts.map((p) => p.eTag),
+      );
       upload.status = 'COMPLETED';
       upload.fileUrl = `${this.store.publicOrigin}/${this.store.bucket}/${upload.keyName.split('/').map(encodeURIComponent).join('/')}`;
     } catch (err) {

@@ -121,7 +121,10 @@ export interface ValtEmulator {
 }
 
 /** What the emulator keeps per record: the snapshot's fields, the file being assembled, and the last chunk. */
-interface RecordState extends Pick<ValtRecord, 'id' | 'videoId' | 'name' | 'template' | 'share' | 'shape' | 'bytes' | 'total' | 'url' | 'filename' | 'contentType' | 'chunks'> {
+interface RecordState extends Pick<
+  ValtRecord,
+  'id' | 'videoId' | 'name' | 'template' | 'share' | 'shape' | 'bytes' | 'total' | 'url' | 'filename' | 'contentType' | 'chunks'
+> {
   file: FileHandle;
   filePath: string;
   hash: Hash;
@@ -254,7 +257,14 @@ class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmul
     }
   }
 
-  private async serve(req: http.IncomingMessage, res: http.ServerResponse, url: URL, matched: Matched, call: ValtCall, entry: ValtChunk): Promise<void> {
+  private async serve(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    url: URL,
+    matched: Matched,
+    call: ValtCall,
+    entry: ValtChunk,
+  ): Promise<void> {
     const fault = matched.route ? this.takeFault(matched.route) : undefined;
     if (fault?.kind === 'reset' && fault.when === 'before') {
       // Mid-body: let the first bytes arrive, then drop the connection.
@@ -377,7 +387,8 @@ class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmul
   }
 
   private async appendChunk(req: http.IncomingMessage, raw: Buffer, record: RecordState, entry: ValtChunk): Promise<Reply> {
-    if (req.headers['content-length'] === undefined) throw new HttpProblem(411, 'Content-Length: required (chunked request bodies are not accepted)');
+    if (req.headers['content-length'] === undefined)
+      throw new HttpProblem(411, 'Content-Length: required (chunked request bodies are not accepted)');
     const boundary = multipartBoundary(req.headers['content-type']);
     const range = parseContentRange(req.headers['content-range']);
     const file = fileField(parseMultipart(raw, boundary));
@@ -390,12 +401,14 @@ class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmul
     }
     const sha256 = createHash('sha256').update(file.data).digest('hex');
     if (record.last?.range === range.text) {
-      if (record.last.sha256 !== sha256) throw new HttpProblem(400, `Content-Range: "${range.text}" was already received with different bytes`);
+      if (record.last.sha256 !== sha256)
+        throw new HttpProblem(400, `Content-Range: "${range.text}" was already received with different bytes`);
       entry.repeat = true;
       entry.accepted = true;
       return { status: 200, body: this.chunkAnswer(record) };
     }
-    if (record.total !== null && record.bytes === record.total) throw new HttpProblem(400, `video ${record.videoId} is already complete (${record.total} bytes)`);
+    if (record.total !== null && record.bytes === record.total)
+      throw new HttpProblem(400, `video ${record.videoId} is already complete (${record.total} bytes)`);
     if (range.first !== record.bytes) {
       const what = range.first > record.bytes ? 'a gap' : 'an overlap';
       throw new HttpProblem(400, `Content-Range: the next chunk must start at byte ${record.bytes}, got ${range.first} (${what})`);
@@ -452,7 +465,10 @@ function parseContentRange(header: string | undefined): { text: string; first: n
   const [first, last, total] = [Number(m[1]), Number(m[2]), Number(m[3])];
   if (last < first) throw new HttpProblem(400, `Content-Range: last byte ${last} is before first byte ${first}`);
   if (last >= total) {
-    throw new HttpProblem(400, `Content-Range: last byte ${last} must be below the total ${total} (the last byte position is inclusive: RFC 9110 §14.4)`);
+    throw new HttpProblem(
+      400,
+      `Content-Range: last byte ${last} must be below the total ${total} (the last byte position is inclusive: RFC 9110 §14.4)`,
+    );
   }
   return { text: header, first, last, total };
 }
@@ -484,7 +500,10 @@ function parseMultipart(raw: Buffer, boundary: string): FormPart[] {
     const headerEnd = raw.indexOf('\r\n\r\n', pos + 2);
     if (headerEnd < 0) throw new HttpProblem(400, 'multipart body: part headers do not end');
     const headers = new Map<string, string>();
-    for (const line of raw.subarray(pos + 2, headerEnd).toString('utf8').split('\r\n')) {
+    for (const line of raw
+      .subarray(pos + 2, headerEnd)
+      .toString('utf8')
+      .split('\r\n')) {
       const colon = line.indexOf(':');
       if (colon <= 0) throw new HttpProblem(400, `multipart body: malformed part header "${line}"`);
       headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
@@ -492,16 +511,24 @@ function parseMultipart(raw: Buffer, boundary: string): FormPart[] {
     const end = raw.indexOf(next, headerEnd + 4);
     if (end < 0) throw new HttpProblem(400, 'multipart body: ends before the closing boundary');
     const disposition = headers.get('content-disposition') ?? '';
-    if (!/^form-data\s*(;|$)/i.test(disposition)) throw new HttpProblem(400, 'multipart body: a part without Content-Disposition: form-data');
+    if (!/^form-data\s*(;|$)/i.test(disposition))
+      throw new HttpProblem(400, 'multipart body: a part without Content-Disposition: form-data');
     const name = dispositionParam(disposition, 'name');
     if (name === null) throw new HttpProblem(400, 'multipart body: a part without a name');
-    parts.push({ name, filename: dispositionParam(disposition, 'filename'), contentType: headers.get('content-type') ?? null, data: raw.subarray(headerEnd + 4, end) });
+    parts.push({
+      name,
+      filename: dispositionParam(disposition, 'filename'),
+      contentType: headers.get('content-type') ?? null,
+      data: raw.subarray(headerEnd + 4, end),
+    });
     pos = end + next.length;
   }
 }
 
 function dispositionParam(disposition: string, param: string): string | null {
-  const m = new RegExp(`;\\s*${param}="((?:[^"\\\\]|\\\\.)*)"`, 'i').exec(disposition) ?? new RegExp(`;\\s*${param}=([^;\\s]+)`, 'i').exec(disposition);
+  const m =
+    new RegExp(`;\\s*${param}="((?:[^"\\\\]|\\\\.)*)"`, 'i').exec(disposition) ??
+    new RegExp(`;\\s*${param}=([^;\\s]+)`, 'i').exec(disposition);
   return m ? m[1]!.replace(/%22/g, '"').replace(/%0D/gi, '\r').replace(/%0A/gi, '\n') : null;
 }
 

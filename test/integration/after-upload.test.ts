@@ -32,18 +32,31 @@ interface Fleet extends SiteFiles {
  * are handled once they settled longer ago than `watch.missing_file_seconds` (the window in which
  * a stalled exporter may still write to them): 2 s here, unless `watch` says otherwise.
  */
-async function fleet(ctx: TestContext, sections: Record<string, unknown>, watch: Record<string, unknown> = { missing_file_seconds: 2 }): Promise<Fleet> {
+async function fleet(
+  ctx: TestContext,
+  sections: Record<string, unknown>,
+  watch: Record<string, unknown> = { missing_file_seconds: 2 },
+): Promise<Fleet> {
   const h = harness(ctx);
   const store = h.closeAtEnd(await startS3Store());
   const a = h.closeAtEnd(await startAloEmulator({ store }));
   const b = h.closeAtEnd(await startAloEmulator({ store }));
-  const files = await writeSiteConfig(await h.dir(), { targets: { a: aloTargetConfig(a.baseUrl), b: aloTargetConfig(b.baseUrl) }, sections, watch });
+  const files = await writeSiteConfig(await h.dir(), {
+    targets: { a: aloTargetConfig(a.baseUrl), b: aloTargetConfig(b.baseUrl) },
+    sections,
+    watch,
+  });
   return { ...files, store, a, b, start: () => void h.daemon(files) };
 }
 
 /** When the video settled (was last hashed), ms; undefined while it waits. */
 const settledAt = (f: SiteFiles, incidentId: string, videoId: string): number | undefined =>
-  ledgerRowsSoFar<{ settled_at: number | null }>(f.ledgerPath, 'SELECT settled_at FROM videos WHERE incident_id = ? AND id = ?', incidentId, videoId)[0]?.settled_at ?? undefined;
+  ledgerRowsSoFar<{ settled_at: number | null }>(
+    f.ledgerPath,
+    'SELECT settled_at FROM videos WHERE incident_id = ? AND id = ?',
+    incidentId,
+    videoId,
+  )[0]?.settled_at ?? undefined;
 
 /** What ALO `alo` holds under the key its incident report names for the video. */
 async function reportedSha(f: Fleet, alo: AloEmulator, incidentId: string, videoId: string): Promise<string | undefined> {
@@ -63,10 +76,16 @@ interface VideoRow {
   files_handled_at: number | null;
 }
 const videoRows = (f: SiteFiles, incidentId: string): VideoRow[] =>
-  ledgerRowsSoFar<VideoRow>(f.ledgerPath, 'SELECT id, files_handled, files_handled_at FROM videos WHERE incident_id = ? ORDER BY position', incidentId);
-const videoRow = (f: SiteFiles, incidentId: string, videoId: string): VideoRow | undefined => videoRows(f, incidentId).find((v) => v.id === videoId);
+  ledgerRowsSoFar<VideoRow>(
+    f.ledgerPath,
+    'SELECT id, files_handled, files_handled_at FROM videos WHERE incident_id = ? ORDER BY position',
+    incidentId,
+  );
+const videoRow = (f: SiteFiles, incidentId: string, videoId: string): VideoRow | undefined =>
+  videoRows(f, incidentId).find((v) => v.id === videoId);
 const folderHandled = (f: SiteFiles, incidentId: string): string | null | undefined =>
-  ledgerRowsSoFar<{ folder_handled: string | null }>(f.ledgerPath, 'SELECT folder_handled FROM incidents WHERE id = ?', incidentId)[0]?.folder_handled;
+  ledgerRowsSoFar<{ folder_handled: string | null }>(f.ledgerPath, 'SELECT folder_handled FROM incidents WHERE id = ?', incidentId)[0]
+    ?.folder_handled;
 const uploadStates = (f: SiteFiles, incidentId: string, videoId: string): Record<string, string> =>
   Object.fromEntries(
     ledgerRowsSoFar<{ target: string; role: string; state: string }>(
@@ -108,10 +127,14 @@ describe('after_upload', () => {
     f.b.failNext('upload_urls', 25, 503);
     f.start();
     // a has v1 (video and thumbnail) while b has not: the files are still there.
-    await waitFor(() => {
-      const u = uploadStates(f, 'inc-del', 'inc-del-v1');
-      return u['a/video'] === 'done' && u['a/thumbnail'] === 'done' && u['b/video'] !== 'done';
-    }, 30_000, 'v1 on a only');
+    await waitFor(
+      () => {
+        const u = uploadStates(f, 'inc-del', 'inc-del-v1');
+        return u['a/video'] === 'done' && u['a/thumbnail'] === 'done' && u['b/video'] !== 'done';
+      },
+      30_000,
+      'v1 on a only',
+    );
     expect(existsSync(join(folder, 'cam01.mp4'))).toBe(true);
     expect(existsSync(join(folder, 'cam01.jpg'))).toBe(true);
     expect(videoRow(f, 'inc-del', 'inc-del-v1')?.files_handled).toBeNull();
@@ -154,10 +177,14 @@ describe('after_upload', () => {
     const f = await fleet(ctx, { after_upload: 'delete' }, { missing_file_seconds: 3 });
     const path = await exportOneVideo(f, 'inc-grow');
     f.start();
-    await waitFor(() => {
-      const u = uploadStates(f, 'inc-grow', 'inc-grow-v1');
-      return u['a/video'] === 'done' && u['b/video'] === 'done';
-    }, 30_000, 'the first version on a and b');
+    await waitFor(
+      () => {
+        const u = uploadStates(f, 'inc-grow', 'inc-grow-v1');
+        return u['a/video'] === 'done' && u['b/video'] === 'done';
+      },
+      30_000,
+      'the first version on a and b',
+    );
     // The exporter had only paused: it writes the rest, within the change window.
     await appendFile(path, randomBytes(2 * MiB));
     const finalSha = await sha256File(path);
@@ -174,11 +201,15 @@ describe('after_upload', () => {
     f.b.failNext('put_incident', 10_000, 503);
     const path = await exportOneVideo(f, 'inc-late');
     f.start();
-    await waitFor(() => {
-      const u = uploadStates(f, 'inc-late', 'inc-late-v1');
-      const at = settledAt(f, 'inc-late', 'inc-late-v1');
-      return u['a/video'] === 'done' && u['b/video'] === 'done' && at !== undefined && Date.now() - at > 1500;
-    }, 30_000, 'the first version on a and b, settled longer ago than the window');
+    await waitFor(
+      () => {
+        const u = uploadStates(f, 'inc-late', 'inc-late-v1');
+        const at = settledAt(f, 'inc-late', 'inc-late-v1');
+        return u['a/video'] === 'done' && u['b/video'] === 'done' && at !== undefined && Date.now() - at > 1500;
+      },
+      30_000,
+      'the first version on a and b, settled longer ago than the window',
+    );
     await appendFile(path, randomBytes(2 * MiB));
     const finalSha = await sha256File(path);
     f.b.clearFaults('put_incident');
@@ -203,8 +234,15 @@ describe('after_upload', () => {
     expect((await readdir(dest)).sort()).toEqual(['cam01.jpg', 'cam01.mp4', 'cam02.mp4', 'incident.json']);
     expect(existsSync(join(f.exportsRoot, 'site-a', '2024', 'inc-mv'))).toBe(false);
     expect(videoRows(f, 'inc-mv').map((v) => v.files_handled)).toEqual(['move', 'move', null]);
-    expect(uploadStates(f, 'inc-mv', 'inc-mv-v1')).toMatchObject({ 'a/video': 'done', 'b/video': 'done', 'a/thumbnail': 'done', 'b/thumbnail': 'done' });
-    ctx.annotate(`after_upload_dir ${crossDevice ? 'on another filesystem (copy + fsync + unlink)' : 'on the same filesystem (rename)'}`);
+    expect(uploadStates(f, 'inc-mv', 'inc-mv-v1')).toMatchObject({
+      'a/video': 'done',
+      'b/video': 'done',
+      'a/thumbnail': 'done',
+      'b/thumbnail': 'done',
+    });
+    void ctx.annotate(
+      `after_upload_dir ${crossDevice ? 'on another filesystem (copy + fsync + unlink)' : 'on the same filesystem (rename)'}`,
+    );
   });
 });
 
@@ -215,10 +253,14 @@ describe('retention', () => {
     const shas = await exportIncident(f.exportsRoot, 'inc-ret', 'inc-ret');
     f.b.refuseFile('inc-ret-v1', 'media rejected by policy (retention test)');
     f.start();
-    const v2 = await waitFor(() => {
-      const row = videoRow(f, 'inc-ret', 'inc-ret-v2');
-      return row?.files_handled === 'retention' ? row : undefined;
-    }, 45_000, 'v2 deleted by retention');
+    const v2 = await waitFor(
+      () => {
+        const row = videoRow(f, 'inc-ret', 'inc-ret-v2');
+        return row?.files_handled === 'retention' ? row : undefined;
+      },
+      45_000,
+      'v2 deleted by retention',
+    );
     // Deleted no sooner than 2 s after the last confirmation (the last upload, or ALO's ack).
     const confirmed = ledgerRowsSoFar<{ at: number }>(
       f.ledgerPath,

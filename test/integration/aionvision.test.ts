@@ -34,7 +34,11 @@ function quickTimeHeader(): Buffer {
 }
 
 function completed(s: AionSite, filename: string, timeoutMs = 30_000): Promise<AionUpload> {
-  return waitFor(() => [...s.aion.uploads.values()].find((u) => u.filename === filename && u.status === 'completed'), timeoutMs, `${filename} completed`);
+  return waitFor(
+    () => [...s.aion.uploads.values()].find((u) => u.filename === filename && u.status === 'completed'),
+    timeoutMs,
+    `${filename} completed`,
+  );
 }
 
 const callsOf = (s: AionSite, route: AionCall['route']): AionCall[] => s.aion.calls.filter((c) => c.route === route);
@@ -56,7 +60,10 @@ async function status(s: AionSite): Promise<StatusJson> {
 }
 
 function uploadStatus(snapshot: StatusJson, videoId: string) {
-  return snapshot.incidents.flatMap((i) => i.videos).find((v) => v.id === videoId)?.uploads.find((u) => u.target === 'aion');
+  return snapshot.incidents
+    .flatMap((i) => i.videos)
+    .find((v) => v.id === videoId)
+    ?.uploads.find((u) => u.target === 'aion');
 }
 
 describe('a 25 MiB video in server-decided 10 MiB chunks', () => {
@@ -92,11 +99,15 @@ describe('a 25 MiB video in server-decided 10 MiB chunks', () => {
         media_id: upload.mediaId,
         upload_id: upload.uploadId,
         chunk_number: c.number,
-        etag: `"${createHash('md5').update(file.subarray(c.offset, c.offset + c.size)).digest('hex')}"`,
+        etag: `"${createHash('md5')
+          .update(file.subarray(c.offset, c.offset + c.size))
+          .digest('hex')}"`,
         size_bytes: c.size,
       })),
     );
-    expect(callsOf(s, 'complete').map((c) => [c.status, c.body])).toEqual([[200, { media_id: upload.mediaId, upload_id: upload.uploadId }]]);
+    expect(callsOf(s, 'complete').map((c) => [c.status, c.body])).toEqual([
+      [200, { media_id: upload.mediaId, upload_id: upload.uploadId }],
+    ]);
     expect(await s.store.objectSha256(upload.s3Key)).toBe(sha);
     expect(s.store.openMultipartUploads()).toEqual([]);
     // The credentials went on every API call (the emulator answers 401 otherwise), never to S3.
@@ -144,7 +155,9 @@ describe('resilience', () => {
 
     const [upload] = [...s.aion.uploads.values()];
     expect([...upload!.confirmed.keys()].sort()).toEqual([1, 2]);
-    const doneInLedger = ledgerRows<{ number: number }>(s.ledgerPath, `SELECT number FROM parts WHERE state = 'done' ORDER BY number`).map((r) => r.number);
+    const doneInLedger = ledgerRows<{ number: number }>(s.ledgerPath, `SELECT number FROM parts WHERE state = 'done' ORDER BY number`).map(
+      (r) => r.number,
+    );
     expect(doneInLedger).toEqual([1]); // the ledger never heard of chunk 2: only progress can tell
 
     s.store.setLatency(0);
@@ -152,7 +165,11 @@ describe('resilience', () => {
     t.daemon(s);
     await completed(s, 'cam01.mp4');
     expect(await s.store.objectSha256(upload!.s3Key)).toBe(sha);
-    expect(callsOf(s, 'progress').slice(progressBefore).map((c) => [c.status, c.mediaId])).toEqual([[200, upload!.mediaId]]);
+    expect(
+      callsOf(s, 'progress')
+        .slice(progressBefore)
+        .map((c) => [c.status, c.mediaId]),
+    ).toEqual([[200, upload!.mediaId]]);
     // The same upload was continued: one initiate, chunks 1 and 2 PUT and confirmed once, only chunk 3 sent after the restart.
     expect(callsOf(s, 'initiate')).toHaveLength(1);
     expect([1, 2, 3].map((n) => okPuts(s, upload!, n).length)).toEqual([1, 1, 1]);
@@ -202,17 +219,31 @@ describe('refusals', () => {
     const good = await completed(s, 'cam03.mov');
     expect(await s.store.objectSha256(good.s3Key)).toBe(shas.get('good'));
     expect(good.contentType).toBe('video/quicktime');
-    const snapshot = await waitFor(async () => {
-      const snap = await status(s);
-      return snap.totals.failed === 2 && snap.totals.done === 1 ? snap : undefined;
-    }, 15_000, 'two failed, one done');
+    const snapshot = await waitFor(
+      async () => {
+        const snap = await status(s);
+        return snap.totals.failed === 2 && snap.totals.done === 1 ? snap : undefined;
+      },
+      15_000,
+      'two failed, one done',
+    );
 
     // The .ts file never reached the platform.
     expect(s.aion.calls.map((c) => (c.body as { filename?: string } | undefined)?.filename).filter(Boolean)).not.toContain('cam01.ts');
-    expect(uploadStatus(snapshot, 'ts')).toMatchObject({ state: 'failed', lastError: 'cam01.ts is video/mp2t; Aionvision accepts MP4, MOV, M4V, WebM and AVI only' });
+    expect(uploadStatus(snapshot, 'ts')).toMatchObject({
+      state: 'failed',
+      lastError: 'cam01.ts is video/mp2t; Aionvision accepts MP4, MOV, M4V, WebM and AVI only',
+    });
     // The refused file failed with the platform's own words, after one try (a 4xx is final).
-    expect(uploadStatus(snapshot, 'refused')).toMatchObject({ state: 'failed', lastError: expect.stringContaining('this account has reached its storage quota') });
-    expect(callsOf(s, 'initiate').filter((c) => (c.body as { filename: string }).filename === 'cam02.mp4').map((c) => c.status)).toEqual([422]);
+    expect(uploadStatus(snapshot, 'refused')).toMatchObject({
+      state: 'failed',
+      lastError: expect.stringContaining('this account has reached its storage quota'),
+    });
+    expect(
+      callsOf(s, 'initiate')
+        .filter((c) => (c.body as { filename: string }).filename === 'cam02.mp4')
+        .map((c) => c.status),
+    ).toEqual([422]);
     expect(uploadStatus(snapshot, 'good')?.state).toBe('done');
   });
 
@@ -231,13 +262,17 @@ describe('refusals', () => {
     expect(s.store.openMultipartUploads()).toEqual([]); // …and no longer does
     expect(callsOf(s, 'complete')).toEqual([]);
     const snapshot = await status(s);
-    expect(uploadStatus(snapshot, 'v1')).toMatchObject({ state: 'failed', lastError: expect.stringContaining('chunks/confirm answered 400') });
+    expect(uploadStatus(snapshot, 'v1')).toMatchObject({
+      state: 'failed',
+      lastError: expect.stringContaining('chunks/confirm answered 400'),
+    });
     expect(snapshot.pendingAborts).toBe(0);
   });
 });
 
 describe('the target on its own', () => {
-  const target = (ctx: TestContext, baseUrl: string): Target => targetOf(ctx, 'aion', { type: 'aionvision', base_url: baseUrl, auth: { bearer: AION_TEST_KEY } });
+  const target = (ctx: TestContext, baseUrl: string): Target =>
+    targetOf(ctx, 'aion', { type: 'aionvision', base_url: baseUrl, auth: { bearer: AION_TEST_KEY } });
   const file = (over: Partial<SourceFile>): SourceFile => ({
     role: 'video',
     path: '/nonexistent',
@@ -254,11 +289,21 @@ describe('the target on its own', () => {
 
   it('refuses other formats, other extensions and videos over 10 GiB, saying which limit', (ctx) => {
     const t = target(ctx, 'http://127.0.0.1:9/api/v2');
-    for (const [name, contentType] of [['a.mp4', 'video/mp4'], ['a.MOV', 'video/quicktime'], ['a.m4v', 'video/x-m4v'], ['a.webm', 'video/webm'], ['a.avi', 'video/x-msvideo']]) {
+    for (const [name, contentType] of [
+      ['a.mp4', 'video/mp4'],
+      ['a.MOV', 'video/quicktime'],
+      ['a.m4v', 'video/x-m4v'],
+      ['a.webm', 'video/webm'],
+      ['a.avi', 'video/x-msvideo'],
+    ]) {
       expect(t.refuse(file({ name: name!, contentType: contentType! })), name).toBeNull();
     }
-    expect(t.refuse(file({ name: 'a.mkv', contentType: 'video/x-matroska' }))).toBe('a.mkv is video/x-matroska; Aionvision accepts MP4, MOV, M4V, WebM and AVI only');
-    expect(t.refuse(file({ name: 'a.ts', contentType: 'video/mp4' }))).toMatch(/a\.ts is MP4, but Aionvision accepts only file names ending in \.mp4, \.mov/);
+    expect(t.refuse(file({ name: 'a.mkv', contentType: 'video/x-matroska' }))).toBe(
+      'a.mkv is video/x-matroska; Aionvision accepts MP4, MOV, M4V, WebM and AVI only',
+    );
+    expect(t.refuse(file({ name: 'a.ts', contentType: 'video/mp4' }))).toMatch(
+      /a\.ts is MP4, but Aionvision accepts only file names ending in \.mp4, \.mov/,
+    );
     expect(t.refuse(file({ size: 10 * 1024 ** 3 }))).toBeNull();
     expect(t.refuse(file({ size: 10 * 1024 ** 3 + 1 }))).toMatch(/at most 10 GiB \(10737418240 bytes\) per video/);
     expect(t.layout(file({}), 16 * MiB)).toBeNull();
@@ -267,8 +312,18 @@ describe('the target on its own', () => {
   it('refuses a chunk layout that does not cover the file, and aborts that upload', async (ctx) => {
     const calls: Array<{ url: string; body: string }> = [];
     const answers = [
-      { chunks: [{ chunk_number: 1, upload_url: 'http://127.0.0.1:9/a', size_bytes: 5 }, { chunk_number: 3, upload_url: 'http://127.0.0.1:9/c', size_bytes: 5 }] },
-      { chunks: [{ chunk_number: 1, upload_url: 'http://127.0.0.1:9/a', size_bytes: 4 }, { chunk_number: 2, upload_url: 'http://127.0.0.1:9/b', size_bytes: 5 }] },
+      {
+        chunks: [
+          { chunk_number: 1, upload_url: 'http://127.0.0.1:9/a', size_bytes: 5 },
+          { chunk_number: 3, upload_url: 'http://127.0.0.1:9/c', size_bytes: 5 },
+        ],
+      },
+      {
+        chunks: [
+          { chunk_number: 1, upload_url: 'http://127.0.0.1:9/a', size_bytes: 4 },
+          { chunk_number: 2, upload_url: 'http://127.0.0.1:9/b', size_bytes: 5 },
+        ],
+      },
     ];
     const server = http.createServer((req, res) => {
       let body = '';
@@ -282,9 +337,20 @@ describe('the target on its own', () => {
     const origin = await listen(server, '127.0.0.1', 0);
     ctx.onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
     const t = target(ctx, `${origin}/api/v2`);
-    await expect(t.start(file({ size: 10 }), null, signal)).rejects.toMatchObject({ kind: 'permanent', message: expect.stringContaining('chunk 3 where chunk 2 of 2 belongs') });
-    await expect(t.start(file({ size: 10 }), null, signal)).rejects.toMatchObject({ kind: 'permanent', message: expect.stringContaining('chunks of 9 bytes in all for a file of 10 bytes') });
-    expect(calls.map((c) => c.url)).toEqual(['/api/v2/video-uploads/initiate', '/api/v2/video-uploads/abort', '/api/v2/video-uploads/initiate', '/api/v2/video-uploads/abort']);
+    await expect(t.start(file({ size: 10 }), null, signal)).rejects.toMatchObject({
+      kind: 'permanent',
+      message: expect.stringContaining('chunk 3 where chunk 2 of 2 belongs'),
+    });
+    await expect(t.start(file({ size: 10 }), null, signal)).rejects.toMatchObject({
+      kind: 'permanent',
+      message: expect.stringContaining('chunks of 9 bytes in all for a file of 10 bytes'),
+    });
+    expect(calls.map((c) => c.url)).toEqual([
+      '/api/v2/video-uploads/initiate',
+      '/api/v2/video-uploads/abort',
+      '/api/v2/video-uploads/initiate',
+      '/api/v2/video-uploads/abort',
+    ]);
     expect(JSON.parse(calls[1]!.body)).toEqual({ media_id: 'm1', upload_id: 'u1' });
   });
 
@@ -295,12 +361,21 @@ describe('the target on its own', () => {
     const aion = h.closeAtEnd(await startAionvisionEmulator({ store }));
     const path = join(dir, 'cam01.mp4');
     const sha = await writeVideo(path, MiB);
-    const md5 = createHash('md5').update(await readFile(path)).digest('hex');
+    const md5 = createHash('md5')
+      .update(await readFile(path))
+      .digest('hex');
     const t = target(ctx, aion.baseUrl);
     const video = file({ path, sha256: sha });
     const started = await t.start(video, null, signal);
     expect(started.layout).toEqual([{ number: 1, offset: 0, size: MiB }]);
-    const receipt = await t.sendPart({ session: started.session, file: video, part: { number: 1, offset: 0, size: MiB }, body: () => createReadStream(path), sentMd5: () => md5, signal });
+    const receipt = await t.sendPart({
+      session: started.session,
+      file: video,
+      part: { number: 1, offset: 0, size: MiB },
+      body: () => createReadStream(path),
+      sentMd5: () => md5,
+      signal,
+    });
     expect(receipt.etag).toBe(md5);
     const parts = [{ number: 1, size: MiB, etag: md5 }];
     expect(await t.complete(started.session, video, parts, signal)).toEqual({ media_id: started.session.media_id });
@@ -308,10 +383,18 @@ describe('the target on its own', () => {
     expect(await t.complete(started.session, video, parts, signal)).toEqual({ media_id: started.session.media_id });
     await t.abort(started.session, video, signal);
     expect(aion.calls.map((c) => [c.route, c.status])).toEqual([
-      ['initiate', 200], ['confirm', 200], ['complete', 200], ['complete', 409], ['progress', 200], ['abort', 409],
+      ['initiate', 200],
+      ['confirm', 200],
+      ['complete', 200],
+      ['complete', 409],
+      ['progress', 200],
+      ['abort', 409],
     ]);
     expect(await store.objectSha256([...aion.uploads.values()][0]!.s3Key)).toBe(sha);
     // An upload the platform does not know fails complete for good.
-    await expect(t.complete({ media_id: 'nope', upload_id: 'nope' }, video, parts, signal)).rejects.toMatchObject({ kind: 'permanent', details: { status: 404 } });
+    await expect(t.complete({ media_id: 'nope', upload_id: 'nope' }, video, parts, signal)).rejects.toMatchObject({
+      kind: 'permanent',
+      details: { status: 404 },
+    });
   });
 });

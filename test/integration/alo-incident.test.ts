@@ -13,7 +13,6 @@ import { ledgerRowsSoFar } from '../support/ledger.js';
 import { ApiClient, apiSection, parsePrometheus, sampleValue } from '../support/local-api.js';
 import { incidentManifest, writeManifest, writeOneVideoIncident } from '../support/manifest.js';
 
-
 describe('an incident end to end on ALO', () => {
   it('uploads a multipart video, a small video with its thumbnail, and reports the failed export', async (ctx) => {
     const h = harness(ctx);
@@ -33,10 +32,14 @@ describe('an incident end to end on ALO', () => {
     );
 
     const daemon = h.daemon(site);
-    const incident = await waitFor(() => {
-      const i = site.alo.incident(id);
-      return i && i.uploaded_videos.length === 2 ? i : undefined;
-    }, 30_000, 'both videos reported');
+    const incident = await waitFor(
+      () => {
+        const i = site.alo.incident(id);
+        return i && i.uploaded_videos.length === 2 ? i : undefined;
+      },
+      30_000,
+      'both videos reported',
+    );
 
     // The first report went out as soon as the manifest was read, before any video finished.
     const first = site.alo.reports[0]!.body as { vms_incident: { uploaded_videos: unknown[]; failed_videos: Array<{ id: string }> } };
@@ -53,24 +56,39 @@ describe('an incident end to end on ALO', () => {
     expect(big.s3_thumbnail_key).toBeNull();
     expect(small.camera_name).toBe('192.168.0.241 - Camera - 02');
     expect(incident.failed_videos).toEqual([
-      expect.objectContaining({ id: 'bad-file-2', upload_errors: ['G64 export failed with: No video available for the camera during the selected time period.'] }),
+      expect.objectContaining({
+        id: 'bad-file-2',
+        upload_errors: ['G64 export failed with: No video available for the camera during the selected time period.'],
+      }),
     ]);
 
     // Multipart for the big file (3 parts of 5 MiB), one PUT each for the small video and the thumbnail.
     const puts = site.store.requests.filter((r) => r.method === 'PUT' && r.status === 200);
-    expect(puts.filter((r) => r.key === big.s3_key).map((r) => r.partNumber).sort()).toEqual([1, 2, 3]);
+    expect(
+      puts
+        .filter((r) => r.key === big.s3_key)
+        .map((r) => r.partNumber)
+        .sort(),
+    ).toEqual([1, 2, 3]);
     expect(puts.filter((r) => r.key === small.s3_key)).toHaveLength(1);
     expect(site.alo.calls.filter((c) => c.route === 'complete_multipart_upload').map((c) => c.status)).toEqual([200]);
     expect(site.store.openMultipartUploads()).toEqual([]);
 
     const status = await runCli(['status', '--json', '--config', site.configPath]);
     expect(status.code).toBe(0);
-    const snapshot = JSON.parse(status.stdout) as { totals: Record<string, number>; incidents: Array<{ reports: Array<{ upToDate: boolean }> }> };
+    const snapshot = JSON.parse(status.stdout) as {
+      totals: Record<string, number>;
+      incidents: Array<{ reports: Array<{ upToDate: boolean }> }>;
+    };
     expect(snapshot.totals).toMatchObject({ done: 3, failed: 0, queued: 0, uploading: 0, failedVideos: 1 });
-    await waitFor(async () => {
-      const s = JSON.parse((await runCli(['status', '--json', '--config', site.configPath])).stdout) as typeof snapshot;
-      return s.incidents[0]!.reports[0]!.upToDate;
-    }, 10_000, 'the last report acknowledged');
+    await waitFor(
+      async () => {
+        const s = JSON.parse((await runCli(['status', '--json', '--config', site.configPath])).stdout) as typeof snapshot;
+        return s.incidents[0]!.reports[0]!.upToDate;
+      },
+      10_000,
+      'the last report acknowledged',
+    );
 
     daemon.kill('SIGTERM');
     expect(await daemon.exited).toEqual({ code: 0, signal: null });
@@ -88,8 +106,13 @@ describe('a report ALO refuses for good', () => {
     const d = h.daemon(s);
     const api = await ApiClient.of(d);
     const reportState = async (): Promise<string | undefined> =>
-      (JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as StatusJson).incidents.find((i) => i.id === id)?.reports[0]?.state;
-    await waitFor(async () => s.store.requests.some((r) => r.status === 200) && (await reportState()) === 'refused' && ledgerUploadsDone(s, id), 30_000, 'the video uploaded and the report refused');
+      (JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as StatusJson).incidents.find((i) => i.id === id)
+        ?.reports[0]?.state;
+    await waitFor(
+      async () => s.store.requests.some((r) => r.status === 200) && (await reportState()) === 'refused' && ledgerUploadsDone(s, id),
+      30_000,
+      'the video uploaded and the report refused',
+    );
     const refusedSoFar = s.alo.reports.filter((r) => r.incidentId === id).length;
     // The manifest and the video's completion are the incident's two versions: each refused once.
     expect(refusedSoFar).toBeGreaterThanOrEqual(1);
@@ -100,7 +123,10 @@ describe('a report ALO refuses for good', () => {
 
     const health = await api.call('GET', '/healthz', null);
     expect(health.status).toBe(200);
-    expect(health.json<{ status: string; reasons: string[] }>()).toEqual({ status: 'degraded', reasons: [expect.stringContaining('alo refused the latest report of 1 incident(s)')] });
+    expect(health.json<{ status: string; reasons: string[] }>()).toEqual({
+      status: 'degraded',
+      reasons: [expect.stringContaining('alo refused the latest report of 1 incident(s)')],
+    });
     const samples = parsePrometheus((await api.call('GET', '/metrics')).text);
     expect(sampleValue(samples, 'vms_uplink_reports_refused', { target: 'alo' })).toBe(1);
     expect(sampleValue(samples, 'vms_uplink_reports_refused_total', { target: 'alo' })).toBe(refusedSoFar);

@@ -43,7 +43,8 @@ async function reportedKey(id: string, timeoutMs = 30_000): Promise<string> {
   return waitFor(() => site.alo.incident(id)?.uploaded_videos[0]?.s3_key, timeoutMs, `incident ${id} reported as uploaded`);
 }
 
-const okPuts = (key: string): Array<{ partNumber?: number }> => site.store.requests.filter((r) => r.method === 'PUT' && r.key === key && r.status === 200);
+const okPuts = (key: string): Array<{ partNumber?: number }> =>
+  site.store.requests.filter((r) => r.method === 'PUT' && r.key === key && r.status === 200);
 
 describe('crash and restart', () => {
   it('resumes after SIGKILL at the first unfinished part; finished parts are not sent again', async () => {
@@ -52,11 +53,17 @@ describe('crash and restart', () => {
     const sha = await writeOneVideoIncident(site.exportsRoot, 'kill-1', 40 * MiB + 7); // 9 parts of 5 MiB
 
     const first = start();
-    await waitFor(() => ledgerRowsSoFar(site.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).length >= 3, 30_000, 'three parts done');
+    await waitFor(
+      () => ledgerRowsSoFar(site.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).length >= 3,
+      30_000,
+      'three parts done',
+    );
     first.kill('SIGKILL');
     expect(await first.exited).toEqual({ code: null, signal: 'SIGKILL' });
 
-    const doneBefore = ledgerRows<{ number: number }>(site.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).map((r) => r.number);
+    const doneBefore = ledgerRows<{ number: number }>(site.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).map(
+      (r) => r.number,
+    );
     expect(doneBefore.length).toBeGreaterThanOrEqual(3);
     expect(doneBefore.length).toBeLessThan(9);
     const integrity = new Database(site.ledgerPath, { readonly: true });
@@ -67,7 +74,11 @@ describe('crash and restart', () => {
     const key = await reportedKey('kill-1');
     expect(await site.store.objectSha256(key)).toBe(sha);
     const puts = okPuts(key);
-    for (const n of doneBefore) expect(puts.filter((p) => p.partNumber === n), `part ${n}`).toHaveLength(1);
+    for (const n of doneBefore)
+      expect(
+        puts.filter((p) => p.partNumber === n),
+        `part ${n}`,
+      ).toHaveLength(1);
     // Re-sent: at most the parts that were in flight at the kill (concurrency 2).
     expect(puts.length - 9).toBeLessThanOrEqual(2);
     // The same multipart upload was continued, not started twice.
@@ -132,13 +143,20 @@ describe('network and platform faults', () => {
 
   it('fails a file ALO refuses with its reason, aborts the multipart upload, and carries on with the rest', async () => {
     site = await startAloSite({ emulator: { maxUploadSizeMb: 8 } });
-    const shas = await writeIncident(site.exportsRoot, 'limit-1', [{ id: 'big', file: 'big.mp4', size: 9 * MiB }, { id: 'small', file: 'small.mp4', size: 3 * MiB }]);
+    const shas = await writeIncident(site.exportsRoot, 'limit-1', [
+      { id: 'big', file: 'big.mp4', size: 9 * MiB },
+      { id: 'small', file: 'small.mp4', size: 3 * MiB },
+    ]);
 
     start();
-    const incident = await waitFor(() => {
-      const i = site.alo.incident('limit-1');
-      return i && i.uploaded_videos.length === 1 && i.failed_videos.length === 1 ? i : undefined;
-    }, 30_000, 'one uploaded, one failed');
+    const incident = await waitFor(
+      () => {
+        const i = site.alo.incident('limit-1');
+        return i && i.uploaded_videos.length === 1 && i.failed_videos.length === 1 ? i : undefined;
+      },
+      30_000,
+      'one uploaded, one failed',
+    );
     expect(await site.store.objectSha256(incident.uploaded_videos[0]!.s3_key)).toBe(shas.get('small'));
     expect(incident.failed_videos[0]!.id).toBe('big');
     expect(incident.failed_videos[0]!.upload_errors.join(' ')).toMatch(/at most 8 MB \(max_upload_size_mb\)/);
@@ -200,7 +218,9 @@ describe('shutdown', () => {
     first.kill('SIGTERM');
     expect(await first.exited).toEqual({ code: 0, signal: null });
     expect(Date.now() - t0).toBeLessThan(6000);
-    const doneBefore = ledgerRows<{ number: number }>(site.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).map((r) => r.number);
+    const doneBefore = ledgerRows<{ number: number }>(site.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).map(
+      (r) => r.number,
+    );
     expect(doneBefore.length).toBeLessThan(6);
 
     site.store.setLatency(0);

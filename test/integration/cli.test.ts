@@ -13,7 +13,6 @@ import { runCli, runCliOnTerminal, waitFor, writeConfig } from '../support/daemo
 import { MiB, writeVideo } from '../support/files.js';
 import { incidentManifest, writeManifest } from '../support/manifest.js';
 
-
 /** A configuration that validates, for a directory; `patch` replaces top-level sections. */
 async function configIn(dir: string, patch: Record<string, unknown> = {}): Promise<{ configPath: string; ledgerPath: string }> {
   const ledgerPath = join(dir, 'state', 'ledger.db');
@@ -33,10 +32,26 @@ interface Snapshot {
     videos: Array<{
       id: string;
       state: string;
-      uploads: Array<{ role: string; state: string; bytesDone: number; bytesTotal: number; lastError: string | null; rateBytesPerSecond: number; etaSeconds: number | null }>;
+      uploads: Array<{
+        role: string;
+        state: string;
+        bytesDone: number;
+        bytesTotal: number;
+        lastError: string | null;
+        rateBytesPerSecond: number;
+        etaSeconds: number | null;
+      }>;
     }>;
   }>;
-  totals: { queued: number; uploading: number; done: number; failed: number; waiting: number; failedVideos: number; refusedReports: number };
+  totals: {
+    queued: number;
+    uploading: number;
+    done: number;
+    failed: number;
+    waiting: number;
+    failedVideos: number;
+    refusedReports: number;
+  };
 }
 
 async function statusJson(configPath: string): Promise<Snapshot> {
@@ -73,7 +88,14 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
         valt: {
           type: 'valt',
           base_url: 'http://valt.example.com/api/v3',
-          auth: { login: { url: 'http://valt.example.com/api/v3/login', body: { username: 'u', password: 'p' }, token_field: 'data.access_token' }, send_as: { query: 'access_token' } },
+          auth: {
+            login: {
+              url: 'http://valt.example.com/api/v3/login',
+              body: { username: 'u', password: 'p' },
+              token_field: 'data.access_token',
+            },
+            send_as: { query: 'access_token' },
+          },
         },
       },
     });
@@ -129,7 +151,11 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
           type: 'alo',
           base_url: 'https://alo.example.com/v1',
           auth: {
-            login: { url: 'https://alo.example.com/v1/login', body: { username: loginUser, password: loginPassword }, token_field: 'data.access_token' },
+            login: {
+              url: 'https://alo.example.com/v1/login',
+              body: { username: loginUser, password: loginPassword },
+              token_field: 'data.access_token',
+            },
             send_as: { query: 'access_token' },
           },
         },
@@ -183,11 +209,15 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     // The ledger is set up before `daemon.started` (a status racing that set-up is a test of its own below).
     await waitFor(() => d.events('daemon.started').length > 0, 10_000, 'the daemon started');
     const bigUpload = (st: Snapshot) => st.incidents[0]?.videos.find((v) => v.id === 'big')?.uploads.find((u) => u.role === 'video');
-    const during = await waitFor(async () => {
-      const st = await statusJson(s.configPath);
-      const big = bigUpload(st);
-      return big?.state === 'uploading' && big.bytesDone > 0 ? st : undefined;
-    }, 25_000, 'status showing the big video uploading, a part of it done');
+    const during = await waitFor(
+      async () => {
+        const st = await statusJson(s.configPath);
+        const big = bigUpload(st);
+        return big?.state === 'uploading' && big.bytesDone > 0 ? st : undefined;
+      },
+      25_000,
+      'status showing the big video uploading, a part of it done',
+    );
     expect(bigUpload(during)).toMatchObject({ bytesTotal: 12 * MiB });
     expect(bigUpload(during)!.bytesDone).toBeLessThan(12 * MiB);
     expect(bigUpload(during)!.rateBytesPerSecond).toBeGreaterThan(0);
@@ -200,7 +230,12 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     const duringText = await runCli(['status', '--config', s.configPath]);
     expect(duringText.code).toBe(0);
     expect(duringText.stdout).toMatch(/^INCIDENT +VIDEO +CAMERA +TARGET +STATE +DONE +TOTAL +% +RATE +ETA +UPLOAD$/m);
-    expect(duringText.stdout).toMatch(new RegExp(`^${id} +big +192\\.168\\.0\\.240 - Camera - 01 +alo +uploading +\\d+\\.\\d MiB +12\\.0 MiB +\\d+% +\\d+\\.\\d [KM]iB/s +\\d+:\\d\\d +#\\d+$`, 'm'));
+    expect(duringText.stdout).toMatch(
+      new RegExp(
+        `^${id} +big +192\\.168\\.0\\.240 - Camera - 01 +alo +uploading +\\d+\\.\\d MiB +12\\.0 MiB +\\d+% +\\d+\\.\\d [KM]iB/s +\\d+:\\d\\d +#\\d+$`,
+        'm',
+      ),
+    );
     expect(duringText.stdout).toMatch(new RegExp(`^${id} +lost .* export failed `, 'm'));
     expect(duringText.stdout).not.toContain('[#');
 
@@ -208,7 +243,9 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     const onTerminal = await runCliOnTerminal(['status', '--config', s.configPath], 72);
     expect(onTerminal.code).toBe(0);
     const barLine = onTerminal.stdout.split('\n').find((l) => l.startsWith('  big → alo'));
-    expect(barLine, onTerminal.stdout).toMatch(/^ {2}big → alo +\[#*\.*\] +\d+% +\d+\.\d MiB \/ 12\.0 MiB +\d+\.\d [KM]iB\/s +ETA \d+:\d\d$/);
+    expect(barLine, onTerminal.stdout).toMatch(
+      /^ {2}big → alo +\[#*\.*\] +\d+% +\d+\.\d MiB \/ 12\.0 MiB +\d+\.\d [KM]iB\/s +ETA \d+:\d\d$/,
+    );
     expect(barLine!.length).toBeLessThanOrEqual(72);
     expect(onTerminal.stdout).not.toMatch(/^INCIDENT /m);
 
@@ -254,10 +291,14 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     await writeManifest(folder, incidentManifest(id, [{ id: 'cam01', file: 'cam01.mp4' }]));
 
     const d = h.daemon(s);
-    const incident = await waitFor(() => {
-      const i = s.alo.incident(id);
-      return i && i.failed_videos.length === 1 ? i : undefined;
-    }, 15_000, 'the too-big video reported failed');
+    const incident = await waitFor(
+      () => {
+        const i = s.alo.incident(id);
+        return i && i.failed_videos.length === 1 ? i : undefined;
+      },
+      15_000,
+      'the too-big video reported failed',
+    );
     const errors = incident.failed_videos[0]!.upload_errors.join('\n');
     expect(errors).toContain('max_upload_size_mb');
     expect(errors).toContain('cam01.mp4');

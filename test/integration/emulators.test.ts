@@ -36,9 +36,7 @@ function md5(data: Buffer): string {
 
 /** Flips the last hex digit of the signature, keeping the URL well-formed. */
 function tamperSignature(url: string): string {
-  return url.replace(/(X-Amz-Signature=[0-9a-f]{63})([0-9a-f])/, (_m, head: string, last: string) =>
-    head + (last === '0' ? '1' : '0'),
-  );
+  return url.replace(/(X-Amz-Signature=[0-9a-f]{63})([0-9a-f])/, (_m, head: string, last: string) => head + (last === '0' ? '1' : '0'));
 }
 
 function xmlCode(text: string): string | undefined {
@@ -210,7 +208,10 @@ describe('S3 store: presigned single PUT', () => {
     const url = await store.presignPutObject(key, 60);
     const data = randomBytes(100);
     // Even a header that is itself a valid-looking SigV4 signature is a second mechanism.
-    for (const authorization of ['Bearer alo-test-token', `AWS4-HMAC-SHA256 Credential=AKIAALOEMULATOR00001/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=${'0'.repeat(64)}`]) {
+    for (const authorization of [
+      'Bearer alo-test-token',
+      `AWS4-HMAC-SHA256 Credential=AKIAALOEMULATOR00001/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=${'0'.repeat(64)}`,
+    ]) {
       const put = await s3Put(url, data, { authorization });
       expect(put.status).toBe(400);
       expect(xmlCode(put.text)).toBe('InvalidArgument');
@@ -323,9 +324,7 @@ describe('multipart upload through ALO and the store', () => {
   it('assembles 5 MiB parts and a small last part into the object', async () => {
     const parts = [randomBytes(5 * MiB), randomBytes(5 * MiB), randomBytes(123_457)];
     const { s3Key, uploadId, etags } = await uploadMultipart(INCIDENT, 'mp-ok', parts);
-    expect(s3Key).toMatch(
-      new RegExp(`^vms/08697d4a-dd01-457f-a4f7-823f0ab35814/[0-9a-f-]{36}/${INCIDENT}/mp-ok_clip 01\\.mov$`),
-    );
+    expect(s3Key).toMatch(new RegExp(`^vms/08697d4a-dd01-457f-a4f7-823f0ab35814/[0-9a-f-]{36}/${INCIDENT}/mp-ok_clip 01\\.mov$`));
     expect(store.openMultipartUploads().find((u) => u.uploadId === uploadId)?.parts).toEqual([1, 2, 3]);
 
     // ALO documents bare etags in its example; the quoted form S3 returns must work as well.
@@ -405,7 +404,8 @@ describe('multipart upload through ALO and the store', () => {
     const putParts = async (parts: Buffer[]) => {
       const uploadId = store.createMultipartUpload(key);
       const etags: string[] = [];
-      for (const [i, part] of parts.entries()) etags.push((await s3Put(await store.presignUploadPart(key, uploadId, i + 1, 60), part)).etag!);
+      for (const [i, part] of parts.entries())
+        etags.push((await s3Put(await store.presignUploadPart(key, uploadId, i + 1, 60), part)).etag!);
       return () => store.completeMultipartUpload(key, uploadId, etags);
     };
     const first = [randomBytes(5 * MiB), randomBytes(1000)];
@@ -636,9 +636,7 @@ describe('ALO API', () => {
     expect(res.json).toMatchObject({ incident_id: INCIDENT, max_upload_size_mb: -1 });
     const { s3_key, signed_urls } = res.json.uploads.thumb as { s3_key: string; signed_urls: unknown };
     expect(typeof signed_urls).toBe('string');
-    expect(s3_key).toMatch(
-      new RegExp(`^vms/08697d4a-dd01-457f-a4f7-823f0ab35814/[0-9a-f-]{36}/${INCIDENT}/thumb\\.jpg$`),
-    );
+    expect(s3_key).toMatch(new RegExp(`^vms/08697d4a-dd01-457f-a4f7-823f0ab35814/[0-9a-f-]{36}/${INCIDENT}/thumb\\.jpg$`));
     expect(new URL(signed_urls as string).searchParams.get('X-Amz-Expires')).toBe('7200');
     const data = randomBytes(2048);
     expect((await s3Put(signed_urls as string, data)).status).toBe(200);
@@ -700,7 +698,9 @@ describe('ALO API', () => {
       body: { vms_incident: { uploaded_videos: [{ id: 'x', s3_key: video.s3_key }] } },
     });
     expect(other.status).toBe(400);
-    expect(other.json.error.message).toBe(`vms_incident.uploaded_videos[0].s3_key: s3_key "${video.s3_key}" was never handed out for this incident`);
+    expect(other.json.error.message).toBe(
+      `vms_incident.uploaded_videos[0].s3_key: s3_key "${video.s3_key}" was never handed out for this incident`,
+    );
 
     const invalid: Array<[unknown, string]> = [
       [{}, 'vms_incident'],
@@ -711,7 +711,14 @@ describe('ALO API', () => {
       [{ vms_incident: { failed_videos: [{ id: '', errors: ['e'] }] } }, 'vms_incident.failed_videos[0].id'],
       [{ vms_incident: { failed_videos: [{ id: 'a', upload_errors: ['e'] }] } }, 'vms_incident.failed_videos[0]'],
       [
-        { vms_incident: { failed_videos: [{ id: 'a', errors: ['e'] }, { id: 'a', errors: ['f'] }] } },
+        {
+          vms_incident: {
+            failed_videos: [
+              { id: 'a', errors: ['e'] },
+              { id: 'a', errors: ['f'] },
+            ],
+          },
+        },
         'vms_incident.failed_videos[1].id',
       ],
     ];
@@ -776,7 +783,12 @@ describe('ALO API', () => {
     await aloCall('PUT', `/vms/incidents/${id}`, { body: { vms_incident: { uploaded_videos: [uploaded] } } });
     expect(alo.incident(id)?.failed_videos).toEqual([]);
     expect(alo.reports.filter((r) => r.incidentId === id).map((r) => r.status)).toEqual([
-      400, 400, ...invalid.map(() => 400), 201, 200, 200,
+      400,
+      400,
+      ...invalid.map(() => 400),
+      201,
+      200,
+      200,
     ]);
   });
 
@@ -859,7 +871,9 @@ describe('Aionvision API', () => {
   }
 
   function confirm(session: Initiated, body: Record<string, unknown>) {
-    return aionCall('POST', '/video-uploads/chunks/confirm', { body: { media_id: session.media_id, upload_id: session.upload_id, ...body } });
+    return aionCall('POST', '/video-uploads/chunks/confirm', {
+      body: { media_id: session.media_id, upload_id: session.upload_id, ...body },
+    });
   }
 
   it('refuses every route without the API key or with a wrong one (401 with a Bearer challenge), carrying nothing out', async () => {
@@ -887,10 +901,14 @@ describe('Aionvision API', () => {
         const { authorization, ...others } = headers;
         const res = await request(`${aion.baseUrl}${path}`, {
           method,
-          headers: { ...(authorization === undefined ? {} : { authorization }), ...others, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+          headers: {
+            ...(authorization === undefined ? {} : { authorization }),
+            ...others,
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          },
           body: body === undefined ? undefined : JSON.stringify(body),
         });
-        const json = (await res.body.json()) as unknown;
+        const json = await res.body.json();
         expect({ path, headers, status: res.statusCode, json }).toEqual({ path, headers, status: 401, json: { detail } });
         expect(res.headers['www-authenticate']).toBe('Bearer');
       }
@@ -1000,9 +1018,16 @@ describe('Aionvision API', () => {
 
   it('initiate → PUT chunks → confirm each → complete: progress follows, the object is the file and S3 saw no API key', async () => {
     const data = randomBytes(2 * CHUNK + 12_345);
-    const initiated = await aionCall('POST', '/video-uploads/initiate', { body: { filename: 'inspection.mp4', content_type: 'video/mp4', size_bytes: data.length } });
+    const initiated = await aionCall('POST', '/video-uploads/initiate', {
+      body: { filename: 'inspection.mp4', content_type: 'video/mp4', size_bytes: data.length },
+    });
     expect(initiated.status).toBe(200);
-    expect(initiated.json).toMatchObject({ media_id: expect.any(String), upload_id: expect.any(String), total_chunks: 3, chunk_size_bytes: CHUNK });
+    expect(initiated.json).toMatchObject({
+      media_id: expect.any(String),
+      upload_id: expect.any(String),
+      total_chunks: 3,
+      chunk_size_bytes: CHUNK,
+    });
     const session = initiated.json as Initiated;
     expect(session.chunks.map((c) => [c.chunk_number, c.size_bytes])).toEqual([
       [1, CHUNK],
@@ -1011,17 +1036,28 @@ describe('Aionvision API', () => {
     ]);
     for (const c of session.chunks) {
       const query = new URL(c.upload_url).searchParams;
-      expect([query.get('partNumber'), query.get('uploadId'), query.get('X-Amz-Expires')]).toEqual([String(c.chunk_number), session.upload_id, '3600']);
+      expect([query.get('partNumber'), query.get('uploadId'), query.get('X-Amz-Expires')]).toEqual([
+        String(c.chunk_number),
+        session.upload_id,
+        '3600',
+      ]);
     }
     const progressOf = async () => {
       const res = await aionCall('GET', `/video-uploads/progress/${session.media_id}`);
       expect(res.status).toBe(200);
       return res.json;
     };
-    expect(await progressOf()).toEqual({ media_id: session.media_id, status: 'uploading', total_chunks: 3, confirmed_chunks: [], uploaded_bytes: 0, size_bytes: data.length });
+    expect(await progressOf()).toEqual({
+      media_id: session.media_id,
+      status: 'uploading',
+      total_chunks: 3,
+      confirmed_chunks: [],
+      uploaded_bytes: 0,
+      size_bytes: data.length,
+    });
 
     const putsBefore = store.requests.length;
-    let offset = 0;
+    let offset: number;
     let confirmedBytes = 0;
     // Out of order on purpose: the platform numbers chunks, it does not require them in sequence.
     for (const n of [2, 1, 3]) {
@@ -1035,7 +1071,13 @@ describe('Aionvision API', () => {
       const confirmed = await confirm(session, { chunk_number: n, etag: put.etag, size_bytes: c.size_bytes });
       expect(confirmed.status).toBe(200);
       confirmedBytes += c.size_bytes;
-      expect(confirmed.json).toEqual({ media_id: session.media_id, chunk_number: n, status: 'confirmed', confirmed_chunks: [2, 1, 3].indexOf(n) + 1, total_chunks: 3 });
+      expect(confirmed.json).toEqual({
+        media_id: session.media_id,
+        chunk_number: n,
+        status: 'confirmed',
+        confirmed_chunks: [2, 1, 3].indexOf(n) + 1,
+        total_chunks: 3,
+      });
       expect(await progressOf()).toMatchObject({ status: 'uploading', uploaded_bytes: confirmedBytes });
     }
     expect((await progressOf()).confirmed_chunks).toEqual([1, 2, 3]);
@@ -1043,10 +1085,24 @@ describe('Aionvision API', () => {
     const reconfirm = await confirm(session, { chunk_number: 1, etag: `"${md5(data.subarray(0, CHUNK))}"`, size_bytes: CHUNK });
     expect(reconfirm.json).toMatchObject({ status: 'confirmed', confirmed_chunks: 3 });
 
-    const completed = await aionCall('POST', '/video-uploads/complete', { body: { media_id: session.media_id, upload_id: session.upload_id } });
+    const completed = await aionCall('POST', '/video-uploads/complete', {
+      body: { media_id: session.media_id, upload_id: session.upload_id },
+    });
     expect(completed.status).toBe(200);
-    expect(completed.json).toEqual({ media_id: session.media_id, status: 'completed', filename: 'inspection.mp4', size_bytes: data.length });
-    expect(await progressOf()).toEqual({ media_id: session.media_id, status: 'completed', total_chunks: 3, confirmed_chunks: [1, 2, 3], uploaded_bytes: data.length, size_bytes: data.length });
+    expect(completed.json).toEqual({
+      media_id: session.media_id,
+      status: 'completed',
+      filename: 'inspection.mp4',
+      size_bytes: data.length,
+    });
+    expect(await progressOf()).toEqual({
+      media_id: session.media_id,
+      status: 'completed',
+      total_chunks: 3,
+      confirmed_chunks: [1, 2, 3],
+      uploaded_bytes: data.length,
+      size_bytes: data.length,
+    });
     const s3Key = aion.uploads.get(session.media_id)!.s3Key;
     expect(await store.objectSha256(s3Key)).toBe(sha256(data));
     expect(store.openMultipartUploads().some((u) => u.uploadId === session.upload_id)).toBe(false);
@@ -1086,7 +1142,10 @@ describe('Aionvision API', () => {
     expect(retried.json).toEqual({ chunk_number: 1, upload_url: expect.any(String) });
 
     // A client that sends its platform credentials to S3 as well is refused there, and S3 shows the token.
-    const withKey = await s3Put(retried.json.upload_url as string, data, { 'content-type': 'video/mp4', authorization: `Bearer ${AION_TEST_KEY}` });
+    const withKey = await s3Put(retried.json.upload_url as string, data, {
+      'content-type': 'video/mp4',
+      authorization: `Bearer ${AION_TEST_KEY}`,
+    });
     expect(withKey.status).toBe(400);
     expect(xmlCode(withKey.text)).toBe('InvalidArgument');
     expect(xmlField(withKey.text, 'ArgumentValue')).toBe(`Bearer ${AION_TEST_KEY}`);

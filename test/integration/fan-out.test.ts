@@ -40,7 +40,8 @@ async function fleet(ctx: TestContext, sections: Record<string, unknown> = {}, b
 }
 
 /** A one-video incident of 6 MiB in `folder` under the export root; returns the file's SHA-256. */
-const exportIncident = (f: Fleet, folder: string, id: string): Promise<string> => writeOneVideoIncident(f.exportsRoot, id, 6 * MiB, { folder });
+const exportIncident = (f: Fleet, folder: string, id: string): Promise<string> =>
+  writeOneVideoIncident(f.exportsRoot, id, 6 * MiB, { folder });
 
 const uploadedKey = (alo: AloEmulator, id: string): string | undefined => alo.incident(id)?.uploaded_videos[0]?.s3_key;
 
@@ -82,13 +83,17 @@ describe('fan-out to several targets', () => {
     await exportIncident(f, 'west/inc-w', 'inc-w');
     await waitFor(() => uploadedKey(f.b, 'inc-n'), 30_000, 'north on b');
     await waitFor(() => uploadedKey(f.a, 'inc-s'), 30_000, 'south on a');
-    const status = await waitFor(async () => {
-      const s = JSON.parse((await runCli(['status', '--json', '--config', f.configPath])).stdout) as {
-        incidents: Array<{ id: string; videos: Array<{ state: string; errors: string[] }> }>;
-      };
-      const west = s.incidents.find((i) => i.id === 'inc-w');
-      return west?.videos[0]?.state === 'failed' ? west : undefined;
-    }, 15_000, 'the unrouted incident shown as failed');
+    const status = await waitFor(
+      async () => {
+        const s = JSON.parse((await runCli(['status', '--json', '--config', f.configPath])).stdout) as {
+          incidents: Array<{ id: string; videos: Array<{ state: string; errors: string[] }> }>;
+        };
+        const west = s.incidents.find((i) => i.id === 'inc-w');
+        return west?.videos[0]?.state === 'failed' ? west : undefined;
+      },
+      15_000,
+      'the unrouted incident shown as failed',
+    );
     expect(status.videos[0]!.errors[0]).toMatch(/no route in `routes` matches the incident folder .*west/);
     expect(f.a.incident('inc-n')).toBeUndefined();
     expect(f.b.incident('inc-s')).toBeUndefined();
@@ -128,7 +133,8 @@ describe('fan-out to all four platforms', () => {
       expect(received, type).toMatchObject({ sha256: video.sha256, size: video.size });
     }
     // One upload per (video, target) in the ledger, each done on its own.
-    const uploads = () => ledgerRows<{ target: string; state: string }>(f.ledgerPath, `SELECT target, state FROM uploads WHERE role = 'video' ORDER BY target`);
+    const uploads = () =>
+      ledgerRows<{ target: string; state: string }>(f.ledgerPath, `SELECT target, state FROM uploads WHERE role = 'video' ORDER BY target`);
     await waitFor(() => uploads().every((u) => u.state === 'done'), 10_000, 'every upload done in the ledger');
     expect(uploads()).toEqual(['aionvision', 'alo', 'truvideo', 'valt'].map((target) => ({ target, state: 'done' })));
   });
@@ -143,9 +149,17 @@ describe('fan-out to all four platforms', () => {
       expect(received.sha256, type).toBe(video.sha256);
     }
     const state = (target: string) =>
-      ledgerRowsSoFar<{ state: string; last_error: string | null }>(f.ledgerPath, `SELECT state, last_error FROM uploads WHERE role = 'video' AND target = ?`, target)[0];
-    const truvideo = await waitFor(() => (state('truvideo')?.state === 'failed' ? state('truvideo') : undefined), 30_000, 'the refused upload failed');
-    expect(truvideo!.last_error).toContain('media rejected by policy (fan-out test)');
+      ledgerRowsSoFar<{ state: string; last_error: string | null }>(
+        f.ledgerPath,
+        `SELECT state, last_error FROM uploads WHERE role = 'video' AND target = ?`,
+        target,
+      )[0];
+    const truvideo = await waitFor(
+      () => (state('truvideo')?.state === 'failed' ? state('truvideo') : undefined),
+      30_000,
+      'the refused upload failed',
+    );
+    expect(truvideo.last_error).toContain('media rejected by policy (fan-out test)');
     const valt = state('valt')!;
     expect(valt.state).toBe('queued');
     expect(valt.last_error ?? '').toMatch(/ECONNREFUSED|connect/i);

@@ -23,8 +23,6 @@ import { incidentManifest, writeManifest } from '../support/manifest.js';
 
 const KiB = 1024;
 
-
-
 const final = (n: number) => (i: AloIncident) => i.uploaded_videos.length + i.failed_videos.length === n;
 
 function uploadedKey(i: AloIncident, videoId: string): string {
@@ -41,9 +39,13 @@ function failedErrors(i: AloIncident, videoId: string): string {
 
 /** Objects the store holds complete for this incident: multipart completes ALO accepted, and single PUTs. */
 function completedObjects(s: AloSite, incidentId: string): string[] {
-  const multipart = s.alo.calls.filter((c) => c.route === 'complete_multipart_upload' && c.status === 200 && c.incidentId === incidentId).map(() => 'multipart');
+  const multipart = s.alo.calls
+    .filter((c) => c.route === 'complete_multipart_upload' && c.status === 200 && c.incidentId === incidentId)
+    .map(() => 'multipart');
   // Object keys are vms/<org>/<account>/<incident id>/…
-  const single = s.store.requests.filter((r) => r.method === 'PUT' && r.status === 200 && r.partNumber === undefined && r.key.includes(`/${incidentId}/`)).map((r) => r.key);
+  const single = s.store.requests
+    .filter((r) => r.method === 'PUT' && r.status === 200 && r.partNumber === undefined && r.key.includes(`/${incidentId}/`))
+    .map((r) => r.key);
   return [...multipart, ...single];
 }
 
@@ -140,7 +142,13 @@ describe('hostile and odd files (issue 4 §3)', () => {
       expect(finalSha).not.toBe(firstSha);
 
       const done = await waitIncident(s, d, id, final(1), `${kind}: uploaded`).catch((err: Error) => {
-        throw new Error(`${err.message}\n${d.logs.filter((l) => l.incidentId === id).slice(-12).map((l) => JSON.stringify(l).slice(0, 400)).join('\n')}`);
+        throw new Error(
+          `${err.message}\n${d.logs
+            .filter((l) => l.incidentId === id)
+            .slice(-12)
+            .map((l) => JSON.stringify(l).slice(0, 400))
+            .join('\n')}`,
+        );
       });
       const key = uploadedKey(done, 'cam01');
       expect(await s.store.objectSha256(key), kind).toBe(finalSha);
@@ -148,8 +156,15 @@ describe('hostile and odd files (issue 4 §3)', () => {
       expect(restartsOf(s, id), kind).toBeGreaterThanOrEqual(1);
       // One object completed for this video, the final one; the first multipart upload was aborted.
       expect(completedObjects(s, id), kind).toHaveLength(1);
-      expect(s.alo.calls.filter((c) => c.route === 'create_multipart_upload' && c.incidentId === id), kind).toHaveLength(2);
-      await waitFor(() => s.alo.calls.some((c) => c.route === 'abort_multipart_upload' && c.incidentId === id && c.status === 200), 10_000, `${kind}: abort`);
+      expect(
+        s.alo.calls.filter((c) => c.route === 'create_multipart_upload' && c.incidentId === id),
+        kind,
+      ).toHaveLength(2);
+      await waitFor(
+        () => s.alo.calls.some((c) => c.route === 'abort_multipart_upload' && c.incidentId === id && c.status === 200),
+        10_000,
+        `${kind}: abort`,
+      );
     }
     expect(s.store.openMultipartUploads()).toEqual([]);
   });
@@ -193,7 +208,13 @@ describe('hostile and odd files (issue 4 §3)', () => {
     for (const [name, size] of Object.entries(sizes)) shas.set(name, await writeVideo(join(folder, `${name}.mp4`), size));
     await writeFile(join(folder, 'zero.mp4'), Buffer.alloc(0));
     await writeFile(join(folder, 'one.mp4'), Buffer.from([0]));
-    await writeManifest(folder, incidentManifest(id, [...Object.keys(sizes), 'zero', 'one'].map((n) => ({ id: n, file: `${n}.mp4` }))));
+    await writeManifest(
+      folder,
+      incidentManifest(
+        id,
+        [...Object.keys(sizes), 'zero', 'one'].map((n) => ({ id: n, file: `${n}.mp4` })),
+      ),
+    );
 
     const d = await daemon(h, s);
     const done = await waitIncident(s, d, id, final(5), 'all five final');
@@ -203,10 +224,16 @@ describe('hostile and odd files (issue 4 §3)', () => {
       expect(s.store.objectSize(key), name).toBe(size);
     }
     // 5 MiB - 1 is one PUT; 5 MiB is one 5 MiB part; 5 MiB + 1 is a 5 MiB part and a 1-byte last part.
-    const parts = (name: string) => s.store.requests.filter((r) => r.method === 'PUT' && r.status === 200 && r.key === uploadedKey(done, name)).map((r) => [r.partNumber ?? null, r.bytesReceived]);
+    const parts = (name: string) =>
+      s.store.requests
+        .filter((r) => r.method === 'PUT' && r.status === 200 && r.key === uploadedKey(done, name))
+        .map((r) => [r.partNumber ?? null, r.bytesReceived]);
     expect(parts('under-5mib')).toEqual([[null, 5 * MiB - 1]]);
     expect(parts('5mib')).toEqual([[1, 5 * MiB]]);
-    expect(parts('5mib-plus-1').sort()).toEqual([[1, 5 * MiB], [2, 1]]);
+    expect(parts('5mib-plus-1').sort()).toEqual([
+      [1, 5 * MiB],
+      [2, 1],
+    ]);
     // An empty file and a single byte are no video: failed with the file named (CONTRACT §3), never sent.
     expect(failedErrors(done, 'zero')).toMatch(/zero\.mp4 is empty/);
     expect(failedErrors(done, 'one')).toMatch(/one\.mp4 is not a known video container \(first bytes 00\)/);
@@ -239,7 +266,9 @@ describe('hostile and odd files (issue 4 §3)', () => {
     expect(error).toMatch(/leaves the incident folder/);
     expect(completedObjects(s, id)).toEqual([]);
     await waitFor(() => s.store.openMultipartUploads().length === 0, 10_000, 'the multipart upload aborted');
-    expect(ledgerRows<{ state: string }>(s.ledgerPath, `SELECT state FROM videos WHERE incident_id = ?`, id)).toEqual([{ state: 'failed' }]);
+    expect(ledgerRows<{ state: string }>(s.ledgerPath, `SELECT state FROM videos WHERE incident_id = ?`, id)).toEqual([
+      { state: 'failed' },
+    ]);
     // The secret's content is in no object the store holds.
     for (const r of s.store.requests.filter((q) => q.status === 200 && s.store.hasObject(q.key))) {
       expect(await s.store.objectSha256(r.key)).not.toBe(secretSha);
@@ -256,10 +285,30 @@ describe('fuzzed manifests through the real daemon (issue 4 §4)', () => {
     const secretSha = await writeVideo(join(s.dir, 'secret.mp4'), 200 * KiB);
     await writeVideo(join(s.exportsRoot, 'secret.mp4'), 200 * KiB);
 
-    const hostile = fc.constantFrom('../secret.mp4', '../../secret.mp4', '..\\secret.mp4', '%2e%2e/secret.mp4', join(s.dir, 'secret.mp4'), 'a\0b.mp4', 'x/../../secret.mp4', '', '.', 'cam.mp4.part');
+    const hostile = fc.constantFrom(
+      '../secret.mp4',
+      '../../secret.mp4',
+      '..\\secret.mp4',
+      '%2e%2e/secret.mp4',
+      join(s.dir, 'secret.mp4'),
+      'a\0b.mp4',
+      'x/../../secret.mp4',
+      '',
+      '.',
+      'cam.mp4.part',
+    );
     const manifestValue = fc.record({
-      incident: fc.oneof(fc.record({ id: fc.oneof(fc.uuid(), fc.string({ unit: 'binary', maxLength: 12 }), fc.integer()) }), fc.jsonValue({ maxDepth: 2 })),
-      videos: fc.oneof(fc.array(fc.record({ id: fc.oneof(fc.constant('v'), fc.string({ maxLength: 5 }), fc.integer()), file: fc.oneof(hostile, fc.integer()) }), { maxLength: 4 }), fc.jsonValue({ maxDepth: 2 })),
+      incident: fc.oneof(
+        fc.record({ id: fc.oneof(fc.uuid(), fc.string({ unit: 'binary', maxLength: 12 }), fc.integer()) }),
+        fc.jsonValue({ maxDepth: 2 }),
+      ),
+      videos: fc.oneof(
+        fc.array(
+          fc.record({ id: fc.oneof(fc.constant('v'), fc.string({ maxLength: 5 }), fc.integer()), file: fc.oneof(hostile, fc.integer()) }),
+          { maxLength: 4 },
+        ),
+        fc.jsonValue({ maxDepth: 2 }),
+      ),
     });
     const text = fc.oneof(
       manifestValue.map((m) => ({ name: 'incident.json', text: JSON.stringify(m) })),
@@ -303,7 +352,11 @@ describe('fuzzed manifests through the real daemon (issue 4 §4)', () => {
     const good = await waitIncident(s, d, goodId, final(1), 'the good incident uploaded');
     expect(await s.store.objectSha256(uploadedKey(good, 'cam01'))).toBe(goodSha);
     // Every broken manifest logged, each line naming its file and a field or a place in it.
-    await waitFor(() => invalid.every((p) => d.events('manifest.invalid').some((l) => l.path === p)), 15_000, 'every broken manifest logged');
+    await waitFor(
+      () => invalid.every((p) => d.events('manifest.invalid').some((l) => l.path === p)),
+      15_000,
+      'every broken manifest logged',
+    );
     for (const line of d.events('manifest.invalid')) {
       expect(line.msg).toContain(String(line.path));
       expect(String(line.msg).length).toBeLessThan(1_000);
@@ -318,6 +371,8 @@ describe('fuzzed manifests through the real daemon (issue 4 §4)', () => {
     for (const key of puts) expect(await s.store.objectSha256(key)).not.toBe(secretSha);
     // Still up.
     expect(await Promise.race([d.exited.then(() => 'exited'), sleep(200).then(() => 'running')])).toBe('running');
-    console.log(`hostile-files: ${fuzzed.length} fuzzed manifests given to the daemon (${invalid.length} invalid, ${fuzzed.length - invalid.length} valid) + ${hostileValid.length} valid with hostile paths`);
+    console.log(
+      `hostile-files: ${fuzzed.length} fuzzed manifests given to the daemon (${invalid.length} invalid, ${fuzzed.length - invalid.length} valid) + ${hostileValid.length} valid with hostile paths`,
+    );
   });
 });

@@ -60,9 +60,18 @@ function setup(ctx: TestContext) {
   };
 }
 
-const alive = async (d: DaemonProcess): Promise<boolean> => (await Promise.race([d.exited.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 10))]));
+const alive = async (d: DaemonProcess): Promise<boolean> =>
+  await Promise.race([d.exited.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 10))]);
 
-interface PartRow { upload_id: number; number: number; state: string; etag: string | null; session: string | null; upload_state: string; result: string | null }
+interface PartRow {
+  upload_id: number;
+  number: number;
+  state: string;
+  etag: string | null;
+  session: string | null;
+  upload_state: string;
+  result: string | null;
+}
 
 /**
  * The ledger never says more than the platform holds: every part it has as done was acknowledged
@@ -77,11 +86,17 @@ function expectLedgerWithinPlatform(site: AloSite): { partsDone: number; uploads
   let partsDone = 0;
   for (const r of rows.filter((r) => r.state === 'done')) {
     const session = JSON.parse(r.session!) as { s3_key: string; upload_id: string };
-    const acked = site.store.requests.some((q) => q.method === 'PUT' && q.key === session.s3_key && q.uploadId === session.upload_id && q.partNumber === r.number && q.status === 200);
+    const acked = site.store.requests.some(
+      (q) =>
+        q.method === 'PUT' && q.key === session.s3_key && q.uploadId === session.upload_id && q.partNumber === r.number && q.status === 200,
+    );
     expect(acked, `part ${r.number} of upload ${r.upload_id} is done in the ledger but S3 never acknowledged it`).toBe(true);
     partsDone++;
   }
-  const uploads = ledgerRows<{ id: number; state: string; result: string | null }>(site.ledgerPath, 'SELECT id, state, result FROM uploads');
+  const uploads = ledgerRows<{ id: number; state: string; result: string | null }>(
+    site.ledgerPath,
+    'SELECT id, state, result FROM uploads',
+  );
   let uploadsDone = 0;
   for (const u of uploads.filter((u) => u.state === 'done')) {
     const key = (JSON.parse(u.result!) as { s3_key: string }).s3_key;
@@ -100,7 +115,7 @@ async function diskFullScenario(ctx: TestContext): Promise<void> {
   const t = setup(ctx);
   // No free-space floor: this is about the disk filling up all the same (a 2 MiB tmpfs is far below any floor).
   const site = await t.site({ upload: { concurrency: 2 }, ledger: { min_free: 0 } });
-  const { fill, free } = mountTmpfs(ctx, join(site.dir, 'state'), '2m');
+  const tmpfs = mountTmpfs(ctx, join(site.dir, 'state'), '2m');
 
   site.store.setLatency(250);
   const shasA = await writeIncident(site.exportsRoot, 'full-a', [
@@ -110,15 +125,19 @@ async function diskFullScenario(ctx: TestContext): Promise<void> {
   const d = t.daemon(site.configPath);
   await waitFor(() => ledgerRowsSoFar(site.ledgerPath, `SELECT 1 FROM parts WHERE state = 'done'`).length >= 2, 30_000, 'two parts done');
 
-  await fill();
+  await tmpfs.fill();
   const shaB = await writeOneVideoIncident(site.exportsRoot, 'full-b', 6 * MiB);
   const fault = await waitFor(() => d.events('ledger.fault')[0], 20_000, 'ledger.fault logged');
   expect(fault.code).toMatch(/^SQLITE_(FULL|IOERR)/);
   expect(String(fault.msg)).toContain(site.ledgerPath);
-  const during = await waitFor(async () => {
-    const s = await statusJson(site.configPath);
-    return s.problems.length > 0 ? s : undefined;
-  }, 10_000, 'status shows the ledger problem');
+  const during = await waitFor(
+    async () => {
+      const s = await statusJson(site.configPath);
+      return s.problems.length > 0 ? s : undefined;
+    },
+    10_000,
+    'status shows the ledger problem',
+  );
   expect(during.daemon).toMatchObject({ pid: d.pid, running: true });
   expect(during.problems).toEqual([expect.objectContaining({ kind: 'ledger', message: expect.stringMatching(/SQLITE_(FULL|IOERR)/) })]);
   const text = await runCli(['status', '--config', site.configPath]);
@@ -137,19 +156,31 @@ async function diskFullScenario(ctx: TestContext): Promise<void> {
   expect(whileFull.uploadsDone).toBeLessThan(3);
   expect(site.alo.incident('full-b')?.uploaded_videos ?? []).toEqual([]);
 
-  await free();
+  await tmpfs.free();
   await waitFor(() => d.events('ledger.recovered')[0], 20_000, 'ledger.recovered logged');
-  const incidentA = await waitFor(() => {
-    const i = site.alo.incident('full-a');
-    return i && i.uploaded_videos.length === 2 ? i : undefined;
-  }, 60_000, 'incident full-a complete at ALO');
-  const incidentB = await waitFor(() => {
-    const i = site.alo.incident('full-b');
-    return i && i.uploaded_videos.length === 1 ? i : undefined;
-  }, 30_000, 'incident full-b complete at ALO');
+  const incidentA = await waitFor(
+    () => {
+      const i = site.alo.incident('full-a');
+      return i && i.uploaded_videos.length === 2 ? i : undefined;
+    },
+    60_000,
+    'incident full-a complete at ALO',
+  );
+  const incidentB = await waitFor(
+    () => {
+      const i = site.alo.incident('full-b');
+      return i && i.uploaded_videos.length === 1 ? i : undefined;
+    },
+    30_000,
+    'incident full-b complete at ALO',
+  );
   for (const v of incidentA.uploaded_videos) expect(await site.store.objectSha256(v.s3_key), v.id).toBe(shasA.get(v.id));
   expect(await site.store.objectSha256(incidentB.uploaded_videos[0]!.s3_key)).toBe(shaB);
-  await waitFor(() => ledgerRows(site.ledgerPath, 'SELECT 1 FROM reports WHERE acked < wanted').length === 0, 15_000, 'every report acknowledged');
+  await waitFor(
+    () => ledgerRows(site.ledgerPath, 'SELECT 1 FROM reports WHERE acked < wanted').length === 0,
+    15_000,
+    'every report acknowledged',
+  );
 
   expect(await alive(d)).toBe(true); // the same process rode it out
   const after = expectLedgerWithinPlatform(site);
@@ -215,7 +246,9 @@ describe('a damaged ledger at start-up', () => {
     // A b-tree page in the middle of the file, overwritten with garbage.
     writeFileSync(site.ledgerPath, pristine);
     const db = new Database(site.ledgerPath, { readonly: true });
-    const pages = (db.prepare(`SELECT pageno FROM dbstat WHERE pageno > 1 ORDER BY pageno`).all() as Array<{ pageno: number }>).map((p) => p.pageno);
+    const pages = (db.prepare(`SELECT pageno FROM dbstat WHERE pageno > 1 ORDER BY pageno`).all() as Array<{ pageno: number }>).map(
+      (p) => p.pageno,
+    );
     db.close();
     const page = pages[Math.floor(pages.length / 2)]!;
     const fd = openSync(site.ledgerPath, 'r+');
@@ -229,7 +262,11 @@ describe('a damaged ledger at start-up', () => {
     execFileSync('sh', ['-c', recoveryCommand(site.ledgerPath)]);
     expect(existsSync(`${site.ledgerPath}.broken`)).toBe(true);
     const d = DaemonProcess.run(site.configPath);
-    await waitFor(() => ledgerRowsSoFar(site.ledgerPath, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2, 30_000, 're-uploaded from an empty ledger');
+    await waitFor(
+      () => ledgerRowsSoFar(site.ledgerPath, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2,
+      30_000,
+      're-uploaded from an empty ledger',
+    );
     d.kill('SIGTERM');
     expect(await d.exited).toEqual({ code: 0, signal: null });
   });
@@ -315,7 +352,9 @@ describe('shutdown', () => {
     expect(took).toBeLessThan(3500); // …but only up to drain_timeout, not the 8 s they needed
     expect(first.events('daemon.stopped')).toHaveLength(1);
     expect(ledgerRows(site.ledgerPath, `SELECT number, state FROM parts ORDER BY number`)).toEqual([
-      { number: 1, state: 'pending' }, { number: 2, state: 'pending' }, { number: 3, state: 'pending' },
+      { number: 1, state: 'pending' },
+      { number: 2, state: 'pending' },
+      { number: 3, state: 'pending' },
     ]);
     expect(ledgerRows<{ session: string | null }>(site.ledgerPath, `SELECT session FROM uploads`)[0]!.session).not.toBeNull();
 
@@ -341,7 +380,11 @@ describe('shutdown', () => {
 
     // 1. SIGTERM while a report hangs: exit 0, the report stays due.
     const first = t.daemon(site.configPath);
-    await waitFor(() => proxy.held() >= 1 && ledgerRowsSoFar(site.ledgerPath, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 1, 30_000, 'video uploaded, report held');
+    await waitFor(
+      () => proxy.held() >= 1 && ledgerRowsSoFar(site.ledgerPath, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 1,
+      30_000,
+      'video uploaded, report held',
+    );
     first.kill('SIGTERM');
     expect(await first.exited).toEqual({ code: 0, signal: null });
     expect(site.alo.incident('rep-1')).toBeUndefined();
@@ -361,10 +404,14 @@ describe('shutdown', () => {
     // 3. ALO answers again: the next start sends the whole incident.
     proxy.release();
     const third = t.daemon(site.configPath);
-    const incident = await waitFor(() => {
-      const i = site.alo.incident('rep-1');
-      return i && i.uploaded_videos.length === 1 && i.failed_videos.length === 1 ? i : undefined;
-    }, 30_000, 'complete report at ALO');
+    const incident = await waitFor(
+      () => {
+        const i = site.alo.incident('rep-1');
+        return i && i.uploaded_videos.length === 1 && i.failed_videos.length === 1 ? i : undefined;
+      },
+      30_000,
+      'complete report at ALO',
+    );
     expect(incident.title).toBe('Test incident');
     expect(incident.uploaded_videos[0]!.id).toBe('r1');
     expect(await site.store.objectSha256(incident.uploaded_videos[0]!.s3_key)).toBe(shas.get('r1'));

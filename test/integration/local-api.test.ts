@@ -28,7 +28,11 @@ const uploadsOf = (ledgerPath: string): UploadRow[] =>
   ledgerRowsSoFar<UploadRow>(ledgerPath, `SELECT id, video_id, state, session FROM uploads WHERE role = 'video' ORDER BY id`);
 const uploadOf = (ledgerPath: string, videoId: string): UploadRow | undefined => uploadsOf(ledgerPath).find((u) => u.video_id === videoId);
 const partsDone = (ledgerPath: string, uploadId: number): number[] =>
-  ledgerRowsSoFar<{ number: number }>(ledgerPath, `SELECT number FROM parts WHERE upload_id = ? AND state = 'done' ORDER BY number`, uploadId).map((p) => p.number);
+  ledgerRowsSoFar<{ number: number }>(
+    ledgerPath,
+    `SELECT number FROM parts WHERE upload_id = ? AND state = 'done' ORDER BY number`,
+    uploadId,
+  ).map((p) => p.number);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('local API', () => {
@@ -85,14 +89,20 @@ describe('local API', () => {
     const s = await h.site({ sections: apiSection(), upload: { concurrency: 2 } });
     // 300 ms per PUT: the 30 MiB video takes seconds, so the pause lands mid-upload.
     s.store.setLatency(300);
-    const shas = await writeIncident(s.exportsRoot, 'inc-a', [{ id: 'a1', file: 'a1.mp4', size: 30 * MiB, camera_id: 'cam-door', camera_name: 'Door' }]);
+    const shas = await writeIncident(s.exportsRoot, 'inc-a', [
+      { id: 'a1', file: 'a1.mp4', size: 30 * MiB, camera_id: 'cam-door', camera_name: 'Door' },
+    ]);
     let d = h.daemon(s);
     let api = await ApiClient.of(d);
 
-    const a1 = await waitFor(() => {
-      const u = uploadOf(s.ledgerPath, 'a1');
-      return u && partsDone(s.ledgerPath, u.id).length >= 1 ? u : undefined;
-    }, 30_000, 'a part of a1 done');
+    const a1 = await waitFor(
+      () => {
+        const u = uploadOf(s.ledgerPath, 'a1');
+        return u && partsDone(s.ledgerPath, u.id).length >= 1 ? u : undefined;
+      },
+      30_000,
+      'a part of a1 done',
+    );
     const paused = await api.call('PUT', '/cameras/cam-door/state/paused');
     expect([paused.status, paused.json()]).toEqual([201, { code: 0, message: 'camera cam-door is paused' }]);
 
@@ -133,7 +143,9 @@ describe('local API', () => {
     d = h.daemon(s);
     api = await ApiClient.of(d);
     expect(await api.get<Camera>('/cameras/cam-door')).toMatchObject({ state: 'paused', videoBacklog: 2 });
-    const status = JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as { pausedCameras: Array<{ id: string; name: string }> };
+    const status = JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as {
+      pausedCameras: Array<{ id: string; name: string }>;
+    };
     expect(status.pausedCameras).toEqual([expect.objectContaining({ id: 'cam-door', name: 'Door' })]);
     const putsAfterRestart = s.store.requests.filter((r) => r.method === 'PUT').length;
     await sleep(1_500);
@@ -142,15 +154,22 @@ describe('local API', () => {
 
     const resumed = await api.call('PUT', '/cameras/cam-door/state/running');
     expect(resumed.status).toBe(201);
-    const incident = await waitFor(() => {
-      const i = s.alo.incident('inc-a');
-      return i?.uploaded_videos.length === 1 ? i : undefined;
-    }, 60_000, 'a1 uploaded after the camera runs again');
+    const incident = await waitFor(
+      () => {
+        const i = s.alo.incident('inc-a');
+        return i?.uploaded_videos.length === 1 ? i : undefined;
+      },
+      60_000,
+      'a1 uploaded after the camera runs again',
+    );
     const key = incident.uploaded_videos[0]!.s3_key;
     expect(await s.store.objectSha256(key)).toBe(shas.get('a1'));
     // Parts acknowledged before the pause were not sent again.
     for (const n of doneAtPause) {
-      expect(s.store.requests.filter((r) => r.method === 'PUT' && r.key === key && r.partNumber === n && r.status === 200), `part ${n}`).toHaveLength(1);
+      expect(
+        s.store.requests.filter((r) => r.method === 'PUT' && r.key === key && r.partNumber === n && r.status === 200),
+        `part ${n}`,
+      ).toHaveLength(1);
     }
     await waitFor(() => uploadOf(s.ledgerPath, 'a2')?.state === 'done', 30_000, 'a2 uploaded');
     const b = s.alo.incident('inc-b')!;
@@ -163,9 +182,14 @@ describe('local API', () => {
     expect(metrics.uploadSize).toBe(31 * MiB);
     expect(metrics.uploadTime).toBeGreaterThan(0);
 
-    const incidents = await api.get<Array<{ id: string; videos: Array<{ id: string; uploads: Array<{ state: string; bytesDone: number }> }> }>>('/incidents');
+    const incidents =
+      await api.get<Array<{ id: string; videos: Array<{ id: string; uploads: Array<{ state: string; bytesDone: number }> }> }>>(
+        '/incidents',
+      );
     expect(incidents.map((i) => i.id).sort()).toEqual(['inc-a', 'inc-b']);
-    const one = await api.get<{ id: string; videos: Array<{ id: string; uploads: Array<{ state: string; bytesDone: number }> }> }>('/incidents/inc-a');
+    const one = await api.get<{ id: string; videos: Array<{ id: string; uploads: Array<{ state: string; bytesDone: number }> }> }>(
+      '/incidents/inc-a',
+    );
     expect(one.videos[0]!.uploads[0]).toMatchObject({ state: 'done', bytesDone: 30 * MiB });
   });
 
@@ -176,22 +200,33 @@ describe('local API', () => {
     s.alo.failNext('upload_urls', 1, 400);
     const shas = await writeIncident(s.exportsRoot, 'inc-r', [{ id: 'r1', file: 'r1.mp4', size: 3 * MiB }]);
     const api = await ApiClient.of(h.daemon(s));
-    const failed = await waitFor(() => {
-      const u = uploadOf(s.ledgerPath, 'r1');
-      return u?.state === 'failed' ? u : undefined;
-    }, 30_000, 'r1 refused by ALO');
+    const failed = await waitFor(
+      () => {
+        const u = uploadOf(s.ledgerPath, 'r1');
+        return u?.state === 'failed' ? u : undefined;
+      },
+      30_000,
+      'r1 refused by ALO',
+    );
     const before = await api.get<{ videos: Array<{ uploads: Array<{ state: string; lastError: string }> }> }>('/incidents/inc-r');
     expect(before.videos[0]!.uploads[0]).toMatchObject({ state: 'failed', lastError: expect.stringContaining('400') });
 
     const retried = await api.call('POST', `/uploads/${failed.id}/retry`);
     expect([retried.status, retried.json()]).toEqual([200, { code: 0, message: `upload ${failed.id} requeued`, uploads: 1 }]);
-    const incident = await waitFor(() => {
-      const i = s.alo.incident('inc-r');
-      return i?.uploaded_videos.length === 1 ? i : undefined;
-    }, 30_000, 'r1 uploaded after the retry');
+    const incident = await waitFor(
+      () => {
+        const i = s.alo.incident('inc-r');
+        return i?.uploaded_videos.length === 1 ? i : undefined;
+      },
+      30_000,
+      'r1 uploaded after the retry',
+    );
     expect(await s.store.objectSha256(incident.uploaded_videos[0]!.s3_key)).toBe(shas.get('r1'));
     const again = await api.call('POST', `/uploads/${failed.id}/retry`);
-    expect([again.status, again.json()]).toEqual([409, { code: 409, message: `upload ${failed.id} is done, not failed: nothing to retry` }]);
+    expect([again.status, again.json()]).toEqual([
+      409,
+      { code: 409, message: `upload ${failed.id} is done, not failed: nothing to retry` },
+    ]);
   });
 
   it('serves Prometheus metrics that move when bytes move', async (ctx) => {
@@ -212,13 +247,20 @@ describe('local API', () => {
     expect(before.some((x) => x.name === 'vms_uplink_process_resident_memory_bytes')).toBe(true);
 
     // Two 503s on the first part: retried, and counted by reason.
-    s.store.injectFaults({ kind: 'status', status: 503, code: 'SlowDown', partNumber: 1 }, { kind: 'status', status: 503, code: 'SlowDown', partNumber: 1 });
+    s.store.injectFaults(
+      { kind: 'status', status: 503, code: 'SlowDown', partNumber: 1 },
+      { kind: 'status', status: 503, code: 'SlowDown', partNumber: 1 },
+    );
     s.store.setLatency(200);
     await writeIncident(s.exportsRoot, 'inc-m', [{ id: 'm1', file: 'm1.mp4', size: 12 * MiB }]);
-    const during = await waitFor(async () => {
-      const m = await scrape();
-      return sampleValue(m, 'vms_uplink_queue_depth', alo) === 1 ? m : undefined;
-    }, 20_000, 'the upload queued in the metrics');
+    const during = await waitFor(
+      async () => {
+        const m = await scrape();
+        return sampleValue(m, 'vms_uplink_queue_depth', alo) === 1 ? m : undefined;
+      },
+      20_000,
+      'the upload queued in the metrics',
+    );
     expect(sampleValue(during, 'vms_uplink_oldest_queued_export_age_seconds')).toBeGreaterThan(0);
 
     await waitFor(() => uploadOf(s.ledgerPath, 'm1')?.state === 'done', 30_000, 'm1 uploaded');
@@ -260,7 +302,9 @@ describe('local API', () => {
     await disk.fill();
     await writeIncident(s.exportsRoot, 'inc-full', [{ id: 'full1', file: 'full1.mp4', size: 1 * MiB }]);
     const full = await waitFor(async () => ((await healthz()).status === 503 ? healthz() : undefined), 15_000, '503 for the ledger');
-    expect(full.reasons).toEqual([expect.stringMatching(new RegExp(`^the ledger ${s.ledgerPath} cannot be written since .*SQLITE_(FULL|IOERR)`))]);
+    expect(full.reasons).toEqual([
+      expect.stringMatching(new RegExp(`^the ledger ${s.ledgerPath} cannot be written since .*SQLITE_(FULL|IOERR)`)),
+    ]);
     await disk.free();
     await waitFor(() => uploadOf(s.ledgerPath, 'full1')?.state === 'done', 30_000, 'full1 uploaded once the ledger can be written');
     expect(await healthz()).toEqual({ status: 200, reasons: [] });
@@ -268,10 +312,14 @@ describe('local API', () => {
     // Every call to the one target fails for a while (12 × 503), then it answers again.
     s.alo.failNext('upload_urls', 12, 503);
     await writeIncident(s.exportsRoot, 'inc-h', [{ id: 'h1', file: 'h1.mp4', size: 1 * MiB }]);
-    const down = await waitFor(async () => {
-      const x = await healthz();
-      return x.status === 503 ? x : undefined;
-    }, 20_000, '503 for the failing target');
+    const down = await waitFor(
+      async () => {
+        const x = await healthz();
+        return x.status === 503 ? x : undefined;
+      },
+      20_000,
+      '503 for the failing target',
+    );
     expect(down.reasons).toEqual([expect.stringMatching(/^every target has been failing for \d+ s/)]);
     await waitFor(() => uploadOf(s.ledgerPath, 'h1')?.state === 'done', 30_000, 'h1 uploaded once ALO answers');
     expect(await healthz()).toEqual({ status: 200, reasons: [] });
@@ -293,8 +341,12 @@ describe('local API', () => {
     await waitFor(() => d.events('disk.low').length > 0, 10_000, 'disk.low logged');
     const health = await api.call('GET', '/healthz', null);
     expect(health.status).toBe(503);
-    expect(health.json<{ reasons: string[] }>().reasons).toEqual([expect.stringMatching(/bytes free on the ledger's filesystem, below ledger\.min_free/)]);
-    const status = JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as { problems: Array<{ kind: string; message: string }> };
+    expect(health.json<{ reasons: string[] }>().reasons).toEqual([
+      expect.stringMatching(/bytes free on the ledger's filesystem, below ledger\.min_free/),
+    ]);
+    const status = JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as {
+      problems: Array<{ kind: string; message: string }>;
+    };
     expect(status.problems).toEqual([expect.objectContaining({ kind: 'disk', message: expect.stringMatching(/below ledger\.min_free/) })]);
     const text = await runCli(['status', '--config', s.configPath]);
     expect(text.stdout).toMatch(/^PROBLEM \(disk, since .*\): \d+ bytes free/m);
@@ -311,4 +363,3 @@ describe('local API', () => {
     expect(JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout)).toMatchObject({ problems: [] });
   });
 });
-

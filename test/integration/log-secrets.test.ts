@@ -59,7 +59,9 @@ describe('log secrets', () => {
     const s3 = h.closeAtEnd(await FaultProxy.start(store.origin));
     store.setPublicOrigin(s3.origin);
     const alo = h.closeAtEnd(await startAloEmulator({ store, auth: { header: 'authorization', value: `Bearer ${SECRETS.aloBearer}` } }));
-    const aion = h.closeAtEnd(await startAionvisionEmulator({ store, chunkSizeBytes: 5 * MiB, auth: { header: 'x-api-key', value: SECRETS.aionKey } }));
+    const aion = h.closeAtEnd(
+      await startAionvisionEmulator({ store, chunkSizeBytes: 5 * MiB, auth: { header: 'x-api-key', value: SECRETS.aionKey } }),
+    );
     const tv = h.closeAtEnd(await startTruvideoEmulator({ store, apiKey: SECRETS.truvideoApiKey, completeDelayMs: 100 }));
     const valt = h.closeAtEnd(await startValtEmulator({ username: 'vms-uplink', password: SECRETS.valtPassword }));
 
@@ -78,7 +80,11 @@ describe('log secrets', () => {
           base_url: valt.baseUrl,
           chunk_size: '5MiB',
           auth: {
-            login: { url: valt.loginUrl, body: { username: 'vms-uplink', password: SECRETS.valtPassword }, token_field: 'data.access_token' },
+            login: {
+              url: valt.loginUrl,
+              body: { username: 'vms-uplink', password: SECRETS.valtPassword },
+              token_field: 'data.access_token',
+            },
             send_as: { query: 'access_token' },
           },
         },
@@ -116,7 +122,10 @@ describe('log secrets', () => {
     ]);
     // A manifest that does not validate.
     await mkdir(join(files.exportsRoot, 'broken'), { recursive: true });
-    await writeFile(join(files.exportsRoot, 'broken', 'incident.json'), JSON.stringify({ incident: { id: 'broken' }, videos: [{ id: 7 }] }));
+    await writeFile(
+      join(files.exportsRoot, 'broken', 'incident.json'),
+      JSON.stringify({ incident: { id: 'broken' }, videos: [{ id: 7 }] }),
+    );
 
     const first = h.daemon(files);
     const v1 = `${incidentId}-v1`;
@@ -128,11 +137,18 @@ describe('log secrets', () => {
       40_000,
       'both videos completed on every target that takes them',
     );
-    await waitFor(() => first.logs.some((l) => isEvent(l, 'upload.failed', { videoId: v2, target: 'alo' })), 10_000, 'the refused upload failed');
+    await waitFor(
+      () => first.logs.some((l) => isEvent(l, 'upload.failed', { videoId: v2, target: 'alo' })),
+      10_000,
+      'the refused upload failed',
+    );
     await waitFor(
       () =>
         first.logs.some(
-          (l) => isEvent(l, 'incident.reported', { incidentId, target: 'alo' }) && (l.uploadedVideoIds as string[]).includes(v1) && (l.failedVideoIds as string[]).length === 2,
+          (l) =>
+            isEvent(l, 'incident.reported', { incidentId, target: 'alo' }) &&
+            (l.uploadedVideoIds as string[]).includes(v1) &&
+            (l.failedVideoIds as string[]).length === 2,
         ),
       10_000,
       'the final ALO report',
@@ -141,7 +157,11 @@ describe('log secrets', () => {
     // A SIGTERM mid-upload: Valt answers slowly, so a second incident is in flight when it comes.
     valt.setLatency(2000);
     await writeIncident(files.exportsRoot, 'inc-term', [{ id: 'inc-term-v1', file: 'cam01.mp4', size: 6 * MiB + 7 }]);
-    await waitFor(() => first.logs.some((l) => isEvent(l, 'upload.started', { videoId: 'inc-term-v1', target: 'valt' })), 15_000, 'the second upload started');
+    await waitFor(
+      () => first.logs.some((l) => isEvent(l, 'upload.started', { videoId: 'inc-term-v1', target: 'valt' })),
+      15_000,
+      'the second upload started',
+    );
     first.kill('SIGTERM');
     expect(await first.exited).toEqual({ code: 0, signal: null });
 
@@ -162,7 +182,11 @@ describe('log secrets', () => {
     expect(s3.counters.resets).toBeGreaterThanOrEqual(2);
     // And the daemon saw them: retried by kind, a refused URL renewed, a manifest refused, a shutdown.
     const retries = first.events('upload.retry');
-    for (const kind of ['reauth', 'new-url', 'retryable']) expect(retries.some((l) => l.kind === kind), kind).toBe(true);
+    for (const kind of ['reauth', 'new-url', 'retryable'])
+      expect(
+        retries.some((l) => l.kind === kind),
+        kind,
+      ).toBe(true);
     expect(first.events('incident.report.failed').length).toBeGreaterThanOrEqual(1);
     expect(first.events('manifest.invalid').length).toBeGreaterThanOrEqual(1);
     expect(first.events('daemon.signal')).toMatchObject([{ signal: 'SIGTERM' }]);
@@ -184,7 +208,8 @@ describe('log secrets', () => {
     const leaks: string[] = [];
     for (const secret of secrets) {
       for (const [stream, text] of Object.entries(printed)) {
-        for (const line of text.split('\n').filter((l) => l.includes(secret))) leaks.push(`${stream}: secret ${secret.slice(0, 6)}… in ${line}`);
+        for (const line of text.split('\n').filter((l) => l.includes(secret)))
+          leaks.push(`${stream}: secret ${secret.slice(0, 6)}… in ${line}`);
       }
     }
     expect(leaks).toEqual([]);
@@ -214,7 +239,10 @@ describe('log secrets', () => {
       const partLines = first.logs.filter((l) => isEvent(l, 'upload.part.done', { ...ids, uploadId }));
       const planned = first.logs[started]!.parts as number;
       expect(planned, target).toBeGreaterThanOrEqual(1);
-      expect(partLines.map((l) => l.part as number).sort((a, b) => a - b), target).toEqual(Array.from({ length: planned }, (_, i) => i + 1));
+      expect(
+        partLines.map((l) => l.part as number).sort((a, b) => a - b),
+        target,
+      ).toEqual(Array.from({ length: planned }, (_, i) => i + 1));
       expect(partLines.every((l) => l.level === 'debug')).toBe(true);
       const lastPart = Math.max(...partLines.map((l) => first.logs.indexOf(l)));
       expect(lastPart, target).toBeGreaterThan(started);
@@ -229,8 +257,14 @@ describe('log secrets', () => {
     // Every line about an upload names its incident, video and target; those of a running upload its number too.
     const about = first.logs.filter((l) => l.event?.startsWith('upload.'));
     expect(about.length).toBeGreaterThan(20);
-    for (const line of about) expect(line, JSON.stringify(line)).toMatchObject({ incidentId: expect.any(String), videoId: expect.any(String), target: expect.any(String) });
-    for (const line of about.filter((l) => l.event === 'upload.retry' && String(l.what).startsWith('part '))) expect(line).toMatchObject({ part: expect.any(Number) });
+    for (const line of about)
+      expect(line, JSON.stringify(line)).toMatchObject({
+        incidentId: expect.any(String),
+        videoId: expect.any(String),
+        target: expect.any(String),
+      });
+    for (const line of about.filter((l) => l.event === 'upload.retry' && String(l.what).startsWith('part ')))
+      expect(line).toMatchObject({ part: expect.any(Number) });
     for (const line of about.filter((l) => !l.event!.startsWith('upload.abort'))) {
       expect(line, JSON.stringify(line)).toMatchObject({ incidentId: expect.any(String), uploadId: expect.any(Number) });
     }

@@ -110,14 +110,23 @@ type Video = ExportedVideoRef;
 
 function incident(s: Site, sizes: number[]): Promise<Video[]> {
   const n = ++counter;
-  return exportVideos(s.exportsRoot, { id: `net-${process.pid}-${n}`, title: `Network faults ${n}` }, sizes, (i) => `cam0${i + 1}_${n}.mp4`);
+  return exportVideos(
+    s.exportsRoot,
+    { id: `net-${process.pid}-${n}`, title: `Network faults ${n}` },
+    sizes,
+    (i) => `cam0${i + 1}_${n}.mp4`,
+  );
 }
 
 function receivedIntact(s: Site, video: Video, timeoutMs = 60_000): Promise<ReceivedVideo> {
-  return waitFor(async () => {
-    const r = await s.platform.received(video);
-    return r && r.sha256 === video.sha256 && r.size === video.size ? r : undefined;
-  }, timeoutMs, `${s.fixture.type}: ${video.incidentId}/${video.id} received intact`);
+  return waitFor(
+    async () => {
+      const r = await s.platform.received(video);
+      return r && r.sha256 === video.sha256 && r.size === video.size ? r : undefined;
+    },
+    timeoutMs,
+    `${s.fixture.type}: ${video.incidentId}/${video.id} received intact`,
+  );
 }
 
 interface PartRow {
@@ -240,8 +249,13 @@ describe.each(FIXTURES)('$type through a faulty network', (fixture) => {
     // The platform itself refuses three parts with 503 (S3 SlowDown, Valt 503)…
     s.platform.failNextParts(3);
     // …the edge throttles four more part requests with 429…
-    const s3Body = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>';
-    s.partsProxy.respondNext(4, 429, s.fixture.limits.presignedUrls ? { match: s.partMatch, body: s3Body, contentType: 'application/xml' } : { match: s.partMatch });
+    const s3Body =
+      '<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>';
+    s.partsProxy.respondNext(
+      4,
+      429,
+      s.fixture.limits.presignedUrls ? { match: s.partMatch, body: s3Body, contentType: 'application/xml' } : { match: s.partMatch },
+    );
     // …and the first four API calls (login, start, URLs…) are answered 503 / 429.
     s.api[0]!.respondNext(2, 503, { match: { method: 'POST' } });
     s.api[0]!.respondNext(2, 429, { headers: { 'retry-after': '0' } });
@@ -306,7 +320,11 @@ describe.concurrent('the platform unreachable for a while', () => {
         await sleep(OUTAGE_MS * 0.2);
         // A new incident exported while the platform is down is still picked up.
         const [during] = await incident(s, [6 * MiB + 11]);
-        await waitFor(() => partsOf(s, during!).length > 0 || uploadState(s, during!) !== undefined, OUTAGE_MS * 0.5, 'the new incident planned while down');
+        await waitFor(
+          () => partsOf(s, during!).length > 0 || uploadState(s, during!) !== undefined,
+          OUTAGE_MS * 0.5,
+          'the new incident planned while down',
+        );
         await sleep(Math.max(0, downAt + OUTAGE_MS - Date.now()));
         clearInterval(sampler);
         expect(uploadState(s, before!)).toBe('queued');

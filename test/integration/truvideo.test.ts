@@ -37,8 +37,21 @@ function sourceFile(size: number, name = 'cam01.mp4', over: Partial<SourceFile> 
     sha256: null,
     stamp: '',
     contentType: 'video/mp4',
-    incident: { id: 'inc-1', title: 'Break-in', description: 'rear door', incident_at: '2024-02-02T11:04:12.987Z', latitude: 51.5, longitude: -0.12 },
-    video: { id: 'vid-1', camera_id: 'cam-1', camera_name: 'Door cam', started_at: '2024-02-02T11:49:22Z', ended_at: '2024-02-02T11:51:32Z' },
+    incident: {
+      id: 'inc-1',
+      title: 'Break-in',
+      description: 'rear door',
+      incident_at: '2024-02-02T11:04:12.987Z',
+      latitude: 51.5,
+      longitude: -0.12,
+    },
+    video: {
+      id: 'vid-1',
+      camera_id: 'cam-1',
+      camera_name: 'Door cam',
+      started_at: '2024-02-02T11:49:22Z',
+      ended_at: '2024-02-02T11:51:32Z',
+    },
     ...over,
   };
 }
@@ -139,9 +152,17 @@ describe('TruVideo start body', () => {
 
   it('falls back to the incident id and the file name, leaves out unknown values, and keeps titles to 255 characters', () => {
     const bare = startRequest(sourceFile(MiB, 'cam9.mkv', { incident: { id: 'inc-9' }, video: { id: 'v9' } }), 1);
-    expect(bare.media).toEqual({ fileType: 'MKV', title: 'Incident inc-9 — cam9.mkv', creator: 'vms-uplink', tags: { incidentId: 'inc-9', videoId: 'v9' } });
+    expect(bare.media).toEqual({
+      fileType: 'MKV',
+      title: 'Incident inc-9 — cam9.mkv',
+      creator: 'vms-uplink',
+      tags: { incidentId: 'inc-9', videoId: 'v9' },
+    });
     expect(bare.metadata).toEqual({});
-    const backwards = startRequest(sourceFile(MiB, 'a.mp4', { video: { id: 'v', started_at: '2024-02-02T11:00:00Z', ended_at: '2024-02-02T10:00:00Z' } }), 1);
+    const backwards = startRequest(
+      sourceFile(MiB, 'a.mp4', { video: { id: 'v', started_at: '2024-02-02T11:00:00Z', ended_at: '2024-02-02T10:00:00Z' } }),
+      1,
+    );
     expect(backwards.media.duration).toBeUndefined();
     const long = startRequest(sourceFile(MiB, 'a.mp4', { incident: { id: 'i', title: '🚨'.repeat(300) } }), 1);
     expect(Array.from(long.media.title)).toHaveLength(255);
@@ -158,7 +179,13 @@ async function emulator(h: Harness, options: Partial<TruvideoEmulatorOptions> = 
   return { store, tv };
 }
 
-async function call(tv: TruvideoEmulator, method: 'GET' | 'POST', path: string, body?: unknown, token?: string): Promise<{ status: number; json: any }> {
+async function call(
+  tv: TruvideoEmulator,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+  token?: string,
+): Promise<{ status: number; json: any }> {
   const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
   if (token) headers['authorization'] = `Bearer ${token}`;
   const res = await request(`${tv.baseUrl}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -216,33 +243,59 @@ describe('TruVideo emulator', () => {
     expect(started.json.presignedUrls.map((u: { partNumber: number }) => u.partNumber)).toEqual([1]);
     const more = await call(tv, 'POST', `/upload/${uploadId}/presigned-urls`, { partNumbers: [2] }, token);
     expect(more.json.presignedUrls.map((u: { partNumber: number }) => u.partNumber)).toEqual([2]);
-    expect((await call(tv, 'POST', `/upload/${uploadId}/presigned-urls`, { partNumbers: [3] }, token)).json.message).toMatch(/^partNumbers\[0\]: 3 is more than amountOfParts/);
+    expect((await call(tv, 'POST', `/upload/${uploadId}/presigned-urls`, { partNumbers: [3] }, token)).json.message).toMatch(
+      /^partNumbers\[0\]: 3 is more than amountOfParts/,
+    );
 
     const bodies = [Buffer.alloc(5 * MiB, 1), Buffer.from('tail')];
     const etags: string[] = [];
     for (const [i, url] of [started.json.presignedUrls[0].url, more.json.presignedUrls[0].url].entries()) {
-      const put = await request(url as string, { method: 'PUT', body: bodies[i], headers: { 'content-length': String(bodies[i]!.length) } });
+      const put = await request(url as string, {
+        method: 'PUT',
+        body: bodies[i],
+        headers: { 'content-length': String(bodies[i]!.length) },
+      });
       await put.body.text();
       etags.push(String(put.headers['etag']).replace(/"/g, ''));
     }
     const details = await call(tv, 'GET', `/upload/${uploadId}`, undefined, token);
-    expect(details.json).toMatchObject({ status: 'PARTIAL', parts: [{ partNumber: 1, eTag: etags[0] }, { partNumber: 2, eTag: etags[1] }] });
+    expect(details.json).toMatchObject({
+      status: 'PARTIAL',
+      parts: [
+        { partNumber: 1, eTag: etags[0] },
+        { partNumber: 2, eTag: etags[1] },
+      ],
+    });
 
     const complete = (parts: unknown) => call(tv, 'POST', `/upload/${uploadId}/complete`, { parts }, token);
     expect((await complete([{ partNumber: 2, eTag: etags[1] }])).json.message).toMatch(/^parts\[0\]\.partNumber: expected 1/);
     expect((await complete([{ partNumber: 1, eTag: etags[0] }])).json.message).toMatch(/^parts: 1 parts listed/);
-    expect((await complete([{ partNumber: 1, eTag: etags[1] }, { partNumber: 2, eTag: etags[1] }])).json.message).toMatch(/^parts\[0\]\.eTag: does not match/);
-    const ok = [{ partNumber: 1, eTag: etags[0] }, { partNumber: 2, eTag: etags[1] }];
+    expect(
+      (
+        await complete([
+          { partNumber: 1, eTag: etags[1] },
+          { partNumber: 2, eTag: etags[1] },
+        ])
+      ).json.message,
+    ).toMatch(/^parts\[0\]\.eTag: does not match/);
+    const ok = [
+      { partNumber: 1, eTag: etags[0] },
+      { partNumber: 2, eTag: etags[1] },
+    ];
     expect((await complete(ok)).status).toBe(202);
     expect((await call(tv, 'GET', `/upload/${uploadId}`, undefined, token)).json.status).toBe('PENDING_COMPLETE');
     expect(await complete(ok)).toMatchObject({ status: 409 });
-    const done = await waitFor(async () => {
-      const d = await call(tv, 'GET', `/upload/${uploadId}`, undefined, token);
-      return d.json.status === 'COMPLETED' ? d.json : undefined;
-    }, 5000, 'COMPLETED');
+    const done = await waitFor(
+      async () => {
+        const d = await call(tv, 'GET', `/upload/${uploadId}`, undefined, token);
+        return d.json.status === 'COMPLETED' ? d.json : undefined;
+      },
+      5000,
+      'COMPLETED',
+    );
     expect(done.parts).toHaveLength(2);
     expect(store.objectSize(done.keyName as string)).toBe(5 * MiB + 4);
-    expect((await call(tv, 'GET', '/upload/nope', undefined, token))).toMatchObject({ status: 400 });
+    expect(await call(tv, 'GET', '/upload/nope', undefined, token)).toMatchObject({ status: 400 });
   });
 });
 
@@ -259,7 +312,14 @@ describe('TruVideo complete', () => {
     const signal = new AbortController().signal;
     const { session } = await target.start(file, [{ number: 1, offset: 0, size: 4 }], signal);
     const part = { number: 1, offset: 0, size: 4 };
-    const { etag } = await target.sendPart({ session, file, part, body: () => Readable.from([Buffer.from('abcd')]), sentMd5: () => '', signal });
+    const { etag } = await target.sendPart({
+      session,
+      file,
+      part,
+      body: () => Readable.from([Buffer.from('abcd')]),
+      sentMd5: () => '',
+      signal,
+    });
     /** Complete, asked again after the delay each `not-ready` names (as the pacer does), until an answer or another error. */
     const complete = async (): Promise<unknown> => {
       for (;;) {
@@ -305,7 +365,10 @@ interface Site extends SiteFiles {
   daemon(): DaemonProcess;
 }
 
-async function site(ctx: TestContext, options: { emulator?: Partial<TruvideoEmulatorOptions>; upload?: Record<string, unknown> } = {}): Promise<Site> {
+async function site(
+  ctx: TestContext,
+  options: { emulator?: Partial<TruvideoEmulatorOptions>; upload?: Record<string, unknown> } = {},
+): Promise<Site> {
   const h = harness(ctx);
   const { store, tv } = await emulator(h, { completeDelayMs: 100, ...options.emulator });
   const files = await writeSiteConfig(await h.dir(), { upload: options.upload, targets: { truvideo: truvideoTargetConfig(tv) } });
@@ -339,10 +402,15 @@ async function uploadStatus(s: Site): Promise<{ state: string; lastError: string
 describe('TruVideo through the daemon', () => {
   it('delivers the video byte-identical, titled and tagged, with the incident as metadata; polls until COMPLETED', async (ctx) => {
     const s = await site(ctx, { emulator: { completeDelayMs: 700 } });
-    const shas = await writeIncident(s.exportsRoot, 'inc-happy', [
-      { id: 'good-1', file: 'cam01_1149.mp4', size: 10 * MiB + 1234, header: mp4HeaderWithFrame(1920, 1080) },
-      { id: 'bad-1', errors: ['G64 export failed with: No video available for the camera during the selected time period.'] },
-    ], { title: 'Hey There!' });
+    const shas = await writeIncident(
+      s.exportsRoot,
+      'inc-happy',
+      [
+        { id: 'good-1', file: 'cam01_1149.mp4', size: 10 * MiB + 1234, header: mp4HeaderWithFrame(1920, 1080) },
+        { id: 'bad-1', errors: ['G64 export failed with: No video available for the camera during the selected time period.'] },
+      ],
+      { title: 'Hey There!' },
+    );
     s.daemon();
     const upload = await completed(s);
     expect(await s.store.objectSha256(upload.keyName)).toBe(shas.get('good-1'));
@@ -396,7 +464,12 @@ describe('TruVideo through the daemon', () => {
     expect(s.tv.uploads()).toHaveLength(1);
     const afterStart = s.tv.calls.slice(s.tv.calls.findIndex((c) => c.route === 'start' && c.status === 201) + 1);
     // The next call (complete, once the part is in) met the expired token, and went through after a new login.
-    expect(afterStart.filter((c) => c.route !== 'login').map((c) => `${c.route} ${c.status}`).slice(0, 2)).toEqual(['complete 401', 'complete 202']);
+    expect(
+      afterStart
+        .filter((c) => c.route !== 'login')
+        .map((c) => `${c.route} ${c.status}`)
+        .slice(0, 2),
+    ).toEqual(['complete 401', 'complete 202']);
     expect(s.tv.calls.filter((c) => c.route === 'login' && c.status === 200).length).toBeGreaterThanOrEqual(3);
   });
 
@@ -405,10 +478,14 @@ describe('TruVideo through the daemon', () => {
     s.tv.failNextCompletion('Media processing failed: unsupported codec');
     await writeOneVideoIncident(s.exportsRoot, 'inc-failed', MiB + 3);
     s.daemon();
-    const status = await waitFor(async () => {
-      const u = await uploadStatus(s);
-      return u?.state === 'failed' ? u : undefined;
-    }, 30_000, 'upload failed');
+    const status = await waitFor(
+      async () => {
+        const u = await uploadStatus(s);
+        return u?.state === 'failed' ? u : undefined;
+      },
+      30_000,
+      'upload failed',
+    );
     expect(status.lastError).toMatch(/FAILED: Media processing failed: unsupported codec/);
     expect(s.tv.calls.filter((c) => c.route === 'complete').map((c) => c.status)).toEqual([202]);
     expect(s.tv.uploads().map((u) => u.status)).toEqual(['FAILED']);
@@ -427,7 +504,12 @@ describe('TruVideo through the daemon', () => {
     s.tv.resetNext('start', 1, 'after');
     await deliverOneVideo(s, 'inc-orphan', MiB + 1);
     expect(s.tv.calls.filter((c) => c.route === 'start').map((c) => c.status)).toEqual([0, 201]);
-    expect(s.tv.uploads().map((u) => u.status).sort()).toEqual(['COMPLETED', 'INITIALIZED']);
+    expect(
+      s.tv
+        .uploads()
+        .map((u) => u.status)
+        .sort(),
+    ).toEqual(['COMPLETED', 'INITIALIZED']);
   });
 
   it("resumes after SIGKILL with the ledger's uploadId and the parts TruVideo registered", async (ctx) => {

@@ -44,7 +44,11 @@ async function valtSite(ctx: TestContext, target: Record<string, unknown> = {}):
 
 function completeRecord(s: Site, name: string, timeoutMs = 30_000): Promise<ValtRecord> {
   // Complete and answered: the last chunk's call is in the emulator's log.
-  return waitFor(() => s.valt.records.find((r) => r.name === name && r.complete && r.chunksInFlight === 0), timeoutMs, `record "${name}" complete`);
+  return waitFor(
+    () => s.valt.records.find((r) => r.name === name && r.complete && r.chunksInFlight === 0),
+    timeoutMs,
+    `record "${name}" complete`,
+  );
 }
 
 async function statusJson(s: Site): Promise<{ text: string; snapshot: StatusSnapshot }> {
@@ -55,13 +59,19 @@ async function statusJson(s: Site): Promise<{ text: string; snapshot: StatusSnap
 
 interface StatusSnapshot {
   totals: Record<string, number>;
-  incidents: Array<{ id: string; videos: Array<{ id: string; state: string; uploads: Array<{ state: string; lastError: string | null }> }> }>;
+  incidents: Array<{
+    id: string;
+    videos: Array<{ id: string; state: string; uploads: Array<{ state: string; lastError: string | null }> }>;
+  }>;
 }
 
 /** No access token Valt handed out appears in the logs, `status --json` or the ledger file. */
 async function expectNoTokenShown(s: Site): Promise<void> {
   const { text } = await statusJson(s);
-  const ledgerBytes = Buffer.concat([await readFile(s.ledgerPath), await readFile(`${s.ledgerPath}-wal`).catch(() => Buffer.alloc(0))]).toString('latin1');
+  const ledgerBytes = Buffer.concat([
+    await readFile(s.ledgerPath),
+    await readFile(`${s.ledgerPath}-wal`).catch(() => Buffer.alloc(0)),
+  ]).toString('latin1');
   expect(s.valt.issuedTokens.length).toBeGreaterThan(0);
   for (const token of s.valt.issuedTokens) {
     expect(s.output()).not.toContain(token);
@@ -75,7 +85,15 @@ const okCalls = (s: Site, route: string) => s.valt.calls.filter((c) => c.route =
 
 /** An incident of two videos of about 1 MiB on cameras 01 and 02. */
 function twoCameras(s: Site, id: string, title: string): Promise<Map<string, string>> {
-  return writeIncident(s.exportsRoot, id, [{ id: 'v1', file: 'cam01.mp4', size: MiB + 5 }, { id: 'v2', file: 'cam02.mp4', size: MiB + 7 }], { title });
+  return writeIncident(
+    s.exportsRoot,
+    id,
+    [
+      { id: 'v1', file: 'cam01.mp4', size: MiB + 5 },
+      { id: 'v2', file: 'cam02.mp4', size: MiB + 7 },
+    ],
+    { title },
+  );
 }
 
 /** The Content-Range of each chunk of `size` bytes in chunks of `chunk`, RFC 9110 form. */
@@ -96,7 +114,13 @@ describe('Valt', () => {
       s.exportsRoot,
       'happy-1',
       [
-        { id: 'good-file-1', file: 'cam01a_1149.mp4', thumbnail: 'cam01a_1149.jpg', camera_name: '192.168.0.241 - Camera - 01a', size: 2 * MiB + 100 },
+        {
+          id: 'good-file-1',
+          file: 'cam01a_1149.mp4',
+          thumbnail: 'cam01a_1149.jpg',
+          camera_name: '192.168.0.241 - Camera - 01a',
+          size: 2 * MiB + 100,
+        },
         { id: 'no-camera', file: 'cam09_1149.mp4', camera_name: undefined, size: MiB / 2 },
         { id: 'bad-file-2', errors: ['G64 export failed with: No video available for the camera during the selected time period.'] },
       ],
@@ -108,7 +132,10 @@ describe('Valt', () => {
 
     // Only the two videos: no record for the failed export, no thumbnail (Valt takes videos only).
     expect(s.valt.records).toHaveLength(2);
-    for (const [record, id, size] of [[cam, 'good-file-1', 2 * MiB + 100], [noCamera, 'no-camera', MiB / 2]] as const) {
+    for (const [record, id, size] of [
+      [cam, 'good-file-1', 2 * MiB + 100],
+      [noCamera, 'no-camera', MiB / 2],
+    ] as const) {
       expect(record).toMatchObject({ template, share, contentType: 'video/mp4', bytes: size, total: size, maxChunksInFlight: 1 });
       expect(await s.valt.assembledSha256(record.id)).toBe(shas.get(id));
       expect(record.sha256).toBe(shas.get(id));
@@ -126,9 +153,17 @@ describe('Valt', () => {
     expect(okCalls(s, 'login')).toHaveLength(1);
 
     // The ledger keeps what Valt knows the video as: record, video and the download URL of the last answer.
-    await waitFor(() => ledgerRowsSoFar(s.ledgerPath, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2, 10_000, 'both uploads done');
+    await waitFor(
+      () => ledgerRowsSoFar(s.ledgerPath, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2,
+      10_000,
+      'both uploads done',
+    );
     const results = ledgerRows<{ video_id: string; result: string }>(s.ledgerPath, `SELECT video_id, result FROM uploads`);
-    expect(JSON.parse(results.find((r) => r.video_id === 'good-file-1')!.result)).toEqual({ record_id: cam.id, video_id: cam.videoId, url: cam.url });
+    expect(JSON.parse(results.find((r) => r.video_id === 'good-file-1')!.result)).toEqual({
+      record_id: cam.id,
+      video_id: cam.videoId,
+      url: cam.url,
+    });
     const { snapshot } = await statusJson(s);
     expect(snapshot.totals).toMatchObject({ done: 2, failed: 0, failedVideos: 1 });
     await expectNoTokenShown(s);
@@ -140,7 +175,11 @@ describe('Valt', () => {
     const shas = await writeIncident(s.exportsRoot, 'range-1', [{ id: 'v1', file: 'cam01.mp4', size }], { title: 'Ranges' });
     s.daemon();
     const record = await completeRecord(s, 'Ranges — 192.168.0.240 - Camera - 01');
-    expect(chunkCalls(s).map((c) => c.contentRange)).toEqual(['bytes 0-8388607/20971523', 'bytes 8388608-16777215/20971523', 'bytes 16777216-20971522/20971523']);
+    expect(chunkCalls(s).map((c) => c.contentRange)).toEqual([
+      'bytes 0-8388607/20971523',
+      'bytes 8388608-16777215/20971523',
+      'bytes 16777216-20971522/20971523',
+    ]);
     expect(record.maxChunksInFlight).toBe(1);
     expect(await s.valt.assembledSha256(record.id)).toBe(shas.get('v1'));
     // The multipart envelope around each chunk is a few hundred bytes: the chunk was streamed with an exact length.
@@ -157,10 +196,16 @@ describe('Valt', () => {
     const size = 6 * MiB + 11;
     const shas = await writeIncident(s.exportsRoot, 'kill-1', [{ id: 'v1', file: 'cam01.mp4', size }], { title: 'Kill' });
     const first = s.daemon();
-    await waitFor(() => ledgerRowsSoFar(s.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).length >= 3, 30_000, 'three chunks done');
+    await waitFor(
+      () => ledgerRowsSoFar(s.ledgerPath, `SELECT number FROM parts WHERE state = 'done'`).length >= 3,
+      30_000,
+      'three chunks done',
+    );
     first.kill('SIGKILL');
     await first.exited;
-    const done = ledgerRows<{ number: number }>(s.ledgerPath, `SELECT number FROM parts WHERE state = 'done' ORDER BY number`).map((r) => r.number);
+    const done = ledgerRows<{ number: number }>(s.ledgerPath, `SELECT number FROM parts WHERE state = 'done' ORDER BY number`).map(
+      (r) => r.number,
+    );
     expect(done.length).toBeLessThan(7);
     const callsBefore = s.valt.calls.length;
 
@@ -174,9 +219,16 @@ describe('Valt', () => {
     // Acknowledged chunks were not POSTed again; the restart began at the first unacknowledged one
     // (which, if the kill caught it in flight after Valt kept it, was accepted as an exact repeat).
     const all = ranges(size, MiB);
-    const after = s.valt.calls.slice(callsBefore).filter((c) => c.route === 'chunk').map((c) => c.contentRange);
+    const after = s.valt.calls
+      .slice(callsBefore)
+      .filter((c) => c.route === 'chunk')
+      .map((c) => c.contentRange);
     expect(after[0]).toBe(all[done.length]);
-    for (const n of done) expect(chunkCalls(s).filter((c) => c.contentRange === all[n - 1]), `chunk ${n}`).toHaveLength(1);
+    for (const n of done)
+      expect(
+        chunkCalls(s).filter((c) => c.contentRange === all[n - 1]),
+        `chunk ${n}`,
+      ).toHaveLength(1);
     expect(record.chunks.filter((c) => c.repeat).length).toBeLessThanOrEqual(1);
     expect([...new Set(record.contentRanges)]).toEqual(all);
     // The token was not kept across the restart: the second daemon logged in again.
@@ -192,8 +244,17 @@ describe('Valt', () => {
     expect(new Set([one.shape, two.shape])).toEqual(new Set(['plain', 'data']));
     expect(await s.valt.assembledSha256(one.id)).toBe(shas.get('v1'));
     expect(await s.valt.assembledSha256(two.id)).toBe(shas.get('v2'));
-    await waitFor(() => ledgerRowsSoFar(s.ledgerPath, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2, 10_000, 'both uploads done');
-    const results = new Map(ledgerRows<{ video_id: string; result: string }>(s.ledgerPath, `SELECT video_id, result FROM uploads`).map((r) => [r.video_id, JSON.parse(r.result) as unknown]));
+    await waitFor(
+      () => ledgerRowsSoFar(s.ledgerPath, `SELECT 1 FROM uploads WHERE state = 'done'`).length === 2,
+      10_000,
+      'both uploads done',
+    );
+    const results = new Map(
+      ledgerRows<{ video_id: string; result: string }>(s.ledgerPath, `SELECT video_id, result FROM uploads`).map((r) => [
+        r.video_id,
+        JSON.parse(r.result) as unknown,
+      ]),
+    );
     expect(results.get('v1')).toEqual({ record_id: one.id, video_id: one.videoId, url: one.url });
     expect(results.get('v2')).toEqual({ record_id: two.id, video_id: two.videoId, url: two.url });
   });
@@ -223,14 +284,20 @@ describe('Valt', () => {
     s.daemon();
     const ok = await completeRecord(s, 'Refused — 192.168.0.240 - Camera - 01');
     expect(await s.valt.assembledSha256(ok.id)).toBe(shas.get('v1'));
-    const failed = await waitFor(async () => {
-      const { snapshot } = await statusJson(s);
-      const upload = snapshot.incidents[0]?.videos.find((v) => v.id === 'v2')?.uploads[0];
-      return upload?.state === 'failed' ? upload : undefined;
-    }, 30_000, 'v2 failed');
+    const failed = await waitFor(
+      async () => {
+        const { snapshot } = await statusJson(s);
+        const upload = snapshot.incidents[0]?.videos.find((v) => v.id === 'v2')?.uploads[0];
+        return upload?.state === 'failed' ? upload : undefined;
+      },
+      30_000,
+      'v2 failed',
+    );
     expect(failed.lastError).toContain('answered 400: Recording name contains a forbidden word.');
     // Refused for good: asked once, not retried, and nothing was opened on Valt for it.
-    const refusedCalls = s.valt.calls.filter((c) => c.route === 'create-upload' && (c.body as { name: string }).name.includes('Camera - 02'));
+    const refusedCalls = s.valt.calls.filter(
+      (c) => c.route === 'create-upload' && (c.body as { name: string }).name.includes('Camera - 02'),
+    );
     expect(refusedCalls.map((c) => c.status)).toEqual([400]);
     expect(s.valt.records).toHaveLength(1);
   });
@@ -252,7 +319,9 @@ describe('Valt', () => {
 });
 
 describe('the Valt emulator refuses what Valt would', () => {
-  async function emulator(ctx: TestContext): Promise<{ valt: ValtEmulator; post: (path: string, init: RequestInit) => Promise<{ status: number; body: any }> }> {
+  async function emulator(
+    ctx: TestContext,
+  ): Promise<{ valt: ValtEmulator; post: (path: string, init: RequestInit) => Promise<{ status: number; body: any }> }> {
     const valt = await startValt({ wrapInData: false });
     ctx.onTestFinished(() => valt.close());
     const post = async (path: string, init: RequestInit) => {
@@ -265,13 +334,19 @@ describe('the Valt emulator refuses what Valt would', () => {
 
   it('logs in with the configured credentials only, and requires a live token as access_token', async (ctx) => {
     const { valt, post } = await emulator(ctx);
-    expect(await post('/login', json({ username: VALT_USERNAME, password: 'wrong' }))).toEqual({ status: 401, body: { error: { code: 401, message: 'Bad credentials.' } } });
+    expect(await post('/login', json({ username: VALT_USERNAME, password: 'wrong' }))).toEqual({
+      status: 401,
+      body: { error: { code: 401, message: 'Bad credentials.' } },
+    });
     expect((await post('/login', json({ username: VALT_USERNAME }))).status).toBe(400);
     const login = await post('/login', json({ username: VALT_USERNAME, password: VALT_PASSWORD }));
     expect(login.status).toBe(200);
     const token = login.body.data.access_token as string;
     expect(token).toMatch(/^[0-9a-f]{32}$/);
-    expect(await post('/records/create-upload', json({ name: 'x' }))).toEqual({ status: 401, body: { error: { code: 401, message: 'No API token provided' } } });
+    expect(await post('/records/create-upload', json({ name: 'x' }))).toEqual({
+      status: 401,
+      body: { error: { code: 401, message: 'No API token provided' } },
+    });
     expect((await post(`/records/create-upload?access_token=${token}`, json({ name: 'x' }))).status).toBe(200);
     valt.expireTokens();
     expect((await post(`/records/create-upload?access_token=${token}`, json({ name: 'x' }))).status).toBe(401);
@@ -295,7 +370,11 @@ describe('the Valt emulator refuses what Valt would', () => {
       expect(res.status, JSON.stringify(body)).toBe(400);
       expect(res.body.error.message).toContain(`${field}: `);
     }
-    const ok = await create({ name: 'Upload Recording', template: { '1': 'Field Value 1' }, share: { users: [1, 2, 3], groups: [4, 5, 6] } });
+    const ok = await create({
+      name: 'Upload Recording',
+      template: { '1': 'Field Value 1' },
+      share: { users: [1, 2, 3], groups: [4, 5, 6] },
+    });
     expect(ok.status).toBe(200);
     expect(ok.body).toEqual({ id: expect.any(String), videos: [expect.any(String)] });
   });
@@ -303,7 +382,10 @@ describe('the Valt emulator refuses what Valt would', () => {
   it('appends only RFC 9110 ranges that continue the video, from real multipart bodies with a length', async (ctx) => {
     const { valt, post } = await emulator(ctx);
     const token = (await post('/login', json({ username: VALT_USERNAME, password: VALT_PASSWORD }))).body.data.access_token as string;
-    const record = (await post(`/records/create-upload?access_token=${token}`, json({ name: 'Ranges' }))).body as { id: string; videos: string[] };
+    const record = (await post(`/records/create-upload?access_token=${token}`, json({ name: 'Ranges' }))).body as {
+      id: string;
+      videos: string[];
+    };
     const path = `/records/${record.id}/videos/${record.videos[0]}?access_token=${token}`;
     const bytes = randomBytes(30);
     const chunk = (range: string | null, data: Buffer, field = 'file') => {
@@ -333,7 +415,7 @@ describe('the Valt emulator refuses what Valt would', () => {
       headers: { 'content-type': 'multipart/form-data; boundary=x', 'content-range': 'bytes 10-19/30' },
       body: new Blob(['--x--']).stream(),
       duplex: 'half',
-    } as RequestInit);
+    });
     expect(streamed.status).toBe(411);
     expect((await chunk('bytes 10-19/30', bytes.subarray(10, 20))).status).toBe(200);
     const last = await chunk('bytes 20-29/30', bytes.subarray(20));

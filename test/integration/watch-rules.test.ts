@@ -11,14 +11,11 @@ import { describe, expect, it } from 'vitest';
 import type { AloIncident } from '../emulators/alo.js';
 import { troubles, waitIncident, type AloSite } from '../support/alo-site.js';
 import { harness } from '../support/harness.js';
-import { DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
+import { type DaemonProcess, runCli, waitFor } from '../support/daemon-process.js';
 import { mp4Header, sha256File, writeVideo } from '../support/files.js';
 import { incidentManifest, writeManifest } from '../support/manifest.js';
 
 const KiB = 1024;
-
-
-
 
 const settledCount = (n: number) => (i: AloIncident) => i.uploaded_videos.length + i.failed_videos.length === n;
 
@@ -64,7 +61,6 @@ async function writeManifestText(folder: string, text: string, name = 'incident.
   await rename(`${path}.tmp`, path);
   return path;
 }
-
 
 // These two depend on the pace of the test's own writes, so they run alone, before the concurrent group.
 describe('watch folder rules with timing (CONTRACT §3)', () => {
@@ -344,7 +340,11 @@ describe.concurrent('watch folder rules (CONTRACT §3)', () => {
       const id = randomUUID();
       await mkdir(folder, { recursive: true });
       if (withVideo) await writeVideo(join(folder, 'cam01.mp4'), 50 * KiB);
-      const manifest = incidentManifest(id, [withVideo ? { id: 'cam01', file: 'cam01.mp4' } : { id: 'lost', errors: ['No video available for the camera during the selected time period.'] }]);
+      const manifest = incidentManifest(id, [
+        withVideo
+          ? { id: 'cam01', file: 'cam01.mp4' }
+          : { id: 'lost', errors: ['No video available for the camera during the selected time period.'] },
+      ]);
       const path = join(folder, 'incident.json');
       await writeFile(`${path}.tmp`, JSON.stringify(manifest));
       await sleep(i % 10);
@@ -353,7 +353,9 @@ describe.concurrent('watch folder rules (CONTRACT §3)', () => {
       await sleep(50);
     }
     await sleep(5_000);
-    const missed = written.filter((w) => s.alo.incident(w.id) === undefined).map((w) => `${w.folder}${w.withVideo ? ' (with a video)' : ' (failed exports only)'}`);
+    const missed = written
+      .filter((w) => s.alo.incident(w.id) === undefined)
+      .map((w) => `${w.folder}${w.withVideo ? ' (with a video)' : ' (failed exports only)'}`);
     expect(missed, 'incident folders not noticed within 5 s').toEqual([]);
   });
 
@@ -401,7 +403,11 @@ describe.concurrent('watch folder rules (CONTRACT §3)', () => {
     const ymlFolder = join(s.exportsRoot, 'yml');
     const ymlSha = await writeVideo(join(ymlFolder, 'cam02.mp4'), 200 * KiB);
     const ymlId = randomUUID();
-    await writeManifestText(ymlFolder, stringify(incidentManifest(ymlId, [{ id: 'cam02', file: 'cam02.mp4' }], 'From YML')), 'incident.yml');
+    await writeManifestText(
+      ymlFolder,
+      stringify(incidentManifest(ymlId, [{ id: 'cam02', file: 'cam02.mp4' }], 'From YML')),
+      'incident.yml',
+    );
 
     const d = h.daemon(s);
     const incident = await waitIncident(s, d, id, settledCount(2), 'both videos in a final state');
@@ -444,7 +450,13 @@ describe.concurrent('watch folder rules (CONTRACT §3)', () => {
       ),
     );
 
-    const after = await waitIncident(s, d, id, (i) => i.uploaded_videos.length === 2 && i.title === 'Second title', 'both videos and the new title');
+    const after = await waitIncident(
+      s,
+      d,
+      id,
+      (i) => i.uploaded_videos.length === 2 && i.title === 'Second title',
+      'both videos and the new title',
+    );
     expect(uploaded(after, 'cam01').s3_key).toBe(firstKey);
     expect(await s.store.objectSha256(firstKey)).toBe(firstSha);
     expect(await s.store.objectSha256(uploaded(after, 'cam02').s3_key)).toBe(secondSha);

@@ -5,7 +5,12 @@
  * headers the daemon sent to presigned URLs (Content-Type, no credentials).
  */
 import http from 'node:http';
-import { AION_TEST_KEY, startAionvisionEmulator, type AionvisionEmulator, type AionvisionEmulatorOptions } from '../emulators/aionvision.js';
+import {
+  AION_TEST_KEY,
+  startAionvisionEmulator,
+  type AionvisionEmulator,
+  type AionvisionEmulatorOptions,
+} from '../emulators/aionvision.js';
 import { listen } from '../emulators/listen.js';
 import { startS3Store, type S3Store } from '../emulators/s3-store.js';
 import { tempDir } from './files.js';

@@ -89,11 +89,18 @@ export async function waitIncident(
   timeoutMs = 30_000,
 ): Promise<AloIncident> {
   try {
-    return await waitFor(() => {
-      const i = s.alo.incident(id);
-      return i && ready(i) ? i : undefined;
-    }, timeoutMs, what);
+    return await waitFor(
+      () => {
+        const i = s.alo.incident(id);
+        return i && ready(i) ? i : undefined;
+      },
+      timeoutMs,
+      what,
+    );
   } catch (err) {
-    throw new Error(`${(err as Error).message}\nALO has: ${JSON.stringify(s.alo.incident(id), null, 2)}\ndaemon warnings:\n${troubles(d)}`);
+    throw new Error(
+      `${(err as Error).message}\nALO has: ${JSON.stringify(s.alo.incident(id), null, 2)}\ndaemon warnings:\n${troubles(d)}`,
+      { cause: err },
+    );
   }
 }

@@ -45,7 +45,6 @@ export interface CrashLoopResult {
   seconds: number;
 }
 
-
 /** The edge cases first (0 B, 1 B, exactly 5 MiB, 5 MiB + 1, the largest), the rest log-uniform from 64 KiB. */
 export function workloadSizes(count: number, maxSize: number, rand: () => number): number[] {
   const edges = [0, 1, 5 * MiB, 5 * MiB + 1, maxSize];
@@ -70,7 +69,8 @@ export async function runCrashLoop(options: CrashLoopOptions, say: (line: string
       sizes: sizes.slice(i * options.videosPerIncident, (i + 1) * options.videosPerIncident),
     }));
     // Half the incidents are there before the first start; the rest arrive spread over the kills.
-    for (const incident of pending.splice(0, Math.ceil(pending.length / 2))) await workload.exportIncident(incident.platform, incident.sizes);
+    for (const incident of pending.splice(0, Math.ceil(pending.length / 2)))
+      await workload.exportIncident(incident.platform, incident.sizes);
     const arrivalEvery = Math.max(1, Math.floor(options.kills / Math.max(1, pending.length)));
 
     const result: CrashLoopResult = {

@@ -79,7 +79,13 @@ interface ArmedResponse extends ArmedFault {
   headers: Record<string, string>;
 }
 
-const REASONS: Record<number, string> = { 429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
+const REASONS: Record<number, string> = {
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
 const SLICE = 16 * 1024;
 const HIGH_WATER = 256 * 1024;
 
@@ -180,7 +186,11 @@ export class FaultProxy {
    * The next `count` matching requests are answered by the proxy (after it read their body) with
    * `status` and `Connection: close`; they never reach the upstream.
    */
-  respondNext(count: number, status: number, options: { match?: RequestMatch; body?: string; contentType?: string; headers?: Record<string, string> } = {}): void {
+  respondNext(
+    count: number,
+    status: number,
+    options: { match?: RequestMatch; body?: string; contentType?: string; headers?: Record<string, string> } = {},
+  ): void {
     for (let i = 0; i < count; i++) {
       this.armedResponses.push({
         status,
@@ -227,7 +237,7 @@ export class FaultProxy {
     return this.refuse(mode).then(
       () =>
         new Promise<void>((resolve, reject) => {
-          this.downTimer = setTimeout(() => this.restore().then(resolve, reject), ms);
+          this.downTimer = setTimeout(() => void this.restore().then(resolve, reject), ms);
         }),
     );
   }
@@ -461,7 +471,6 @@ class Connection {
         continue;
       }
       this.head = Buffer.concat([this.head, chunk]);
-      chunk = Buffer.alloc(0);
       const end = this.head.indexOf('\r\n\r\n');
       if (end < 0) {
         if (this.head.length > 64 * 1024) this.passThrough();
@@ -536,7 +545,12 @@ class Connection {
     this.proxy.counters.injectedResponses++;
     this.intercept = null;
     this.inBody = false;
-    const headers = { 'content-type': r.contentType, 'content-length': String(Buffer.byteLength(r.body)), connection: 'close', ...r.headers };
+    const headers = {
+      'content-type': r.contentType,
+      'content-length': String(Buffer.byteLength(r.body)),
+      connection: 'close',
+      ...r.headers,
+    };
     const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`);
     this.client.end(`HTTP/1.1 ${r.status} ${REASONS[r.status] ?? 'Injected'}\r\n${lines.join('')}\r\n${r.body}`);
     this.gone = true;

@@ -38,16 +38,34 @@ export class LedgerBuilder {
 
   /** Applies a manifest for `incidentId` with these videos, all on camera `cam-1` unless they say otherwise. */
   applyIncident(incidentId: string, videos: Manifest['videos'], title = 'Break-in'): void {
-    const manifest: Manifest = { incident: { id: incidentId, title }, videos: videos.map((v) => ({ camera_id: 'cam-1', camera_name: 'Gate', ...v })) };
+    const manifest: Manifest = {
+      incident: { id: incidentId, title },
+      videos: videos.map((v) => ({ camera_id: 'cam-1', camera_name: 'Gate', ...v })),
+    };
     const sha = `sha-${JSON.stringify(manifest)}`;
     this.ledger.watch.applyManifest(`/exports/${incidentId}/incident.json`, `/exports/${incidentId}`, sha, sha, manifest, ['alo']);
   }
 
   /** Makes the video's file ready with these parts to alo; returns the upload's number. */
-  readyVideo(incidentId: string, videoId: string, parts: PartSlice[] | null, size = (parts ?? []).reduce((n, p) => n + p.size, 0), sha256 = `sha-${incidentId}-${videoId}`): number {
-    const file = { role: 'video' as const, path: `/exports/${incidentId}/${videoId}.mp4`, size, mtimeMs: 1, stamp: `${size}:1`, sha256, contentType: 'video/mp4' };
+  readyVideo(
+    incidentId: string,
+    videoId: string,
+    parts: PartSlice[] | null,
+    size = (parts ?? []).reduce((n, p) => n + p.size, 0),
+    sha256 = `sha-${incidentId}-${videoId}`,
+  ): number {
+    const file = {
+      role: 'video' as const,
+      path: `/exports/${incidentId}/${videoId}.mp4`,
+      size,
+      mtimeMs: 1,
+      stamp: `${size}:1`,
+      sha256,
+      contentType: 'video/mp4',
+    };
     this.ledger.plan.videosReady([{ incidentId, videoId, files: [file], plans: [{ target: 'alo', role: 'video', parts }], notes: [] }]);
-    return (this.sql.prepare('SELECT id FROM uploads WHERE incident_id = ? AND video_id = ?').get(incidentId, videoId) as { id: number }).id;
+    return (this.sql.prepare('SELECT id FROM uploads WHERE incident_id = ? AND video_id = ?').get(incidentId, videoId) as { id: number })
+      .id;
   }
 
   /** Marks parts done as the daemon does, then sets when: `msAgo` before `now`. */

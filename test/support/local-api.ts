@@ -31,7 +31,10 @@ export class ApiClient {
 
   /** `token`: null sends no Authorization header. */
   async call(method: string, path: string, token: string | null = API_TOKEN): Promise<ApiReply> {
-    const res = await request(`${this.origin}${path}`, { method: method as 'GET', headers: token === null ? {} : { authorization: `Bearer ${token}` } });
+    const res = await request(`${this.origin}${path}`, {
+      method: method as 'GET',
+      headers: token === null ? {} : { authorization: `Bearer ${token}` },
+    });
     const text = await res.body.text();
     return { status: res.statusCode, headers: res.headers, text, json: <T>() => JSON.parse(text) as T };
   }

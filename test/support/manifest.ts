@@ -68,13 +68,25 @@ export interface IncidentOptions {
  * Exports an incident as a VMS does: the video files first, then the manifest. Returns the
  * SHA-256 of each video file written, by video id.
  */
-export async function writeIncident(exportsRoot: string, id: string, videos: ExportedVideo[], options: IncidentOptions = {}): Promise<Map<string, string>> {
+export async function writeIncident(
+  exportsRoot: string,
+  id: string,
+  videos: ExportedVideo[],
+  options: IncidentOptions = {},
+): Promise<Map<string, string>> {
   const folder = join(exportsRoot, options.folder ?? id);
   const shas = new Map<string, string>();
   for (const { id: videoId, file, size, header } of videos) {
     if (file !== undefined && size !== undefined) shas.set(videoId, await writeVideo(join(folder, file), size, header));
   }
-  await writeManifest(folder, incidentManifest(id, videos.map(({ size: _size, header: _header, ...v }) => v), options.title));
+  await writeManifest(
+    folder,
+    incidentManifest(
+      id,
+      videos.map(({ size: _size, header: _header, ...v }) => v),
+      options.title,
+    ),
+  );
   return shas;
 }
 
@@ -107,6 +119,11 @@ export async function exportVideos(
     size,
   }));
   const options: IncidentOptions = { title: incident.title, ...(incident.folder ? { folder: incident.folder } : {}) };
-  const shas = await writeIncident(exportsRoot, incident.id, videos.map(({ id, file, size }) => ({ id, file, size })), options);
+  const shas = await writeIncident(
+    exportsRoot,
+    incident.id,
+    videos.map(({ id, file, size }) => ({ id, file, size })),
+    options,
+  );
   return videos.map((v) => ({ ...v, sha256: shas.get(v.id)! }));
 }

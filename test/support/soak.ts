@@ -51,7 +51,6 @@ export interface SoakResult {
 
 const SAMPLE_MS = 2000;
 
-
 /** RSS and open descriptors of a live process, from /proc. */
 function sample(pid: number, at: number): ResourceSample | null {
   try {
@@ -125,7 +124,9 @@ export async function runSoak(options: SoakOptions, say: (line: string) => void 
       }
       if (workload.videos.length > 0) result.resendAllowance += options.concurrency; // in parts; sized below
       await kill(workload, daemon, result);
-      say(`${elapsed().toFixed(0)} s: ${result.kills} kills, ${result.incidents} incidents, RSS ${(peak.rss / MiB).toFixed(0)} MiB, ${peak.fds} fds`);
+      say(
+        `${elapsed().toFixed(0)} s: ${result.kills} kills, ${result.incidents} incidents, RSS ${(peak.rss / MiB).toFixed(0)} MiB, ${peak.fds} fds`,
+      );
     }
     result.videos = workload.videos.length;
     result.bytes = workload.videos.reduce((sum, v) => sum + v.size, 0);
@@ -158,10 +159,14 @@ async function kill(workload: Workload, daemon: DaemonProcess, result: SoakResul
 
 /** The end of the run: no new work, everything must arrive, then a clean stop. */
 async function finish(workload: Workload, daemon: DaemonProcess, result: SoakResult): Promise<void> {
-  await waitFor(async () => {
-    for (const v of workload.videos) if (!(await workload.isFinal(v))) return false;
-    return true;
-  }, 10 * 60_000, 'every video final at the end of the soak');
+  await waitFor(
+    async () => {
+      for (const v of workload.videos) if (!(await workload.isFinal(v))) return false;
+      return true;
+    },
+    10 * 60_000,
+    'every video final at the end of the soak',
+  );
   daemon.kill('SIGTERM');
   const exit = await daemon.exited;
   if (exit.code !== 0) result.problems.push(`the final SIGTERM exited ${String(exit.code ?? exit.signal)}`);

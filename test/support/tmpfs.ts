@@ -21,7 +21,9 @@ export function mountTmpfs(ctx: TestContext, dir: string, size: string): SmallFi
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { stdio: 'pipe' });
   } catch (err) {
-    throw new Error(`this test fills a small filesystem of its own and needs to mount a tmpfs (as root): ${(err as Error).message}`);
+    throw new Error(`this test fills a small filesystem of its own and needs to mount a tmpfs (as root): ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   ctx.onTestFinished(() => {
     execFileSync('umount', ['-l', dir]);

@@ -71,7 +71,12 @@ export class Workload {
   async exportIncident(platform: string, sizes: number[]): Promise<WorkloadVideo[]> {
     const n = ++this.incidents;
     const id = `load-${process.pid}-${n}`;
-    const refs = await exportVideos(this.files.exportsRoot, { id, title: `Load ${n}`, folder: join(platform, id) }, sizes, (i) => `cam${i + 1}_${n}.mp4`);
+    const refs = await exportVideos(
+      this.files.exportsRoot,
+      { id, title: `Load ${n}`, folder: join(platform, id) },
+      sizes,
+      (i) => `cam${i + 1}_${n}.mp4`,
+    );
     const videos = refs.map((v) => ({ ...v, platform, outcome: v.size < SNIFFABLE_BYTES ? ('failed' as const) : ('uploaded' as const) }));
     this.videos.push(...videos);
     return videos;
@@ -86,7 +91,10 @@ export class Workload {
   async isFinal(video: WorkloadVideo): Promise<boolean> {
     // A final state does not change; remembering it spares hashing the stored object on every poll.
     if (this.final.has(video)) return true;
-    const final = video.outcome === 'failed' ? this.failedInLedger(video) : (await this.sites.get(video.platform)!.received(video))?.sha256 === video.sha256;
+    const final =
+      video.outcome === 'failed'
+        ? this.failedInLedger(video)
+        : (await this.sites.get(video.platform)!.received(video))?.sha256 === video.sha256;
     if (final) this.final.add(video);
     return final;
   }
@@ -95,7 +103,12 @@ export class Workload {
   async isSettled(video: WorkloadVideo): Promise<boolean> {
     if (!(await this.isFinal(video))) return false;
     if (video.outcome === 'failed') return true;
-    const uploads = ledgerRowsSoFar<{ state: string }>(this.files.ledgerPath, `SELECT state FROM uploads WHERE incident_id = ? AND video_id = ?`, video.incidentId, video.id);
+    const uploads = ledgerRowsSoFar<{ state: string }>(
+      this.files.ledgerPath,
+      `SELECT state FROM uploads WHERE incident_id = ? AND video_id = ?`,
+      video.incidentId,
+      video.id,
+    );
     return uploads.length > 0 && uploads.every((u) => u.state === 'done');
   }
 
@@ -162,7 +175,12 @@ export class Workload {
   }
 
   private failedInLedger(video: WorkloadVideo): boolean {
-    const rows = ledgerRowsSoFar<{ state: string }>(this.files.ledgerPath, `SELECT state FROM videos WHERE incident_id = ? AND id = ?`, video.incidentId, video.id);
+    const rows = ledgerRowsSoFar<{ state: string }>(
+      this.files.ledgerPath,
+      `SELECT state FROM videos WHERE incident_id = ? AND id = ?`,
+      video.incidentId,
+      video.id,
+    );
     return rows[0]?.state === 'failed';
   }
 
@@ -170,7 +188,8 @@ export class Workload {
   private aloReportProblems(): string[] {
     const problems: string[] = [];
     const byIncident = new Map<string, WorkloadVideo[]>();
-    for (const v of this.videos.filter((v) => v.platform === 'alo')) byIncident.set(v.incidentId, [...(byIncident.get(v.incidentId) ?? []), v]);
+    for (const v of this.videos.filter((v) => v.platform === 'alo'))
+      byIncident.set(v.incidentId, [...(byIncident.get(v.incidentId) ?? []), v]);
     for (const [incidentId, videos] of byIncident) {
       const report = this.sites.get('alo')!.incidentReport?.(incidentId);
       const uploaded = new Set(report?.uploaded ?? []);
@@ -179,7 +198,8 @@ export class Workload {
         const listed = v.outcome === 'uploaded' ? uploaded.has(v.id) && !failed.has(v.id) : failed.has(v.id) && !uploaded.has(v.id);
         if (!listed) problems.push(`alo incident ${incidentId}: ${v.id} not reported as ${v.outcome}`);
       }
-      if (uploaded.size + failed.size !== videos.length) problems.push(`alo incident ${incidentId}: reports ${uploaded.size + failed.size} videos, exported ${videos.length}`);
+      if (uploaded.size + failed.size !== videos.length)
+        problems.push(`alo incident ${incidentId}: reports ${uploaded.size + failed.size} videos, exported ${videos.length}`);
     }
     return problems;
   }

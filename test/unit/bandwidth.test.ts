@@ -16,10 +16,16 @@ import { openPart, StallWatchdog } from '../../src/upload/part-body.js';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-const schedule = (...entries: Array<[cron: string, bytesPerSecond: number | null]>): BandwidthConfig => entries.map(([cron, limit]) => ({ cron, limit }));
+const schedule = (...entries: Array<[cron: string, bytesPerSecond: number | null]>): BandwidthConfig =>
+  entries.map(([cron, limit]) => ({ cron, limit }));
 /** Local time, as node-cron reads cron expressions. 2026-03-02 is a Monday. */
 const at = (day: number, hour: number, minute = 0, second = 0): number => new Date(2026, 2, day, hour, minute, second).getTime();
-const MON = 2, WED = 4, FRI = 6, SAT = 7, SUN = 8, NEXT_MON = 9;
+const MON = 2,
+  WED = 4,
+  FRI = 6,
+  SAT = 7,
+  SUN = 8,
+  NEXT_MON = 9;
 
 describe('the limit in force for a schedule', () => {
   const businessHours = schedule(['0 8 * * 1-5', 1 * MiB], ['0 18 * * 1-5', null]);
@@ -75,7 +81,11 @@ describe('the limit in force for a schedule', () => {
     const leapDay = schedule(['0 0 29 2 *', 5 * MiB], ['0 0 28 2 *', 3 * MiB]);
     // 2026-02-28 passed; 29 February last came in 2024, more than a year before.
     expect(limitInForce(leapDay, at(WED, 12)).bytesPerSecond).toBe(3 * MiB);
-    expect(limitInForce(schedule(['0 0 29 2 *', 5 * MiB], ['0 0 29 2 *', null]), at(WED, 12))).toEqual({ bytesPerSecond: 5 * MiB, entry: null, since: null });
+    expect(limitInForce(schedule(['0 0 29 2 *', 5 * MiB], ['0 0 29 2 *', null]), at(WED, 12))).toEqual({
+      bytesPerSecond: 5 * MiB,
+      entry: null,
+      since: null,
+    });
   });
 });
 
@@ -179,7 +189,12 @@ describe('a throttled part body', () => {
       const watchdog = new StallWatchdog(400, ctl);
       const chunks: number[] = [];
       const started = performance.now();
-      const body = openPart({ path: file, stamp: stampOf(await lstat(file, { bigint: true })) }, { number: 1, offset: 0, size: data.length }, () => watchdog.touch(), bucket);
+      const body = openPart(
+        { path: file, stamp: stampOf(await lstat(file, { bigint: true })) },
+        { number: 1, offset: 0, size: data.length },
+        () => watchdog.touch(),
+        bucket,
+      );
       body.on('data', (c: Buffer) => chunks.push(c.length));
       await new Promise<void>((resolve, reject) => {
         body.once('end', resolve);

@@ -21,7 +21,8 @@ function timesAgo(videoId: string, t: { settled?: number; started?: number; comp
   const db = b.sql;
   if (t.settled !== undefined) db.prepare('UPDATE videos SET settled_at = ? WHERE id = ?').run(NOW - t.settled * SECOND, videoId);
   if (t.started !== undefined) db.prepare('UPDATE uploads SET started_at = ? WHERE video_id = ?').run(NOW - t.started * SECOND, videoId);
-  if (t.completed !== undefined) db.prepare('UPDATE uploads SET completed_at = ? WHERE video_id = ?').run(NOW - t.completed * SECOND, videoId);
+  if (t.completed !== undefined)
+    db.prepare('UPDATE uploads SET completed_at = ? WHERE video_id = ?').run(NOW - t.completed * SECOND, videoId);
 }
 
 function completed(videoId: string, uploadId: number): void {
@@ -58,7 +59,9 @@ describe('readCameras', () => {
       networkTransmitRate: 0,
       isOnline: true,
     });
-    expect(b.ledger.cameras.cameras('cam-2', NOW)).toEqual([expect.objectContaining({ id: 'cam-2', name: 'Dock', videoBacklog: 1, videoUploadLatency: null })]);
+    expect(b.ledger.cameras.cameras('cam-2', NOW)).toEqual([
+      expect.objectContaining({ id: 'cam-2', name: 'Dock', videoBacklog: 1, videoUploadLatency: null }),
+    ]);
     expect(b.ledger.cameras.cameras('nobody', NOW)).toEqual([]);
   });
 
@@ -84,7 +87,11 @@ describe('readCameras', () => {
 
 describe('readUploadMetrics', () => {
   it('sums the completed uploads, not content another upload had already sent', () => {
-    b.applyIncident('inc-1', [{ id: 'a', file: 'a.mp4' }, { id: 'same', file: 'same.mp4' }, { id: 'open', file: 'open.mp4' }]);
+    b.applyIncident('inc-1', [
+      { id: 'a', file: 'a.mp4' },
+      { id: 'same', file: 'same.mp4' },
+      { id: 'open', file: 'open.mp4' },
+    ]);
     completed('a', b.readyVideo('inc-1', 'a', partsOf(2, MiB), 2 * MiB, 'sha-shared'));
     timesAgo('a', { started: 100, completed: 40 });
     // The same content to the same target is done at once, nothing sent.
@@ -97,10 +104,15 @@ describe('readUploadMetrics', () => {
 
 describe('the queue figures', () => {
   it('counts queued uploads per target and ages the oldest export not yet uploaded', () => {
-    b.applyIncident('inc-1', [{ id: 'a', file: 'a.mp4' }, { id: 'b', file: 'b.mp4' }, { id: 'w', file: 'w.mp4' }]);
+    b.applyIncident('inc-1', [
+      { id: 'a', file: 'a.mp4' },
+      { id: 'b', file: 'b.mp4' },
+      { id: 'w', file: 'w.mp4' },
+    ]);
     completed('a', b.readyVideo('inc-1', 'a', partsOf(1, MiB)));
     b.readyVideo('inc-1', 'b', partsOf(1, MiB));
-    const seen = (id: string, secondsAgo: number) => b.sql.prepare('UPDATE videos SET first_seen_at = ? WHERE id = ?').run(NOW - secondsAgo * SECOND, id);
+    const seen = (id: string, secondsAgo: number) =>
+      b.sql.prepare('UPDATE videos SET first_seen_at = ? WHERE id = ?').run(NOW - secondsAgo * SECOND, id);
     seen('a', 900);
     seen('b', 120);
     seen('w', 60);

@@ -20,7 +20,9 @@ function withEveryPlatform(text: string): string {
   const first = lines.findIndex((l) => l.startsWith('  # The other platforms'));
   const end = lines.findIndex((l, i) => i > first && /^\S/.test(l));
   expect(first, 'the example has its block of other platforms').toBeGreaterThan(0);
-  return [...lines.slice(0, first + 1), ...lines.slice(first + 1, end).map((l) => l.replace(/^ {2}# /, '  ')), ...lines.slice(end)].join('\n');
+  return [...lines.slice(0, first + 1), ...lines.slice(first + 1, end).map((l) => l.replace(/^ {2}# /, '  ')), ...lines.slice(end)].join(
+    '\n',
+  );
 }
 
 describe('config/config.example.yaml', () => {
@@ -37,7 +39,15 @@ describe('config/config.example.yaml', () => {
       truvideo: 'truvideo',
       valt: 'valt',
     });
-    expect(config.targets.valt).toMatchObject({ chunk_size: 8 * 1024 * 1024, template: { '1': 'Field value' }, share: { users: [1, 2], groups: [4] } });
-    expect(config.targets.truvideo).toMatchObject({ poll_interval: 5, poll_timeout: 3600, more_urls_path: '/upload/{uploadId}/presigned-urls' });
+    expect(config.targets.valt).toMatchObject({
+      chunk_size: 8 * 1024 * 1024,
+      template: { '1': 'Field value' },
+      share: { users: [1, 2], groups: [4] },
+    });
+    expect(config.targets.truvideo).toMatchObject({
+      poll_interval: 5,
+      poll_timeout: 3600,
+      more_urls_path: '/upload/{uploadId}/presigned-urls',
+    });
   });
 });

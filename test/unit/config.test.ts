@@ -4,7 +4,7 @@ import path from 'node:path';
 import util from 'node:util';
 import { Volume } from 'memfs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseConfig, resolveConfig, resolveConfigPath, type ReadFile } from '../../src/config/load.js';
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseConfig, resolveConfig, resolveConfigPath } from '../../src/config/load.js';
 import { describeConfig } from '../../src/config/mask.js';
 import type { AuthConfig, LoginAuth } from '../../src/config/target-keys.js';
 import { redactUrl } from '../../src/log/redact.js';
@@ -17,7 +17,7 @@ const CONFIG_PATH = '/etc/vms-uplink/config.yaml';
 /** Loads `yaml` from an in-memory file system holding it and `files`. */
 function load(yaml: string, options: { env?: Record<string, string>; files?: Record<string, string> } = {}): Config {
   const vol = Volume.fromJSON({ [CONFIG_PATH]: yaml, ...options.files });
-  return loadConfig(CONFIG_PATH, options.env ?? {}, vol.readFileSync.bind(vol) as ReadFile);
+  return loadConfig(CONFIG_PATH, options.env ?? {}, vol.readFileSync.bind(vol));
 }
 
 function problemsOf(fn: () => unknown): string[] {
@@ -108,7 +108,11 @@ function loadContractExample(): Config {
 
 /** The token of a bearer auth block, whichever form (bearer or bearer_file) gave it. */
 function bearerOf(auth: AuthConfig | undefined): string | undefined {
-  return auth && 'bearer' in auth ? (auth.bearer ?? auth.bearer_file)?.reveal() : auth && 'bearer_file' in auth ? auth.bearer_file?.reveal() : undefined;
+  return auth && 'bearer' in auth
+    ? (auth.bearer ?? auth.bearer_file)?.reveal()
+    : auth && 'bearer_file' in auth
+      ? auth.bearer_file?.reveal()
+      : undefined;
 }
 
 function headerValueOf(auth: AuthConfig | undefined): string | undefined {
@@ -222,9 +226,9 @@ describe('Secret', () => {
   it('reveals its value only on request', () => {
     expect(secret.reveal()).toBe('hunter2');
     expect(String(secret)).toBe('***');
-    expect(`${secret}`).toBe('***');
+    expect(`${String(secret)}`).toBe('***');
     expect(JSON.stringify({ secret })).toBe('{"secret":"***"}');
-    expect(util.inspect({ secret })).toBe("{ secret: Secret(***) }");
+    expect(util.inspect({ secret })).toBe('{ secret: Secret(***) }');
     expect(util.format('%s %o %j', secret, secret, secret)).not.toContain('hunter2');
     expect(Object.keys(secret)).toEqual([]);
     expect(JSON.stringify({ ...secret })).not.toContain('hunter2');
@@ -295,7 +299,14 @@ describe('defaults', () => {
   it('fills every optional key', () => {
     const config = load(MINIMAL);
     expect(config).toMatchObject({
-      watch: { root: '/srv/vms/exports', settle_seconds: 10, missing_file_seconds: 3600, poll: false, poll_interval: 2, rescan_interval: 300 },
+      watch: {
+        root: '/srv/vms/exports',
+        settle_seconds: 10,
+        missing_file_seconds: 3600,
+        poll: false,
+        poll_interval: 2,
+        rescan_interval: 300,
+      },
       ledger: { path: '/var/lib/vms-uplink/ledger.db', min_free: 256 * 1024 ** 2 },
       upload: {
         concurrency: 4,
@@ -515,8 +526,7 @@ targets:
     base_url: https://api.example.com
     auth: ${auth}
 `).targets.t?.auth;
-  const authProblems = (auth: string) =>
-    problemsOf(() => withAuth(auth)).map((p) => p.replace(/^targets\.t\.auth/, 'auth'));
+  const authProblems = (auth: string) => problemsOf(() => withAuth(auth)).map((p) => p.replace(/^targets\.t\.auth/, 'auth'));
 
   it('bearer', () => {
     expect(bearerOf(withAuth('{ bearer: abc }'))).toBe('abc');
@@ -646,9 +656,7 @@ upload:
   });
 
   it('after_upload: move needs after_upload_dir, outside watch.root', () => {
-    expect(problemsOf(() => load(minimalWith('after_upload: move\n')))).toEqual([
-      'after_upload_dir: required when after_upload is move',
-    ]);
+    expect(problemsOf(() => load(minimalWith('after_upload: move\n')))).toEqual(['after_upload_dir: required when after_upload is move']);
     expect(problemsOf(() => load(minimalWith('after_upload: move\nafter_upload_dir: /srv/vms/exports/done\n')))).toEqual([
       'after_upload_dir: must be outside watch.root (moved incidents would be picked up again)',
     ]);
@@ -712,7 +720,7 @@ upload:
     expect(problemsOf(() => load('# nothing\n'))).toEqual(['the file is empty']);
     const vol = Volume.fromJSON({});
     try {
-      loadConfig('/etc/vms-uplink/none.yaml', {}, vol.readFileSync.bind(vol) as ReadFile);
+      loadConfig('/etc/vms-uplink/none.yaml', {}, vol.readFileSync.bind(vol));
       expect.unreachable();
     } catch (err) {
       expect(err).toBeInstanceOf(ConfigError);
@@ -755,10 +763,10 @@ describe('parseConfig and resolveConfig', () => {
 describe('describeConfig', () => {
   it('never shows a secret', () => {
     const config = load(
-      CONTRACT_EXAMPLE.replace('url: "https://auth.truvideo.com/token"', 'url: "https://auth.truvideo.com/token?client=a&key=url-secret-6"').replace(
-        'auth: { bearer: "${ALO_TOKEN}" }',
-        'auth: { header: X-Api-Key, value: "${ALO_TOKEN}" }',
-      ),
+      CONTRACT_EXAMPLE.replace(
+        'url: "https://auth.truvideo.com/token"',
+        'url: "https://auth.truvideo.com/token?client=a&key=url-secret-6"',
+      ).replace('auth: { bearer: "${ALO_TOKEN}" }', 'auth: { header: X-Api-Key, value: "${ALO_TOKEN}" }'),
       { env: CONTRACT_ENV, files: CONTRACT_FILES },
     );
     const out = describeConfig(config);

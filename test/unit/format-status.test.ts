@@ -45,7 +45,13 @@ describe('readStatus: transfer rate and ETA from the parts done_at', () => {
     const id = readyVideo('inc-1', 'big', partsOf(4, 3 * MiB));
     partsDoneAgo(id, { 1: 16, 2: 8 });
     // 6 MiB in 16 s; 6 MiB left.
-    expect(upload(status(), 'big')).toMatchObject({ state: 'uploading', bytesDone: 6 * MiB, bytesTotal: 12 * MiB, rateBytesPerSecond: (6 * MiB) / 16, etaSeconds: 16 });
+    expect(upload(status(), 'big')).toMatchObject({
+      state: 'uploading',
+      bytesDone: 6 * MiB,
+      bytesTotal: 12 * MiB,
+      rateBytesPerSecond: (6 * MiB) / 16,
+      etaSeconds: 16,
+    });
   });
 
   it('counts only the last minute once the upload is older than that', () => {
@@ -65,7 +71,11 @@ describe('readStatus: transfer rate and ETA from the parts done_at', () => {
   });
 
   it('has rate 0 and no ETA for a stalled upload, a queued one, and a done one', () => {
-    applyIncident('inc-1', [{ id: 'stalled', file: 'stalled.mp4' }, { id: 'queued', file: 'queued.mp4' }, { id: 'done', file: 'done.mp4' }]);
+    applyIncident('inc-1', [
+      { id: 'stalled', file: 'stalled.mp4' },
+      { id: 'queued', file: 'queued.mp4' },
+      { id: 'done', file: 'done.mp4' },
+    ]);
     partsDoneAgo(readyVideo('inc-1', 'stalled', partsOf(2, MiB)), { 1: 61 });
     readyVideo('inc-1', 'queued', partsOf(2, MiB));
     const done = readyVideo('inc-1', 'done', partsOf(2, MiB));
@@ -80,12 +90,20 @@ describe('readStatus: transfer rate and ETA from the parts done_at', () => {
 
 describe('readStatus: paused cameras', () => {
   it('marks the videos of a paused camera and names it by the newest manifest; a camera without a row runs', () => {
-    applyIncident('inc-1', [{ id: 'v1', file: 'v1.mp4' }, { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' }]);
-    applyIncident('inc-1', [{ id: 'v1', file: 'v1.mp4', camera_name: 'Gate (north)' }, { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' }]);
+    applyIncident('inc-1', [
+      { id: 'v1', file: 'v1.mp4' },
+      { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' },
+    ]);
+    applyIncident('inc-1', [
+      { id: 'v1', file: 'v1.mp4', camera_name: 'Gate (north)' },
+      { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' },
+    ]);
     pauseCamera('cam-1', NOW - 3600 * SECOND);
     b.sql.prepare(`INSERT INTO cameras (id, state, updated_at) VALUES ('cam-2', 'running', ?)`).run(NOW);
     const s = status();
-    expect(s.pausedCameras).toEqual([{ id: 'cam-1', name: 'Gate (north)', since: new Date(NOW - 3600 * SECOND).toISOString(), waiting: 0 }]);
+    expect(s.pausedCameras).toEqual([
+      { id: 'cam-1', name: 'Gate (north)', since: new Date(NOW - 3600 * SECOND).toISOString(), waiting: 0 },
+    ]);
     expect(s.incidents[0]!.videos.map((v) => [v.id, v.cameraPaused])).toEqual([
       ['v1', true],
       ['v2', false],
@@ -95,8 +113,14 @@ describe('readStatus: paused cameras', () => {
 
 describe('readStatus({ incidentId })', () => {
   it('holds that incident alone, its totals and its paused cameras', () => {
-    applyIncident('inc-1', [{ id: 'a', file: 'a.mp4' }, { id: 'lost', errors: ['No video available'] }]);
-    applyIncident('inc-2', [{ id: 'b', file: 'b.mp4', camera_id: 'cam-2', camera_name: 'Dock' }, { id: 'c', file: 'c.mp4', camera_id: 'cam-2' }]);
+    applyIncident('inc-1', [
+      { id: 'a', file: 'a.mp4' },
+      { id: 'lost', errors: ['No video available'] },
+    ]);
+    applyIncident('inc-2', [
+      { id: 'b', file: 'b.mp4', camera_id: 'cam-2', camera_name: 'Dock' },
+      { id: 'c', file: 'c.mp4', camera_id: 'cam-2' },
+    ]);
     partsDoneAgo(readyVideo('inc-1', 'a', partsOf(2, MiB)), { 1: 5 });
     readyVideo('inc-2', 'b', partsOf(2, MiB));
     pauseCamera('cam-1', NOW);
@@ -153,14 +177,20 @@ describe('formatStatus on a terminal: progress bars', () => {
       expect(bar, text).toMatch(/^ {2}big → alo +\[#+\.+\] +50% +6\.0 MiB \/ 12\.0 MiB +384\.0 KiB\/s +ETA 0:16$/);
       expect(bar!.length).toBe(columns);
     }
-    const narrow = formatStatus(status(), DAEMON, { tty: true, columns: 80 }).split('\n').find((l) => l.includes('big → alo'))!;
-    const wide = formatStatus(status(), DAEMON, { tty: true, columns: 132 }).split('\n').find((l) => l.includes('big → alo'))!;
+    const narrow = formatStatus(status(), DAEMON, { tty: true, columns: 80 })
+      .split('\n')
+      .find((l) => l.includes('big → alo'))!;
+    const wide = formatStatus(status(), DAEMON, { tty: true, columns: 132 })
+      .split('\n')
+      .find((l) => l.includes('big → alo'))!;
     expect(wide.match(/\[[#.]+\]/)![0].length - narrow.match(/\[[#.]+\]/)![0].length).toBe(132 - 80);
   });
 
   it('half done is half a bar', () => {
     busyIncident();
-    const bar = formatStatus(status(), undefined, { tty: true, columns: 100 }).split('\n').find((l) => l.includes('big → alo'))!;
+    const bar = formatStatus(status(), undefined, { tty: true, columns: 100 })
+      .split('\n')
+      .find((l) => l.includes('big → alo'))!;
     const [, filled, empty] = bar.match(/\[(#*)(\.*)\]/)!;
     expect(Math.abs(filled!.length - empty!.length)).toBeLessThanOrEqual(1);
   });
@@ -184,23 +214,34 @@ describe('formatStatus on a terminal: progress bars', () => {
     const lines = formatStatus(status(), DAEMON, { tty: true, columns: 80 }).split('\n');
     expect(lines).toContain('incident 8d1635ed-f747-427c-9b35-d83a08d08ab5 "Break-in"');
     expect(lines.find((l) => l.includes('small → alo'))).toMatch(/^ {2}small → alo +done {2}200\.0 KiB$/);
-    expect(lines.find((l) => l.includes('rejected → alo'))).toMatch(/^ {2}rejected → alo +failed: ALO answered 400: file exceeds max_upload_size_mb$/);
+    expect(lines.find((l) => l.includes('rejected → alo'))).toMatch(
+      /^ {2}rejected → alo +failed: ALO answered 400: file exceeds max_upload_size_mb$/,
+    );
     expect(lines.find((l) => l.startsWith('  lost'))).toMatch(/^ {2}lost +export failed$/);
     expect(lines.find((l) => l.startsWith('  late'))).toMatch(/^ {2}late +waiting for file$/);
     expect(lines).toContain('uploads: 1 uploading, 0 queued, 1 done, 1 failed; videos: 1 waiting for files, 1 failed');
-    expect(lines).toContain('PROBLEM (ledger, since 2026-11-23T11:58:00.000Z): ledger write failed: database or disk is full (SQLITE_FULL)');
+    expect(lines).toContain(
+      'PROBLEM (ledger, since 2026-11-23T11:58:00.000Z): ledger write failed: database or disk is full (SQLITE_FULL)',
+    );
     expect(lines).toContain('      error: G64 export failed with: No video available for the camera during the selected time period.');
   });
 
   it('shows a 0-byte file as 0% while uploading and done once done, with no ETA', () => {
-    applyIncident('inc-1', [{ id: 'empty', file: 'empty.mp4' }, { id: 'empty-done', file: 'empty-done.mp4' }]);
+    applyIncident('inc-1', [
+      { id: 'empty', file: 'empty.mp4' },
+      { id: 'empty-done', file: 'empty-done.mp4' },
+    ]);
     ledger.uploads.started(readyVideo('inc-1', 'empty', null, 0), { mode: 'single' });
     const done = readyVideo('inc-1', 'empty-done', null, 0);
     b.completed(done, { s3_key: 'k/empty-done.mp4' });
     const lines = formatStatus(status(), undefined, { tty: true, columns: 80 }).split('\n');
     expect(lines.find((l) => l.includes('empty → alo'))).toMatch(/^ {2}empty → alo +\[\.+\] +0% {2}0 B \/ 0 B {2}0 B\/s {2}ETA --$/);
     expect(lines.find((l) => l.includes('empty-done → alo'))).toMatch(/^ {2}empty-done → alo +done {2}0 B$/);
-    expect(formatStatus(status()).split('\n').find((l) => l.includes('empty-done'))).toMatch(/ done +0 B +0 B +100% /);
+    expect(
+      formatStatus(status())
+        .split('\n')
+        .find((l) => l.includes('empty-done')),
+    ).toMatch(/ done +0 B +0 B +100% /);
   });
 
   it('says a video waits because its camera is paused', () => {
@@ -210,7 +251,9 @@ describe('formatStatus on a terminal: progress bars', () => {
     pauseCamera('cam-01a', NOW - 60 * SECOND);
     const text = formatStatus(status(), undefined, { tty: true, columns: 100 });
     expect(text).toContain('paused cameras (their videos wait until the camera is resumed):');
-    expect(text).toContain(`  cam-01a "192.168.0.241 - Camera - 01a" paused since ${new Date(NOW - 60 * SECOND).toISOString()}: 2 video(s) waiting`);
+    expect(text).toContain(
+      `  cam-01a "192.168.0.241 - Camera - 01a" paused since ${new Date(NOW - 60 * SECOND).toISOString()}: 2 video(s) waiting`,
+    );
     expect(text.split('\n')).toContain('  next → alo      waiting: camera paused  1.0 MiB');
     expect(text.split('\n').find((l) => l.includes('big → alo'))).toMatch(/50% +6\.0 MiB \/ 12\.0 MiB +camera paused$/);
   });
@@ -243,12 +286,48 @@ describe('formatStatus elsewhere (a pipe, a file, a cron mail): a plain table', 
     busyIncident();
     const text = formatStatus(status(), DAEMON, { tty: false });
     const { header, rows } = tableCells(text);
-    expect(header.split(/ {2,}/)).toEqual(['INCIDENT', 'VIDEO', 'CAMERA', 'TARGET', 'STATE', 'DONE', 'TOTAL', '%', 'RATE', 'ETA', 'UPLOAD']);
+    expect(header.split(/ {2,}/)).toEqual([
+      'INCIDENT',
+      'VIDEO',
+      'CAMERA',
+      'TARGET',
+      'STATE',
+      'DONE',
+      'TOTAL',
+      '%',
+      'RATE',
+      'ETA',
+      'UPLOAD',
+    ]);
     const id = '8d1635ed-f747-427c-9b35-d83a08d08ab5';
     const camera = '192.168.0.241 - Camera - 01a';
-    expect(rows.get('big')).toMatchObject({ INCIDENT: id, CAMERA: camera, TARGET: 'alo', STATE: 'uploading', DONE: '6.0 MiB', TOTAL: '12.0 MiB', '%': '50%', RATE: '384.0 KiB/s', ETA: '0:16' });
-    expect(rows.get('small')).toMatchObject({ CAMERA: 'Gate', STATE: 'done', DONE: '200.0 KiB', TOTAL: '200.0 KiB', '%': '100%', RATE: '-', ETA: '-' });
-    expect(rows.get('rejected')).toMatchObject({ STATE: 'failed', DONE: '0 B', TOTAL: '3.0 MiB', '%': '0%', UPLOAD: expect.stringMatching(/^#\d+$/) });
+    expect(rows.get('big')).toMatchObject({
+      INCIDENT: id,
+      CAMERA: camera,
+      TARGET: 'alo',
+      STATE: 'uploading',
+      DONE: '6.0 MiB',
+      TOTAL: '12.0 MiB',
+      '%': '50%',
+      RATE: '384.0 KiB/s',
+      ETA: '0:16',
+    });
+    expect(rows.get('small')).toMatchObject({
+      CAMERA: 'Gate',
+      STATE: 'done',
+      DONE: '200.0 KiB',
+      TOTAL: '200.0 KiB',
+      '%': '100%',
+      RATE: '-',
+      ETA: '-',
+    });
+    expect(rows.get('rejected')).toMatchObject({
+      STATE: 'failed',
+      DONE: '0 B',
+      TOTAL: '3.0 MiB',
+      '%': '0%',
+      UPLOAD: expect.stringMatching(/^#\d+$/),
+    });
     expect(rows.get('lost')).toMatchObject({ TARGET: '-', STATE: 'export failed', DONE: '-', TOTAL: '-', UPLOAD: '-' });
     expect(rows.get('late')).toMatchObject({ STATE: 'waiting for file' });
     expect(text.split('\n').filter((l) => l.startsWith(id))).toHaveLength(5);
@@ -277,7 +356,16 @@ describe('formatStatus elsewhere (a pipe, a file, a cron mail): a plain table', 
 
 describe('formatDuration', () => {
   it('writes m:ss under an hour, h:mm:ss above, -- when unknown', () => {
-    expect([0, 5, 65, 599.2, 3599, 3600, 3723, 100 * 3600].map(formatDuration)).toEqual(['0:00', '0:05', '1:05', '10:00', '59:59', '1:00:00', '1:02:03', '100:00:00']);
+    expect([0, 5, 65, 599.2, 3599, 3600, 3723, 100 * 3600].map(formatDuration)).toEqual([
+      '0:00',
+      '0:05',
+      '1:05',
+      '10:00',
+      '59:59',
+      '1:00:00',
+      '1:02:03',
+      '100:00:00',
+    ]);
     expect(formatDuration(null)).toBe('--');
   });
 });
@@ -296,7 +384,9 @@ describe('formatSummary: what status prints by default, of bounded size', () => 
     busyIncident();
     const text = formatSummary(ledger.status.summary({ now: NOW }), DAEMON);
     expect(text).toMatch(/^uploads: 1 uploading, 0 queued, 1 done, 1 failed; videos: 1 waiting for files, 1 failed$/m);
-    expect(text).toMatch(/^oldest waiting export: \S+ of incident 8d1635ed-f747-427c-9b35-d83a08d08ab5, (waiting for its file|queued) since /m);
+    expect(text).toMatch(
+      /^oldest waiting export: \S+ of incident 8d1635ed-f747-427c-9b35-d83a08d08ab5, (waiting for its file|queued) since /m,
+    );
     // The incident as --all shows it: its rows, the failure's reason, the failed export's error.
     expect(text.replace(/\n\noldest waiting export: .*$/m, '')).toBe(formatStatus(status(), DAEMON));
     expect(text).toContain('upload #3 to alo: last error: ALO answered 400: file exceeds max_upload_size_mb');
@@ -306,10 +396,16 @@ describe('formatSummary: what status prints by default, of bounded size', () => 
   it('on a large ledger shows the uploads under way and the latest failures first, then the most recently active, and says how many it left out', () => {
     for (let i = 0; i < 40; i++) doneIncident(`done-${String(i).padStart(2, '0')}`, 1000 - i);
     busyIncident();
-    b.sql.prepare('UPDATE uploads SET updated_at = ? WHERE incident_id = ?').run(NOW - 5000 * 60 * SECOND, '8d1635ed-f747-427c-9b35-d83a08d08ab5');
+    b.sql
+      .prepare('UPDATE uploads SET updated_at = ? WHERE incident_id = ?')
+      .run(NOW - 5000 * 60 * SECOND, '8d1635ed-f747-427c-9b35-d83a08d08ab5');
     b.sql.prepare('UPDATE incidents SET updated_at = ? WHERE id = ?').run(NOW - 5000 * 60 * SECOND, '8d1635ed-f747-427c-9b35-d83a08d08ab5');
     applyIncident('refused-one', [{ id: 'r', errors: ['export failed'] }]);
-    b.sql.prepare("INSERT INTO reports (incident_id, target, wanted, refused, refused_at, last_error) VALUES ('refused-one', 'alo', 1, 1, ?, 'ALO answered 400') ON CONFLICT DO UPDATE SET refused = 1, refused_at = excluded.refused_at, last_error = excluded.last_error").run(NOW - 9000 * 60 * SECOND);
+    b.sql
+      .prepare(
+        "INSERT INTO reports (incident_id, target, wanted, refused, refused_at, last_error) VALUES ('refused-one', 'alo', 1, 1, ?, 'ALO answered 400') ON CONFLICT DO UPDATE SET refused = 1, refused_at = excluded.refused_at, last_error = excluded.last_error",
+      )
+      .run(NOW - 9000 * 60 * SECOND);
     b.sql.prepare("UPDATE videos SET updated_at = ? WHERE incident_id = 'refused-one'").run(NOW - 9000 * 60 * SECOND);
     b.sql.prepare("UPDATE incidents SET updated_at = ? WHERE id = 'refused-one'").run(NOW - 9000 * 60 * SECOND);
 
@@ -324,7 +420,9 @@ describe('formatSummary: what status prints by default, of bounded size', () => 
     expect(shown.filter((id) => id.startsWith('done-')).sort()).toEqual(Array.from({ length: 18 }, (_, i) => `done-${22 + i}`));
     const text = formatSummary(summary, DAEMON);
     expect(text).toMatch(/^ {2}report to alo: FAILED: refused by the platform: ALO answered 400 /m);
-    expect(text).toMatch(/^20 of 42 incidents shown \(under way, latest failures, most recent\); vms-uplink status --all lists every one$/m);
+    expect(text).toMatch(
+      /^20 of 42 incidents shown \(under way, latest failures, most recent\); vms-uplink status --all lists every one$/m,
+    );
     expect(text).not.toContain('done-21');
   });
 });

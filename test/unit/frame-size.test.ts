@@ -23,7 +23,12 @@ describe('readFrameSize (ISO BMFF track headers)', () => {
   afterAll(() => rm(dir, { recursive: true, force: true }));
 
   it('reads the video track of a faststart file, skipping the audio track', async () => {
-    const path = await file('faststart.mp4', ftyp, box('moov', box('mvhd', Buffer.alloc(100)), audioTrack, box('trak', tkhd(0, 1920, 1080))), mdat);
+    const path = await file(
+      'faststart.mp4',
+      ftyp,
+      box('moov', box('mvhd', Buffer.alloc(100)), audioTrack, box('trak', tkhd(0, 1920, 1080))),
+      mdat,
+    );
     expect(await readFrameSize(path)).toEqual({ width: 1920, height: 1080 });
   });
 

@@ -48,7 +48,17 @@ targets:
 }
 
 function sourceFile(path: string, size: number): SourceFile {
-  return { role: 'video', path, name: 'cam01.mp4', size, sha256: null, stamp: '', contentType: 'video/mp4', incident: { id: 'i' }, video: { id: 'v' } };
+  return {
+    role: 'video',
+    path,
+    name: 'cam01.mp4',
+    size,
+    sha256: null,
+    stamp: '',
+    contentType: 'video/mp4',
+    incident: { id: 'i' },
+    video: { id: 'v' },
+  };
 }
 
 /** Parts numbered 1..N, contiguous from 0, covering exactly `size` bytes. */
@@ -156,7 +166,10 @@ describe('an export swapped for a symlink after the traversal check', () => {
     // Reading the head for the sniffer (whose error message quotes the first bytes) refuses too.
     await expect(readHead(checked)).rejects.toBeInstanceOf(ExportPathChangedError);
     // What the planner does next: check the path again — now refused, naming the file.
-    expect(await resolveExportPath(folder, 'cam01.mp4')).toEqual({ kind: 'refused', reason: 'file "cam01.mp4" leaves the incident folder' });
+    expect(await resolveExportPath(folder, 'cam01.mp4')).toEqual({
+      kind: 'refused',
+      reason: 'file "cam01.mp4" leaves the incident folder',
+    });
     // And the secret really is there with the same size, so only the guard stopped it.
     expect((await readFile(secret)).equals(secretBytes)).toBe(true);
   });
@@ -170,7 +183,10 @@ describe('an export swapped for a symlink after the traversal check', () => {
 
     await expect(openExportFile(checked)).rejects.toThrow(/leads elsewhere/);
     await expect(sha256Of(checked, 'any')).rejects.toBeInstanceOf(FileChangedError);
-    expect(await resolveExportPath(folder, 'sub/cam02.mp4')).toMatchObject({ kind: 'refused', reason: expect.stringContaining('leaves the incident folder') });
+    expect(await resolveExportPath(folder, 'sub/cam02.mp4')).toMatchObject({
+      kind: 'refused',
+      reason: expect.stringContaining('leaves the incident folder'),
+    });
   });
 
   it('notices a file renamed over the checked one while it is hashed, even with the same size and mtime', async () => {

@@ -22,7 +22,15 @@ afterEach(async () => {
   await dir.cleanup();
 });
 
-const settled = { role: 'video' as const, path: '/exports/inc-1/a.mp4', size: 100, mtimeMs: 1, stamp: '100:1', sha256: 'c0ffee', contentType: 'video/mp4' };
+const settled = {
+  role: 'video' as const,
+  path: '/exports/inc-1/a.mp4',
+  size: 100,
+  mtimeMs: 1,
+  stamp: '100:1',
+  sha256: 'c0ffee',
+  contentType: 'video/mp4',
+};
 const parts = [
   { number: 1, offset: 0, size: 60 },
   { number: 2, offset: 60, size: 40 },
@@ -48,8 +56,12 @@ describe('ledger storage faults', () => {
     const faults: string[] = [];
     ledger.onFault = (f) => faults.push(f.code);
     try {
-      ledger.watch.applyManifest('/m', '/exports/inc-1', 's', 'st', { incident: { id: 'inc-1' }, videos: [{ id: 'v1', file: 'a.mp4' }] }, ['alo']);
-      ledger.plan.videosReady([{ incidentId: 'inc-1', videoId: 'v1', files: [settled], plans: [{ target: 'alo', role: 'video', parts }], notes: [] }]);
+      ledger.watch.applyManifest('/m', '/exports/inc-1', 's', 'st', { incident: { id: 'inc-1' }, videos: [{ id: 'v1', file: 'a.mp4' }] }, [
+        'alo',
+      ]);
+      ledger.plan.videosReady([
+        { incidentId: 'inc-1', videoId: 'v1', files: [settled], plans: [{ target: 'alo', role: 'video', parts }], notes: [] },
+      ]);
       const [id] = ledger.uploads.queued(10, new Set());
       ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u' });
       ledger.uploads.partDone(id!, { number: 1, etag: 'etag-1', md5: 'm1' });

@@ -49,7 +49,8 @@ describe('ledger filesystem detection', () => {
   });
 
   it('counts NFS, SMB, sshfs, 9p, AFS, Ceph and GlusterFS as network filesystems, local ones not', () => {
-    for (const t of ['nfs', 'nfs4', 'cifs', 'smb3', 'smbfs', 'fuse.sshfs', '9p', 'afs', 'ceph', 'glusterfs']) expect(NETWORK_FILESYSTEMS.has(t), t).toBe(true);
+    for (const t of ['nfs', 'nfs4', 'cifs', 'smb3', 'smbfs', 'fuse.sshfs', '9p', 'afs', 'ceph', 'glusterfs'])
+      expect(NETWORK_FILESYSTEMS.has(t), t).toBe(true);
     for (const t of ['ext4', 'xfs', 'btrfs', 'zfs', 'tmpfs', 'overlay', 'f2fs']) expect(NETWORK_FILESYSTEMS.has(t), t).toBe(false);
   });
 
@@ -61,7 +62,12 @@ describe('ledger filesystem detection', () => {
 
 describe('a ledger on a network filesystem', () => {
   it('is refused like a bad configuration (exit 2), naming ledger.path and the filesystem; a local one is not', () => {
-    for (const [path, fsType] of [['/srv/nfs/vms/ledger.db', 'nfs4'], ['/mnt/smb share/ledger.db', 'cifs'], ['/mnt/remote/l.db', 'fuse.sshfs'], ['/mnt/p9/l.db', '9p']] as const) {
+    for (const [path, fsType] of [
+      ['/srv/nfs/vms/ledger.db', 'nfs4'],
+      ['/mnt/smb share/ledger.db', 'cifs'],
+      ['/mnt/remote/l.db', 'fuse.sshfs'],
+      ['/mnt/p9/l.db', '9p'],
+    ] as const) {
       let problem: unknown = null;
       try {
         refuseNetworkLedger('/etc/vms-uplink/config.yaml', path, () => MOUNTINFO);
@@ -69,7 +75,9 @@ describe('a ledger on a network filesystem', () => {
         problem = err;
       }
       expect(problem, path).toBeInstanceOf(ConfigError);
-      expect((problem as ConfigError).problems).toEqual([expect.stringMatching(new RegExp(`^ledger\\.path: ${path} is on a network filesystem \\(${fsType.replace('.', '\\.')}, `))]);
+      expect((problem as ConfigError).problems).toEqual([
+        expect.stringMatching(new RegExp(`^ledger\\.path: ${path} is on a network filesystem \\(${fsType.replace('.', '\\.')}, `)),
+      ]);
     }
     expect(() => refuseNetworkLedger('/etc/vms-uplink/config.yaml', '/var/lib/vms-uplink/ledger.db', () => MOUNTINFO)).not.toThrow();
     expect(() => refuseNetworkLedger('/etc/vms-uplink/config.yaml', '/srv/nfs/local-cache/ledger.db', () => MOUNTINFO)).not.toThrow();

@@ -54,13 +54,18 @@ const row = (sql: string, ...args: unknown[]): Record<string, unknown> => ledger
 
 describe('Ledger', () => {
   it('records a manifest once per version and asks for a report', () => {
-    const m = manifest([{ id: 'v1', file: 'a.mp4' }, { id: 'v2', errors: ['G64 export failed'] }]);
+    const m = manifest([
+      { id: 'v1', file: 'a.mp4' },
+      { id: 'v2', errors: ['G64 export failed'] },
+    ]);
     expect(apply(m)).toBe(true);
     expect(apply(m)).toBe(false);
     expect(ledger.plan.waiting(null, 10).map((v) => v.videoId)).toEqual(['v1']);
     expect(row(`SELECT state, errors FROM videos WHERE id = 'v2'`)).toEqual({ state: 'failed', errors: '["G64 export failed"]' });
     expect(ledger.reports.due(null, 10)).toEqual([{ incidentId: 'inc-1', target: 'alo', wanted: 1, attempts: 0 }]);
-    expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([{ video: { id: 'v2' }, outcome: 'failed', errors: ['G64 export failed'] }]);
+    expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([
+      { video: { id: 'v2' }, outcome: 'failed', errors: ['G64 export failed'] },
+    ]);
   });
 
   it('remembers the stamp of the manifest version last read, so a rescan reads only what changed', () => {
@@ -69,7 +74,9 @@ describe('Ledger', () => {
     ledger.watch.applyManifest(path, '/exports/inc-1', 'sha-1', '10:1', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
     expect(ledger.watch.manifestStamp(path)).toBe('10:1');
     // Touched, same content: nothing applied, but the new stamp is remembered.
-    expect(ledger.watch.applyManifest(path, '/exports/inc-1', 'sha-1', '10:2', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo'])).toBe(false);
+    expect(ledger.watch.applyManifest(path, '/exports/inc-1', 'sha-1', '10:2', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo'])).toBe(
+      false,
+    );
     expect(ledger.watch.manifestStamp(path)).toBe('10:2');
     expect(ledger.watch.recordManifestError('/exports/bad/incident.json', 'fp', '3:3', ['incident.id: Required'])).toBe(true);
     expect(ledger.watch.manifestStamp('/exports/bad/incident.json')).toBe('3:3');
@@ -81,16 +88,38 @@ describe('Ledger', () => {
     ready('v1', [settled(null)]);
     const [id] = queued();
     const upload = ledger.uploads.load(id!)!;
-    expect(upload.file).toMatchObject({ name: 'a.mp4', size: 100, sha256: null, stamp: '100:1:1:1:x', video: { id: 'v1', camera_name: 'Cam 1' } });
-    expect(upload.parts.map((p) => [p.state, p.md5])).toEqual([['pending', null], ['pending', null]]);
+    expect(upload.file).toMatchObject({
+      name: 'a.mp4',
+      size: 100,
+      sha256: null,
+      stamp: '100:1:1:1:x',
+      video: { id: 'v1', camera_name: 'Cam 1' },
+    });
+    expect(upload.parts.map((p) => [p.state, p.md5])).toEqual([
+      ['pending', null],
+      ['pending', null],
+    ]);
 
     expect(ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u' })).toBe(true);
     ledger.uploads.partDone(id!, { number: 1, etag: 'e1', md5: 'a'.repeat(32) });
-    expect(ledger.uploads.load(id!)!.parts.map((p) => [p.state, p.md5])).toEqual([['done', 'a'.repeat(32)], ['pending', null]]);
-    expect(ledger.status.snapshot().incidents[0]!.videos[0]!.uploads[0]).toMatchObject({ state: 'uploading', bytesDone: 60, bytesTotal: 100 });
+    expect(ledger.uploads.load(id!)!.parts.map((p) => [p.state, p.md5])).toEqual([
+      ['done', 'a'.repeat(32)],
+      ['pending', null],
+    ]);
+    expect(ledger.status.snapshot().incidents[0]!.videos[0]!.uploads[0]).toMatchObject({
+      state: 'uploading',
+      bytesDone: 60,
+      bytesTotal: 100,
+    });
     expect(ledger.reports.due(null, 10)).toEqual([]);
     // The last part is recorded with the completion, in one transaction.
-    ledger.uploads.done(id!, { result: { s3_key: 'k/a.mp4' }, sha256: 'c0ffee', session: { mode: 'multipart', upload_id: 'u' }, parts: [{ number: 2, etag: 'e2', md5: 'b'.repeat(32) }], startedAt: 1 });
+    ledger.uploads.done(id!, {
+      result: { s3_key: 'k/a.mp4' },
+      sha256: 'c0ffee',
+      session: { mode: 'multipart', upload_id: 'u' },
+      parts: [{ number: 2, etag: 'e2', md5: 'b'.repeat(32) }],
+      startedAt: 1,
+    });
     expect(ledger.uploads.load(id!)).toBeNull();
     expect(row(`SELECT state, sha256 FROM uploads WHERE id = ?`, id)).toEqual({ state: 'done', sha256: 'c0ffee' });
     expect(row(`SELECT md5 FROM parts WHERE upload_id = ? AND number = 2`, id)).toEqual({ md5: 'b'.repeat(32) });
@@ -101,13 +130,22 @@ describe('Ledger', () => {
   });
 
   it('never sends the same content twice to a target within an incident', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4' }, { id: 'v2', file: 'b.mp4' }]));
+    apply(
+      manifest([
+        { id: 'v1', file: 'a.mp4' },
+        { id: 'v2', file: 'b.mp4' },
+      ]),
+    );
     ready('v1', [settled('same')]);
     ready('v2', [settled('same')]);
     const ids = queued();
     expect(ids).toHaveLength(1);
     done(ids[0]!, 'k/a.mp4', 'same');
-    expect(row(`SELECT state, reused_from, result FROM uploads WHERE video_id = 'v2'`)).toEqual({ state: 'done', reused_from: ids[0], result: '{"s3_key":"k/a.mp4"}' });
+    expect(row(`SELECT state, reused_from, result FROM uploads WHERE video_id = 'v2'`)).toEqual({
+      state: 'done',
+      reused_from: ids[0],
+      result: '{"s3_key":"k/a.mp4"}',
+    });
 
     // Another incident with the same content is its own case: it is uploaded for that incident.
     apply(manifest([{ id: 'v9', file: 'c.mp4' }], 'Other', 'inc-2'));
@@ -117,7 +155,12 @@ describe('Ledger', () => {
   });
 
   it('asks for the identity first only when a file may hold content the incident already has (the same size)', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4' }, { id: 'v2', file: 'b.mp4' }]));
+    apply(
+      manifest([
+        { id: 'v1', file: 'a.mp4' },
+        { id: 'v2', file: 'b.mp4' },
+      ]),
+    );
     expect(ledger.plan.mayShareContent('inc-1', 'video', 100)).toBe(false);
     ready('v1', [settled(null)]);
     expect(ledger.plan.mayShareContent('inc-1', 'video', 100)).toBe(true);
@@ -143,7 +186,12 @@ describe('Ledger', () => {
     expect(ledger.uploads.halted([id!])).toEqual(new Map());
     // The VMS rewrote the manifest with another file for v1: the upload under way is withdrawn.
     apply(manifest([{ id: 'v1', file: 'b.mp4' }]));
-    expect(ledger.uploads.halted([id!, 999])).toEqual(new Map([[id!, 'withdrawn'], [999, 'withdrawn']]));
+    expect(ledger.uploads.halted([id!, 999])).toEqual(
+      new Map([
+        [id!, 'withdrawn'],
+        [999, 'withdrawn'],
+      ]),
+    );
     expect(ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u-2' })).toBe(false);
     ledger.uploads.partDone(id!, { number: 1, etag: 'e1', md5: 'x' });
     expect(done(id!, 'k/a.mp4')).toBe(false);
@@ -170,8 +218,13 @@ describe('Ledger', () => {
     expect(ledger.reports.due(null, 10)).toHaveLength(1);
     ledger.reports.refused('inc-1', 'alo', due!.wanted, 'ALO answered 400: s3_key was never handed out for this incident');
     expect(ledger.reports.due(null, 10)).toEqual([]);
-    expect(ledger.status.snapshot().incidents[0]!.reports[0]).toMatchObject({ state: 'refused', lastError: expect.stringContaining('never handed out') });
-    expect(ledger.figures.refusedReportsByTarget()).toEqual(new Map([['alo', { count: 1, lastError: expect.stringContaining('never handed out') }]]));
+    expect(ledger.status.snapshot().incidents[0]!.reports[0]).toMatchObject({
+      state: 'refused',
+      lastError: expect.stringContaining('never handed out'),
+    });
+    expect(ledger.figures.refusedReportsByTarget()).toEqual(
+      new Map([['alo', { count: 1, lastError: expect.stringContaining('never handed out') }]]),
+    );
     // A video reaching a final state is a new version of the incident: it is sent again.
     ready('v1', [settled('x')]);
     done(queued()[0]!, 'k/a.mp4');
@@ -194,7 +247,9 @@ describe('Ledger', () => {
     ready('v1', [settled('short', 60)], [toAlo([parts[0]!])]);
     const settledAt = Number(row(`SELECT settled_at FROM videos WHERE id = 'v1'`).settled_at);
     // Watched from the moment it settled, until it settled longer ago than the window.
-    expect(ledger.plan.watchedFiles(settledAt - 1, { paths: ['/exports/inc-1/a.mp4'] })).toMatchObject([{ videoId: 'v1', role: 'video', size: 60, stamp: '60:1:1:1:short' }]);
+    expect(ledger.plan.watchedFiles(settledAt - 1, { paths: ['/exports/inc-1/a.mp4'] })).toMatchObject([
+      { videoId: 'v1', role: 'video', size: 60, stamp: '60:1:1:1:short' },
+    ]);
     expect(ledger.plan.watchedFiles(settledAt, { afterRow: 0, limit: 10 })).toEqual([]);
     done(queued()[0]!, 'k/a.mp4', 'short');
     expect(ledger.after.uploaded(['alo'], settledAt - 1, null, 10).videos).toEqual([]);
@@ -207,7 +262,11 @@ describe('Ledger', () => {
     const [again] = queued();
     expect(ledger.uploads.load(again!)).toMatchObject({ file: { sha256: null, size: 100 }, superseded: { s3_key: 'k/a.mp4' } });
     const video = ledger.status.snapshot().incidents[0]!.videos[0]!;
-    expect(video).toMatchObject({ changedAfterUpload: 1, changeNote: 'a.mp4 grew after it was uploaded (60 → 100 bytes): uploaded again', restarts: 0 });
+    expect(video).toMatchObject({
+      changedAfterUpload: 1,
+      changeNote: 'a.mp4 grew after it was uploaded (60 → 100 bytes): uploaded again',
+      restarts: 0,
+    });
     // A change before any upload completed is a restart, not a change after upload.
     expect(ledger.uploads.fileChanged('inc-1', 'v1', 'grew again')).toEqual([]);
     expect(ledger.status.snapshot().incidents[0]!.videos[0]!).toMatchObject({ changedAfterUpload: 1, restarts: 1 });
@@ -221,7 +280,9 @@ describe('Ledger', () => {
     ledger.uploads.partDone(id!, { number: 1, etag: 'e1', md5: 'm1' });
     ledger.uploads.failed(id!, 'ALO answered 400: bad part');
     expect(ledger.uploads.abortsDue(10).map((a) => a.session)).toEqual([{ mode: 'multipart', upload_id: 'u-1' }]);
-    expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([{ video: { id: 'v1' }, outcome: 'failed', errors: ['upload failed: ALO answered 400: bad part'] }]);
+    expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([
+      { video: { id: 'v1' }, outcome: 'failed', errors: ['upload failed: ALO answered 400: bad part'] },
+    ]);
 
     expect(ledger.operator.retry(String(id))).toEqual({ uploads: 1, videos: 0, incident: null });
     const again = ledger.uploads.load(id!)!;
@@ -246,7 +307,17 @@ describe('Ledger', () => {
   it('applies a manifest rewrite: new videos wait, changed metadata is kept, the incident is reported again', () => {
     apply(manifest([{ id: 'v1', file: 'a.mp4' }]), '/exports/inc-1', 's1');
     ledger.reports.acked('inc-1', 'alo', 1);
-    apply(manifest([{ id: 'v1', file: 'a.mp4', camera_name: 'renamed' }, { id: 'v2', file: 'b.mp4' }], 'Break-in (updated)'), '/exports/inc-1', 's2');
+    apply(
+      manifest(
+        [
+          { id: 'v1', file: 'a.mp4', camera_name: 'renamed' },
+          { id: 'v2', file: 'b.mp4' },
+        ],
+        'Break-in (updated)',
+      ),
+      '/exports/inc-1',
+      's2',
+    );
     expect(ledger.plan.waiting(null, 10).map((v) => v.videoId)).toEqual(['v1', 'v2']);
     expect(ledger.plan.videoContext('inc-1', 'v1').info.camera_name).toBe('renamed');
     expect(ledger.reports.build('inc-1', 'alo').incident.title).toBe('Break-in (updated)');
@@ -254,10 +325,20 @@ describe('Ledger', () => {
   });
 
   it('pages through waiting videos, oldest first, after a cursor', () => {
-    apply(manifest([{ id: 'a', file: 'a.mp4' }, { id: 'b', file: 'b.mp4' }, { id: 'c', file: 'c.mp4' }]));
+    apply(
+      manifest([
+        { id: 'a', file: 'a.mp4' },
+        { id: 'b', file: 'b.mp4' },
+        { id: 'c', file: 'c.mp4' },
+      ]),
+    );
     const first = ledger.plan.waiting(null, 2);
     expect(first.map((v) => v.videoId)).toEqual(['a', 'b']);
-    expect(ledger.plan.waiting({ firstSeenAt: first[1]!.firstSeenAt, incidentId: 'inc-1', position: first[1]!.position }, 2).map((v) => v.videoId)).toEqual(['c']);
+    expect(
+      ledger.plan
+        .waiting({ firstSeenAt: first[1]!.firstSeenAt, incidentId: 'inc-1', position: first[1]!.position }, 2)
+        .map((v) => v.videoId),
+    ).toEqual(['c']);
   });
 
   it('reports a video whose thumbnail failed as uploaded, without the thumbnail', () => {
@@ -267,12 +348,24 @@ describe('Ledger', () => {
     ledger.uploads.failed(thumbUpload!, 'refused');
     expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([]);
     done(videoUpload!, 'k/a.mp4');
-    expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([{ video: { id: 'v1' }, outcome: 'uploaded', results: { video: { s3_key: 'k/a.mp4' } } }]);
+    expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([
+      { video: { id: 'v1' }, outcome: 'uploaded', results: { video: { s3_key: 'k/a.mp4' } } },
+    ]);
   });
 
   it('reports an incident only to the targets its route chose', () => {
     const both = Ledger.open(join(dir.path, 'routed.db'), { reportingTargets: ['alo', 'alo2'] });
-    both.watch.applyManifest('/m', '/exports/north/inc-1', 's', 'st', manifest([{ id: 'v1', errors: ['failed'] }, { id: 'v2', file: 'b.mp4' }]), ['alo2']);
+    both.watch.applyManifest(
+      '/m',
+      '/exports/north/inc-1',
+      's',
+      'st',
+      manifest([
+        { id: 'v1', errors: ['failed'] },
+        { id: 'v2', file: 'b.mp4' },
+      ]),
+      ['alo2'],
+    );
     expect(both.reports.due(null, 10).map((r) => r.target)).toEqual(['alo2']);
     expect(both.plan.waiting(null, 10)[0]!.targets).toEqual(['alo2']);
     both.close();

@@ -46,7 +46,7 @@ function parse(text: string, name: string): ManifestResult {
   try {
     result = parseManifest(text, name);
   } catch (err) {
-    throw new Error(`parseManifest threw on ${JSON.stringify(text.slice(0, 200))}: ${String(err)}`);
+    throw new Error(`parseManifest threw on ${JSON.stringify(text.slice(0, 200))}: ${String(err)}`, { cause: err });
   }
   expectClear(result, text);
   return result;
@@ -85,7 +85,8 @@ beforeAll(async () => {
   folder = join(root, 'site', 'incident');
   await mkdir(join(folder, 'sub'), { recursive: true });
   const video = Buffer.concat([mp4Header(), Buffer.alloc(64)]);
-  for (const name of ['cam01.mp4', 'sub/cam02.mp4', '%2e%2e', '..foo.mp4', 'a b.mp4', 'ünï.mp4']) await writeFile(join(folder, name), video);
+  for (const name of ['cam01.mp4', 'sub/cam02.mp4', '%2e%2e', '..foo.mp4', 'a b.mp4', 'ünï.mp4'])
+    await writeFile(join(folder, name), video);
   // Bait: a file named secret.mp4 at every level above the folder, and links leading to them.
   for (const dir of [tmp.path, root, join(root, 'site')]) await writeFile(join(dir, 'secret.mp4'), video);
   await mkdir(join(tmp.path, 'outside'), { recursive: true });
@@ -99,7 +100,9 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await tmp?.cleanup();
-  console.log(`manifest fuzzing: ${counts.parsed} manifests parsed (${counts.accepted} accepted, the rest refused with a clear error), ${counts.paths} file/thumbnail paths resolved`);
+  console.log(
+    `manifest fuzzing: ${counts.parsed} manifests parsed (${counts.accepted} accepted, the rest refused with a clear error), ${counts.paths} file/thumbnail paths resolved`,
+  );
 });
 
 async function expectPathStaysInside(value: string): Promise<void> {
@@ -107,7 +110,9 @@ async function expectPathStaysInside(value: string): Promise<void> {
   const where = await resolveExportPath(folder, value);
   if (where.kind === 'ok') {
     const rel = relative(realFolder, where.path);
-    expect(rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel), `${JSON.stringify(value)} → ${where.path}`).toBe(false);
+    expect(rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel), `${JSON.stringify(value)} → ${where.path}`).toBe(
+      false,
+    );
     expect(where.path).not.toContain('secret');
   } else if (where.kind === 'refused') {
     // The reason names the value as written.
@@ -120,10 +125,50 @@ async function expectPathStaysInside(value: string): Promise<void> {
 
 /** Path pieces an attacker (or a confused exporter) would try. */
 const pathPiece = fc.constantFrom(
-  '..', '.', '', 'cam01.mp4', 'sub', 'cam02.mp4', 'secret.mp4', '%2e%2e', '%2E%2E', '%2e%2e%2f', '..%2f', '%252e%252e',
-  '..\\', '\\', 'C:', 'c:\\windows', '\0', 'cam01.mp4\0.jpg', '～', '\uff0e\uff0e', '\u2024\u2024', '..foo.mp4', '...',
-  'link.mp4', 'linkdir', 'self', 'loop', '.hidden', 'clip.part', 'x.tmp', 'a b.mp4', 'ünï.mp4', '/', '//', '~', '$HOME',
-  'file:', 'file:///etc/passwd', '/etc/passwd', '\\\\server\\share', '\n', ' ', '..\u0000', 'ȧ'.normalize('NFD'),
+  '..',
+  '.',
+  '',
+  'cam01.mp4',
+  'sub',
+  'cam02.mp4',
+  'secret.mp4',
+  '%2e%2e',
+  '%2E%2E',
+  '%2e%2e%2f',
+  '..%2f',
+  '%252e%252e',
+  '..\\',
+  '\\',
+  'C:',
+  'c:\\windows',
+  '\0',
+  'cam01.mp4\0.jpg',
+  '～',
+  '\uff0e\uff0e',
+  '\u2024\u2024',
+  '..foo.mp4',
+  '...',
+  'link.mp4',
+  'linkdir',
+  'self',
+  'loop',
+  '.hidden',
+  'clip.part',
+  'x.tmp',
+  'a b.mp4',
+  'ünï.mp4',
+  '/',
+  '//',
+  '~',
+  '$HOME',
+  'file:',
+  'file:///etc/passwd',
+  '/etc/passwd',
+  '\\\\server\\share',
+  '\n',
+  ' ',
+  '..\u0000',
+  'ȧ'.normalize('NFD'),
 );
 const hostilePath = fc.oneof(
   fc.array(pathPiece, { minLength: 1, maxLength: 6 }).map((ps) => ps.join('/')),
@@ -145,7 +190,9 @@ function wrongType(kind: 'string' | 'number' | 'array'): fc.Arbitrary<unknown> {
     fc.dictionary(fc.string({ maxLength: 4 }), fc.integer(), { maxKeys: 3 }),
     fc.string({ maxLength: 8 }),
   ];
-  const wrong = all.filter((_, i) => !((kind === 'number' && (i === 0 || i === 1)) || (kind === 'array' && i === 4) || (kind === 'string' && i === 6)));
+  const wrong = all.filter(
+    (_, i) => !((kind === 'number' && (i === 0 || i === 1)) || (kind === 'array' && i === 4) || (kind === 'string' && i === 6)),
+  );
   return fc.oneof(...wrong);
 }
 
@@ -153,16 +200,36 @@ const validId = fc.oneof(
   fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9 ._:@-]{0,60}$/),
   fc.uuid(),
   // Unicode of any kind, as long as it is not a control character, a lone surrogate or blank.
-  fc.string({ unit: 'grapheme', minLength: 1, maxLength: 30 }).filter((s) => s.trim() !== '' && !/[\p{Cc}\p{Cs}]/u.test(s) && s !== '.' && s !== '..' && [...s].length <= MAX_ID_LENGTH),
+  fc
+    .string({ unit: 'grapheme', minLength: 1, maxLength: 30 })
+    .filter((s) => s.trim() !== '' && !/[\p{Cc}\p{Cs}]/u.test(s) && s !== '.' && s !== '..' && [...s].length <= MAX_ID_LENGTH),
 );
 const invalidId = fc.oneof(
-  fc.constantFrom('', '   ', '.', '..', 'a\u0000b', 'tab\there', 'line\nbreak', '\u007f', 'x'.repeat(MAX_ID_LENGTH + 1), '\ud800', 'a\udfffb'),
-  fc.string({ minLength: MAX_ID_LENGTH + 1, maxLength: MAX_ID_LENGTH + 50, unit: 'grapheme-ascii' }).filter((s) => s.length > MAX_ID_LENGTH),
+  fc.constantFrom(
+    '',
+    '   ',
+    '.',
+    '..',
+    'a\u0000b',
+    'tab\there',
+    'line\nbreak',
+    '\u007f',
+    'x'.repeat(MAX_ID_LENGTH + 1),
+    '\ud800',
+    'a\udfffb',
+  ),
+  fc
+    .string({ minLength: MAX_ID_LENGTH + 1, maxLength: MAX_ID_LENGTH + 50, unit: 'grapheme-ascii' })
+    .filter((s) => s.length > MAX_ID_LENGTH),
   wrongType('string'),
 );
 
 const timestamp = fc.date({ min: new Date('1990-01-01'), max: new Date('2100-01-01'), noInvalidDate: true }).map((d) => d.toISOString());
-const anyText = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: 'grapheme', maxLength: 40 }), fc.string({ unit: 'binary', maxLength: 40 }));
+const anyText = fc.oneof(
+  fc.string({ maxLength: 40 }),
+  fc.string({ unit: 'grapheme', maxLength: 40 }),
+  fc.string({ unit: 'binary', maxLength: 40 }),
+);
 
 interface Field {
   value: unknown;
@@ -171,7 +238,12 @@ interface Field {
 }
 
 /** A field that is absent, valid, null, or of the wrong type; `bad` says which field is wrong. */
-function field(path: string, valid: fc.Arbitrary<unknown>, kind: 'string' | 'number' | 'array', invalid?: fc.Arbitrary<unknown>): fc.Arbitrary<Field | undefined> {
+function field(
+  path: string,
+  valid: fc.Arbitrary<unknown>,
+  kind: 'string' | 'number' | 'array',
+  invalid?: fc.Arbitrary<unknown>,
+): fc.Arbitrary<Field | undefined> {
   const wrongs = invalid ? fc.oneof(wrongType(kind), invalid) : wrongType(kind);
   return fc.oneof(
     // Wrong values are rare enough per field that about half the manifests are valid as a whole.
@@ -193,7 +265,11 @@ interface Model {
 const videoModel = (index: number) => {
   const p = `videos[${index}]`;
   return fc.record({
-    id: fc.oneof({ weight: 40, arbitrary: validId.map((v) => ({ value: v, bad: null as string | null })) }, { weight: 1, arbitrary: invalidId.map((v) => ({ value: v, bad: `${p}.id` })) }, { weight: 1, arbitrary: fc.constant(undefined) }),
+    id: fc.oneof(
+      { weight: 40, arbitrary: validId.map((v) => ({ value: v, bad: null as string | null })) },
+      { weight: 1, arbitrary: invalidId.map((v) => ({ value: v, bad: `${p}.id` })) },
+      { weight: 1, arbitrary: fc.constant(undefined) },
+    ),
     file: field(`${p}.file`, fc.oneof(fc.constantFrom('cam01.mp4', 'sub/cam02.mp4', 'missing.mp4'), hostilePath), 'string'),
     thumbnail: field(`${p}.thumbnail`, hostilePath, 'string'),
     camera_id: field(`${p}.camera_id`, anyText, 'string'),
@@ -207,7 +283,11 @@ const videoModel = (index: number) => {
 
 const manifestModel: fc.Arbitrary<Model> = fc
   .record({
-    incidentId: fc.oneof({ weight: 20, arbitrary: validId.map((v) => ({ value: v, bad: null as string | null })) }, { weight: 1, arbitrary: invalidId.map((v) => ({ value: v, bad: 'incident.id' })) }, { weight: 1, arbitrary: fc.constant(undefined) }),
+    incidentId: fc.oneof(
+      { weight: 20, arbitrary: validId.map((v) => ({ value: v, bad: null as string | null })) },
+      { weight: 1, arbitrary: invalidId.map((v) => ({ value: v, bad: 'incident.id' })) },
+      { weight: 1, arbitrary: fc.constant(undefined) },
+    ),
     title: field('incident.title', anyText, 'string'),
     incident_at: field('incident.incident_at', timestamp, 'string', fc.constantFrom('not a date', '2024-02-30T25:00:00Z')),
     latitude: field('incident.latitude', fc.double({ noNaN: true, noDefaultInfinity: true }), 'number'),
@@ -237,8 +317,11 @@ const manifestModel: fc.Arbitrary<Model> = fc
       const before = expected.length;
       if (v.id === undefined) expected.push(`videos[${i}].id`);
       put(raw, 'id', v.id);
-      for (const key of ['file', 'thumbnail', 'camera_id', 'camera_name', 'camera_latitude', 'started_at', 'errors'] as const) put(raw, key, v[key]);
-      const fieldsOk = expected.slice(before).every((p) => p === `videos[${i}].id`) && [v.file, v.thumbnail, v.camera_id, v.camera_name, v.camera_latitude, v.started_at, v.errors].every((f) => !f?.bad);
+      for (const key of ['file', 'thumbnail', 'camera_id', 'camera_name', 'camera_latitude', 'started_at', 'errors'] as const)
+        put(raw, key, v[key]);
+      const fieldsOk =
+        expected.slice(before).every((p) => p === `videos[${i}].id`) &&
+        [v.file, v.thumbnail, v.camera_id, v.camera_name, v.camera_latitude, v.started_at, v.errors].every((f) => !f?.bad);
       const hasFile = typeof raw.file === 'string';
       const hasErrors = Array.isArray(raw.errors) && raw.errors.length > 0 && !v.errors?.bad;
       if (fieldsOk && !hasFile && !hasErrors) expected.push(`videos[${i}]`);
@@ -257,7 +340,9 @@ const manifestModel: fc.Arbitrary<Model> = fc
       // The same video again at the end: always a duplicate id (or as wrong as the original).
       const copy = rawVideos[m.seed % rawVideos.length]!;
       const i = rawVideos.length;
-      const original = expected.filter((p) => p === `videos[${m.seed % rawVideos.length}]` || p.startsWith(`videos[${m.seed % rawVideos.length}].`));
+      const original = expected.filter(
+        (p) => p === `videos[${m.seed % rawVideos.length}]` || p.startsWith(`videos[${m.seed % rawVideos.length}].`),
+      );
       rawVideos.push(copy);
       if (original.length > 0) expected.push(...original.map((p) => p.replace(/^videos\[\d+\]/, `videos[${i}]`)));
       else expected.push(`videos[${i}].id`);
@@ -269,15 +354,60 @@ const manifestModel: fc.Arbitrary<Model> = fc
 const serialised = (raw: unknown) =>
   fc.oneof(
     fc.nat(4).map((indent) => ({ name: 'incident.json', text: JSON.stringify(raw, null, indent) })),
-    fc.tuple(fc.constantFrom('incident.yaml', 'incident.yml'), fc.boolean()).map(([name, flow]) => ({ name, text: flow ? JSON.stringify(raw) : stringify(raw) })),
+    fc
+      .tuple(fc.constantFrom('incident.yaml', 'incident.yml'), fc.boolean())
+      .map(([name, flow]) => ({ name, text: flow ? JSON.stringify(raw) : stringify(raw) })),
   );
 
 /** Byte-level damage: cut, splice, duplicate, insert noise. */
 const mutation = fc.oneof(
   fc.record({ kind: fc.constant('truncate' as const), at: fc.double({ min: 0, max: 1, noNaN: true }) }),
-  fc.record({ kind: fc.constant('delete' as const), at: fc.double({ min: 0, max: 1, noNaN: true }), length: fc.integer({ min: 1, max: 20 }) }),
-  fc.record({ kind: fc.constant('insert' as const), at: fc.double({ min: 0, max: 1, noNaN: true }), text: fc.oneof(fc.constantFrom('{', '}', '[', ']', ',', ':', '"', "'", '\\', '\0', '\n', '  ', '- ', '&a', '*a', '!!binary', '!!js/function', '<<', '---\n', '#', '%YAML 1.1\n', '\ufeff', '\ud800', 'null', '1e999', '-0', '"..\\/..\\/"'), fc.string({ unit: 'binary', maxLength: 8 })) }),
-  fc.record({ kind: fc.constant('duplicate' as const), at: fc.double({ min: 0, max: 1, noNaN: true }), length: fc.integer({ min: 1, max: 60 }) }),
+  fc.record({
+    kind: fc.constant('delete' as const),
+    at: fc.double({ min: 0, max: 1, noNaN: true }),
+    length: fc.integer({ min: 1, max: 20 }),
+  }),
+  fc.record({
+    kind: fc.constant('insert' as const),
+    at: fc.double({ min: 0, max: 1, noNaN: true }),
+    text: fc.oneof(
+      fc.constantFrom(
+        '{',
+        '}',
+        '[',
+        ']',
+        ',',
+        ':',
+        '"',
+        "'",
+        '\\',
+        '\0',
+        '\n',
+        '  ',
+        '- ',
+        '&a',
+        '*a',
+        '!!binary',
+        '!!js/function',
+        '<<',
+        '---\n',
+        '#',
+        '%YAML 1.1\n',
+        '\ufeff',
+        '\ud800',
+        'null',
+        '1e999',
+        '-0',
+        '"..\\/..\\/"',
+      ),
+      fc.string({ unit: 'binary', maxLength: 8 }),
+    ),
+  }),
+  fc.record({
+    kind: fc.constant('duplicate' as const),
+    at: fc.double({ min: 0, max: 1, noNaN: true }),
+    length: fc.integer({ min: 1, max: 60 }),
+  }),
 );
 type Mutation = typeof mutation extends fc.Arbitrary<infer M> ? M : never;
 
@@ -298,19 +428,26 @@ function mutate(text: string, ms: Mutation[]): string {
 describe('manifest fuzzing (fast-check)', () => {
   it(`accepts exactly the valid generated manifests and names every wrong field (${RUNS} runs)`, async () => {
     await fc.assert(
-      fc.asyncProperty(manifestModel.chain((model) => fc.tuple(fc.constant(model), serialised(model.raw))), async ([model, { name, text }]) => {
-        const result = parse(text, name);
-        if (model.expected.length === 0) {
-          expect(result.ok, result.ok ? '' : result.problems.join('\n')).toBe(true);
-          for (const p of model.paths) await expectPathStaysInside(p);
-        } else {
-          expect(result.ok, `expected problems at ${model.expected.join(', ')}`).toBe(false);
-          const problems = result.ok ? [] : result.problems;
-          if (problems.length < MAX_PROBLEMS) {
-            for (const path of model.expected) expect(problems.some((p) => p.startsWith(`${path}: `) || p.startsWith(`${path}[`)), `${path} not named in:\n${problems.join('\n')}`).toBe(true);
+      fc.asyncProperty(
+        manifestModel.chain((model) => fc.tuple(fc.constant(model), serialised(model.raw))),
+        async ([model, { name, text }]) => {
+          const result = parse(text, name);
+          if (model.expected.length === 0) {
+            expect(result.ok, result.ok ? '' : result.problems.join('\n')).toBe(true);
+            for (const p of model.paths) await expectPathStaysInside(p);
+          } else {
+            expect(result.ok, `expected problems at ${model.expected.join(', ')}`).toBe(false);
+            const problems = result.ok ? [] : result.problems;
+            if (problems.length < MAX_PROBLEMS) {
+              for (const path of model.expected)
+                expect(
+                  problems.some((p) => p.startsWith(`${path}: `) || p.startsWith(`${path}[`)),
+                  `${path} not named in:\n${problems.join('\n')}`,
+                ).toBe(true);
+            }
           }
-        }
-      }),
+        },
+      ),
       { numRuns: RUNS },
     );
   });
@@ -327,7 +464,19 @@ describe('manifest fuzzing (fast-check)', () => {
       { numRuns: RUNS },
     );
     // The classic ones, whatever the generator picked.
-    for (const p of ['../secret.mp4', '../../secret.mp4', '../../../secret.mp4', 'sub/../../secret.mp4', '..\\secret.mp4', 'link.mp4', 'linkdir/secret.mp4', '/etc/passwd', 'C:\\secret.mp4', 'cam01.mp4\0../secret.mp4', 'self/../secret.mp4']) {
+    for (const p of [
+      '../secret.mp4',
+      '../../secret.mp4',
+      '../../../secret.mp4',
+      'sub/../../secret.mp4',
+      '..\\secret.mp4',
+      'link.mp4',
+      'linkdir/secret.mp4',
+      '/etc/passwd',
+      'C:\\secret.mp4',
+      'cam01.mp4\0../secret.mp4',
+      'self/../secret.mp4',
+    ]) {
       counts.paths++;
       expect((await resolveExportPath(folder, p)).kind, p).toBe('refused');
     }
@@ -338,9 +487,13 @@ describe('manifest fuzzing (fast-check)', () => {
 
   it(`gives a clear error, never a throw, for mutated manifests (${RUNS} runs)`, () => {
     fc.assert(
-      fc.property(manifestModel.chain((model) => serialised(model.raw)), fc.array(mutation, { minLength: 1, maxLength: 4 }), ({ name, text }, ms) => {
-        parse(mutate(text, ms), name);
-      }),
+      fc.property(
+        manifestModel.chain((model) => serialised(model.raw)),
+        fc.array(mutation, { minLength: 1, maxLength: 4 }),
+        ({ name, text }, ms) => {
+          parse(mutate(text, ms), name);
+        },
+      ),
       { numRuns: RUNS },
     );
   });
@@ -348,7 +501,7 @@ describe('manifest fuzzing (fast-check)', () => {
   it(`gives a clear error for arbitrary JSON values and arbitrary text (${RUNS} runs each)`, () => {
     fc.assert(
       fc.property(fc.jsonValue({ maxDepth: 6 }), fc.constantFrom(...NAMES), (value, name) => {
-        const text = name === 'incident.json' ? JSON.stringify(value) ?? 'null' : stringify(value);
+        const text = name === 'incident.json' ? (JSON.stringify(value) ?? 'null') : stringify(value);
         parse(text, name);
         // And the same value as the incident or the videos.
         parse(JSON.stringify({ incident: value, videos: value }) ?? '', name);
@@ -365,25 +518,29 @@ describe('manifest fuzzing (fast-check)', () => {
 
   it('handles deep nesting, in JSON and YAML, flow and block, without a stack overflow', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 20_000 }), fc.constantFrom('json', 'yaml-flow', 'yaml-block', 'yaml-seq', 'incident-json'), (depth, shape) => {
-        let text: string;
-        let name = 'incident.yaml';
-        if (shape === 'json' || shape === 'incident-json') {
-          name = 'incident.json';
-          const inner = '{"a":'.repeat(depth) + '1' + '}'.repeat(depth);
-          text = shape === 'json' ? inner : `{"incident":{"id":"x","title":${inner}},"videos":[]}`;
-        } else if (shape === 'yaml-flow') {
-          text = `incident: { id: x }\nvideos: ${'['.repeat(depth)}1${']'.repeat(depth)}\n`;
-        } else if (shape === 'yaml-block') {
-          const d = Math.min(depth, 400);
-          text = Array.from({ length: d }, (_, i) => `${' '.repeat(i)}k${i}:`).join('\n') + ' 1\n';
-        } else {
-          const d = Math.min(depth, 400);
-          text = Array.from({ length: d }, (_, i) => `${'  '.repeat(i)}-`).join('\n') + ' 1\n';
-        }
-        const result = parse(text, name);
-        if (depth > 64) expect(result.ok).toBe(false);
-      }),
+      fc.property(
+        fc.integer({ min: 1, max: 20_000 }),
+        fc.constantFrom('json', 'yaml-flow', 'yaml-block', 'yaml-seq', 'incident-json'),
+        (depth, shape) => {
+          let text: string;
+          let name = 'incident.yaml';
+          if (shape === 'json' || shape === 'incident-json') {
+            name = 'incident.json';
+            const inner = '{"a":'.repeat(depth) + '1' + '}'.repeat(depth);
+            text = shape === 'json' ? inner : `{"incident":{"id":"x","title":${inner}},"videos":[]}`;
+          } else if (shape === 'yaml-flow') {
+            text = `incident: { id: x }\nvideos: ${'['.repeat(depth)}1${']'.repeat(depth)}\n`;
+          } else if (shape === 'yaml-block') {
+            const d = Math.min(depth, 400);
+            text = Array.from({ length: d }, (_, i) => `${' '.repeat(i)}k${i}:`).join('\n') + ' 1\n';
+          } else {
+            const d = Math.min(depth, 400);
+            text = Array.from({ length: d }, (_, i) => `${'  '.repeat(i)}-`).join('\n') + ' 1\n';
+          }
+          const result = parse(text, name);
+          if (depth > 64) expect(result.ok).toBe(false);
+        },
+      ),
       { numRuns: 200 },
     );
   });
@@ -403,10 +560,23 @@ describe('manifest fuzzing (fast-check)', () => {
     expect(bad.ok).toBe(false);
     if (!bad.ok) expect(bad.problems[0]).toMatch(/^incident\.incident_at: Invalid timestamp "y{80}…"$/);
     // Alias bombs expand to nothing.
-    const bomb = ['a: &a [x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 9 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(9).fill(`*${String.fromCharCode(97 + i)}`).join(', ')}]`), 'incident: { id: x }'].join('\n');
+    const bomb = [
+      'a: &a [x, x, x, x, x, x, x, x, x]',
+      ...Array.from(
+        { length: 9 },
+        (_, i) =>
+          `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(9)
+            .fill(`*${String.fromCharCode(97 + i)}`)
+            .join(', ')}]`,
+      ),
+      'incident: { id: x }',
+    ].join('\n');
     expect(parse(bomb, 'incident.yaml').ok).toBe(false);
     // Many videos with duplicate ids: the list of problems is capped, with a count of the rest.
-    const dup = parse(JSON.stringify({ incident: { id: 'i' }, videos: Array.from({ length: 500 }, () => ({ id: 'same', file: 'cam01.mp4' })) }), 'incident.json');
+    const dup = parse(
+      JSON.stringify({ incident: { id: 'i' }, videos: Array.from({ length: 500 }, () => ({ id: 'same', file: 'cam01.mp4' })) }),
+      'incident.json',
+    );
     expect(dup.ok).toBe(false);
     if (!dup.ok) {
       expect(dup.problems).toHaveLength(MAX_PROBLEMS + 1);

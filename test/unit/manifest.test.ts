@@ -159,10 +159,7 @@ describe('parseManifest: required fields and ids', () => {
     const m = base();
     m.incident.id = 42;
     m.videos[0]!.id = ['x'];
-    expect(problems(json(m))).toEqual([
-      'incident.id: Expected string, received number',
-      'videos[0].id: Expected string, received array',
-    ]);
+    expect(problems(json(m))).toEqual(['incident.id: Expected string, received number', 'videos[0].id: Expected string, received array']);
   });
 
   it.each([
@@ -216,9 +213,7 @@ describe('parseManifest: optional fields', () => {
     expect(ok(json({ incident: { id: 'x' } })).videos).toEqual([]);
     expect(ok(json({ incident: { id: 'x' }, videos: null })).videos).toEqual([]);
     expect(problems(json({ incident: { id: 'x' }, videos: {} }))).toEqual(['videos: Expected array, received object']);
-    expect(problems(json({ incident: { id: 'x' }, videos: ['a.mov'] }))).toEqual([
-      'videos[0]: Expected object, received string',
-    ]);
+    expect(problems(json({ incident: { id: 'x' }, videos: ['a.mov'] }))).toEqual(['videos[0]: Expected object, received string']);
   });
 
   it('ignores unknown keys and leaves them out of the result', () => {
@@ -348,7 +343,9 @@ describe('parseManifest: limits', () => {
 
   it('refuses YAML with too many values before composing it', () => {
     const text = `incident: {id: a}\nx: [${'1,'.repeat(500_001)}]\n`;
-    expect(problems(parseManifest(text, 'incident.yaml'))[0]).toMatch(/^manifest has more than 500000 YAML values \(at line 2, column \d+\)$/);
+    expect(problems(parseManifest(text, 'incident.yaml'))[0]).toMatch(
+      /^manifest has more than 500000 YAML values \(at line 2, column \d+\)$/,
+    );
   });
 
   it('caps the number of problems reported', () => {
@@ -366,9 +363,7 @@ describe('parseManifest: syntax errors', () => {
     expect(problems(parseManifest(text, 'incident.json'))).toEqual([
       `JSON syntax error at line 4, column 3: expected a double-quoted property name, found "}"`,
     ]);
-    expect(problems(parseManifest('', 'incident.json'))).toEqual([
-      'JSON syntax error at line 1, column 1: unexpected end of input',
-    ]);
+    expect(problems(parseManifest('', 'incident.json'))).toEqual(['JSON syntax error at line 1, column 1: unexpected end of input']);
     expect(problems(parseManifest('{"incident": {"id": "a"}} x', 'incident.json'))).toEqual([
       'JSON syntax error at line 1, column 27: unexpected "x" after the end of the document',
     ]);
@@ -407,16 +402,19 @@ describe('parseManifest: syntax errors', () => {
 
   it('accepts core tags, and wants ids quoted when they look like numbers', () => {
     expect(ok(parseManifest('incident:\n  id: !!str 123\n', 'incident.yaml')).incident.id).toBe('123');
-    expect(problems(parseManifest('incident:\n  id: 123\n', 'incident.yaml'))).toEqual([
-      'incident.id: Expected string, received number',
-    ]);
+    expect(problems(parseManifest('incident:\n  id: 123\n', 'incident.yaml'))).toEqual(['incident.id: Expected string, received number']);
   });
 
   it('resolves YAML aliases but stops alias bombs', () => {
     const text = 'cam: &cam {camera_id: c1, camera_name: Front}\nincident: {id: a}\nvideos:\n  - {id: v1, file: a.mov}\n';
     expect(ok(parseManifest(text, 'incident.yaml')).videos).toHaveLength(1);
     const lines = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'];
-    for (let i = 1; i < 12; i++) lines.push(`a${i}: &a${i} [${Array(10).fill(`*a${i - 1}`).join(', ')}]`);
+    for (let i = 1; i < 12; i++)
+      lines.push(
+        `a${i}: &a${i} [${Array(10)
+          .fill(`*a${i - 1}`)
+          .join(', ')}]`,
+      );
     lines.push('incident: {id: a}');
     const started = Date.now();
     expect(parseManifest(lines.join('\n'), 'incident.yaml').ok).toBe(false);
@@ -445,7 +443,7 @@ describe('parseManifest: hostile input', () => {
 
   it('never throws on non-string input', () => {
     for (const input of [undefined, null, 42, {}, Buffer.from('{}')]) {
-      const result = parseManifest(input as unknown as string, 'incident.json');
+      const result = parseManifest(input as string, 'incident.json');
       expect(result.ok).toBe(false);
     }
     expect(parseManifest(CONTRACT_EXAMPLE, undefined as unknown as string).ok).toBe(false);
@@ -495,7 +493,9 @@ describe('parseManifest: hostile input', () => {
           const syntaxProblem = !result.ok && result.problems[0]!.startsWith('JSON syntax error');
           expect(syntaxProblem, text).toBe(!parses);
         }
-        if (!result.ok) for (const p of result.problems) expect(p).toMatch(/^(\(root\)|incident|videos|JSON|YAML|nesting|unsupported|manifest|… and \d+ more problems$)/);
+        if (!result.ok)
+          for (const p of result.problems)
+            expect(p).toMatch(/^(\(root\)|incident|videos|JSON|YAML|nesting|unsupported|manifest|… and \d+ more problems$)/);
       }
     }
   });

@@ -43,11 +43,17 @@ describe('part plans', () => {
   });
 
   it('refuses a file that cannot fit the limits at all', () => {
-    expect(() => choosePartSize(121 * 600 * MiB, 16 * MiB, { minPartSize: 5 * MiB, maxPartSize: 600 * MiB, maxParts: 120 })).toThrow(PlanError);
+    expect(() => choosePartSize(121 * 600 * MiB, 16 * MiB, { minPartSize: 5 * MiB, maxPartSize: 600 * MiB, maxParts: 120 })).toThrow(
+      PlanError,
+    );
   });
 
   it('slices exactly and keeps a single part whole', () => {
-    expect(sliceParts(10, 4).map((p) => [p.offset, p.size])).toEqual([[0, 4], [4, 4], [8, 2]]);
+    expect(sliceParts(10, 4).map((p) => [p.offset, p.size])).toEqual([
+      [0, 4],
+      [4, 4],
+      [8, 2],
+    ]);
     expect(singlePart(123)).toEqual([{ number: 1, offset: 0, size: 123 }]);
   });
 });

@@ -12,9 +12,8 @@ describe('isIgnoredName', () => {
     'ignores %j',
     (name) => expect(isIgnoredName(name)).toBe(true),
   );
-  it.each(['cam.mov', 'incident.json', 'tmp', 'part.mov', 'cam.tmp.mov', 'a.partials', '%2e%2e', 'cam..mov', ''])(
-    'reads %j',
-    (name) => expect(isIgnoredName(name)).toBe(false),
+  it.each(['cam.mov', 'incident.json', 'tmp', 'part.mov', 'cam.tmp.mov', 'a.partials', '%2e%2e', 'cam..mov', ''])('reads %j', (name) =>
+    expect(isIgnoredName(name)).toBe(false),
   );
 });
 

@@ -95,7 +95,9 @@ describe('redactText', () => {
 
   it('masks the password of a URL, in a URL and in free text', () => {
     expect(redactUrl('http://user:pa55word@proxy.corp:3128')).toBe('http://user:***@proxy.corp:3128');
-    expect(redactText('connect to http://user:pa55word@proxy.corp:3128 refused')).toBe('connect to http://user:***@proxy.corp:3128 refused');
+    expect(redactText('connect to http://user:pa55word@proxy.corp:3128 refused')).toBe(
+      'connect to http://user:***@proxy.corp:3128 refused',
+    );
   });
 });
 
@@ -127,7 +129,15 @@ describe('the logger', () => {
         cb();
       },
     });
-    return { stream, lines: () => chunks.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+    return {
+      stream,
+      lines: () =>
+        chunks
+          .join('')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>),
+    };
   }
 
   it('masks secrets in the message, in nested fields and arrays, and in errors, at every level', () => {
@@ -136,7 +146,13 @@ describe('the logger', () => {
     const url = `http://valt/api?access_token=abc123456`;
     for (const level of ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const) {
       log[level](
-        { event: 'test.line', reason: `PUT ${PRESIGNED}`, nested: { deeper: { url } }, list: [`Bearer zzz999zzz`], err: new Error(`GET ${url}`) },
+        {
+          event: 'test.line',
+          reason: `PUT ${PRESIGNED}`,
+          nested: { deeper: { url } },
+          list: [`Bearer zzz999zzz`],
+          err: new Error(`GET ${url}`),
+        },
         `message ${url}`,
       );
     }
@@ -144,12 +160,19 @@ describe('the logger', () => {
     expect(out.map((l) => l.level)).toEqual(['trace', 'debug', 'info', 'warn', 'error', 'fatal']);
     const text = JSON.stringify(out);
     for (const secret of [SIG, 'AKIAIOSFODNN7EXAMPLE', 'abc123456', 'zzz999zzz']) expect(text).not.toContain(secret);
-    expect(out[0]).toMatchObject({ event: 'test.line', nested: { deeper: { url: 'http://valt/api?access_token=***' } }, err: { type: 'Error' } });
+    expect(out[0]).toMatchObject({
+      event: 'test.line',
+      nested: { deeper: { url: 'http://valt/api?access_token=***' } },
+      err: { type: 'Error' },
+    });
   });
 
   it('masks the fields pino redacts by name, whatever their content', () => {
     const { stream, lines } = capture();
-    createLogger('info', new Secrets(), stream).info({ event: 'test.line', headers: { authorization: 'Basic dXNlcjpwYXNz' }, login: { password: 'hunter2' } }, 'x');
+    createLogger('info', new Secrets(), stream).info(
+      { event: 'test.line', headers: { authorization: 'Basic dXNlcjpwYXNz' }, login: { password: 'hunter2' } },
+      'x',
+    );
     expect(lines()[0]).toMatchObject({ headers: { authorization: '***' }, login: { password: '***' } });
   });
 });

@@ -16,10 +16,14 @@ describe('routes', () => {
 
   it('sends every incident everywhere without routes, else the first matching route decides', () => {
     expect(new IncidentRouter('/x', undefined, ['alo', 'aion']).targetsFor('/x/any')).toEqual(['alo', 'aion']);
-    const router = new IncidentRouter('/x', [
-      { match: 'north/**', targets: ['aion'] },
-      { match: '**', targets: ['alo'] },
-    ], ['alo', 'aion']);
+    const router = new IncidentRouter(
+      '/x',
+      [
+        { match: 'north/**', targets: ['aion'] },
+        { match: '**', targets: ['alo'] },
+      ],
+      ['alo', 'aion'],
+    );
     expect(router.targetsFor('/x/north/2024/inc-1')).toEqual(['aion']);
     expect(router.targetsFor('/x/south/inc-2')).toEqual(['alo']);
     expect(new IncidentRouter('/x', [{ match: 'north/*', targets: ['aion'] }], ['alo', 'aion']).targetsFor('/x/south/inc')).toEqual([]);
@@ -35,7 +39,10 @@ targets:
 `;
   it('resolves routes in file order', () => {
     const config = parseConfig(`${base}routes:\n  - { match: "north/**", targets: [alo2] }\n  - { match: "**", targets: [alo, alo2] }\n`);
-    expect(config.routes).toEqual([{ match: 'north/**', targets: ['alo2'] }, { match: '**', targets: ['alo', 'alo2'] }]);
+    expect(config.routes).toEqual([
+      { match: 'north/**', targets: ['alo2'] },
+      { match: '**', targets: ['alo', 'alo2'] },
+    ]);
     expect(parseConfig(base).routes).toBeUndefined();
   });
 

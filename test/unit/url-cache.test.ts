@@ -40,7 +40,10 @@ describe('UrlCache', () => {
 
   it('fails for good when the platform answers without the part, and lets a waiter fetch its own after a failed request', async () => {
     const cache = new UrlCache();
-    await expect(cache.get('u', 7, async () => [{ part: 8, url: url(8) }])).rejects.toMatchObject({ kind: 'permanent', message: 'the platform handed out no URL for part 7' });
+    await expect(cache.get('u', 7, async () => [{ part: 8, url: url(8) }])).rejects.toMatchObject({
+      kind: 'permanent',
+      message: 'the platform handed out no URL for part 7',
+    });
     const failing = cache.get('v', 1, async () => {
       await new Promise((r) => setTimeout(r, 5));
       throw new TargetError('retryable', 'platform down');
@@ -52,7 +55,10 @@ describe('UrlCache', () => {
 
   it('never hands out a dropped URL, nor those of a forgotten upload', async () => {
     const cache = new UrlCache();
-    cache.put('u', [{ part: 1, url: url(1) }, { part: 2, url: url(2) }]);
+    cache.put('u', [
+      { part: 1, url: url(1) },
+      { part: 2, url: url(2) },
+    ]);
     cache.drop('u', 1);
     expect(cache.fresh('u', 1)).toBeUndefined();
     expect(cache.fresh('u', 2)).toContain('partNumber=2');

@@ -86,21 +86,25 @@ export class CameraViews {
   /** Every camera seen in manifests, or the one asked for (an empty list when it was never seen). */
   cameras(cameraId?: string, nowMs = Date.now()): CameraView[] {
     const sent = new Map(this.db.all(SENT_SQL, (r) => [str(r.camera_id), num(r.bytes)] as const, { since: nowMs - TRANSMIT_WINDOW_MS }));
-    return this.db.all(CAMERAS_SQL, (r: Row) => {
-      const sentLastMinute = sent.get(str(r.camera_id)) ?? 0;
-      const latency = numOrNull(r.latency_ms);
-      return {
-        id: str(r.camera_id),
-        name: strOrNull(r.name),
-        state: num(r.paused) ? 'paused' : 'running',
-        lastVideoAt: strOrNull(r.last_video_at),
-        lastSeenAt: iso(num(r.last_seen_at)),
-        videoBacklog: num(r.backlog),
-        videoUploadLatency: latency === null ? null : Math.max(0, latency) / 1000,
-        networkTransmitRate: Math.round(sentLastMinute / (TRANSMIT_WINDOW_MS / 1000)),
-        isOnline: sentLastMinute > 0 || !num(r.troubled),
-      };
-    }, { camera: cameraId ?? null });
+    return this.db.all(
+      CAMERAS_SQL,
+      (r: Row) => {
+        const sentLastMinute = sent.get(str(r.camera_id)) ?? 0;
+        const latency = numOrNull(r.latency_ms);
+        return {
+          id: str(r.camera_id),
+          name: strOrNull(r.name),
+          state: num(r.paused) ? 'paused' : 'running',
+          lastVideoAt: strOrNull(r.last_video_at),
+          lastSeenAt: iso(num(r.last_seen_at)),
+          videoBacklog: num(r.backlog),
+          videoUploadLatency: latency === null ? null : Math.max(0, latency) / 1000,
+          networkTransmitRate: Math.round(sentLastMinute / (TRANSMIT_WINDOW_MS / 1000)),
+          isOnline: sentLastMinute > 0 || !num(r.troubled),
+        };
+      },
+      { camera: cameraId ?? null },
+    );
   }
 
   uploadMetrics(cameraId: string): UploadMetricsView {

@@ -10,7 +10,12 @@ export class LedgerFigures {
 
   /** Uploads not done and not failed, per target (those of paused cameras included). */
   queuedByTarget(): Map<string, number> {
-    return new Map(this.db.all(`SELECT target, COUNT(*) AS n FROM uploads WHERE state = 'queued' GROUP BY target`, (r) => [str(r.target), num(r.n)] as const));
+    return new Map(
+      this.db.all(
+        `SELECT target, COUNT(*) AS n FROM uploads WHERE state = 'queued' GROUP BY target`,
+        (r) => [str(r.target), num(r.n)] as const,
+      ),
+    );
   }
 
   /** Age in seconds of the oldest export still waiting for a file or with a queued upload; 0 when none. */
@@ -23,7 +28,7 @@ export class LedgerFigures {
          WHERE u.state = 'queued' AND v.state = 'ready')`,
       (r) => (r.at === null ? null : num(r.at)),
     );
-    return oldest == null ? 0 : Math.max(0, (nowMs - oldest) / 1000);
+    return oldest === undefined || oldest === null ? 0 : Math.max(0, (nowMs - oldest) / 1000);
   }
 
   /** Incident reports a platform refused for good in their latest version, per target, with the latest refusal. */

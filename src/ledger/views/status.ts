@@ -277,7 +277,7 @@ export class StatusView {
 
   /** Every incident with its videos and uploads, oldest first, `pageSize` at a time. */
   *incidentPages(pageSize: number, options: StatusOptions = {}): Generator<IncidentStatus[]> {
-    for (let after: string | null = null; ; ) {
+    for (let after: string | null = null; ;) {
       const page = this.incidentsAfter(after, pageSize, options);
       if (page.length > 0) yield page;
       if (page.length < pageSize) return;
@@ -306,14 +306,20 @@ export class StatusView {
   /** The whole ledger (or one incident) at once: for small ledgers and tests; `status` pages. */
   snapshot(options: StatusOptions & { incidentId?: string } = {}): StatusSnapshot {
     const one = options.incidentId;
-    const incidents = one !== undefined ? [this.incident(one, options)].filter((i): i is IncidentStatus => i !== undefined) : [...this.incidentPages(500, options)].flat();
+    const incidents =
+      one !== undefined
+        ? [this.incident(one, options)].filter((i): i is IncidentStatus => i !== undefined)
+        : [...this.incidentPages(500, options)].flat();
     return { ...this.overview(one ?? null), incidents };
   }
 
   private incidentsOf(rows: Row[], now: number): IncidentStatus[] {
     const ids = JSON.stringify(rows.map((r) => r.id));
     const uploads = new Map<string, UploadStatus[]>();
-    for (const u of this.db.all(`${UPLOADS_SQL('u.incident_id IN (SELECT value FROM json_each(@ids))')} ORDER BY u.id`, (r) => r, { ids, since: now - RATE_WINDOW_MS })) {
+    for (const u of this.db.all(`${UPLOADS_SQL('u.incident_id IN (SELECT value FROM json_each(@ids))')} ORDER BY u.id`, (r) => r, {
+      ids,
+      since: now - RATE_WINDOW_MS,
+    })) {
       const key = videoKey(u.incident_id, u.video_id);
       uploads.set(key, [...(uploads.get(key) ?? []), uploadStatus(u, now)]);
     }
@@ -346,7 +352,11 @@ export class StatusView {
       };
       videos.set(str(v.incident_id), [...(videos.get(str(v.incident_id)) ?? []), status]);
     }
-    const reports = this.db.all('SELECT * FROM reports WHERE incident_id IN (SELECT value FROM json_each(?)) ORDER BY target', (r) => r, ids);
+    const reports = this.db.all(
+      'SELECT * FROM reports WHERE incident_id IN (SELECT value FROM json_each(?)) ORDER BY target',
+      (r) => r,
+      ids,
+    );
     return rows.map((i) => ({
       id: str(i.id),
       title: (JSON.parse(String(i.info)) as { title?: string }).title ?? null,
@@ -375,7 +385,12 @@ export class StatusView {
            SELECT v.incident_id, v.id, v.first_seen_at, 'queued' FROM uploads u JOIN videos v ON v.incident_id = u.incident_id AND v.id = u.video_id
            WHERE u.state = 'queued' AND v.state = 'ready'
          ) ORDER BY since LIMIT 1`,
-        (r) => ({ incidentId: str(r.incident_id), videoId: str(r.video_id), since: iso(r.since) ?? '', what: r.what as 'waiting for its file' | 'queued' }),
+        (r) => ({
+          incidentId: str(r.incident_id),
+          videoId: str(r.video_id),
+          since: iso(r.since) ?? '',
+          what: r.what as 'waiting for its file' | 'queued',
+        }),
       ) ?? null
     );
   }

@@ -48,7 +48,15 @@ export const ProgressResponse = z.object({
 });
 
 /** Progress statuses that mean the upload was completed (and maybe is being processed). */
-export const COMPLETED_STATUSES: ReadonlySet<string> = new Set(['completed', 'complete', 'uploaded', 'processing', 'processed', 'ready', 'done']);
+export const COMPLETED_STATUSES: ReadonlySet<string> = new Set([
+  'completed',
+  'complete',
+  'uploaded',
+  'processing',
+  'processed',
+  'ready',
+  'done',
+]);
 
 export const AnyResponse = z.unknown();
 

@@ -93,7 +93,10 @@ export class AionvisionTarget implements Target {
       await this.abort(session, file, signal).catch(() => undefined);
       throw err;
     }
-    this.urls.put(session.media_id, res.chunks.map((c) => ({ part: c.chunk_number, url: c.upload_url })));
+    this.urls.put(
+      session.media_id,
+      res.chunks.map((c) => ({ part: c.chunk_number, url: c.upload_url })),
+    );
     return { session, layout };
   }
 
@@ -201,7 +204,10 @@ function chunkLayout(chunks: InitiateResponse['chunks'], fileSize: number): Part
   let offset = 0;
   for (const [i, c] of sorted.entries()) {
     if (c.chunk_number !== i + 1) {
-      throw new TargetError('permanent', `Aionvision initiate answered chunk ${c.chunk_number} where chunk ${i + 1} of ${sorted.length} belongs: chunks must be numbered 1 to N`);
+      throw new TargetError(
+        'permanent',
+        `Aionvision initiate answered chunk ${c.chunk_number} where chunk ${i + 1} of ${sorted.length} belongs: chunks must be numbered 1 to N`,
+      );
     }
     if (c.size_bytes === 0) throw new TargetError('permanent', `Aionvision initiate answered an empty chunk ${c.chunk_number}`);
     layout.push({ number: c.chunk_number, offset, size: c.size_bytes });

@@ -23,7 +23,15 @@ import {
   type TargetDeps,
   type UploadResult,
 } from '../target.js';
-import { AloSession, AnyResponse, CompleteResponse, CreateMultipartResponse, UploadUrlsResponse, type AloIncidentBody, type AloVideo } from './api.js';
+import {
+  AloSession,
+  AnyResponse,
+  CompleteResponse,
+  CreateMultipartResponse,
+  UploadUrlsResponse,
+  type AloIncidentBody,
+  type AloVideo,
+} from './api.js';
 import type { AloConfig } from './config.js';
 
 export class AloTarget implements Target {
@@ -66,7 +74,13 @@ export class AloTarget implements Target {
       schema: CreateMultipartResponse,
       signal,
     });
-    const session: AloSession = { mode: 'multipart', file_id: fileId, s3_key: created.s3_key, upload_id: created.upload_id, part_count: layout.length };
+    const session: AloSession = {
+      mode: 'multipart',
+      file_id: fileId,
+      s3_key: created.s3_key,
+      upload_id: created.upload_id,
+      part_count: layout.length,
+    };
     try {
       // Asking for the URLs now also learns ALO's size limit before a single byte is sent.
       await this.urlFor(session, file, 1, signal);
@@ -140,7 +154,16 @@ export class AloTarget implements Target {
       },
     };
     for (const entry of report.videos) {
-      const video: AloVideo = pick(entry.video, ['id', 'started_at', 'ended_at', 'camera_id', 'camera_name', 'camera_description', 'camera_latitude', 'camera_longitude']);
+      const video: AloVideo = pick(entry.video, [
+        'id',
+        'started_at',
+        'ended_at',
+        'camera_id',
+        'camera_name',
+        'camera_description',
+        'camera_latitude',
+        'camera_longitude',
+      ]);
       if (entry.outcome === 'uploaded') {
         video.s3_key = entry.results.video?.s3_key;
         if (entry.results.thumbnail?.s3_key) video.s3_thumbnail_key = entry.results.thumbnail.s3_key;
@@ -150,7 +173,13 @@ export class AloTarget implements Target {
         body.vms_incident.failed_videos.push(video);
       }
     }
-    await this.api.call({ method: 'PUT', path: `/vms/incidents/${encodeURIComponent(incident.id)}`, json: body, schema: AnyResponse, signal });
+    await this.api.call({
+      method: 'PUT',
+      path: `/vms/incidents/${encodeURIComponent(incident.id)}`,
+      json: body,
+      schema: AnyResponse,
+      signal,
+    });
   }
 
   async close(): Promise<void> {
@@ -182,7 +211,10 @@ export class AloTarget implements Target {
     });
     const max = res.max_upload_size_mb;
     if (max !== undefined && max >= 0 && file.size > max * 1024 * 1024) {
-      throw new TargetError('permanent', `${file.name} is ${(file.size / 1048576).toFixed(1)} MB; ALO accepts at most ${max} MB (max_upload_size_mb)`);
+      throw new TargetError(
+        'permanent',
+        `${file.name} is ${(file.size / 1048576).toFixed(1)} MB; ALO accepts at most ${max} MB (max_upload_size_mb)`,
+      );
     }
     const entry = res.uploads[session.file_id];
     if (!entry) throw new TargetError('retryable', `ALO upload_urls answered without an entry for ${session.file_id}`);

@@ -64,7 +64,10 @@ export const UploadDetails = z.object({
   mediaId: z.string().optional(),
   status: z.enum(UPLOAD_STATUSES),
   fileUrl: z.string().nullish(),
-  parts: z.array(RegisteredPart).nullish().transform((v) => v ?? []),
+  parts: z
+    .array(RegisteredPart)
+    .nullish()
+    .transform((v) => v ?? []),
   failureReason: z.string().nullish(),
 });
 export type UploadDetails = z.infer<typeof UploadDetails>;

@@ -53,7 +53,15 @@ export const MAX_PART_SIZE = 600 * MiB;
 export const MAX_FILE_SIZE = MAX_PARTS * MAX_PART_SIZE;
 const CREATOR = 'vms-uplink';
 const INCIDENT_METADATA = ['title', 'description', 'incident_at', 'created_at', 'updated_at', 'latitude', 'longitude'] as const;
-const VIDEO_METADATA = ['camera_id', 'camera_name', 'camera_description', 'camera_latitude', 'camera_longitude', 'started_at', 'ended_at'] as const;
+const VIDEO_METADATA = [
+  'camera_id',
+  'camera_name',
+  'camera_description',
+  'camera_latitude',
+  'camera_longitude',
+  'started_at',
+  'ended_at',
+] as const;
 
 /**
  * The part size the document recommends, by file size:
@@ -100,7 +108,9 @@ export class TruvideoTarget implements Target {
   refuse(file: SourceFile): string | null {
     if (!fileTypeOf(file.name)) {
       const shown = extname(file.name) || '(none)';
-      return `TruVideo accepts video files ${Object.keys(VIDEO_FILE_TYPES).map((t) => `.${t.toLowerCase()}`).join(', ')}; ${file.name} has extension ${shown}`;
+      return `TruVideo accepts video files ${Object.keys(VIDEO_FILE_TYPES)
+        .map((t) => `.${t.toLowerCase()}`)
+        .join(', ')}; ${file.name} has extension ${shown}`;
     }
     if (file.size > MAX_FILE_SIZE) {
       return `${file.name} is ${file.size} bytes; TruVideo accepts at most ${MAX_PARTS} parts of 600 MiB (${MAX_FILE_SIZE} bytes)`;
@@ -129,7 +139,10 @@ export class TruvideoTarget implements Target {
     const json = startRequest(file, layout.length, frame);
     const res = await this.api.call({ method: 'POST', path: '/upload/start', json, schema: StartResponse, signal });
     const session: TruvideoSession = { uploadId: res.uploadId, mediaId: res.mediaId, amountOfParts: layout.length };
-    this.urls.put(session.uploadId, res.presignedUrls.map((u) => ({ part: u.partNumber, url: u.url })));
+    this.urls.put(
+      session.uploadId,
+      res.presignedUrls.map((u) => ({ part: u.partNumber, url: u.url })),
+    );
     return { session };
   }
 
@@ -195,7 +208,8 @@ export class TruvideoTarget implements Target {
       });
       return null;
     } catch (err) {
-      const refused = err instanceof TargetError && err.kind === 'permanent' && (err.details.status ?? 0) >= 400 && (err.details.status ?? 0) < 500;
+      const refused =
+        err instanceof TargetError && err.kind === 'permanent' && (err.details.status ?? 0) >= 400 && (err.details.status ?? 0) < 500;
       if (!refused) throw err;
       const known = await this.details(session, signal);
       if (known.status !== 'PENDING_COMPLETE' && known.status !== 'COMPLETED' && known.status !== 'FAILED') throw err;
@@ -214,7 +228,10 @@ export class TruvideoTarget implements Target {
       return result;
     }
     if (timedOut) {
-      throw new TargetError('retryable', `TruVideo upload ${session.uploadId} is still ${details.status} ${this.config.poll_timeout} s after complete`);
+      throw new TargetError(
+        'retryable',
+        `TruVideo upload ${session.uploadId} is still ${details.status} ${this.config.poll_timeout} s after complete`,
+      );
     }
     const intervalMs = this.config.poll_interval * 1000;
     const retryAfterMs = Math.min(intervalMs, (intervalMs / 4) * 2 ** waiting.polls++);
@@ -293,7 +310,12 @@ export function startRequest(file: SourceFile, amountOfParts: number, frame: Fra
   for (const key of VIDEO_METADATA) if (video[key] !== undefined) metadata[key] = video[key];
   for (const key of RESERVED_METADATA_KEYS) delete metadata[key];
 
-  const media: StartRequest['media'] = { fileType: fileTypeOf(file.name) ?? '', title: mediaTitle(file, MAX_TEXT_LENGTH), creator: CREATOR, tags };
+  const media: StartRequest['media'] = {
+    fileType: fileTypeOf(file.name) ?? '',
+    title: mediaTitle(file, MAX_TEXT_LENGTH),
+    creator: CREATOR,
+    tags,
+  };
   const duration = durationMs(video.started_at, video.ended_at);
   if (duration !== undefined) media.duration = duration;
   if (frame) media.resolution = resolutionLabel(frame);

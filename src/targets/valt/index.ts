@@ -13,7 +13,17 @@ import { sliceParts, type PartLayout } from '../../plan/part-plan.js';
 import { Authenticator } from '../auth.js';
 import { JsonApi } from '../json-api.js';
 import { mediaTitle } from '../media-title.js';
-import type { FileRole, PartReceipt, SendPartRequest, SessionState, SourceFile, StartResult, Target, TargetDeps, UploadResult } from '../target.js';
+import type {
+  FileRole,
+  PartReceipt,
+  SendPartRequest,
+  SessionState,
+  SourceFile,
+  StartResult,
+  Target,
+  TargetDeps,
+  UploadResult,
+} from '../target.js';
 import { chunkUrl, contentRange, FileForm, RecordResponse, ValtSession, type CreateUploadBody } from './api.js';
 import type { ValtConfig } from './config.js';
 
