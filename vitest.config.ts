@@ -1,10 +1,18 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * `npm test`, the fast tier (a few minutes on 2 cores, the build included): unit tests, the
+ * emulators' self-tests, the stages in process, the conformance suite (one file per platform, the
+ * real daemon as a child process), and smoke runs of the real daemon and CLI.
+ * The slow process-level suites are `npm run test:e2e` (vitest.e2e.config.ts).
+ */
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    include: ['test/{unit,emulators,component,conformance,smoke}/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    maxWorkers: 2,
+    minWorkers: 1,
   },
 });

@@ -5,7 +5,7 @@
  * ALO incident report lists every video, the ledger passed `PRAGMA integrity_check` after every
  * kill, and the bytes sent again stay within the parts that can be in flight at each kill that
  * finds uploads under way: `upload.concurrency` parts, across all uploads.
- * `npm run crash-loop` runs the full size; CI runs a small one (test/integration/crash-loop.test.ts).
+ * `npm run crash-loop` runs the full size; CI runs a small one (test/e2e/crash-loop.test.ts).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

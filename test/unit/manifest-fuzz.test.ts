@@ -8,7 +8,7 @@
  * last-resort "internal error"), either accepting the manifest or giving problems that each name a
  * field (`videos[1].id: …`) or a place in the text (`line 3, column 7`); and no path it accepts
  * ever resolves outside the incident folder. The watcher prefixes each problem with the file's
- * path (checked end to end in test/integration/hostile-files.test.ts).
+ * path (checked end to end in test/e2e/hostile-files.test.ts).
  */
 import { mkdir, realpath, symlink, writeFile } from 'node:fs/promises';
 import { join, relative, isAbsolute, sep } from 'node:path';

@@ -1,7 +1,7 @@
 /**
  * The redaction every log line, error and ledger message goes through (src/log/redact.ts) and the
  * logger's use of it (src/log/logger.ts): the edge cases the end-to-end test
- * (test/integration/log-secrets.test.ts) does not reach one by one.
+ * (test/smoke/log-secrets.test.ts) does not reach one by one.
  */
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';

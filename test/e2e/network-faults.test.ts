@@ -25,7 +25,7 @@ import { writeSiteConfig, type SiteFiles } from '../support/site.js';
 const FIXTURES: PlatformFixture[] = [aloFixture, aionvisionFixture, truvideoFixture, valtFixture];
 
 /** How long the platform (API and store) is unreachable in the outage test. */
-/** 20 s in CI; `VMS_UPLINK_OUTAGE_SECONDS=300 npx vitest run test/integration/network-faults.test.ts -t unreachable` for the long one. */
+/** 20 s in CI; `VMS_UPLINK_OUTAGE_SECONDS=300 npx vitest run test/e2e/network-faults.test.ts -t unreachable` for the long one. */
 const OUTAGE_MS = Number(process.env.VMS_UPLINK_OUTAGE_SECONDS ?? 20) * 1000;
 /** The per-part stall timeout the daemon runs with here (seconds). */
 const STALL_TIMEOUT_S = 2;

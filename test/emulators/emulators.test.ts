@@ -5,9 +5,9 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AION_TEST_KEY, startAionvisionEmulator, type AionvisionEmulator } from '../emulators/aionvision.js';
-import { startAloEmulator, type AloEmulator } from '../emulators/alo.js';
-import { S3Error, startS3Store, type S3Store } from '../emulators/s3-store.js';
+import { AION_TEST_KEY, startAionvisionEmulator, type AionvisionEmulator } from './aionvision.js';
+import { startAloEmulator, type AloEmulator } from './alo.js';
+import { S3Error, startS3Store, type S3Store } from './s3-store.js';
 
 const MiB = 1024 * 1024;
 const AUTH = { authorization: 'Bearer alo-test-token' };

@@ -1,0 +1,4 @@
+import { aionvisionFixture } from './fixtures/aionvision.js';
+import { conformanceSuite } from './suite.js';
+
+conformanceSuite(aionvisionFixture);

@@ -1,0 +1,4 @@
+import { aloFixture } from './fixtures/alo.js';
+import { conformanceSuite } from './suite.js';
+
+conformanceSuite(aloFixture);

@@ -1,0 +1,4 @@
+import { truvideoFixture } from './fixtures/truvideo.js';
+import { conformanceSuite } from './suite.js';
+
+conformanceSuite(truvideoFixture);

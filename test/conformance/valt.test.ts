@@ -1,0 +1,4 @@
+import { valtFixture } from './fixtures/valt.js';
+import { conformanceSuite } from './suite.js';
+
+conformanceSuite(valtFixture);
