@@ -63,6 +63,11 @@ export class VideoPlanner {
     this.settle = new SettleTracker(options.settleMs, options.trustMtime);
   }
 
+  /** A full page was checked last time: more videos wait after it. */
+  get hasMore(): boolean {
+    return this.cursor !== null;
+  }
+
   /** Checks a page of waiting videos; true when some video changed state. Never runs twice at once. */
   tick(signal: AbortSignal): Promise<boolean> {
     this.running ??= this.checkPage(signal).finally(() => (this.running = null));

@@ -41,6 +41,8 @@ const MAX_DEPTH = 12;
 const FRESH_DIR_MS = 10_000;
 /** Manifests taken from a walk of the root per tick. */
 const WALK_PAGE = 500;
+/** Manifests read at once in a tick. */
+const CONCURRENT_READS = 32;
 
 export class FolderWatcher {
   private watcher: FSWatcher | null = null;
@@ -119,23 +121,31 @@ export class FolderWatcher {
     return problem;
   }
 
-  /** Reads every candidate manifest that has settled, and a page of the walk under way; true when the ledger changed. */
+  /**
+   * Reads every candidate manifest that has settled, and a page of the walk under way; true while
+   * the walk has more to give. Manifests are read CONCURRENT_READS at a time, so that those
+   * applied together share one ledger commit.
+   */
   async tick(): Promise<boolean> {
     for (const [dir, until] of this.freshDirs) {
       if (until < performance.now()) this.freshDirs.delete(dir);
       for await (const path of findManifests(dir, 0, () => false)) this.candidates.add(path);
     }
     await this.takeFromWalk();
-    let changed = false;
-    for (const path of [...this.candidates]) {
-      try {
-        changed = (await this.checkManifest(path)) || changed;
-      } catch (err) {
-        this.candidates.delete(path);
-        this.options.log.warn({ event: 'manifest.unreadable', path, err }, `cannot read manifest ${path}: ${describeError(err)}`);
-      }
+    const paths = [...this.candidates];
+    for (let i = 0; i < paths.length; i += CONCURRENT_READS) {
+      await Promise.all(paths.slice(i, i + CONCURRENT_READS).map((path) => this.readCandidate(path)));
     }
-    return changed;
+    return this.walk !== null;
+  }
+
+  private async readCandidate(path: string): Promise<void> {
+    try {
+      await this.checkManifest(path);
+    } catch (err) {
+      this.candidates.delete(path);
+      this.options.log.warn({ event: 'manifest.unreadable', path, err }, `cannot read manifest ${path}: ${describeError(err)}`);
+    }
   }
 
   private async takeFromWalk(): Promise<void> {
@@ -151,14 +161,14 @@ export class FolderWatcher {
   }
 
   /** Reads the manifest once it settled, unless this version was read already. */
-  private async checkManifest(path: string): Promise<boolean> {
+  private async checkManifest(path: string): Promise<void> {
     const st = await lstat(path);
     const stamp = `${st.size}:${st.mtimeMs}`;
     if (this.options.ledger.manifestStamp(path) === stamp) {
       this.candidates.delete(path);
-      return false;
+      return;
     }
-    if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, performance.now()) !== 'settled') return false;
+    if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, performance.now()) !== 'settled') return;
     this.candidates.delete(path);
     this.settle.forget(path);
     const text = await readFile(path, 'utf8');
@@ -166,19 +176,18 @@ export class FolderWatcher {
     const folder = dirname(path);
     const parsed = parseManifest(text, basename(path));
     if (!parsed.ok) {
-      if (this.options.ledger.recordManifestError(path, sha, stamp, parsed.problems)) {
+      if (await this.options.ledger.recordManifestError(path, sha, stamp, parsed.problems)) {
         for (const problem of parsed.problems) this.options.log.error({ event: 'manifest.invalid', path, problem }, `${path}: ${problem}`);
       }
-      return false;
+      return;
     }
-    const applied = this.options.ledger.applyManifest(path, folder, sha, stamp, parsed.manifest, this.options.route(folder));
+    const applied = await this.options.ledger.applyManifest(path, folder, sha, stamp, parsed.manifest, this.options.route(folder));
     if (applied) {
       this.options.log.info(
         { event: 'manifest.applied', path, incidentId: parsed.manifest.incident.id, videos: parsed.manifest.videos.length },
         'manifest read',
       );
     }
-    return applied;
   }
 }
 
