@@ -15,6 +15,7 @@ import { createHash } from 'node:crypto';
 import { lstat, opendir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import chokidar, { type FSWatcher } from 'chokidar';
+import { systemClock, type Clock } from '../clock.js';
 import type { WatchLedger } from '../ledger/watch-ledger.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
@@ -33,6 +34,8 @@ export interface WatcherOptions {
   /** A file that is not a manifest was added or changed (an export going on after its upload?). */
   onFileEvent?: (path: string) => void;
   log: Logger;
+  /** What settling is measured on. Default the system's clocks. */
+  clock?: Clock;
 }
 
 const MANIFESTS = new Set<string>(MANIFEST_NAMES);
@@ -52,9 +55,11 @@ export class FolderWatcher {
   private readonly freshDirs = new Map<string, number>();
   /** The walk of the root under way, if any. */
   private walk: AsyncGenerator<string> | null = null;
+  private readonly clock: Clock;
 
   constructor(private readonly options: WatcherOptions) {
-    this.settle = new SettleTracker(options.settleMs, !options.poll);
+    this.clock = options.clock ?? systemClock;
+    this.settle = new SettleTracker(options.settleMs, !options.poll, () => this.clock.now());
   }
 
   /**
@@ -82,7 +87,7 @@ export class FolderWatcher {
     this.watcher.on('add', onFile).on('change', onFile);
     // An exporter that creates a folder and renames a manifest into it at once can beat the
     // watch on the new folder: such folders are scanned on every tick for a while.
-    this.watcher.on('addDir', (dir: string) => this.freshDirs.set(dir, performance.now() + FRESH_DIR_MS));
+    this.watcher.on('addDir', (dir: string) => this.freshDirs.set(dir, this.clock.monotonic() + FRESH_DIR_MS));
     this.watcher.on('error', (err) => this.options.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`));
     await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
     this.rescan(true);
@@ -122,7 +127,7 @@ export class FolderWatcher {
   /** Reads every candidate manifest that has settled, and a page of the walk under way; true when the ledger changed. */
   async tick(): Promise<boolean> {
     for (const [dir, until] of this.freshDirs) {
-      if (until < performance.now()) this.freshDirs.delete(dir);
+      if (until < this.clock.monotonic()) this.freshDirs.delete(dir);
       for await (const path of findManifests(dir, 0, () => false)) this.candidates.add(path);
     }
     await this.takeFromWalk();
@@ -158,7 +163,7 @@ export class FolderWatcher {
       this.candidates.delete(path);
       return false;
     }
-    if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, performance.now()) !== 'settled') return false;
+    if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, this.clock.monotonic()) !== 'settled') return false;
     this.candidates.delete(path);
     this.settle.forget(path);
     const text = await readFile(path, 'utf8');
