@@ -5,6 +5,7 @@
  * Retry-After); a report the platform refuses for good is recorded as refused and not sent
  * again until the incident changes. The ledger remembers all of it across restarts.
  */
+import { systemClock, type Clock } from '../clock.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
 import { LedgerFaultError } from '../ledger/faults.js';
@@ -33,6 +34,8 @@ export class IncidentReporter {
     private readonly pacer: Pacer,
     private readonly log: Logger,
     private readonly observer?: ReportObserver,
+    /** When a report that failed may be sent again is measured on it. */
+    private readonly clock: Clock = systemClock,
   ) {}
 
   /**
@@ -55,7 +58,7 @@ export class IncidentReporter {
       if (this.inFlight.size >= IN_FLIGHT) break;
       const key = `${due.target}\u0000${due.incidentId}`;
       const target = this.targets.get(due.target);
-      if (!target?.report || this.inFlight.has(key) || (this.retryAt.get(key) ?? 0) > Date.now()) continue;
+      if (!target?.report || this.inFlight.has(key) || (this.retryAt.get(key) ?? 0) > this.clock.now()) continue;
       this.inFlight.add(key);
       const sent = this.send(target, due.incidentId, due.wanted, due.attempts, key).finally(() => this.inFlight.delete(key));
       sends.push(sent.then((acked) => (acked ? this.tick() : undefined)));
@@ -112,7 +115,7 @@ export class IncidentReporter {
       return;
     }
     this.ledger.failed(ids.incidentId, ids.target, describeError(err));
-    this.retryAt.set(key, Date.now() + delay);
+    this.retryAt.set(key, this.clock.now() + delay);
     this.log.warn({ event: 'incident.report.failed', ...ids, err, delayMs: delay }, `incident report failed: ${describeError(err)}`);
   }
 }

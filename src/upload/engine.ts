@@ -123,6 +123,11 @@ export class UploadEngine {
   review(): void {
     if (this.stopping) return;
     this.interruptHalted();
+    this.abortDue();
+  }
+
+  /** Releases the remote uploads due to be aborted, unless that is under way already. */
+  private abortDue(): void {
     if (!this.aborting && this.options.ledger.abortsDue(1).length > 0) {
       this.aborting = this.drainAborts().finally(() => (this.aborting = null));
     }
@@ -267,6 +272,8 @@ export class UploadEngine {
     } else {
       const message = describeError(err);
       this.options.ledger.failed(upload.id, message);
+      // Given up: its remote upload is released now, not at the next review.
+      this.abortDue();
       this.options.observer?.uploadFailed(upload.target);
       log.error({ event: 'upload.failed', err }, `upload failed: ${message}`);
     }

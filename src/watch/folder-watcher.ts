@@ -15,6 +15,7 @@ import { createHash } from 'node:crypto';
 import { lstat, opendir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import chokidar, { type FSWatcher } from 'chokidar';
+import { systemClock, type Clock } from '../clock.js';
 import type { WatchLedger } from '../ledger/watch-ledger.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
@@ -33,6 +34,8 @@ export interface WatcherOptions {
   /** A file that is not a manifest was added or changed (an export going on after its upload?). */
   onFileEvent?: (path: string) => void;
   log: Logger;
+  /** What settling is measured on. Default the system's clocks. */
+  clock?: Clock;
 }
 
 const MANIFESTS = new Set<string>(MANIFEST_NAMES);
@@ -54,9 +57,11 @@ export class FolderWatcher {
   private readonly freshDirs = new Map<string, number>();
   /** The walk of the root under way, if any. */
   private walk: AsyncGenerator<string> | null = null;
+  private readonly clock: Clock;
 
   constructor(private readonly options: WatcherOptions) {
-    this.settle = new SettleTracker(options.settleMs, !options.poll);
+    this.clock = options.clock ?? systemClock;
+    this.settle = new SettleTracker(options.settleMs, !options.poll, () => this.clock.now());
   }
 
   /**
@@ -84,7 +89,7 @@ export class FolderWatcher {
     this.watcher.on('add', onFile).on('change', onFile);
     // An exporter that creates a folder and renames a manifest into it at once can beat the
     // watch on the new folder: such folders are scanned on every tick for a while.
-    this.watcher.on('addDir', (dir: string) => this.freshDirs.set(dir, performance.now() + FRESH_DIR_MS));
+    this.watcher.on('addDir', (dir: string) => this.freshDirs.set(dir, this.clock.monotonic() + FRESH_DIR_MS));
     this.watcher.on('error', (err) => this.options.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`));
     await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
     this.rescan(true);
@@ -105,7 +110,18 @@ export class FolderWatcher {
 
   /** Folders of incidents every target finished with are no longer watched. */
   unwatch(folders: readonly string[]): void {
-    if (folders.length > 0) this.watcher?.unwatch([...folders]);
+    if (!this.watcher || folders.length === 0) return;
+    // chokidar keeps a watch on each file it saw as well as on its folder: those go too.
+    const gone = new Set(folders);
+    const within = (dir: string): boolean => {
+      for (let d = dir; d !== dirname(d); d = dirname(d)) if (gone.has(d)) return true;
+      return false;
+    };
+    const paths: string[] = [];
+    for (const [dir, names] of Object.entries(this.watcher.getWatched())) {
+      if (within(dir)) paths.push(dir, ...names.map((name) => join(dir, name)));
+    }
+    this.watcher.unwatch(paths);
   }
 
   /** Why watch.root cannot be watched (logged once per episode), or null when it is a folder. */
@@ -128,7 +144,7 @@ export class FolderWatcher {
    */
   async tick(): Promise<boolean> {
     for (const [dir, until] of this.freshDirs) {
-      if (until < performance.now()) this.freshDirs.delete(dir);
+      if (until < this.clock.monotonic()) this.freshDirs.delete(dir);
       for await (const path of findManifests(dir, 0, () => false)) this.candidates.add(path);
     }
     await this.takeFromWalk();
@@ -168,7 +184,7 @@ export class FolderWatcher {
       this.candidates.delete(path);
       return;
     }
-    if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, performance.now()) !== 'settled') return;
+    if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, this.clock.monotonic()) !== 'settled') return;
     this.candidates.delete(path);
     this.settle.forget(path);
     const text = await readFile(path, 'utf8');
