@@ -12,6 +12,7 @@
  * platform calls and ledger commit, not its bytes, are most of its time, so a part slot alone
  * would sit idle.
  */
+import { setMaxListeners } from 'node:events';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
 import { LedgerFaultError } from '../ledger/faults.js';
@@ -94,6 +95,10 @@ export class UploadEngine {
 
   constructor(private readonly options: EngineOptions) {
     this.parts = new Semaphore(options.concurrency);
+    // The shutdown signal holds one listener per upload under way and one per identity pass it
+    // waits for, each removed when that ends: more than Node's default of 10 once small files
+    // run side by side, and never more than this.
+    setMaxListeners(2 * options.concurrency * SMALL_PER_SLOT * Math.max(1, options.targets.size) + 10, this.root.signal);
   }
 
   /** Starts queued uploads while there is room; call whenever the ledger may have gained some. */
