@@ -22,7 +22,8 @@ const WRITERS = 32;
 const PROGRESS_MS = 10_000;
 /** Idle CPU is measured over this long, this long after the work ended (the daemon lets go of finished incidents every 10 s). */
 const IDLE_MEASURE_MS = 30_000;
-const IDLE_SETTLE_MS = 15_000;
+// The first half minute after start-up or a backlog still collects its garbage (16 of 30 s ticks measured, then 2).
+const IDLE_SETTLE_MS = 45_000;
 
 /** Disk the backlog takes: the videos, manifests and directories, and room for the ledger. */
 export const backlogBytes = (incidents: number): number => incidents * 256 * 1024 + 256 * 1024 * 1024;

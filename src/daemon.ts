@@ -32,6 +32,8 @@ const ROOT_CHECK_MS = 2_000;
 /** How often incidents every target finished with are looked for (their folders are then unwatched). */
 const FINISH_CHECK_MS = 10_000;
 const FINISH_PAGE = 500;
+/** How long the main loop sleeps while there is nothing to do. */
+const QUIET_MS = 5_000;
 /** A main loop that has not come round for this long is reported by /healthz. */
 const LOOP_STALL_MS = 60_000;
 
@@ -127,7 +129,7 @@ export class Daemon {
     const pacer = new Pacer({ initialMs: config.upload.retry_initial * 1000, maxMs: config.upload.retry_max * 1000 });
     // upload.bandwidth: one bucket for every part of every upload and target; the schedule sets its rate.
     const bandwidth = new TokenBucket(null);
-    const metrics = new UploadMetrics([...targets.keys()], ledger.figures, bandwidth);
+    const metrics = new UploadMetrics([...targets.keys()], ledger.figures, bandwidth, Boolean(config.api?.listen));
     const identities = new FileIdentities(ledger.plan);
     const engine = new UploadEngine({
       ledger: ledger.uploads,
@@ -157,6 +159,7 @@ export class Daemon {
         ledger: ledger.watch,
         route: (folder) => router.targetsFor(folder),
         onFileEvent: (path) => changes.fileEvent(path),
+        onActivity: () => this.wake?.(),
         log,
       });
     return {
@@ -234,8 +237,16 @@ export class Daemon {
       if (due) await stages.changes.tick();
       this.spawn(stages, this.plan(stages), 'planning');
       stages.engine.poke();
-      await this.idle(moreManifests || stages.planner.hasMore ? 0 : tickMs);
+      await this.idle(moreManifests || stages.planner.hasMore ? 0 : this.quiet(stages) ? QUIET_MS : tickMs);
     }
+  }
+
+  /**
+   * Nothing to do and nothing on its way: the loop may sleep longer (a file event, the API or a
+   * stop still wake it at once), so that an idle daemon costs the recorder next to nothing.
+   */
+  private quiet(stages: Stages): boolean {
+    return !stages.watcher.busy && stages.engine.activeUploads === 0 && !this.ledger.figures.workPending();
   }
 
   /** A page of waiting exports planned; the loop comes round at once while more wait. */

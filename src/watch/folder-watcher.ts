@@ -33,6 +33,8 @@ export interface WatcherOptions {
   route: (folder: string) => string[];
   /** A file that is not a manifest was added or changed (an export going on after its upload?). */
   onFileEvent?: (path: string) => void;
+  /** Anything appeared or changed below the root: a daemon waiting long while idle comes round now. */
+  onActivity?: () => void;
   log: Logger;
   /** What settling is measured on. Default the system's clocks. */
   clock?: Clock;
@@ -85,11 +87,15 @@ export class FolderWatcher {
     const onFile = (path: string): void => {
       if (MANIFESTS.has(basename(path))) this.candidates.add(path);
       else this.options.onFileEvent?.(path);
+      this.options.onActivity?.();
     };
     this.watcher.on('add', onFile).on('change', onFile);
     // An exporter that creates a folder and renames a manifest into it at once can beat the
     // watch on the new folder: such folders are scanned on every tick for a while.
-    this.watcher.on('addDir', (dir: string) => this.freshDirs.set(dir, this.clock.monotonic() + FRESH_DIR_MS));
+    this.watcher.on('addDir', (dir: string) => {
+      this.freshDirs.set(dir, this.clock.monotonic() + FRESH_DIR_MS);
+      this.options.onActivity?.();
+    });
     this.watcher.on('error', (err) => this.options.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`));
     await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
     this.rescan(true);
@@ -106,6 +112,11 @@ export class FolderWatcher {
   rescan(finished = false): void {
     if (this.walk) return;
     this.walk = findManifests(this.options.root, 0, finished ? () => false : (dir) => this.options.ledger.isFinishedFolder(dir));
+  }
+
+  /** Something is under way: a walk, a manifest waiting to settle, a new folder to look into. */
+  get busy(): boolean {
+    return this.walk !== null || this.candidates.size > 0 || this.freshDirs.size > 0;
   }
 
   /** Folders of incidents every target finished with are no longer watched. */
