@@ -61,14 +61,20 @@ async function run(args: Args): Promise<number> {
   refuseNetworkLedger(configPath, config.ledger.path);
   const secrets = new Secrets();
   const log = createLogger(config.log.level, secrets);
-  const daemon = Daemon.open(config, log, secrets);
+  const daemon = Daemon.open(config, log, secrets, { readConfig: () => loadConfig(configPath) });
   const onSignal = (signal: string): void => {
     log.info({ event: 'daemon.signal', signal }, `${signal} received`);
     daemon.stop();
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
+  const onHangup = (): void => {
+    log.info({ event: 'daemon.signal', signal: 'SIGHUP' }, 'SIGHUP received: reading the configuration file again');
+    daemon.requestReload();
+  };
+  process.on('SIGHUP', onHangup);
   await daemon.run();
+  process.off('SIGHUP', onHangup);
   await new Promise<void>((resolve) => log.flush(() => resolve()));
   return 0;
 }

@@ -3,7 +3,9 @@
  */
 import { AfterUpload } from './after/after-upload.js';
 import { LocalApi, type Health } from './api/local-api.js';
-import type { Config } from './config/schema.js';
+import { ConfigError } from './config/load.js';
+import type { ApiConfig, Config } from './config/schema.js';
+import { Secret } from './config/secret.js';
 import type { LedgerFault } from './ledger/faults.js';
 import { freeBytesFor } from './ledger/filesystem.js';
 import { HealthFile, healthPath, type DaemonHealth } from './ledger/health.js';
@@ -46,12 +48,20 @@ interface LowDisk {
 export interface DaemonOptions {
   /** Runs before every ledger write: tests make it throw a storage fault (a full disk). */
   beforeLedgerWrite?: () => void;
+  /** Reads the configuration file again (SIGHUP); throws a ConfigError when it cannot be used. */
+  readConfig?: () => Config;
 }
 
-/** The pipeline's stages as run() wires them. */
+/** What lives as long as the process: the local API, the metrics and the one bandwidth bucket. */
+interface Lasting {
+  metrics: UploadMetrics;
+  bandwidth: TokenBucket;
+  api: LocalApi | null;
+}
+
+/** The pipeline's stages as run() wires them from the configuration; a reload wires them anew. */
 interface Stages {
   pacer: Pacer;
-  metrics: UploadMetrics;
   engine: UploadEngine;
   changes: ExportChanges;
   /** A fresh watcher (after the ledger recovered from a fault). */
@@ -61,9 +71,64 @@ interface Stages {
   planner: VideoPlanner;
   reporter: IncidentReporter;
   after: AfterUpload;
-  api: LocalApi | null;
   /** Stage runs under way, awaited at shutdown. */
   background: Set<Promise<unknown>>;
+}
+
+/** A reload that could not be used: when, and every problem by YAML path. */
+interface ReloadFailure {
+  at: string;
+  problems: string[];
+}
+
+/** The HTTP client and the targets built on it: what network and target settings make. */
+interface Network {
+  http: HttpClient;
+  targets: Map<string, Target>;
+}
+
+function openNetwork(config: Config, secrets: Secrets): Network {
+  const http = new HttpClient({ connectionsPerOrigin: config.upload.concurrency + 2 }, secrets);
+  return { http, targets: createTargets(config.targets, { http, secrets }) };
+}
+
+async function closeNetwork(network: Network): Promise<void> {
+  for (const t of network.targets.values()) await t.close();
+  await network.http.close().catch(() => undefined);
+}
+
+const reportingTargets = (targets: Map<string, Target>): string[] =>
+  [...targets.values()].filter((t) => t.report !== undefined).map((t) => t.name);
+
+/** Settings a reload cannot change: the ledger is open, the API's port is bound. */
+function restartOnly(running: Config, next: Config): string[] {
+  const kept: string[] = [];
+  if (next.ledger.path !== running.ledger.path) kept.push('ledger.path');
+  if (next.api?.listen !== running.api?.listen) kept.push('api.listen');
+  return kept;
+}
+
+/** What a reload changes, for its log line: targets by name, and the other sections that differ. */
+function describeChanges(
+  running: Config,
+  next: Config,
+): { targetsAdded: string[]; targetsRemoved: string[]; targetsChanged: string[]; sections: string[] } {
+  const before = running.targets as Record<string, unknown>;
+  const after = next.targets as Record<string, unknown>;
+  // A credential's JSON is its mask: compare what it holds, so a new token counts as a change.
+  const text = (v: unknown): string =>
+    JSON.stringify(v, function (this: Record<string, unknown>, key: string, x: unknown) {
+      const raw = this[key];
+      return raw instanceof Secret ? `secret:${raw.reveal()}` : x;
+    });
+  const same = (a: unknown, b: unknown): boolean => text(a) === text(b);
+  const sections = (['watch', 'routes', 'upload', 'after_upload', 'log', 'api'] as const).filter((k) => !same(running[k], next[k]));
+  return {
+    targetsAdded: Object.keys(after).filter((t) => !(t in before)),
+    targetsRemoved: Object.keys(before).filter((t) => !(t in after)),
+    targetsChanged: Object.keys(after).filter((t) => t in before && !same(before[t], after[t])),
+    sections,
+  };
 }
 
 /** `every(name, ms)` is true when `ms` passed since it last was for that name (and the first time). */
@@ -85,51 +150,86 @@ export class Daemon {
   private lowDisk: LowDisk | null = null;
   private rootProblem: string | null = null;
   private lastLoopAt = Date.now();
+  private reloadWanted = false;
+  private reloadFailure: ReloadFailure | null = null;
+  private readonly lasting: Lasting;
+  /** The stages at work (null while a reload replaces them). */
+  private current: Stages | null = null;
 
   private constructor(
-    private readonly config: Config,
+    private config: Config,
     private readonly log: Logger,
     private readonly secrets: Secrets,
-    private readonly http: HttpClient,
+    private network: Network,
     private readonly ledger: Ledger,
-    private readonly targets: Map<string, Target>,
-  ) {}
+    private readonly options: DaemonOptions,
+  ) {
+    // upload.bandwidth: one bucket for every part of every upload and target; the schedule sets its rate.
+    const bandwidth = new TokenBucket(null);
+    const metrics = new UploadMetrics([...network.targets.keys()], ledger.figures, bandwidth, Boolean(config.api?.listen));
+    this.lasting = { metrics, bandwidth, api: config.api?.listen ? this.localApi(config.api, metrics) : null };
+  }
 
   /** Opens everything that can fail on bad input before any work starts. */
   static open(config: Config, log: Logger, secrets: Secrets, options: DaemonOptions = {}): Daemon {
-    const http = new HttpClient({ connectionsPerOrigin: config.upload.concurrency + 2 }, secrets);
-    const targets = createTargets(config.targets, { http, secrets });
-    const reportingTargets = [...targets.values()].filter((t) => t.report !== undefined).map((t) => t.name);
-    const ledger = Ledger.open(config.ledger.path, { reportingTargets, beforeWrite: options.beforeLedgerWrite });
-    return new Daemon(config, log, secrets, http, ledger, targets);
+    const network = openNetwork(config, secrets);
+    const ledger = Ledger.open(config.ledger.path, {
+      reportingTargets: reportingTargets(network.targets),
+      beforeWrite: options.beforeLedgerWrite,
+    });
+    return new Daemon(config, log, secrets, network, ledger, options);
   }
 
   /** Runs until `stop()`; resolves once everything is closed. */
   async run(): Promise<void> {
-    const stages = this.stages();
     // First of what can fail at start-up (the port is taken): nothing is running yet to hold the process.
-    await stages.api?.listen();
-    stages.bandwidthSchedule.start();
+    await this.lasting.api?.listen();
     this.log.info(
-      { event: 'daemon.started', root: this.config.watch.root, ledger: this.config.ledger.path, targets: [...this.targets.keys()] },
+      {
+        event: 'daemon.started',
+        root: this.config.watch.root,
+        ledger: this.config.ledger.path,
+        targets: [...this.network.targets.keys()],
+      },
       'vms-uplink started',
     );
     this.openHealth();
     this.ledger.onFault = (fault) => this.ledgerFault(fault);
+    let stages = await this.start();
+    for (;;) {
+      await this.loop(stages);
+      if (this.stopCtl.signal.aborted) break;
+      stages = await this.reload(stages);
+    }
+    await this.shutdown(stages);
+  }
+
+  /**
+   * Reads the configuration file again (SIGHUP) at the main loop's next turn. A valid one
+   * replaces the stages once their parts in flight are done; an invalid one changes nothing.
+   */
+  requestReload(): void {
+    this.reloadWanted = true;
+    this.wake?.();
+  }
+
+  /** The stages wired from the configuration, started. */
+  private async start(): Promise<Stages> {
+    const stages = this.stages();
+    stages.bandwidthSchedule.start();
     await stages.watcher.start();
     stages.after.start();
-    await this.loop(stages);
-    await this.shutdown(stages);
+    this.current = stages;
+    return stages;
   }
 
   /** Every stage of the pipeline, wired to the ledger and to each other. */
   private stages(): Stages {
-    const { config, log, ledger, targets } = this;
+    const { config, log, ledger } = this;
+    const { targets } = this.network;
+    const { metrics, bandwidth } = this.lasting;
     const settleMs = config.watch.settle_seconds * 1000;
     const pacer = new Pacer({ initialMs: config.upload.retry_initial * 1000, maxMs: config.upload.retry_max * 1000 });
-    // upload.bandwidth: one bucket for every part of every upload and target; the schedule sets its rate.
-    const bandwidth = new TokenBucket(null);
-    const metrics = new UploadMetrics([...targets.keys()], ledger.figures, bandwidth, Boolean(config.api?.listen));
     const identities = new FileIdentities(ledger.plan);
     const engine = new UploadEngine({
       ledger: ledger.uploads,
@@ -164,7 +264,6 @@ export class Daemon {
       });
     return {
       pacer,
-      metrics,
       engine,
       changes,
       newWatcher,
@@ -182,22 +281,23 @@ export class Daemon {
       }),
       reporter: new IncidentReporter(ledger.reports, targets, pacer, log, metrics),
       after: new AfterUpload({ config, ledger: ledger.after, targets: [...targets.keys()], changes, log }),
-      api: config.api?.listen
-        ? new LocalApi({
-            config: config.api,
-            ledger,
-            secrets: this.secrets,
-            metrics,
-            health: () => this.healthReport(metrics),
-            onWork: () => {
-              engine.review();
-              engine.poke();
-            },
-            log,
-          })
-        : null,
       background: new Set(),
     };
+  }
+
+  private localApi(config: ApiConfig, metrics: UploadMetrics): LocalApi {
+    return new LocalApi({
+      config,
+      ledger: this.ledger,
+      secrets: this.secrets,
+      metrics,
+      health: () => this.healthReport(),
+      onWork: () => {
+        this.current?.engine.review();
+        this.current?.engine.poke();
+      },
+      log: this.log,
+    });
   }
 
   /**
@@ -209,7 +309,7 @@ export class Daemon {
     const { config, ledger } = this;
     const tickMs = Math.min(1000, Math.max(100, (config.watch.settle_seconds * 1000) / 4));
     const every = periodic();
-    while (!this.stopCtl.signal.aborted) {
+    while (!this.stopCtl.signal.aborted && !this.reloadWanted) {
       this.lastLoopAt = Date.now();
       if (every('root', ROOT_CHECK_MS)) this.rootProblem = await stages.watcher.checkRoot();
       if (ledger.fault) {
@@ -246,7 +346,7 @@ export class Daemon {
    * stop still wake it at once), so that an idle daemon costs the recorder next to nothing.
    */
   private quiet(stages: Stages): boolean {
-    return !stages.watcher.busy && stages.engine.activeUploads === 0 && !this.ledger.figures.workPending();
+    return !stages.watcher.busy && stages.engine.activeUploads === 0 && !this.ledger.figures.workPending([...this.network.targets.keys()]);
   }
 
   /** A page of waiting exports planned; the loop comes round at once while more wait. */
@@ -277,19 +377,87 @@ export class Daemon {
 
   private async shutdown(stages: Stages): Promise<void> {
     this.log.info({ event: 'daemon.stopping', inFlight: stages.engine.activeUploads }, 'stopping: finishing parts in flight');
-    await stages.api?.close();
+    await this.lasting.api?.close();
+    await this.stopStages(stages);
+    await closeNetwork(this.network);
+    this.ledger.close();
+    this.writeHealth('stopped');
+    this.health?.close();
+    this.log.info({ event: 'daemon.stopped' }, 'vms-uplink stopped');
+  }
+
+  /**
+   * Stops taking work, lets the parts in flight finish (for up to upload.drain_timeout), and
+   * waits for every stage to end: what was not acknowledged stays pending in the ledger.
+   */
+  private async stopStages(stages: Stages): Promise<void> {
+    this.current = null;
     await stages.watcher.stop();
     await stages.engine.stop(this.config.upload.drain_timeout * 1000);
     stages.bandwidthSchedule.stop();
     stages.reporter.stop();
     await stages.after.stop();
     await Promise.allSettled([...stages.background]);
-    for (const t of this.targets.values()) await t.close();
-    await this.http.close().catch(() => undefined);
-    this.ledger.close();
-    this.writeHealth('stopped');
-    this.health?.close();
-    this.log.info({ event: 'daemon.stopped' }, 'vms-uplink stopped');
+  }
+
+  /**
+   * SIGHUP: the configuration file read again. A valid one is applied: the stages in use finish
+   * their parts in flight and stop, and new ones wired from it take over where the ledger says;
+   * targets, routes, bandwidth, watch, log level and network settings all change with them.
+   * An invalid one changes nothing and is shown in the log and in status.
+   */
+  private async reload(stages: Stages): Promise<Stages> {
+    this.reloadWanted = false;
+    const next = this.readNewConfig();
+    if (!next) return stages;
+    const changes = describeChanges(this.config, next);
+    await this.stopStages(stages);
+    const old = this.network;
+    this.network = openNetwork(next, this.secrets);
+    this.config = next;
+    this.log.level = next.log.level;
+    this.ledger.setReportingTargets(reportingTargets(this.network.targets));
+    this.lasting.metrics.setTargets([...this.network.targets.keys()]);
+    if (next.api) this.lasting.api?.reconfigure(next.api);
+    this.reloadFailure = null;
+    this.writeHealth('running');
+    const started = await this.start();
+    await closeNetwork(old);
+    this.log.info(
+      { event: 'config.reloaded', ...changes },
+      `configuration reloaded${changes.targetsRemoved.length ? `; uploads to ${changes.targetsRemoved.join(', ')} stopped until a target of that name returns` : ''}`,
+    );
+    return started;
+  }
+
+  /** The configuration file again, with what needs a restart left as it was; null when it cannot be used. */
+  private readNewConfig(): Config | null {
+    let next: Config;
+    try {
+      if (!this.options.readConfig) throw new Error('this daemon was started without a configuration file to read again');
+      next = this.options.readConfig();
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.problems : [describeError(err)];
+      this.reloadFailure = { at: new Date().toISOString(), problems };
+      this.writeHealth('running');
+      this.log.error(
+        { event: 'config.reload.failed', problems },
+        `configuration not reloaded, the running one stays:\n${problems.map((p) => `  ${p}`).join('\n')}`,
+      );
+      return null;
+    }
+    const kept = restartOnly(this.config, next);
+    if (kept.length > 0) {
+      this.log.warn(
+        { event: 'config.reload.restart_needed', settings: kept },
+        `${kept.join(' and ')} changed: applied at the next restart, the running value stays until then`,
+      );
+    }
+    return {
+      ...next,
+      ledger: { ...next.ledger, path: this.config.ledger.path },
+      api: kept.includes('api.listen') ? this.config.api : next.api,
+    };
   }
 
   /** The health file `vms-uplink status` reads; the daemon runs without it when it cannot be made. */
@@ -316,6 +484,12 @@ export class Daemon {
       updatedAt: new Date().toISOString(),
       ledgerFault: fault && { code: fault.code, message: fault.message, since: new Date(fault.since).toISOString() },
       lowDisk: low && { freeBytes: low.freeBytes, minFreeBytes: this.config.ledger.min_free, since: new Date(low.since).toISOString() },
+      targets: [...this.network.targets.keys()],
+      reloadFailed: this.reloadFailure && {
+        at: this.reloadFailure.at,
+        // The file has a fixed size: the log has every problem.
+        problems: this.reloadFailure.problems.slice(0, 5).map((p) => p.slice(0, 300)),
+      },
     });
   }
 
@@ -348,12 +522,16 @@ export class Daemon {
    * What GET /healthz says: `problems` (503) stop the daemon's work; `warnings` (200, degraded)
    * are work it cannot finish on its own, such as reports a platform refused.
    */
-  private healthReport(metrics: UploadMetrics): Health {
+  private healthReport(): Health {
     const warnings = [...this.ledger.figures.refusedReportsByTarget()].map(
       ([target, r]) =>
         `${target} refused the latest report of ${r.count} incident(s) (latest: ${r.lastError ?? 'no message'}); vms-uplink retry INCIDENT-ID sends one again`,
     );
-    return { problems: this.healthProblems(metrics), warnings };
+    if (this.reloadFailure)
+      warnings.push(
+        `the configuration file could not be reloaded at ${this.reloadFailure.at} (the running one stays): ${this.reloadFailure.problems.join('; ')}`,
+      );
+    return { problems: this.healthProblems(this.lasting.metrics), warnings };
   }
 
   /** Why GET /healthz answers 503; empty while the watcher, ledger and upload loop work. */

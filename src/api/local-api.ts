@@ -66,12 +66,10 @@ const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
 export class LocalApi {
   private readonly server: Server;
   private readonly routes: Route[];
-  private readonly tokenDigest: Buffer;
+  private tokenDigest!: Buffer;
 
   constructor(private readonly options: LocalApiOptions) {
-    const token = (options.config.token ?? options.config.token_file)!.reveal();
-    this.tokenDigest = sha256(token);
-    options.secrets.register(token);
+    this.reconfigure(options.config);
     this.routes = [
       { pattern: /^\/healthz$/, methods: { GET: () => this.health() }, open: true },
       { pattern: /^\/metrics$/, methods: { GET: () => this.metrics() } },
@@ -89,6 +87,13 @@ export class LocalApi {
     this.server = createServer((req, res) => void this.handle(req, res));
     // Operators' scrapers keep connections open; none of them may hold a shutdown.
     this.server.keepAliveTimeout = 5_000;
+  }
+
+  /** The api settings of a reloaded configuration: its token from now on (api.listen stays as bound). */
+  reconfigure(config: ApiConfig): void {
+    const token = (config.token ?? config.token_file)!.reveal();
+    this.tokenDigest = sha256(token);
+    this.options.secrets.register(token);
   }
 
   /** Starts listening; resolves with the port (api.listen may ask for any free one). */

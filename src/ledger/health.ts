@@ -19,6 +19,10 @@ export interface DaemonHealth {
   ledgerFault: { code: string; message: string; since: string } | null;
   /** null while the ledger's filesystem has more than ledger.min_free free (absent: an older daemon). */
   lowDisk?: { freeBytes: number; minFreeBytes: number; since: string } | null;
+  /** The targets the running configuration has (absent: an older daemon). */
+  targets?: string[];
+  /** The last reload of the configuration file failed (null once one succeeds, or none was asked). */
+  reloadFailed?: { at: string; problems: string[] } | null;
 }
 
 export function healthPath(ledgerPath: string): string {

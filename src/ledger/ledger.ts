@@ -44,11 +44,14 @@ export class Ledger {
   readonly cameras: CameraViews;
   readonly figures: LedgerFigures;
 
+  private readonly transitions: Transitions;
+
   private constructor(
     private readonly db: LedgerDb,
     reportingTargets: readonly string[],
   ) {
     const transitions = new Transitions(db, reportingTargets);
+    this.transitions = transitions;
     this.watch = new WatchLedger(db, transitions);
     this.plan = new PlanLedger(db, transitions);
     this.uploads = new UploadLedger(db, transitions);
@@ -62,6 +65,11 @@ export class Ledger {
 
   static open(path: string, options: OpenOptions = {}): Ledger {
     return new Ledger(LedgerDb.open(path, options), options.reportingTargets ?? []);
+  }
+
+  /** Targets that receive whole incidents, again after a reload. */
+  setReportingTargets(targets: readonly string[]): void {
+    this.transitions.setReportingTargets(targets);
   }
 
   /** The storage fault writes are meeting, or null while they commit. */

@@ -11,8 +11,13 @@ export class Transitions {
   constructor(
     private readonly db: LedgerDb,
     /** Targets that receive whole incidents (ALO); their report rows are kept up to date. */
-    private readonly reportingTargets: readonly string[],
+    private reportingTargets: readonly string[],
   ) {}
+
+  /** A reload changed the targets. */
+  setReportingTargets(targets: readonly string[]): void {
+    this.reportingTargets = targets;
+  }
 
   /** The incident changed: every reporting target it goes to is due a new report. */
   bumpReports(incidentId: string): void {

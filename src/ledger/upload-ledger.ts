@@ -80,16 +80,17 @@ export class UploadLedger {
    * while its camera is paused, and while an older upload of the same content to the same target
    * in the same incident is still queued: when that one completes, this one is done too.
    */
-  queued(limit: number, exclude: ReadonlySet<number>): number[] {
+  queued(limit: number, exclude: ReadonlySet<number>, targets: readonly string[]): number[] {
     if (this.db.fault) return [];
     const ids = this.db.all(
       `SELECT u.id FROM uploads u JOIN videos v ON v.incident_id = u.incident_id AND v.id = u.video_id
-       WHERE u.state = 'queued' AND v.state = 'ready'
+       WHERE u.state = 'queued' AND v.state = 'ready' AND u.target IN (SELECT value FROM json_each(?))
          AND NOT EXISTS (SELECT 1 FROM cameras c WHERE c.id = json_extract(v.info, '$.camera_id') AND c.state = 'paused')
          AND NOT EXISTS (SELECT 1 FROM uploads o WHERE o.incident_id = u.incident_id AND o.target = u.target AND o.role = u.role
                          AND o.sha256 = u.sha256 AND o.state = 'queued' AND o.id < u.id)
        ORDER BY u.id LIMIT ?`,
       (r) => num(r.id),
+      JSON.stringify(targets),
       limit + exclude.size,
     );
     return ids.filter((id) => !exclude.has(id)).slice(0, limit);

@@ -25,14 +25,19 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
   private readonly reportsRefused: Counter<'target'>;
   private readonly changedAfterUpload: Counter;
 
+  private targets: readonly string[] = [];
+
   constructor(
-    private readonly targets: readonly string[],
+    targets: readonly string[],
     figures: LedgerFigures,
     bandwidth: TokenBucket,
     /** The process's own figures (CPU, memory, event-loop lag, GC), for a daemon that serves /metrics. */
     processMetrics = true,
   ) {
     const registers = [this.registry];
+    // The gauges' collect() is called with the gauge as `this`.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
     const counter = (name: string, help: string): Counter<'target'> => new Counter({ name, help, labelNames: ['target'], registers });
     this.bytes = counter('vms_uplink_uploaded_bytes_total', 'Bytes of parts the platform acknowledged.');
     this.parts = counter('vms_uplink_uploaded_parts_total', 'Parts the platform acknowledged.');
@@ -60,8 +65,7 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
       help: 'Export files that changed after their upload completed (an exporter paused longer than settle_seconds) and were uploaded again.',
       registers,
     });
-    for (const target of targets)
-      for (const c of [this.bytes, this.parts, this.completed, this.failed, this.reportsRefused]) c.inc({ target }, 0);
+    this.setTargets(targets);
     // Gauges read at scrape time: the ledger and the token bucket are the truth.
     new Gauge({
       name: 'vms_uplink_queue_depth',
@@ -70,7 +74,8 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
       registers,
       collect() {
         const queued = figures.queuedByTarget();
-        for (const target of targets) this.set({ target }, queued.get(target) ?? 0);
+        this.reset(); // a target removed by a reload has no series
+        for (const target of self.targets) this.set({ target }, queued.get(target) ?? 0);
       },
     });
     new Gauge({
@@ -80,7 +85,8 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
       registers,
       collect() {
         const refused = figures.refusedReportsByTarget();
-        for (const target of targets) this.set({ target }, refused.get(target)?.count ?? 0);
+        this.reset();
+        for (const target of self.targets) this.set({ target }, refused.get(target)?.count ?? 0);
       },
     });
     new Gauge({
@@ -106,7 +112,8 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
       labelNames: ['target'],
       registers,
       collect() {
-        for (const target of targets) this.set({ target }, failingFor(failing.get(target)));
+        this.reset();
+        for (const target of self.targets) this.set({ target }, failingFor(failing.get(target)));
       },
     });
     // Nobody reads them without the local API, and watching GCs and the event loop costs an idle
@@ -144,6 +151,14 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
 
   answered(target: string): void {
     this.failingSince.delete(target);
+  }
+
+  /** The configured targets (again after a reload): each has its series, at 0 until something happens. */
+  setTargets(targets: readonly string[]): void {
+    this.targets = targets;
+    for (const target of targets)
+      for (const c of [this.bytes, this.parts, this.completed, this.failed, this.reportsRefused]) c.inc({ target }, 0);
+    for (const gone of [...this.failingSince.keys()].filter((t) => !targets.includes(t))) this.failingSince.delete(gone);
   }
 
   /** Seconds every target has been failing (the shortest of them); 0 when one answers. */

@@ -11,10 +11,12 @@ export interface DaemonStatus {
   running: boolean;
   startedAt: string;
   updatedAt: string;
+  /** The targets of the configuration it runs with; null when its health file does not say. */
+  targets: string[] | null;
 }
 
 export interface Problem {
-  kind: 'ledger' | 'disk';
+  kind: 'ledger' | 'disk' | 'config';
   message: string;
   since: string;
 }
@@ -52,8 +54,16 @@ export function daemonReport(ledgerPath: string): DaemonReport {
         `the daemon (pid ${health.pid}) takes no new exports or uploads until space is freed; uploads under way go on`,
     });
   }
+  if (running && health.reloadFailed) {
+    const r = health.reloadFailed;
+    problems.push({
+      kind: 'config',
+      since: r.at,
+      message: `the configuration file could not be reloaded; the daemon (pid ${health.pid}) runs on with the one it had: ${r.problems.join('; ')}`,
+    });
+  }
   return {
-    daemon: { pid: health.pid, running, startedAt: health.startedAt, updatedAt: health.updatedAt },
+    daemon: { pid: health.pid, running, startedAt: health.startedAt, updatedAt: health.updatedAt, targets: health.targets ?? null },
     ledgerFreeBytes: free,
     problems,
   };

@@ -75,10 +75,18 @@ export function formatStatus(s: StatusSnapshot, daemon?: DaemonReport, options: 
 /** The summary `status` prints by default: the totals, then the incidents that matter now. */
 export function formatSummary(s: StatusSummary, daemon?: DaemonReport, options: FormatOptions = {}): string {
   const lines = [...overviewLines(s, daemon)];
-  if (s.byTarget.length > 1) {
+  const configured = daemon?.daemon?.running ? daemon.daemon.targets : null;
+  const removed = (target: string): boolean => configured !== null && !configured.includes(target);
+  if (s.byTarget.length > 1 || s.byTarget.some((t) => removed(t.target))) {
     lines.push('', 'per target:');
-    for (const t of s.byTarget)
-      lines.push(`  ${t.target}: ${t.uploading} uploading, ${t.queued} queued, ${t.done} done, ${t.failed} failed`);
+    for (const t of s.byTarget) {
+      const counts = `${t.uploading} uploading, ${t.queued} queued, ${t.done} done, ${t.failed} failed`;
+      lines.push(
+        removed(t.target)
+          ? `  ${t.target}: stopped (target removed from the configuration; resumes if it returns): ${counts}`
+          : `  ${t.target}: ${counts}`,
+      );
+    }
   }
   if (s.oldestWaiting) {
     const w = s.oldestWaiting;

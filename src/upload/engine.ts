@@ -109,7 +109,7 @@ export class UploadEngine {
     for (const a of this.active.values()) used.set(a.target, (used.get(a.target) ?? 0) + a.weight);
     const room = budget * this.options.targets.size - [...used.values()].reduce((a, b) => a + b, 0);
     if (room <= 0) return;
-    for (const id of this.options.ledger.queued(room, new Set(this.active.keys()))) {
+    for (const id of this.options.ledger.queued(room, new Set(this.active.keys()), [...this.options.targets.keys()])) {
       const upload = this.options.ledger.load(id);
       const target = upload && this.options.targets.get(upload.target);
       if (!upload || !target) continue;

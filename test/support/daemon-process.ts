@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 
 /** Tests run from the TypeScript sources, the demo and bench from dist/: the built CLI either way. */
-function repoRoot(): string {
+export function repoRoot(): string {
   let dir = import.meta.dirname;
   while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
   return dir;

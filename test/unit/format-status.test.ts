@@ -158,7 +158,7 @@ async function busyIncident(): Promise<void> {
 }
 
 const DAEMON: DaemonReport = {
-  daemon: { pid: 4242, running: true, startedAt: '2026-11-23T11:00:00.000Z', updatedAt: '2026-11-23T11:59:59.000Z' },
+  daemon: { pid: 4242, running: true, startedAt: '2026-11-23T11:00:00.000Z', updatedAt: '2026-11-23T11:59:59.000Z', targets: ['alo'] },
   ledgerFreeBytes: 1024,
   problems: [{ kind: 'ledger', since: '2026-11-23T11:58:00.000Z', message: 'ledger write failed: database or disk is full (SQLITE_FULL)' }],
 };

@@ -67,7 +67,7 @@ describe('ledger storage faults', () => {
       ledger.plan.videosReady([
         { incidentId: 'inc-1', videoId: 'v1', files: [settled], plans: [{ target: 'alo', role: 'video', parts }], notes: [] },
       ]);
-      const [id] = ledger.uploads.queued(10, new Set());
+      const [id] = ledger.uploads.queued(10, new Set(), ['alo']);
       ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u' });
       ledger.uploads.partDone(id!, { number: 1, etag: 'etag-1', md5: 'm1' });
 
@@ -83,7 +83,7 @@ describe('ledger storage faults', () => {
       expect(() => ledger.uploads.partFailed(id!, 2, 'x')).not.toThrow();
       expect(() => ledger.uploads.abortDone(1)).not.toThrow();
       // Nothing new is handed out while writes fail.
-      expect(ledger.uploads.queued(10, new Set())).toEqual([]);
+      expect(ledger.uploads.queued(10, new Set(), ['alo'])).toEqual([]);
       expect(ledger.reports.due(null, 10)).toEqual([]);
       expect(ledger.plan.waiting(null, 10)).toEqual([]);
       expect(ledger.uploads.abortsDue(10)).toEqual([]);
@@ -98,7 +98,7 @@ describe('ledger storage faults', () => {
       full.on = false;
       expect(ledger.probe()).toBe(true);
       expect(ledger.fault).toBeNull();
-      expect(ledger.uploads.queued(10, new Set())).toEqual([id]);
+      expect(ledger.uploads.queued(10, new Set(), ['alo'])).toEqual([id]);
       ledger.uploads.partDone(id!, { number: 2, etag: 'etag-2', md5: 'm2' });
       await ledger.uploads.done(id!, outcome);
       expect(ledgerRows(path, 'SELECT state FROM uploads')).toEqual([{ state: 'done' }]);

@@ -47,7 +47,7 @@ const parts = [
 const toAlo = (p: typeof parts | null = parts, role: SettledFile['role'] = 'video'): UploadPlan => ({ target: 'alo', role, parts: p });
 const ready = (videoId: string, files: SettledFile[], plans: UploadPlan[] = [toAlo()], incidentId = 'inc-1'): void =>
   ledger.plan.videosReady([{ incidentId, videoId, files, plans, notes: [] }]);
-const queued = (): number[] => ledger.uploads.queued(10, new Set());
+const queued = (): number[] => ledger.uploads.queued(10, new Set(), ['alo']);
 const done = (id: number, s3Key: string, sha256 = 'sha'): Promise<boolean> =>
   ledger.uploads.done(id, { result: { s3_key: s3Key }, sha256, session: { mode: 'single' }, parts: [], startedAt: 1 });
 const row = (sql: string, ...args: unknown[]): Record<string, unknown> => ledgerRows<Record<string, unknown>>(dbPath, sql, ...args)[0]!;
@@ -152,6 +152,20 @@ describe('Ledger', () => {
     ready('v9', [settled('same')], [toAlo()], 'inc-2');
     expect(row(`SELECT state, reused_from FROM uploads WHERE video_id = 'v9'`)).toEqual({ state: 'queued', reused_from: null });
     expect(queued()).toHaveLength(1);
+  });
+
+  it("offers only the uploads of configured targets: a removed target's wait for it, queued, and nothing else waits behind them", async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]), undefined, undefined, ['alo', 'gone']);
+    ready('v1', [settled('sha-1')], [toAlo(), { ...toAlo(), target: 'gone' }]);
+    const toGone = ledger.uploads.queued(10, new Set(), ['gone']);
+    expect(toGone).toHaveLength(1);
+    expect(ledger.uploads.queued(1, new Set(), ['alo'])).toEqual(queued());
+    expect(queued()).not.toContain(toGone[0]);
+    expect(ledger.uploads.queued(10, new Set(), [])).toEqual([]);
+    expect(ledger.figures.workPending(['gone'])).toBe(true);
+    expect(ledger.figures.workPending([])).toBe(false);
+    await done(queued()[0]!, 'k/a.mp4', 'sha-1');
+    expect(row(`SELECT state FROM uploads WHERE target = 'gone'`)).toEqual({ state: 'queued' });
   });
 
   it('asks for the identity first only when a file may hold content the incident already has (the same size)', async () => {

@@ -18,15 +18,20 @@ export class LedgerFigures {
     );
   }
 
-  /** Whether anything is left to do: a file to settle, an upload, a report or an abort to send. */
-  workPending(): boolean {
+  /**
+   * Whether anything is left to do for these targets: a file to settle, an upload, a report or
+   * an abort to send (what a removed target left behind waits for it to come back).
+   */
+  workPending(targets: readonly string[]): boolean {
     return (
       this.db.get(
-        `SELECT EXISTS (SELECT 1 FROM videos WHERE state = 'waiting')
-             OR EXISTS (SELECT 1 FROM uploads WHERE state = 'queued')
-             OR EXISTS (SELECT 1 FROM reports WHERE wanted > acked AND wanted > refused)
-             OR EXISTS (SELECT 1 FROM pending_aborts) AS pending`,
+        `WITH t AS (SELECT value AS name FROM json_each(?))
+         SELECT EXISTS (SELECT 1 FROM videos WHERE state = 'waiting')
+             OR EXISTS (SELECT 1 FROM uploads WHERE state = 'queued' AND target IN t)
+             OR EXISTS (SELECT 1 FROM reports WHERE wanted > acked AND wanted > refused AND target IN t)
+             OR EXISTS (SELECT 1 FROM pending_aborts WHERE target IN t) AS pending`,
         (r) => num(r.pending) === 1,
+        JSON.stringify(targets),
       ) ?? false
     );
   }
