@@ -15,6 +15,7 @@ import { createLogger, describeError } from './log/logger.js';
 import { Secrets } from './log/redact.js';
 import { daemonReport, type DaemonReport } from './status/daemon-status.js';
 import { footerLines, formatSummary, incidentLines, overviewLines } from './status/format-status.js';
+import { BUILD } from './version.js';
 
 const USAGE = `usage:
   vms-uplink run [--config FILE]            run the daemon in the foreground
@@ -23,6 +24,7 @@ const USAGE = `usage:
                                             a summary of what is queued, uploading, done and failed;
                                             --all lists every incident, --json everything for scripts
   vms-uplink retry ID [--config FILE]       put a failed upload (#number) or incident (id) back in the queue
+  vms-uplink --version                      print the version and the Node.js it runs on
 
 The configuration is --config FILE, else $VMS_UPLINK_CONFIG, else /etc/vms-uplink/config.yaml.`;
 
@@ -48,6 +50,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--json') args.json = true;
     else if (a === '--all') args.all = true;
     else if (a === '--help' || a === '-h') args.command = 'help';
+    else if (a === '--version') args.command = 'version';
     else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
     else if (!args.command) args.command = a;
     else args.positional.push(a);
@@ -176,6 +179,9 @@ async function main(argv: string[]): Promise<number> {
         return retry(args);
       case 'help':
         console.log(USAGE);
+        return 0;
+      case 'version':
+        console.log(`vms-uplink ${BUILD.version} (node ${BUILD.node})`);
         return 0;
       default:
         throw new UsageError(args.command ? `unknown command ${args.command}` : 'no command given');

@@ -1,6 +1,7 @@
 /**
  * Wiring and signals: watch → plan → ledger → upload → report → after upload, around one ledger.
  */
+import { dirname } from 'node:path';
 import { AfterUpload } from './after/after-upload.js';
 import { LocalApi, type Health } from './api/local-api.js';
 import { ConfigError } from './config/load.js';
@@ -23,6 +24,7 @@ import { BandwidthSchedule, TokenBucket } from './upload/bandwidth.js';
 import { UploadEngine } from './upload/engine.js';
 import { HttpClient } from './upload/http.js';
 import { Pacer, sleep } from './upload/pacer.js';
+import { BUILD } from './version.js';
 import { ExportChanges } from './watch/export-changes.js';
 import { FolderWatcher } from './watch/folder-watcher.js';
 import { IncidentRouter } from './watch/routes.js';
@@ -166,7 +168,15 @@ export class Daemon {
   ) {
     // upload.bandwidth: one bucket for every part of every upload and target; the schedule sets its rate.
     const bandwidth = new TokenBucket(null);
-    const metrics = new UploadMetrics([...network.targets.keys()], ledger.figures, bandwidth, Boolean(config.api?.listen));
+    const metrics = new UploadMetrics({
+      targets: [...network.targets.keys()],
+      figures: ledger.figures,
+      bandwidth,
+      filesystems: { ledger: dirname(config.ledger.path), exports: config.watch.root },
+      minFreeBytes: config.ledger.min_free,
+      build: BUILD,
+      processMetrics: Boolean(config.api?.listen),
+    });
     this.lasting = { metrics, bandwidth, api: config.api?.listen ? this.localApi(config.api, metrics) : null };
   }
 

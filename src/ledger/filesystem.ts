@@ -111,9 +111,17 @@ export function networkMountOf(path: string, mountinfo: () => string = readMount
 
 /** Bytes an unprivileged writer may still use on the filesystem holding `path`'s folder; null when it cannot be told. */
 export function freeBytesFor(path: string): number | null {
+  return spaceOf(dirname(path))?.freeBytes ?? null;
+}
+
+/**
+ * The size of the filesystem holding the folder `dir`, and the bytes an unprivileged writer may
+ * still use on it (root's reserve left out, as `df` shows "Avail"); null when it cannot be told.
+ */
+export function spaceOf(dir: string): { freeBytes: number; sizeBytes: number } | null {
   try {
-    const s = statfsSync(dirname(path));
-    return Number(s.bavail) * Number(s.bsize);
+    const s = statfsSync(dir);
+    return { freeBytes: Number(s.bavail) * Number(s.bsize), sizeBytes: Number(s.blocks) * Number(s.bsize) };
   } catch {
     return null;
   }

@@ -4,13 +4,28 @@
  * figures are read from the ledger at each scrape, so they are right after a restart too.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { spaceOf } from '../ledger/filesystem.js';
 import type { LedgerFigures } from '../ledger/views/figures.js';
 import type { ReportObserver } from '../report/incident-reporter.js';
 import type { TokenBucket } from '../upload/bandwidth.js';
 import type { UploadObserver } from '../upload/engine.js';
+import type { BuildInfo } from '../version.js';
 import type { ExportChangeObserver } from '../watch/export-changes.js';
 
 const PART_SECONDS_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+export interface MetricsSources {
+  targets: readonly string[];
+  figures: LedgerFigures;
+  bandwidth: TokenBucket;
+  /** Folders whose filesystem's space is reported, by the `filesystem` label it goes by (`ledger`, `exports`). */
+  filesystems: Readonly<Record<string, string>>;
+  /** ledger.min_free. */
+  minFreeBytes: number;
+  build: BuildInfo;
+  /** The process's own figures (CPU, memory, event-loop lag, GC), for a daemon that serves /metrics. */
+  processMetrics?: boolean;
+}
 
 export class UploadMetrics implements UploadObserver, ReportObserver, ExportChangeObserver {
   readonly registry = new Registry();
@@ -24,16 +39,9 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
   private readonly partSeconds: Histogram<'target'>;
   private readonly reportsRefused: Counter<'target'>;
   private readonly changedAfterUpload: Counter;
-
   private targets: readonly string[] = [];
 
-  constructor(
-    targets: readonly string[],
-    figures: LedgerFigures,
-    bandwidth: TokenBucket,
-    /** The process's own figures (CPU, memory, event-loop lag, GC), for a daemon that serves /metrics. */
-    processMetrics = true,
-  ) {
+  constructor({ targets, figures, bandwidth, filesystems, minFreeBytes, build, processMetrics = true }: MetricsSources) {
     const registers = [this.registry];
     // The gauges' collect() is called with the gauge as `this`.
     // eslint-disable-next-line @typescript-eslint/no-this-alias
@@ -105,6 +113,39 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
         this.set(bandwidth.rate ?? Infinity);
       },
     });
+    // Read at scrape time too (one statfs each); a folder that cannot be read (watch.root gone) has no sample.
+    const space = Object.entries(filesystems);
+    const spaceGauge = (name: string, help: string, figure: 'freeBytes' | 'sizeBytes'): Gauge<'filesystem'> =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['filesystem'],
+        registers,
+        collect() {
+          this.reset();
+          for (const [filesystem, dir] of space) {
+            const room = spaceOf(dir);
+            if (room) this.set({ filesystem }, room[figure]);
+          }
+        },
+      });
+    spaceGauge(
+      'vms_uplink_filesystem_free_bytes',
+      'Bytes still free to the daemon on the filesystem of the ledger and of the exports (watch.root).',
+      'freeBytes',
+    );
+    spaceGauge('vms_uplink_filesystem_size_bytes', 'Size of the filesystem of the ledger and of the exports (watch.root).', 'sizeBytes');
+    new Gauge({
+      name: 'vms_uplink_ledger_min_free_bytes',
+      help: "ledger.min_free: below it on the ledger's filesystem the daemon takes no new work; 0 when off.",
+      registers,
+    }).set(minFreeBytes);
+    new Gauge({
+      name: 'vms_uplink_build_info',
+      help: 'Always 1; its labels say which vms-uplink version runs, on which Node.js.',
+      labelNames: ['version', 'node'],
+      registers,
+    }).set({ version: build.version, node: build.node }, 1);
     const failing = this.failingSince;
     new Gauge({
       name: 'vms_uplink_target_failing_seconds',

@@ -3,8 +3,9 @@
  *
  * Real S3 refuses any `x-amz-*` or `Content-MD5` header its URL did not sign and refuses
  * chunked bodies, so the request carries exactly `Content-Length` (and a `Content-Type` when
- * the platform asks for one). Integrity is checked on our side instead: the ETag S3 returns is
- * the part's MD5, compared by the engine with the MD5 of what was read from the file.
+ * the platform asks for one), besides the User-Agent every request has (S3 never asks for that
+ * one to be signed). Integrity is checked on our side instead: the ETag S3 returns is the
+ * part's MD5, compared by the engine with the MD5 of what was read from the file.
  */
 import type { Readable } from 'node:stream';
 import type { HttpClient, HttpResponse } from '../upload/http.js';

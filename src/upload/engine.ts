@@ -431,14 +431,21 @@ export class UploadEngine {
     op: () => Promise<T>,
     onError?: (err: unknown) => void,
   ): Promise<T> {
-    const result = await this.options.pacer.run(op, {
-      signal,
-      onError: onError ?? ((err) => this.options.ledger.trouble(Number(log.bindings().uploadId), describeError(err))),
-      onRetry: (err, kind, delayMs) => {
-        this.options.observer?.retried(target.name, retryReason(err, kind));
-        log.warn({ event: 'upload.retry', what, kind, delayMs, err }, `${what}: ${describeError(err)}; retrying in ${delayMs} ms`);
-      },
-    });
+    const result = await this.options.pacer
+      .run(op, {
+        signal,
+        onError: onError ?? ((err) => this.options.ledger.trouble(Number(log.bindings().uploadId), describeError(err))),
+        onRetry: (err, kind, delayMs) => {
+          this.options.observer?.retried(target.name, retryReason(err, kind));
+          log.warn({ event: 'upload.retry', what, kind, delayMs, err }, `${what}: ${describeError(err)}; retrying in ${delayMs} ms`);
+        },
+      })
+      .catch((err: unknown) => {
+        // A refusal for good is an answer: the platform is up, this request is wrong.
+        if (err instanceof TargetError && err.kind === 'permanent' && err.details.status !== undefined)
+          this.options.observer?.answered(target.name);
+        throw err;
+      });
     this.options.observer?.answered(target.name);
     return result;
   }

@@ -13,6 +13,7 @@ import { Agent, errors as undiciErrors } from 'undici';
 import type { Readable } from 'node:stream';
 import type { Secrets } from '../log/redact.js';
 import { TargetError } from '../targets/target.js';
+import { BUILD } from '../version.js';
 
 export interface HttpRequest {
   method: 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -82,7 +83,8 @@ export class HttpClient {
         origin,
         path,
         method: req.method,
-        headers: req.headers,
+        // Platform operators tell a site's version by it. Not a signed header of presigned URLs, so S3 accepts it there too.
+        headers: { 'user-agent': BUILD.userAgent, ...req.headers },
         body: req.body ?? null,
         signal,
       });

@@ -3,6 +3,7 @@
  * (test/conformance/fixtures/<platform>.ts); the suite (conformance.test.ts) runs the same
  * scenarios through the real daemon against each of them.
  */
+import type { Arrival } from '../emulators/json-server.js';
 import type { S3Store } from '../emulators/s3-store.js';
 
 /** A video as the platform holds it once the upload is complete. */
@@ -31,6 +32,8 @@ export interface VideoRef {
 export interface PlatformSite {
   /** The `targets.<name>` block for the daemon's config (type, base_url, auth, limits…). */
   targetConfig: Record<string, unknown>;
+  /** Every request the platform's own server received (logins included; not those to the S3 store). */
+  readonly arrivals: readonly Arrival[];
   /** The completed video, as the platform holds it (the latest, when it was uploaded again); undefined while it is not complete. */
   received(video: VideoRef): Promise<ReceivedVideo | undefined>;
   /** The video ids the platform's last incident report lists as uploaded and failed (platforms with reports: ALO). */

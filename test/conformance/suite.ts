@@ -8,8 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { appendFile, copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it, type TestContext } from 'vitest';
-import { startS3Store } from '../emulators/s3-store.js';
-import { runCli, waitFor, type DaemonProcess } from '../support/daemon-process.js';
+import { startS3Store, type S3Store } from '../emulators/s3-store.js';
+import { runCli, USER_AGENT, waitFor, type DaemonProcess } from '../support/daemon-process.js';
 import { MiB, sha256File } from '../support/files.js';
 import { harness } from '../support/harness.js';
 import { ledgerRowsSoFar } from '../support/ledger.js';
@@ -21,6 +21,7 @@ const CONCURRENCY = 2;
 
 interface Site extends SiteFiles {
   platform: PlatformSite;
+  store: S3Store;
   daemon(): DaemonProcess;
 }
 
@@ -31,7 +32,7 @@ async function site(ctx: TestContext, fixture: PlatformFixture): Promise<Site> {
   const store = h.closeAtEnd(await startS3Store());
   const platform = h.closeAtEnd(await fixture.start(store));
   const files = await writeSiteConfig(dir, { upload: { concurrency: CONCURRENCY }, targets: { [fixture.type]: platform.targetConfig } });
-  return { ...files, platform, daemon: () => h.daemon(files) };
+  return { ...files, platform, store, daemon: () => h.daemon(files) };
 }
 
 let counter = 0;
@@ -143,6 +144,14 @@ export function conformanceSuite(fixture: PlatformFixture): void {
       const videos = await incident(s, [12 * MiB + 1234, 1 * MiB + 7]);
       s.daemon();
       for (const v of videos) expect((await receivedIntact(s, v)).metadata).toMatchObject(fixture.expectedMetadata(v));
+
+      // Every request said which version sent it: API calls, logins, and the parts PUT to presigned
+      // URLs (which S3, and the store, accept with that header unsigned).
+      expect(s.platform.arrivals.length).toBeGreaterThan(0);
+      expect(s.platform.arrivals.filter((a) => a.userAgent !== USER_AGENT)).toEqual([]);
+      const puts = s.store.requests.filter((r) => r.method === 'PUT' && r.status === 200);
+      expect(puts.length > 0).toBe(fixture.limits.presignedUrls);
+      expect(s.store.requests.filter((r) => r.headers['user-agent'] !== USER_AGENT).map((r) => [r.method, r.key, r.headers])).toEqual([]);
     });
 
     it('resumes after SIGKILL at the first unfinished part, re-sending at most the parts in flight', async (ctx) => {

@@ -344,6 +344,11 @@ describe('local API', () => {
     expect(health.json<{ reasons: string[] }>().reasons).toEqual([
       expect.stringMatching(/bytes free on the ledger's filesystem, below ledger\.min_free/),
     ]);
+    // What the VmsUplinkLedgerBelowMinFree alert compares.
+    const metrics = parsePrometheus((await api.call('GET', '/metrics')).text);
+    expect(sampleValue(metrics, 'vms_uplink_ledger_min_free_bytes')).toBe(32 * MiB);
+    expect(sampleValue(metrics, 'vms_uplink_filesystem_size_bytes', { filesystem: 'ledger' })).toBe(64 * MiB);
+    expect(sampleValue(metrics, 'vms_uplink_filesystem_free_bytes', { filesystem: 'ledger' })).toBeLessThan(32 * MiB);
     const status = JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as {
       problems: Array<{ kind: string; message: string }>;
     };
@@ -360,6 +365,8 @@ describe('local API', () => {
     await waitFor(() => uploadOf(s.ledgerPath, 'f2')?.state === 'done', 30_000, 'f2 uploaded once space returned');
     expect(d.events('disk.ok')).toHaveLength(1);
     expect((await api.call('GET', '/healthz', null)).status).toBe(200);
+    const after = parsePrometheus((await api.call('GET', '/metrics')).text);
+    expect(sampleValue(after, 'vms_uplink_filesystem_free_bytes', { filesystem: 'ledger' })).toBeGreaterThan(32 * MiB);
     expect(JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout)).toMatchObject({ problems: [] });
   });
 });

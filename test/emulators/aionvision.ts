@@ -22,6 +22,7 @@ import {
   sendJson,
   validate,
   type Reply,
+  type RecordsArrivals,
 } from './json-server.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
@@ -91,7 +92,7 @@ export interface AionCall {
   putsBefore?: number;
 }
 
-export interface AionvisionEmulator {
+export interface AionvisionEmulator extends RecordsArrivals {
   /** `${origin}/api/v2`, what goes in targets.<name>.base_url. */
   readonly baseUrl: string;
   readonly uploads: ReadonlyMap<string, AionUpload>;

@@ -16,6 +16,7 @@ import {
   sendJson,
   validate,
   type Reply,
+  type RecordsArrivals,
 } from './json-server.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
@@ -81,7 +82,7 @@ export interface AloReport {
   status: number;
 }
 
-export interface AloEmulator {
+export interface AloEmulator extends RecordsArrivals {
   /** `${origin}/v1`, what goes in targets.alo.base_url. */
   readonly baseUrl: string;
   incident(id: string): AloIncident | undefined;

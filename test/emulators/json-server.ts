@@ -26,15 +26,32 @@ export interface Reply {
 export type Fault =
   { kind: 'status'; status: number } | { kind: 'reset'; when: 'before' | 'after' } | { kind: 'hold' } | { kind: 'echo'; status: number };
 
+/** A request as it arrived, before any check or fault: what the client sent of its own accord. */
+export interface Arrival {
+  method: string;
+  /** The path, without the query (which may hold a token). */
+  path: string;
+  /** The User-Agent header; undefined when there was none. */
+  userAgent: string | undefined;
+}
+
+/** What every emulator keeps besides its own log of calls. */
+export interface RecordsArrivals {
+  /** Every request received, in order, whether or not it was carried out. */
+  readonly arrivals: readonly Arrival[];
+}
+
 /**
  * An emulator's server, its log of calls and its per-route fault queues. `Call` is the emulator's
  * log entry, with status 0 when the connection was destroyed instead of answered.
  */
-export abstract class EmulatorServer<Route, Call extends { status: number }> {
+export abstract class EmulatorServer<Route, Call extends { status: number }> implements RecordsArrivals {
   readonly calls: Call[] = [];
+  readonly arrivals: Arrival[] = [];
   /** `http://host:port`, once listening. */
   protected origin = '';
   protected readonly server = http.createServer((req, res) => {
+    this.arrivals.push({ method: req.method ?? '', path: (req.url ?? '').split('?')[0]!, userAgent: req.headers['user-agent'] });
     this.handle(req, res).catch((err: unknown) => {
       // A bug in the emulator still gets an answer, unless the connection is past taking one.
       if (res.headersSent || res.destroyed) return;

@@ -26,6 +26,7 @@ import {
   sendJson,
   validate,
   type Reply,
+  type RecordsArrivals,
 } from './json-server.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
@@ -106,7 +107,7 @@ export interface TruvideoUpload {
   failureReason: string | null;
 }
 
-export interface TruvideoEmulator {
+export interface TruvideoEmulator extends RecordsArrivals {
   /** Origin of the API: what goes in targets.<name>.base_url. */
   readonly baseUrl: string;
   /** The login endpoint: what goes in auth.login.url. */

@@ -15,7 +15,18 @@ import type http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { echoMessage, EmulatorServer, HttpProblem, isRecord, jsonBody, readBody, sendJson, validate, type Reply } from './json-server.js';
+import {
+  echoMessage,
+  EmulatorServer,
+  HttpProblem,
+  isRecord,
+  jsonBody,
+  readBody,
+  sendJson,
+  validate,
+  type RecordsArrivals,
+  type Reply,
+} from './json-server.js';
 
 export interface ValtEmulatorOptions {
   /** The credentials `POST /login` accepts. */
@@ -90,7 +101,7 @@ export interface ValtRecord {
   chunksInFlight: number;
 }
 
-export interface ValtEmulator {
+export interface ValtEmulator extends RecordsArrivals {
   /** `${origin}/api/v3`: what goes in targets.<name>.base_url. */
   readonly baseUrl: string;
   /** `${baseUrl}/login`: what goes in auth.login.url. */

@@ -9,7 +9,7 @@ import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { harness } from '../support/harness.js';
-import { runCli, runCliOnTerminal, waitFor, writeConfig } from '../support/daemon-process.js';
+import { PACKAGE_VERSION, runCli, runCliOnTerminal, waitFor, writeConfig } from '../support/daemon-process.js';
 import { MiB, writeVideo } from '../support/files.js';
 import { incidentManifest, writeManifest } from '../support/manifest.js';
 
@@ -341,5 +341,16 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     expect(r.stderr).toContain('frobnicate');
     expect(r.stderr).toMatch(/usage/i);
     expect(r.stderr).toContain('check-config');
+  });
+
+  it('--version prints the version of package.json and the Node.js it runs on, exits 0, and reads no configuration', async () => {
+    // No config anywhere: --version must not need one.
+    const env = { VMS_UPLINK_CONFIG: '/nonexistent/config.yaml' };
+    for (const args of [['--version'], ['run', '--version']]) {
+      const r = await runCli(args, env);
+      expect([r.code, r.stdout, r.stderr]).toEqual([0, `vms-uplink ${PACKAGE_VERSION} (node ${process.versions.node})\n`, '']);
+    }
+    expect(PACKAGE_VERSION).toMatch(/^\d+\.\d+\.\d+/);
+    expect((await runCli(['--help'])).stdout).toContain('vms-uplink --version');
   });
 });

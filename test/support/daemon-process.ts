@@ -3,7 +3,7 @@
  * collected, so tests can signal it, SIGKILL it and restart it like systemd would.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
@@ -16,6 +16,12 @@ export function repoRoot(): string {
 }
 
 export const CLI = join(repoRoot(), 'dist', 'src', 'cli.js');
+
+/** The version package.json gives, which the daemon must announce. */
+export const PACKAGE_VERSION = (JSON.parse(readFileSync(join(repoRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+
+/** The User-Agent of every request of a daemon this test starts (it runs on the test's own node). */
+export const USER_AGENT = `vms-uplink/${PACKAGE_VERSION} (node/${process.versions.node})`;
 
 export interface LogLine {
   level: string;
