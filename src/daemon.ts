@@ -20,6 +20,8 @@ import type { Target } from './targets/target.js';
 import { BandwidthSchedule, TokenBucket } from './upload/bandwidth.js';
 import { UploadEngine } from './upload/engine.js';
 import { HttpClient } from './upload/http.js';
+import { NetworkHealth } from './upload/network-health.js';
+import { NetworkSettings } from './upload/network.js';
 import { Pacer, sleep } from './upload/pacer.js';
 import { ExportChanges } from './watch/export-changes.js';
 import { FolderWatcher } from './watch/folder-watcher.js';
@@ -36,6 +38,9 @@ const FINISH_PAGE = 500;
 const QUIET_MS = 5_000;
 /** A main loop that has not come round for this long is reported by /healthz. */
 const LOOP_STALL_MS = 60_000;
+/** Network problems kept in the health file (it has a fixed size), and the length of each message. */
+const HEALTH_NETWORK_PROBLEMS = 3;
+const HEALTH_MESSAGE_CHARS = 400;
 
 /** The ledger's filesystem below ledger.min_free. */
 interface LowDisk {
@@ -46,6 +51,11 @@ interface LowDisk {
 export interface DaemonOptions {
   /** Runs before every ledger write: tests make it throw a storage fault (a full disk). */
   beforeLedgerWrite?: () => void;
+  /**
+   * Proxies and trusted CAs, from `network` and the environment (the entry point builds them:
+   * upload/network.ts). Default: straight out, Node's trusted CAs.
+   */
+  network?: NetworkSettings;
 }
 
 /** The pipeline's stages as run() wires them. */
@@ -85,11 +95,14 @@ export class Daemon {
   private lowDisk: LowDisk | null = null;
   private rootProblem: string | null = null;
   private lastLoopAt = Date.now();
+  /** The NetworkHealth revision the health file shows. */
+  private networkRevision = 0;
 
   private constructor(
     private readonly config: Config,
     private readonly log: Logger,
     private readonly secrets: Secrets,
+    private readonly network: { settings: NetworkSettings; health: NetworkHealth },
     private readonly http: HttpClient,
     private readonly ledger: Ledger,
     private readonly targets: Map<string, Target>,
@@ -97,11 +110,15 @@ export class Daemon {
 
   /** Opens everything that can fail on bad input before any work starts. */
   static open(config: Config, log: Logger, secrets: Secrets, options: DaemonOptions = {}): Daemon {
-    const http = new HttpClient({ connectionsPerOrigin: config.upload.concurrency + 2 }, secrets);
+    const network = { settings: options.network ?? NetworkSettings.direct, health: new NetworkHealth(log) };
+    const http = new HttpClient(
+      { connectionsPerOrigin: config.upload.concurrency + 2, network: network.settings, health: network.health },
+      secrets,
+    );
     const targets = createTargets(config.targets, { http, secrets });
     const reportingTargets = [...targets.values()].filter((t) => t.report !== undefined).map((t) => t.name);
     const ledger = Ledger.open(config.ledger.path, { reportingTargets, beforeWrite: options.beforeLedgerWrite });
-    return new Daemon(config, log, secrets, http, ledger, targets);
+    return new Daemon(config, log, secrets, network, http, ledger, targets);
   }
 
   /** Runs until `stop()`; resolves once everything is closed. */
@@ -114,6 +131,8 @@ export class Daemon {
       { event: 'daemon.started', root: this.config.watch.root, ledger: this.config.ledger.path, targets: [...this.targets.keys()] },
       'vms-uplink started',
     );
+    this.log.info({ event: 'network.settings' }, `network: ${this.network.settings.describe()}`);
+    for (const note of this.network.settings.notes) this.log.warn({ event: 'network.note' }, note);
     this.openHealth();
     this.ledger.onFault = (fault) => this.ledgerFault(fault);
     await stages.watcher.start();
@@ -211,6 +230,7 @@ export class Daemon {
     const every = periodic();
     while (!this.stopCtl.signal.aborted) {
       this.lastLoopAt = Date.now();
+      if (this.network.health.revision !== this.networkRevision) this.writeHealth('running');
       if (every('root', ROOT_CHECK_MS)) this.rootProblem = await stages.watcher.checkRoot();
       if (ledger.fault) {
         await this.recoverLedger(stages);
@@ -309,6 +329,7 @@ export class Daemon {
   private writeHealth(state: DaemonHealth['state']): void {
     const fault = this.ledger.fault;
     const low = this.lowDisk;
+    this.networkRevision = this.network.health.revision;
     this.health?.write({
       pid: process.pid,
       state,
@@ -316,6 +337,12 @@ export class Daemon {
       updatedAt: new Date().toISOString(),
       ledgerFault: fault && { code: fault.code, message: fault.message, since: new Date(fault.since).toISOString() },
       lowDisk: low && { freeBytes: low.freeBytes, minFreeBytes: this.config.ledger.min_free, since: new Date(low.since).toISOString() },
+      network: this.network.health.problems.slice(0, HEALTH_NETWORK_PROBLEMS).map((p) => ({
+        kind: p.kind,
+        host: p.host,
+        message: p.message.slice(0, HEALTH_MESSAGE_CHARS),
+        since: new Date(p.since).toISOString(),
+      })),
     });
   }
 
@@ -346,13 +373,19 @@ export class Daemon {
 
   /**
    * What GET /healthz says: `problems` (503) stop the daemon's work; `warnings` (200, degraded)
-   * are work it cannot finish on its own, such as reports a platform refused.
+   * are work it cannot finish on its own, such as reports a platform refused, or a host it cannot
+   * reach because of the box's network settings (an untrusted TLS certificate, a refusing proxy):
+   * uploads to other hosts go on, and restarting the daemon would not help. Once every target has
+   * been failing for api.targets_down_after, that is a problem (503) too.
    */
   private healthReport(metrics: UploadMetrics): Health {
-    const warnings = [...this.ledger.figures.refusedReportsByTarget()].map(
-      ([target, r]) =>
-        `${target} refused the latest report of ${r.count} incident(s) (latest: ${r.lastError ?? 'no message'}); vms-uplink retry INCIDENT-ID sends one again`,
-    );
+    const warnings = [
+      ...this.network.health.problems.map((p) => `${p.message} (since ${new Date(p.since).toISOString()})`),
+      ...[...this.ledger.figures.refusedReportsByTarget()].map(
+        ([target, r]) =>
+          `${target} refused the latest report of ${r.count} incident(s) (latest: ${r.lastError ?? 'no message'}); vms-uplink retry INCIDENT-ID sends one again`,
+      ),
+    ];
     return { problems: this.healthProblems(metrics), warnings };
   }
 

@@ -19,6 +19,8 @@ export interface DaemonHealth {
   ledgerFault: { code: string; message: string; since: string } | null;
   /** null while the ledger's filesystem has more than ledger.min_free free (absent: an older daemon). */
   lowDisk?: { freeBytes: number; minFreeBytes: number; since: string } | null;
+  /** Hosts the network settings keep the daemon from (an untrusted certificate, a refusing proxy); absent: an older daemon. */
+  network?: Array<{ kind: 'tls' | 'proxy'; host: string; message: string; since: string }>;
 }
 
 export function healthPath(ledgerPath: string): string {

@@ -1,6 +1,7 @@
 /**
  * What `status` says about the daemon itself, beside the ledger's rows: whether it runs, and
- * problems it cannot write into the ledger (a full disk under the ledger). Read from the health
+ * problems it cannot write into the ledger (a full disk under the ledger) or that are not about
+ * one upload (a TLS certificate it does not trust, a proxy that refuses). Read from the health
  * file the daemon keeps next to the ledger (src/ledger/health.ts).
  */
 import { freeBytesFor } from '../ledger/filesystem.js';
@@ -14,7 +15,7 @@ export interface DaemonStatus {
 }
 
 export interface Problem {
-  kind: 'ledger' | 'disk';
+  kind: 'ledger' | 'disk' | 'tls' | 'proxy';
   message: string;
   since: string;
 }
@@ -50,6 +51,13 @@ export function daemonReport(ledgerPath: string): DaemonReport {
       message:
         `${d.freeBytes} bytes free on the ledger's filesystem, below ledger.min_free (${d.minFreeBytes}): ` +
         `the daemon (pid ${health.pid}) takes no new exports or uploads until space is freed; uploads under way go on`,
+    });
+  }
+  for (const n of running ? (health.network ?? []) : []) {
+    problems.push({
+      kind: n.kind,
+      since: n.since,
+      message: `${n.message} — uploads to ${n.host} wait and are tried again (nothing is given up for it)`,
     });
   }
   return {
