@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { once } from 'node:events';
-import { ConfigError, loadConfig, readLedgerPath, refuseNetworkLedger, resolveConfigPath } from './config/load.js';
+import { ConfigError, loadConfig, readLedgerPath, refuseNetworkLedger, resolveConfigPath, type Env } from './config/load.js';
 import { describeConfig } from './config/mask.js';
 import { Daemon } from './daemon.js';
 import { LedgerOpenError } from './ledger/database.js';
@@ -16,6 +16,7 @@ import { Secrets } from './log/redact.js';
 import { daemonReport, type DaemonReport } from './status/daemon-status.js';
 import { footerLines, formatSummary, incidentLines, overviewLines } from './status/format-status.js';
 import { BUILD } from './version.js';
+import { networkSettings } from './upload/network.js';
 
 const USAGE = `usage:
   vms-uplink run [--config FILE]            run the daemon in the foreground
@@ -58,13 +59,16 @@ function parseArgs(argv: string[]): Args {
   return args;
 }
 
-async function run(args: Args): Promise<number> {
-  const configPath = resolveConfigPath(args.config);
-  const config = loadConfig(configPath);
+async function run(args: Args, env: Env): Promise<number> {
+  const configPath = resolveConfigPath(args.config, env);
+  const config = loadConfig(configPath, env);
   refuseNetworkLedger(configPath, config.ledger.path);
   const secrets = new Secrets();
   const log = createLogger(config.log.level, secrets);
-  const daemon = Daemon.open(config, log, secrets, { readConfig: () => loadConfig(configPath) });
+  const daemon = Daemon.open(config, log, secrets, {
+    readConfig: () => loadConfig(configPath, env),
+    networkFor: (c) => networkSettings(c.network, env, { source: configPath }),
+  });
   const onSignal = (signal: string): void => {
     log.info({ event: 'daemon.signal', signal }, `${signal} received`);
     daemon.stop();
@@ -90,8 +94,19 @@ async function emit(text: string): Promise<void> {
 /** Incidents listed per page of `status --all` and `--json`. */
 const STATUS_PAGE = 200;
 
-async function status(args: Args): Promise<number> {
-  const path = readLedgerPath(resolveConfigPath(args.config));
+/** The resolved configuration with every secret masked, and where requests will go (the environment's proxy included). */
+function checkConfig(args: Args, env: Env): number {
+  const configPath = resolveConfigPath(args.config, env);
+  const config = loadConfig(configPath, env);
+  const network = networkSettings(config.network, env, { source: configPath });
+  console.log(describeConfig(config));
+  console.log(`# network: ${network.describe()}`);
+  for (const note of network.notes) console.log(`# note: ${note}`);
+  return 0;
+}
+
+async function status(args: Args, env: Env): Promise<number> {
+  const path = readLedgerPath(resolveConfigPath(args.config, env));
   const daemon = daemonReport(path);
   const ledger = existsSync(path) ? Ledger.open(path, { readonly: true }) : null;
   try {
@@ -142,10 +157,10 @@ async function statusAll(ledger: Ledger, daemon: DaemonReport): Promise<void> {
   if (footer.length > 0) await emit(`${footer.join('\n')}\n`);
 }
 
-function retry(args: Args): number {
+function retry(args: Args, env: Env): number {
   const id = args.positional[0];
   if (!id) throw new UsageError('retry needs the id of a failed upload (#number) or of an incident');
-  const configPath = resolveConfigPath(args.config);
+  const configPath = resolveConfigPath(args.config, env);
   const ledgerPath = readLedgerPath(configPath);
   refuseNetworkLedger(configPath, ledgerPath);
   const ledger = Ledger.open(ledgerPath);
@@ -164,19 +179,19 @@ function retry(args: Args): number {
   }
 }
 
-async function main(argv: string[]): Promise<number> {
+/** `env`: the environment, read here and nowhere else in the daemon (the config's ${NAME}, proxies). */
+async function main(argv: string[], env: Env): Promise<number> {
   try {
     const args = parseArgs(argv);
     switch (args.command) {
       case 'run':
-        return await run(args);
+        return await run(args, env);
       case 'check-config':
-        console.log(describeConfig(loadConfig(resolveConfigPath(args.config))));
-        return 0;
+        return checkConfig(args, env);
       case 'status':
-        return await status(args);
+        return await status(args, env);
       case 'retry':
-        return retry(args);
+        return retry(args, env);
       case 'help':
         console.log(USAGE);
         return 0;
@@ -204,4 +219,4 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2), process.env);

@@ -23,6 +23,8 @@ import type { Target } from './targets/target.js';
 import { BandwidthSchedule, TokenBucket } from './upload/bandwidth.js';
 import { UploadEngine } from './upload/engine.js';
 import { HttpClient } from './upload/http.js';
+import { NetworkHealth } from './upload/network-health.js';
+import { NetworkSettings } from './upload/network.js';
 import { Pacer, sleep } from './upload/pacer.js';
 import { BUILD } from './version.js';
 import { ExportChanges } from './watch/export-changes.js';
@@ -40,6 +42,9 @@ const FINISH_PAGE = 500;
 const QUIET_MS = 5_000;
 /** A main loop that has not come round for this long is reported by /healthz. */
 const LOOP_STALL_MS = 60_000;
+/** Network problems kept in the health file (it has a fixed size), and the length of each message. */
+const HEALTH_NETWORK_PROBLEMS = 3;
+const HEALTH_MESSAGE_CHARS = 400;
 
 /** The ledger's filesystem below ledger.min_free. */
 interface LowDisk {
@@ -52,6 +57,11 @@ export interface DaemonOptions {
   beforeLedgerWrite?: () => void;
   /** Reads the configuration file again (SIGHUP); throws a ConfigError when it cannot be used. */
   readConfig?: () => Config;
+  /**
+   * Proxies and trusted CAs for a configuration's `network` section and the environment (the
+   * entry point builds them: upload/network.ts). Default: straight out, Node's trusted CAs.
+   */
+  networkFor?: (config: Config) => NetworkSettings;
 }
 
 /** What lives as long as the process: the local API, the metrics and the one bandwidth bucket. */
@@ -85,13 +95,14 @@ interface ReloadFailure {
 
 /** The HTTP client and the targets built on it: what network and target settings make. */
 interface Network {
+  settings: NetworkSettings;
   http: HttpClient;
   targets: Map<string, Target>;
 }
 
-function openNetwork(config: Config, secrets: Secrets): Network {
-  const http = new HttpClient({ connectionsPerOrigin: config.upload.concurrency + 2 }, secrets);
-  return { http, targets: createTargets(config.targets, { http, secrets }) };
+function openNetwork(config: Config, secrets: Secrets, settings: NetworkSettings, health: NetworkHealth): Network {
+  const http = new HttpClient({ connectionsPerOrigin: config.upload.concurrency + 2, network: settings, health }, secrets);
+  return { settings, http, targets: createTargets(config.targets, { http, secrets }) };
 }
 
 async function closeNetwork(network: Network): Promise<void> {
@@ -157,6 +168,10 @@ export class Daemon {
   private readonly lasting: Lasting;
   /** The stages at work (null while a reload replaces them). */
   private current: Stages | null = null;
+  /** The NetworkHealth revision the health file shows. */
+  private networkRevision = 0;
+  /** Hosts the network settings keep the daemon from; lives across reloads. */
+  private readonly networkHealth: NetworkHealth;
 
   private constructor(
     private config: Config,
@@ -165,7 +180,9 @@ export class Daemon {
     private network: Network,
     private readonly ledger: Ledger,
     private readonly options: DaemonOptions,
+    networkHealth: NetworkHealth,
   ) {
+    this.networkHealth = networkHealth;
     // upload.bandwidth: one bucket for every part of every upload and target; the schedule sets its rate.
     const bandwidth = new TokenBucket(null);
     const metrics = new UploadMetrics({
@@ -182,12 +199,13 @@ export class Daemon {
 
   /** Opens everything that can fail on bad input before any work starts. */
   static open(config: Config, log: Logger, secrets: Secrets, options: DaemonOptions = {}): Daemon {
-    const network = openNetwork(config, secrets);
+    const networkHealth = new NetworkHealth(log);
+    const network = openNetwork(config, secrets, options.networkFor?.(config) ?? NetworkSettings.direct, networkHealth);
     const ledger = Ledger.open(config.ledger.path, {
       reportingTargets: reportingTargets(network.targets),
       beforeWrite: options.beforeLedgerWrite,
     });
-    return new Daemon(config, log, secrets, network, ledger, options);
+    return new Daemon(config, log, secrets, network, ledger, options, networkHealth);
   }
 
   /** Runs until `stop()`; resolves once everything is closed. */
@@ -203,6 +221,8 @@ export class Daemon {
       },
       'vms-uplink started',
     );
+    this.log.info({ event: 'network.settings' }, `network: ${this.network.settings.describe()}`);
+    for (const note of this.network.settings.notes) this.log.warn({ event: 'network.note' }, note);
     this.openHealth();
     this.ledger.onFault = (fault) => this.ledgerFault(fault);
     let stages = await this.start();
@@ -321,6 +341,7 @@ export class Daemon {
     const every = periodic();
     while (!this.stopCtl.signal.aborted && !this.reloadWanted) {
       this.lastLoopAt = Date.now();
+      if (this.networkHealth.revision !== this.networkRevision) this.writeHealth('running');
       if (every('root', ROOT_CHECK_MS)) this.rootProblem = await stages.watcher.checkRoot();
       if (ledger.fault) {
         await this.recoverLedger(stages);
@@ -423,7 +444,7 @@ export class Daemon {
     const changes = describeChanges(this.config, next);
     await this.stopStages(stages);
     const old = this.network;
-    this.network = openNetwork(next, this.secrets);
+    this.network = openNetwork(next, this.secrets, this.options.networkFor?.(next) ?? NetworkSettings.direct, this.networkHealth);
     this.config = next;
     this.log.level = next.log.level;
     this.ledger.setReportingTargets(reportingTargets(this.network.targets));
@@ -487,6 +508,7 @@ export class Daemon {
   private writeHealth(state: DaemonHealth['state']): void {
     const fault = this.ledger.fault;
     const low = this.lowDisk;
+    this.networkRevision = this.networkHealth.revision;
     this.health?.write({
       pid: process.pid,
       state,
@@ -498,8 +520,14 @@ export class Daemon {
       reloadFailed: this.reloadFailure && {
         at: this.reloadFailure.at,
         // The file has a fixed size: the log has every problem.
-        problems: this.reloadFailure.problems.slice(0, 5).map((p) => p.slice(0, 300)),
+        problems: this.reloadFailure.problems.slice(0, 3).map((p) => p.slice(0, 300)),
       },
+      network: this.networkHealth.problems.slice(0, HEALTH_NETWORK_PROBLEMS).map((p) => ({
+        kind: p.kind,
+        host: p.host,
+        message: p.message.slice(0, HEALTH_MESSAGE_CHARS),
+        since: new Date(p.since).toISOString(),
+      })),
     });
   }
 
@@ -530,13 +558,19 @@ export class Daemon {
 
   /**
    * What GET /healthz says: `problems` (503) stop the daemon's work; `warnings` (200, degraded)
-   * are work it cannot finish on its own, such as reports a platform refused.
+   * are work it cannot finish on its own, such as reports a platform refused, or a host it cannot
+   * reach because of the box's network settings (an untrusted TLS certificate, a refusing proxy):
+   * uploads to other hosts go on, and restarting the daemon would not help. Once every target has
+   * been failing for api.targets_down_after, that is a problem (503) too.
    */
   private healthReport(): Health {
-    const warnings = [...this.ledger.figures.refusedReportsByTarget()].map(
-      ([target, r]) =>
-        `${target} refused the latest report of ${r.count} incident(s) (latest: ${r.lastError ?? 'no message'}); vms-uplink retry INCIDENT-ID sends one again`,
-    );
+    const warnings = [
+      ...this.networkHealth.problems.map((p) => `${p.message} (since ${new Date(p.since).toISOString()})`),
+      ...[...this.ledger.figures.refusedReportsByTarget()].map(
+        ([target, r]) =>
+          `${target} refused the latest report of ${r.count} incident(s) (latest: ${r.lastError ?? 'no message'}); vms-uplink retry INCIDENT-ID sends one again`,
+      ),
+    ];
     if (this.reloadFailure)
       warnings.push(
         `the configuration file could not be reloaded at ${this.reloadFailure.at} (the running one stays): ${this.reloadFailure.problems.join('; ')}`,

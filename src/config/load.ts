@@ -33,11 +33,12 @@ export class ConfigError extends Error {
 }
 
 /** `--config`, else `$VMS_UPLINK_CONFIG`, else /etc/vms-uplink/config.yaml. */
-export function resolveConfigPath(flag: string | undefined, env: Env = process.env): string {
+export function resolveConfigPath(flag: string | undefined, env: Env): string {
   return flag || env[CONFIG_PATH_ENV] || DEFAULT_CONFIG_PATH;
 }
 
 export interface LoadOptions {
+  /** The environment `${NAME}` reads (the entry point passes process.env). Default: none. */
   env?: Env;
   readFile?: ReadFile;
   /** Relative paths in the file resolve against this; loadConfig uses the file's directory. */
@@ -46,7 +47,7 @@ export interface LoadOptions {
   source?: string;
 }
 
-export function loadConfig(file: string, env: Env = process.env, readFile: ReadFile = fs.readFileSync): Config {
+export function loadConfig(file: string, env: Env, readFile: ReadFile = fs.readFileSync): Config {
   let text: string;
   try {
     text = readFile(file, 'utf8').toString();
@@ -122,9 +123,9 @@ export function resolveConfig(raw: unknown, options: LoadOptions = {}): Config {
 
 function resolve(raw: unknown, options: LoadOptions, source: string, doc: Document | undefined): Config {
   const baseDir = options.baseDir ?? process.cwd();
-  const pre = new Prepass(options.env ?? process.env, options.readFile ?? fs.readFileSync, baseDir);
+  const pre = new Prepass(options.env ?? {}, options.readFile ?? fs.readFileSync, baseDir);
   const value = pre.walk(raw, []);
-  const result = validateConfig(value, { baseDir });
+  const result = validateConfig(value, { baseDir, readFile: options.readFile });
   // A value already reported (unset variable, unreadable file) would only echo that problem.
   const schemaProblems = result.success ? [] : result.problems.filter((p) => !pre.problems.some((q) => isPrefix(q.path, p.path)));
   const problems = [...pre.problems, ...schemaProblems];

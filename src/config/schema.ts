@@ -56,6 +56,8 @@ import {
   toProblem,
   type ConfigProblem,
 } from './fields.js';
+import type { ReadFile } from './load.js';
+import { caFile, noProxyEntry, noProxyText, proxyUrl } from './network.js';
 
 /** Where the ledger lives unless `ledger.path` says otherwise (systemd StateDirectory=vms-uplink). */
 export const DEFAULT_LEDGER_PATH = '/var/lib/vms-uplink/ledger.db';
@@ -85,6 +87,8 @@ const TARGET_NAME_RE = /^[a-z0-9][a-z0-9_-]*$/i;
 export interface ConfigSchemaOptions {
   /** Directory relative paths are resolved against: the configuration file's. Default: cwd. */
   baseDir?: string;
+  /** How files the configuration names are read (network.ca_file). Default fs.readFileSync. */
+  readFile?: ReadFile;
 }
 
 /** The configuration schema; relative paths resolve against `options.baseDir`. */
@@ -199,6 +203,29 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
     else if (v.token !== undefined && v.token_file !== undefined) exactlyOne(ctx, v, 'token', 'token_file');
   }, ALWAYS);
 
+  // network: how every outgoing request (platform APIs, logins, presigned PUTs) leaves the box.
+  // Left out: straight out, unless the environment names a proxy (see proxy below).
+  const noProxy = dispatch<string[]>((v) => {
+    if (typeof v === 'string') return { schema: required(noProxyText) };
+    if (Array.isArray(v)) return { schema: z.array(required(noProxyEntry)) };
+    return { problem: `expected a list of host names, domains and networks, got ${describeInput(v)}` };
+  });
+  const network = section({
+    // A forward proxy for every request: http://proxy.corp:3128, or with credentials
+    // http://user:password@proxy.corp:3128 (secrets: shown as ***). https:// URLs go through it
+    // with CONNECT, http:// URLs as absolute-form requests. Left out: the environment's
+    // https_proxy/HTTPS_PROXY, http_proxy and all_proxy/ALL_PROXY apply, as curl reads them
+    // (src/upload/network.ts); given, the environment's proxy variables are ignored.
+    proxy: optional(proxyUrl),
+    // Hosts reached directly, not through the proxy: host names (matching their subdomains too),
+    // .domains, IP addresses, CIDR networks (10.0.0.0/8), each optionally with :port; `*` = all.
+    // A list, or one comma-separated string. Given, it replaces no_proxy/NO_PROXY from the environment.
+    no_proxy: noProxy.optional(),
+    // PEM file of extra CA certificates trusted for every HTTPS connection (a TLS-inspecting proxy's
+    // CA, a private platform's CA), besides the system's. Read at start; must hold at least one.
+    ca_file: optional(caFile(options.baseDir, options.readFile)),
+  });
+
   const log = section({
     // trace | debug | info | warn | error | fatal. Default info.
     level: required(oneOf(LOG_LEVELS), 'info'),
@@ -217,6 +244,7 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
     targets,
     routes: routes.optional(),
     api: api.optional(),
+    network: network.prefault({} as z.input<typeof network>),
     log: log.prefault({} as z.input<typeof log>),
   }).superRefine((v, ctx) => {
     const configured = isPlainObject(v.targets) ? Object.keys(v.targets) : [];
@@ -266,6 +294,7 @@ export type WatchConfig = Config['watch'];
 export type UploadConfig = Config['upload'];
 export type ApiConfig = NonNullable<Config['api']>;
 export type LogLevel = Config['log']['level'];
+export type NetworkConfig = Config['network'];
 /** `upload.bandwidth` resolved: a rate in bytes per second, null (unlimited), or a schedule. */
 export type BandwidthConfig = UploadConfig['bandwidth'];
 export interface BandwidthEntry {
@@ -281,7 +310,7 @@ export type ValidationResult = { success: true; config: Config } | { success: fa
  * `*_file` values replaced by the files' contents). Reports every problem, not the first.
  */
 export function validateConfig(input: unknown, options: ConfigSchemaOptions = {}): ValidationResult {
-  const schema = options.baseDir === undefined ? configSchema : createConfigSchema(options);
+  const schema = options.baseDir === undefined && options.readFile === undefined ? configSchema : createConfigSchema(options);
   if (!isPlainObject(input)) {
     return {
       success: false,

@@ -23,6 +23,8 @@ export interface DaemonHealth {
   targets?: string[];
   /** The last reload of the configuration file failed (null once one succeeds, or none was asked). */
   reloadFailed?: { at: string; problems: string[] } | null;
+  /** Hosts the network settings keep the daemon from (an untrusted certificate, a refusing proxy); absent: an older daemon. */
+  network?: Array<{ kind: 'tls' | 'proxy'; host: string; message: string; since: string }>;
 }
 
 export function healthPath(ledgerPath: string): string {

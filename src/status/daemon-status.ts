@@ -1,6 +1,7 @@
 /**
  * What `status` says about the daemon itself, beside the ledger's rows: whether it runs, and
- * problems it cannot write into the ledger (a full disk under the ledger). Read from the health
+ * problems it cannot write into the ledger (a full disk under the ledger) or that are not about
+ * one upload (a TLS certificate it does not trust, a proxy that refuses). Read from the health
  * file the daemon keeps next to the ledger (src/ledger/health.ts).
  */
 import { freeBytesFor } from '../ledger/filesystem.js';
@@ -16,7 +17,7 @@ export interface DaemonStatus {
 }
 
 export interface Problem {
-  kind: 'ledger' | 'disk' | 'config';
+  kind: 'ledger' | 'disk' | 'config' | 'tls' | 'proxy';
   message: string;
   since: string;
 }
@@ -60,6 +61,13 @@ export function daemonReport(ledgerPath: string): DaemonReport {
       kind: 'config',
       since: r.at,
       message: `the configuration file could not be reloaded; the daemon (pid ${health.pid}) runs on with the one it had: ${r.problems.join('; ')}`,
+    });
+  }
+  for (const n of running ? (health.network ?? []) : []) {
+    problems.push({
+      kind: n.kind,
+      since: n.since,
+      message: `${n.message} — uploads to ${n.host} wait and are tried again (nothing is given up for it)`,
     });
   }
   return {

@@ -35,6 +35,13 @@ export type ErrorKind =
   /** The platform refused the request for good (other 4xx, a limit): fail this upload with its message. */
   | 'permanent'
   /**
+   * The box's own setup stops the call before the platform sees it (a TLS certificate it does not
+   * trust): no retry soon will help, and failing the upload would lose it. Tried again at the
+   * longest backoff (upload.retry_max), so that a fixed configuration recovers; shown in `status`
+   * and `/healthz` meanwhile.
+   */
+  | 'configuration'
+  /**
    * The platform accepted the request and is still working on it (TruVideo assembling a completed
    * upload): ask again after `retryAfterMs`. Not a failure: it is polled, never backed off.
    */
@@ -45,7 +52,13 @@ export class TargetError extends Error {
   constructor(
     readonly kind: ErrorKind,
     message: string,
-    readonly details: { status?: number; retryAfterMs?: number; cause?: unknown } = {},
+    readonly details: {
+      status?: number;
+      retryAfterMs?: number;
+      cause?: unknown;
+      /** A short, stable label of why, for the retries metric (`proxy_refused`); default: from the status or error code. */
+      reason?: string;
+    } = {},
   ) {
     super(message, { cause: details.cause });
   }

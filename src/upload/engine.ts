@@ -515,6 +515,7 @@ function until<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
 
 /** A short, stable label for why a call is retried (the metrics' `reason`). */
 function retryReason(err: unknown, kind: ErrorKind): string {
+  if (err instanceof TargetError && err.details.reason) return err.details.reason;
   if (kind === 'new-url') return 'url_refused';
   if (kind === 'reauth') return 'token_expired';
   if (err instanceof StallError) return 'stall';

@@ -9,7 +9,9 @@
  * `Retry-After` the platform sent — many boxes behind one uplink must not retry in step; refused
  * URLs and expired tokens are renewed and tried again at once (a few times, then backed off);
  * `not-ready` is polled after the delay the platform's module asks for, without counting as a
- * failure; a permanent error is never retried. Waits end early on the shutdown signal.
+ * failure; a `configuration` problem (an untrusted TLS certificate) is tried again only at the
+ * longest delay, so that it neither hammers the network nor gives the upload up; a permanent error
+ * is never retried. Waits end early on the shutdown signal.
  */
 import { TargetError, type ErrorKind } from '../targets/target.js';
 import { StallError } from './part-body.js';
@@ -77,6 +79,7 @@ export class Pacer {
     const kind = kindOf(err) ?? 'permanent';
     if (kind === 'permanent') return null;
     if (kind === 'not-ready') return hintOf(err) ?? this.policy.initialMs;
+    if (kind === 'configuration') return this.policy.maxMs;
     if (kind === 'reauth' && failures === 0) return 0;
     return Math.max(hintOf(err) ?? 0, this.backoff(failures));
   }
@@ -105,7 +108,12 @@ export class Pacer {
             cause: err,
           });
         }
-        const delay = renew && renewals <= IMMEDIATE_RENEWALS ? 0 : Math.max(hintOf(err) ?? 0, this.backoff(failures++));
+        const delay =
+          kind === 'configuration'
+            ? this.policy.maxMs
+            : renew && renewals <= IMMEDIATE_RENEWALS
+              ? 0
+              : Math.max(hintOf(err) ?? 0, this.backoff(failures++));
         options.onRetry?.(err, kind, delay);
         await this.wait(delay, options.signal);
       }

@@ -91,6 +91,19 @@ describe('Pacer backoff', () => {
     expect(calls()).toBe(6);
     expect(waits).toEqual([0, 0, 1000, 2000, 4000]);
   });
+
+  it('tries a configuration problem (an untrusted certificate) again only at the longest delay, and never gives it up', async () => {
+    const { sleep, waits } = recordingSleep();
+    const pacer = new Pacer(POLICY, { random: () => 0, sleep });
+    const errors: unknown[] = [];
+    const { op, calls } = failing(...Array.from({ length: 12 }, () => err('configuration', 500)));
+    await expect(pacer.run(op, { signal: new AbortController().signal, onError: (e) => errors.push(e) })).resolves.toBe('ok');
+    expect(calls()).toBe(13);
+    // Each failure is told (status shows it), and each wait is the cap, whatever the jitter or a Retry-After.
+    expect(errors).toHaveLength(12);
+    expect(waits).toEqual(Array.from({ length: 12 }, () => POLICY.maxMs));
+    expect(pacer.delayAfter(err('configuration'), 0)).toBe(POLICY.maxMs);
+  });
 });
 
 describe('Pacer waits on the real timer', () => {

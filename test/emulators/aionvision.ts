@@ -24,6 +24,7 @@ import {
   type Reply,
   type RecordsArrivals,
 } from './json-server.js';
+import type { TlsIdentity } from './listen.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
 export const AION_TEST_KEY = 'aion-test-key';
@@ -44,6 +45,8 @@ export interface AionvisionEmulatorOptions {
   store: S3Store;
   host?: string;
   port?: number;
+  /** Serve HTTPS with this key and certificate. Default: plain HTTP. */
+  tls?: TlsIdentity;
   /** Every API call must carry this header with exactly this value. Default: Authorization: Bearer aion-test-key. */
   auth?: { header: string; value: string };
   /** The chunk size the server decides. Default 10 MiB, as the seed says. */
@@ -93,6 +96,8 @@ export interface AionCall {
 }
 
 export interface AionvisionEmulator extends RecordsArrivals {
+  /** TCP connections accepted so far (every request arrives on one): compared with a proxy's tunnels. */
+  readonly connections: number;
   /** `${origin}/api/v2`, what goes in targets.<name>.base_url. */
   readonly baseUrl: string;
   readonly uploads: ReadonlyMap<string, AionUpload>;
@@ -130,7 +135,7 @@ const sessionSchema = z.strictObject({ media_id: id, upload_id: id });
 
 export async function startAionvisionEmulator(opts: AionvisionEmulatorOptions): Promise<AionvisionEmulator> {
   const emulator = new AionvisionServer(opts);
-  await emulator.listen(opts.host ?? '127.0.0.1', opts.port ?? 0);
+  await emulator.listen(opts.host ?? '127.0.0.1', opts.port ?? 0, opts.tls);
   return emulator;
 }
 

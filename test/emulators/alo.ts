@@ -18,12 +18,15 @@ import {
   type Reply,
   type RecordsArrivals,
 } from './json-server.js';
+import type { TlsIdentity } from './listen.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
 export interface AloEmulatorOptions {
   store: S3Store;
   host?: string;
   port?: number;
+  /** Serve HTTPS with this key and certificate. Default: plain HTTP. */
+  tls?: TlsIdentity;
   /** Every API call must carry this header with exactly this value. Default: Authorization: Bearer alo-test-token. */
   auth?: { header: string; value: string };
   urlExpiresSeconds?: number;
@@ -83,6 +86,8 @@ export interface AloReport {
 }
 
 export interface AloEmulator extends RecordsArrivals {
+  /** TCP connections accepted so far (every request arrives on one): compared with a proxy's tunnels. */
+  readonly connections: number;
   /** `${origin}/v1`, what goes in targets.alo.base_url. */
   readonly baseUrl: string;
   incident(id: string): AloIncident | undefined;
@@ -178,7 +183,7 @@ const completeSchema = z.strictObject({
 
 export async function startAloEmulator(opts: AloEmulatorOptions): Promise<AloEmulator> {
   const emulator = new AloServer(opts);
-  await emulator.listen(opts.host ?? '127.0.0.1', opts.port ?? 0);
+  await emulator.listen(opts.host ?? '127.0.0.1', opts.port ?? 0, opts.tls);
   return emulator;
 }
 

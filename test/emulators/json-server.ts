@@ -3,9 +3,10 @@
  * queue faults per route. An emulator keeps its own routes, error body and headers; the pieces here
  * refuse with the same statuses and messages every emulator used when it had its own copy.
  */
-import http from 'node:http';
+import type http from 'node:http';
+import type https from 'node:https';
 import type { z } from 'zod';
-import { listen } from './listen.js';
+import { createServer, listen, type TlsIdentity } from './listen.js';
 
 /** A refusal: thrown by a handler, answered in the platform's error body with this status. */
 export class HttpProblem extends Error {
@@ -48,20 +49,25 @@ export interface RecordsArrivals {
 export abstract class EmulatorServer<Route, Call extends { status: number }> implements RecordsArrivals {
   readonly calls: Call[] = [];
   readonly arrivals: Arrival[] = [];
-  /** `http://host:port`, once listening. */
+  /** `http://host:port` (or https://), once listening. */
   protected origin = '';
-  protected readonly server = http.createServer((req, res) => {
-    this.arrivals.push({ method: req.method ?? '', path: (req.url ?? '').split('?')[0]!, userAgent: req.headers['user-agent'] });
-    this.handle(req, res).catch((err: unknown) => {
-      // A bug in the emulator still gets an answer, unless the connection is past taking one.
-      if (res.headersSent || res.destroyed) return;
-      const message = err instanceof Error ? err.message : String(err);
-      this.send(res, this.problemReply(new HttpProblem(500, message)));
-    });
-  });
+  /** TCP connections accepted so far: what a test compares with the connections a proxy opened. */
+  connections = 0;
+  private server: http.Server | https.Server | null = null;
   private readonly faults = new Map<Route, Fault[]>();
 
-  async listen(host: string, port: number): Promise<void> {
+  /** Listens on `host:port`, over HTTPS with `tls`. */
+  async listen(host: string, port: number, tls?: TlsIdentity): Promise<void> {
+    this.server = createServer((req, res) => {
+      this.arrivals.push({ method: req.method ?? '', path: (req.url ?? '').split('?')[0]!, userAgent: req.headers['user-agent'] });
+      this.handle(req, res).catch((err: unknown) => {
+        // A bug in the emulator still gets an answer, unless the connection is past taking one.
+        if (res.headersSent || res.destroyed) return;
+        const message = err instanceof Error ? err.message : String(err);
+        this.send(res, this.problemReply(new HttpProblem(500, message)));
+      });
+    }, tls);
+    this.server.on('connection', () => this.connections++);
     this.origin = await listen(this.server, host, port);
   }
 
@@ -89,8 +95,10 @@ export abstract class EmulatorServer<Route, Call extends { status: number }> imp
   }
 
   async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeAllConnections();
+    const server = this.server;
+    if (!server) return;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
     await closed;
   }
 

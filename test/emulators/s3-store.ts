@@ -9,7 +9,8 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { Socket } from 'node:net';
-import { listen } from './listen.js';
+import https from 'node:https';
+import { listen, type TlsIdentity } from './listen.js';
 import os from 'node:os';
 import path from 'node:path';
 import { Transform, Writable } from 'node:stream';
@@ -26,6 +27,8 @@ export interface S3StoreOptions {
   bucket?: string;
   /** Origin written into presigned URLs; default the server's own origin. Lets a fault proxy sit in between. */
   publicOrigin?: string;
+  /** Serve HTTPS with this key and certificate (presigned URLs are then https://). Default: plain HTTP. */
+  tls?: TlsIdentity;
 }
 
 export interface S3RequestRecord {
@@ -101,6 +104,8 @@ export interface S3Store {
   setLatency(ms: number): void;
   /** For a proxy started after the store: later presigned URLs point at this origin. */
   setPublicOrigin(origin: string): void;
+  /** TCP connections accepted so far: what a test compares with the connections a proxy opened. */
+  readonly connections: number;
   close(): Promise<void>;
 }
 
@@ -169,7 +174,7 @@ export async function startS3Store(opts: S3StoreOptions = {}): Promise<S3Store> 
   const ownsDataDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), 's3-store-')));
   await mkdir(path.join(dataDir, 'blobs'), { recursive: true });
-  const store = new S3StoreServer(dataDir, ownsDataDir, opts.region ?? 'us-east-1', opts.bucket ?? 'alo-media');
+  const store = new S3StoreServer(dataDir, ownsDataDir, opts.region ?? 'us-east-1', opts.bucket ?? 'alo-media', opts.tls);
   await store.listen(opts.host ?? '127.0.0.1', opts.port ?? 0, opts.publicOrigin);
   return store;
 }
@@ -177,7 +182,8 @@ export async function startS3Store(opts: S3StoreOptions = {}): Promise<S3Store> 
 class S3StoreServer implements S3Store {
   readonly requests: S3RequestRecord[] = [];
   readonly presignedUrls: string[] = [];
-  private readonly server: http.Server;
+  private readonly server: http.Server | https.Server;
+  connections = 0;
   private readonly objects = new Map<string, StoredObject>();
   private readonly uploads = new Map<string, MultipartUpload>();
   private readonly faults: S3Fault[] = [];
@@ -194,6 +200,7 @@ class S3StoreServer implements S3Store {
     private readonly ownsDataDir: boolean,
     private readonly region: string,
     readonly bucket: string,
+    tls: TlsIdentity | undefined,
   ) {
     const serve = (req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean) => {
       this.handle(req, res, expectContinue).catch((err: unknown) => {
@@ -203,7 +210,10 @@ class S3StoreServer implements S3Store {
         }
       });
     };
-    this.server = http.createServer((req, res) => serve(req, res, false));
+    this.server = tls
+      ? https.createServer(tls, (req, res) => serve(req, res, false))
+      : http.createServer((req, res) => serve(req, res, false));
+    this.server.on('connection', () => this.connections++);
     // Like S3, refuse a request that waits for 100-continue before its body is sent, not after.
     this.server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => serve(req, res, true));
     // Real S3 lets a slow upload run for hours; Node's default 5-minute request timeout would not.

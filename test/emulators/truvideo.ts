@@ -28,6 +28,7 @@ import {
   type Reply,
   type RecordsArrivals,
 } from './json-server.js';
+import type { TlsIdentity } from './listen.js';
 import { S3Error, type S3Store } from './s3-store.js';
 
 export const TRUVIDEO_FILE_TYPES = [
@@ -59,6 +60,8 @@ export interface TruvideoEmulatorOptions {
   apiKey: string;
   host?: string;
   port?: number;
+  /** Serve HTTPS with this key and certificate. Default: plain HTTP. */
+  tls?: TlsIdentity;
   /** Lifetime of an access token. Default 3600. */
   tokenTtlSeconds?: number;
   /** Lifetime of a presigned URL. Default 3600. */
@@ -108,6 +111,8 @@ export interface TruvideoUpload {
 }
 
 export interface TruvideoEmulator extends RecordsArrivals {
+  /** TCP connections accepted so far (every request arrives on one): compared with a proxy's tunnels. */
+  readonly connections: number;
   /** Origin of the API: what goes in targets.<name>.base_url. */
   readonly baseUrl: string;
   /** The login endpoint: what goes in auth.login.url. */
@@ -172,7 +177,7 @@ const completeSchema = z.strictObject({
 
 export async function startTruvideoEmulator(opts: TruvideoEmulatorOptions): Promise<TruvideoEmulator> {
   const emulator = new TruvideoServer(opts);
-  await emulator.listen(opts.host ?? '127.0.0.1', opts.port ?? 0);
+  await emulator.listen(opts.host ?? '127.0.0.1', opts.port ?? 0, opts.tls);
   return emulator;
 }
 

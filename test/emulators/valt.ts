@@ -27,6 +27,7 @@ import {
   type RecordsArrivals,
   type Reply,
 } from './json-server.js';
+import type { TlsIdentity } from './listen.js';
 
 export interface ValtEmulatorOptions {
   /** The credentials `POST /login` accepts. */
@@ -38,6 +39,8 @@ export interface ValtEmulatorOptions {
   wrapInData?: boolean;
   host?: string;
   port?: number;
+  /** Serve HTTPS with this key and certificate. Default: plain HTTP. */
+  tls?: TlsIdentity;
   /** Largest request body accepted (413 above). Default 64 MiB + 64 KiB. */
   maxBodyBytes?: number;
 }
@@ -102,6 +105,8 @@ export interface ValtRecord {
 }
 
 export interface ValtEmulator extends RecordsArrivals {
+  /** TCP connections accepted so far (every request arrives on one): compared with a proxy's tunnels. */
+  readonly connections: number;
   /** `${origin}/api/v3`: what goes in targets.<name>.base_url. */
   readonly baseUrl: string;
   /** `${baseUrl}/login`: what goes in auth.login.url. */
@@ -162,7 +167,7 @@ const CONTENT_RANGE = /^bytes (\d{1,15})-(\d{1,15})\/(\d{1,15})$/;
 export async function startValtEmulator(opts: ValtEmulatorOptions): Promise<ValtEmulator> {
   const dir = await mkdtemp(join(tmpdir(), 'valt-emulator-'));
   const emulator = new ValtServer(opts, dir);
-  await emulator.listen(opts.host ?? '127.0.0.1', opts.port ?? 0);
+  await emulator.listen(opts.host ?? '127.0.0.1', opts.port ?? 0, opts.tls);
   return emulator;
 }
 

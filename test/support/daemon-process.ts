@@ -30,6 +30,15 @@ export interface LogLine {
   [key: string]: unknown;
 }
 
+/**
+ * The test runner's environment without proxy variables: the daemon honours HTTPS_PROXY and the
+ * like, and the emulators on loopback must not be sent through a developer's proxy. A test that
+ * wants one passes it.
+ */
+function inheritedEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(https?|all|no)_proxy$/i.test(name)));
+}
+
 export class DaemonProcess {
   readonly logs: LogLine[] = [];
   /** stdout exactly as written, for checks that must not depend on re-serialising parsed lines. */
@@ -39,7 +48,7 @@ export class DaemonProcess {
   private readonly child: ChildProcess;
 
   constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, [CLI, ...args], { env: { ...inheritedEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let buffered = '';
     this.child.stdout!.on('data', (chunk: Buffer) => {
       this.stdout.push(chunk.toString());
@@ -84,7 +93,7 @@ export class DaemonProcess {
 /** Runs a one-shot command (`check-config`, `status`, `retry`) and returns what it printed. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolveRun) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...inheritedEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));

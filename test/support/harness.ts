@@ -15,8 +15,8 @@ export interface Harness {
   closeAtEnd<T extends { close(): Promise<void> }>(resource: T): T;
   site(options?: AloSiteOptions): Promise<AloSite>;
   aionSite(options?: AionSiteOptions): Promise<AionSite>;
-  /** The real daemon on the site's config, SIGKILLed when the test finishes. */
-  daemon(s: { configPath: string }): DaemonProcess;
+  /** The real daemon on the site's config (with `env` over the test runner's), SIGKILLed when the test finishes. */
+  daemon(s: { configPath: string }, env?: NodeJS.ProcessEnv): DaemonProcess;
 }
 
 export function harness(ctx: TestContext): Harness {
@@ -37,8 +37,8 @@ export function harness(ctx: TestContext): Harness {
     closeAtEnd,
     site: async (options = {}) => closeAtEnd(await startAloSite(options)),
     aionSite: async (options = {}) => closeAtEnd(await startAionSite(options)),
-    daemon(s) {
-      const d = DaemonProcess.run(s.configPath);
+    daemon(s, env) {
+      const d = DaemonProcess.run(s.configPath, env);
       cleanups.push(async () => {
         d.kill('SIGKILL');
         await d.exited;

@@ -3,6 +3,7 @@
  * commented platform blocks switched on, every platform's keys must be the ones the schema takes.
  */
 import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 
@@ -49,5 +50,21 @@ describe('config/config.example.yaml', () => {
       poll_timeout: 3600,
       more_urls_path: '/upload/{uploadId}/presigned-urls',
     });
+  });
+
+  it('loads with the network block uncommented, proxy credentials and CA file as documented', () => {
+    const lines = EXAMPLE.split('\n');
+    const first = lines.indexOf('# network:');
+    expect(first, 'the example has its network block').toBeGreaterThan(0);
+    const end = lines.findIndex((l, i) => i > first && !l.startsWith('#   '));
+    const text = [...lines.slice(0, first), ...lines.slice(first, end).map((l) => l.replace(/^# ?/, '')), ...lines.slice(end)].join('\n');
+    const caFile = (path: string): string => {
+      if (path === '/etc/ssl/corp-ca.pem') return rootCertificates[0]!;
+      return readFile(path);
+    };
+    const config = parseConfig(text, { env, readFile: caFile, baseDir: '/etc/vms-uplink' });
+    expect(config.network.proxy?.toString()).toBe('http://***:***@proxy.corp:3128');
+    expect(config.network.no_proxy).toEqual(['localhost', '.corp.example', '10.0.0.0/8']);
+    expect(config.network.ca_file?.certificates).toHaveLength(1);
   });
 });

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import util from 'node:util';
 import { Volume } from 'memfs';
+import { CONFIG_PATH, loadYaml, problemsOf } from '../support/config.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig, parseConfig, resolveConfig, resolveConfigPath } from '../../src/config/load.js';
 import { describeConfig } from '../../src/config/mask.js';
@@ -12,23 +13,7 @@ import type { Config, TargetConfig } from '../../src/config/schema.js';
 import { Secret } from '../../src/config/secret.js';
 import { parseDuration, parseRate, parseSize } from '../../src/config/units.js';
 
-const CONFIG_PATH = '/etc/vms-uplink/config.yaml';
-
-/** Loads `yaml` from an in-memory file system holding it and `files`. */
-function load(yaml: string, options: { env?: Record<string, string>; files?: Record<string, string> } = {}): Config {
-  const vol = Volume.fromJSON({ [CONFIG_PATH]: yaml, ...options.files });
-  return loadConfig(CONFIG_PATH, options.env ?? {}, vol.readFileSync.bind(vol));
-}
-
-function problemsOf(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as ConfigError).problems;
-  }
-  throw new Error('expected a ConfigError');
-}
+const load = loadYaml;
 
 const MINIMAL = `
 watch:
