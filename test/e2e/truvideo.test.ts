@@ -297,6 +297,31 @@ describe('TruVideo emulator', () => {
     expect(store.objectSize(done.keyName as string)).toBe(5 * MiB + 4);
     expect(await call(tv, 'GET', '/upload/nope', undefined, token)).toMatchObject({ status: 400 });
   });
+
+  it('refuses a title at complete when told to, after its parts landed; the session stays open (TruVideo has no abort)', async (ctx) => {
+    const { tv } = await emulator(harness(ctx), { initialUrls: 1 });
+    const token = await login(tv);
+    tv.refuseTitle('Cam', 'policy forbids this clip', 'complete');
+    const started = await call(tv, 'POST', '/upload/start', { amountOfParts: 1, media }, token);
+    expect(started.status).toBe(201);
+    const { uploadId } = started.json as { uploadId: string };
+    const put = await request(started.json.presignedUrls[0].url as string, {
+      method: 'PUT',
+      body: 'tail',
+      headers: { 'content-length': '4' },
+    });
+    await put.body.text();
+    const parts = [{ partNumber: 1, eTag: String(put.headers['etag']).replace(/"/g, '') }];
+    for (let i = 0; i < 2; i++) {
+      expect(await call(tv, 'POST', `/upload/${uploadId}/complete`, { parts }, token)).toEqual({
+        status: 400,
+        json: { status: 400, message: 'policy forbids this clip' },
+      });
+    }
+    expect((await call(tv, 'GET', `/upload/${uploadId}`, undefined, token)).json.status).toBe('PARTIAL');
+    expect(tv.calls.filter((c) => c.route === 'complete').map((c) => c.status)).toEqual([400, 400]);
+    expect(tv.calls.every((c) => c.at > 0)).toBe(true);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -379,6 +379,42 @@ describe('the Valt emulator refuses what Valt would', () => {
     expect(ok.body).toEqual({ id: expect.any(String), videos: [expect.any(String)] });
   });
 
+  it('refuses a record at its chunks after the first when told to, holds an answer, and hands out short-lived tokens', async (ctx) => {
+    const { valt, post } = await emulator(ctx);
+    const token = (await post('/login', json({ username: VALT_USERNAME, password: VALT_PASSWORD }))).body.data.access_token as string;
+    valt.refuseName('Refused', 'Recording storage quota exceeded.', 'chunk');
+    const record = (await post(`/records/create-upload?access_token=${token}`, json({ name: 'Refused clip' }))).body as {
+      id: string;
+      videos: string[];
+    };
+    const bytes = randomBytes(20);
+    const chunk = (range: string, data: Buffer, signal?: AbortSignal) => {
+      const form = new FormData();
+      form.append('file', new Blob([data], { type: 'video/mp4' }), 'cam01.mp4');
+      return fetch(`${valt.baseUrl}/records/${record.id}/videos/${record.videos[0]}?access_token=${token}`, {
+        method: 'POST',
+        body: form,
+        headers: { 'content-range': range },
+        signal,
+      });
+    };
+    // The first chunk is held: appended, its answer never sent.
+    valt.holdNext('chunk', 1);
+    await expect(chunk('bytes 0-9/20', bytes.subarray(0, 10), AbortSignal.timeout(500))).rejects.toThrow();
+    expect(valt.records[0]).toMatchObject({ bytes: 10, contentRanges: ['bytes 0-9/20'] });
+    expect(valt.records[0]!.chunks[0]).toMatchObject({ accepted: true, held: true, status: 0 });
+    // Every later chunk is refused; the record stays incomplete.
+    const refused = await chunk('bytes 10-19/20', bytes.subarray(10));
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toEqual({ error: { code: 400, message: 'Recording storage quota exceeded.' } });
+    expect(valt.records[0]).toMatchObject({ bytes: 10, complete: false });
+    // Tokens handed out from now on live no time at all; the earlier one still works.
+    valt.setTokenTtl(0);
+    const dead = (await post('/login', json({ username: VALT_USERNAME, password: VALT_PASSWORD }))).body.data.access_token as string;
+    expect((await post(`/records/create-upload?access_token=${dead}`, json({ name: 'x' }))).status).toBe(401);
+    expect((await post(`/records/create-upload?access_token=${token}`, json({ name: 'x' }))).status).toBe(200);
+  });
+
   it('appends only RFC 9110 ranges that continue the video, from real multipart bodies with a length', async (ctx) => {
     const { valt, post } = await emulator(ctx);
     const token = (await post('/login', json({ username: VALT_USERNAME, password: VALT_PASSWORD }))).body.data.access_token as string;

@@ -30,6 +30,8 @@ export interface S3StoreOptions {
 
 export interface S3RequestRecord {
   method: string;
+  /** The request target as received (path and query, signature included), byte for byte. */
+  url: string;
   key: string;
   partNumber?: number;
   uploadId?: string;
@@ -37,6 +39,8 @@ export interface S3RequestRecord {
   /** 0 when the connection was destroyed instead of answered. */
   status: number;
   code?: string;
+  /** S3's error message, when it refused the request (`Request has expired`…). */
+  message?: string;
   /** Epoch milliseconds when the request arrived. */
   at: number;
   /**
@@ -73,8 +77,24 @@ export type S3Fault =
      * that ETag with the MD5 of its own bytes notices. An empty body has no byte to corrupt.
      */
     | { kind: 'corrupt'; atByte?: number }
+    /**
+     * The body is stored and recorded as accepted (status 200, ListParts sees it), but the answer
+     * never leaves: the connection stays open until the client gives up, as when the answer is
+     * lost after S3 kept the part. Lets a SIGKILL land between the two.
+     */
+    | { kind: 'hold-answer' }
   ) &
     S3FaultMatch;
+
+/** A presigned URL as the store minted it: for which object (and part), and when. */
+export interface PresignedUrl {
+  url: string;
+  key: string;
+  partNumber?: number;
+  uploadId?: string;
+  /** Epoch milliseconds when it was minted. */
+  at: number;
+}
 
 export interface S3Store {
   /** Where the server really listens. */
@@ -96,6 +116,8 @@ export interface S3Store {
   readonly requests: S3RequestRecord[];
   /** Every presigned URL handed out, in order, for checking that no signature leaks. */
   readonly presignedUrls: readonly string[];
+  /** The same URLs with what each was minted for, and when. */
+  readonly presigned: readonly PresignedUrl[];
   injectFaults(...faults: S3Fault[]): void;
   /** Every successful PUT is answered this many ms after its body arrived (a slow uplink, made visible). */
   setLatency(ms: number): void;
@@ -176,7 +198,7 @@ export async function startS3Store(opts: S3StoreOptions = {}): Promise<S3Store> 
 
 class S3StoreServer implements S3Store {
   readonly requests: S3RequestRecord[] = [];
-  readonly presignedUrls: string[] = [];
+  readonly presigned: PresignedUrl[] = [];
   private readonly server: http.Server;
   private readonly objects = new Map<string, StoredObject>();
   private readonly uploads = new Map<string, MultipartUpload>();
@@ -229,6 +251,10 @@ class S3StoreServer implements S3Store {
     return this.originValue;
   }
 
+  get presignedUrls(): string[] {
+    return this.presigned.map((p) => p.url);
+  }
+
   get publicOrigin(): string {
     return this.publicOriginValue;
   }
@@ -258,14 +284,14 @@ class S3StoreServer implements S3Store {
     const url = await getSignedUrl(this.requireClient(), new PutObjectCommand({ Bucket: this.bucket, Key: key }), {
       expiresIn: expiresInSeconds,
     });
-    this.presignedUrls.push(url);
+    this.presigned.push({ url, key, at: Date.now() });
     return assertHostOnlySignature(url);
   }
 
   async presignUploadPart(key: string, uploadId: string, partNumber: number, expiresInSeconds: number): Promise<string> {
     const command = new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber });
     const url = await getSignedUrl(this.requireClient(), command, { expiresIn: expiresInSeconds });
-    this.presignedUrls.push(url);
+    this.presigned.push({ url, key, partNumber, uploadId, at: Date.now() });
     return assertHostOnlySignature(url);
   }
 
@@ -413,6 +439,7 @@ class S3StoreServer implements S3Store {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): Promise<void> {
     const record: S3RequestRecord = {
       method: req.method ?? '',
+      url: req.url ?? '',
       key: '',
       bytesReceived: 0,
       status: 0,
@@ -520,7 +547,9 @@ class S3StoreServer implements S3Store {
     record.status = 200;
     if (fault?.kind === 'wrong-etag') record.code = 'InjectedWrongETag';
     if (fault?.kind === 'corrupt') record.code = 'InjectedCorruption';
+    if (fault?.kind === 'hold-answer') record.code = 'AnswerHeld';
     this.requests.push(record);
+    if (fault?.kind === 'hold-answer') return; // kept; the answer never leaves
     // Still 32 lower-case hex digits, quoted: nothing in its form tells it from a true ETag.
     const answered =
       fault?.kind === 'wrong-etag' ? md5Hex(Buffer.concat([Buffer.from('not this body:'), blob.md5])) : blob.md5.toString('hex');
@@ -735,6 +764,7 @@ class S3StoreServer implements S3Store {
   private answerError(req: http.IncomingMessage, res: http.ServerResponse, record: S3RequestRecord, err: S3Error): void {
     record.status = err.status;
     record.code = err.code;
+    record.message = err.message;
     this.requests.push(record);
     const body = errorXml(err.code, err.message, { ...(record.key ? { Key: record.key } : {}), ...err.details });
     res.writeHead(err.status, {

@@ -73,6 +73,8 @@ export type TruvideoRoute = 'login' | 'start' | 'presigned_urls' | 'get_upload' 
 export interface TruvideoCall {
   method: string;
   route: TruvideoRoute | 'unknown';
+  /** Epoch milliseconds when the request arrived. */
+  at: number;
   uploadId?: string;
   body?: unknown;
   /** 0 when the connection was destroyed instead of answered. */
@@ -126,8 +128,11 @@ export interface TruvideoEmulator {
   resetNext(route: TruvideoRoute, count: number, when?: 'before' | 'after'): void;
   /** The next accepted complete ends FAILED with this failureReason instead of COMPLETED. */
   failNextCompletion(reason: string): void;
-  /** A start whose media.title contains `substring` is refused with 400 and `message`. */
-  refuseTitle(substring: string, message: string): void;
+  /**
+   * Uploads whose media.title contains `substring` are refused for good with 400 and `message`: at
+   * the start (default), before a session exists, or at every complete, once its parts are in S3.
+   */
+  refuseTitle(substring: string, message: string, at?: 'start' | 'complete'): void;
   setUrlExpiry(seconds: number): void;
   close(): Promise<void>;
 }
@@ -186,7 +191,7 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
   readonly issuedTokens: string[] = [];
   private readonly sessions = new Map<string, TruvideoUpload>();
   private readonly completionFailures: string[] = [];
-  private readonly refusedTitles: Array<{ substring: string; message: string }> = [];
+  private readonly refusedTitles: Array<{ substring: string; message: string; at: 'start' | 'complete' }> = [];
   private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly opts: TruvideoEmulatorOptions) {
@@ -223,8 +228,8 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
     this.completionFailures.push(reason);
   }
 
-  refuseTitle(substring: string, message: string): void {
-    this.refusedTitles.push({ substring, message });
+  refuseTitle(substring: string, message: string, at: 'start' | 'complete' = 'start'): void {
+    this.refusedTitles.push({ substring, message, at });
   }
 
   setUrlExpiry(seconds: number): void {
@@ -241,7 +246,7 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
     const method = req.method ?? '';
     const { pathname } = new URL(req.url ?? '/', 'http://truvideo.invalid');
     const matched = matchRoute(method, pathname);
-    const call: TruvideoCall = { method, route: matched.route ?? 'unknown', status: 0 };
+    const call: TruvideoCall = { method, route: matched.route ?? 'unknown', at: Date.now(), status: 0 };
     if (matched.uploadId !== undefined) call.uploadId = matched.uploadId;
 
     // A refusal is answered even under a reset-after fault: only a carried-out call loses its answer.
@@ -306,7 +311,7 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
   private async start(body: unknown): Promise<Reply> {
     const request = validate(startSchema, body);
     const title = request.media.title ?? null;
-    const refusal = title === null ? undefined : this.refusedTitles.find((r) => title.includes(r.substring));
+    const refusal = this.refusalOf(title, 'start');
     if (refusal) throw new HttpProblem(400, refusal.message);
     const mediaId = randomUUID();
     const sanitizedTitle = title === null ? null : title.replace(/[^A-Za-z0-9._-]/g, '_');
@@ -351,6 +356,8 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
   private complete(upload: TruvideoUpload, body: unknown): Reply {
     const { parts } = validate(completeSchema, body);
     this.requireOpen(upload);
+    const refusal = this.refusalOf(upload.title, 'complete');
+    if (refusal) throw new HttpProblem(400, refusal.message);
     const stored = new Map(this.registeredParts(upload).map((p) => [p.partNumber, p]));
     parts.forEach((p, i) => {
       if (p.partNumber !== i + 1) throw new HttpProblem(400, `parts[${i}].partNumber: expected ${i + 1} (parts must be contiguous from 1)`);
@@ -393,6 +400,10 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
       upload.status = 'FAILED';
       upload.failureReason = injected ?? (err instanceof S3Error ? `${err.code}: ${err.message}` : String(err));
     }
+  }
+
+  private refusalOf(title: string | null, at: 'start' | 'complete'): { message: string } | undefined {
+    return title === null ? undefined : this.refusedTitles.find((r) => r.at === at && title.includes(r.substring));
   }
 
   private requireOpen(upload: TruvideoUpload): void {
