@@ -1,10 +1,10 @@
 /**
- * Aionvision's video upload API v2 (seeds/002) as a local HTTP server backed by an S3Store: the
- * server decides the chunks (10 MiB, the last one shorter), mints one S3 multipart upload per
- * video and a presigned UploadPart URL per chunk, and checks every confirm against what S3 really
- * holds (the part's ETag and size). Where the seed is silent (CONTRACT §7) it answers as a strict
- * real service would: unknown fields, wrong types, ids that do not belong together are refused
- * with a 400 naming the field; no credentials is a 401.
+ * Aionvision's video upload API v2 (its upload document) as a local HTTP server backed by an
+ * S3Store: the server decides the chunks (10 MiB, the last one shorter), mints one S3 multipart
+ * upload per video and a presigned UploadPart URL per chunk, and checks every confirm against what
+ * S3 really holds (the part's ETag and size). Where the document is silent it answers as the
+ * contract assumes, or as a strict real service would: unknown fields, wrong types, ids that do
+ * not belong together are refused with a 400 naming the field; no credentials is a 401.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type http from 'node:http';

@@ -1,7 +1,8 @@
 /**
- * The ALO VMS incidents API (seeds/000) as a local HTTP server backed by an S3Store. Where the seed is
- * silent it answers as a strict real service would, so that a daemon that passes here has not merely
- * pleased a lenient mock: unknown fields, wrong types and keys that were never uploaded are refused.
+ * The ALO VMS incidents API (its multipart upload document) as a local HTTP server backed by an
+ * S3Store. Where the document is silent it answers as a strict real service would, so that a daemon
+ * that passes here has not merely pleased a lenient mock: unknown fields, wrong types and keys that
+ * were never uploaded are refused.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type http from 'node:http';

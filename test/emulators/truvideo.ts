@@ -1,11 +1,11 @@
 /**
- * TruVideo Upload V3 (seeds/004) as a local HTTP server backed by the shared S3Store. It follows the
- * document strictly, as the real service would: every body is validated (400 naming the field),
- * every call needs a fresh Bearer token from the login endpoint (tokens expire), presigned URLs are
- * real S3 UploadPart URLs on the store, parts are registered once their PUT landed in the store, and
- * complete is asynchronous (202, PENDING_COMPLETE, then COMPLETED or FAILED).
+ * TruVideo Upload V3 (its upload document) as a local HTTP server backed by the shared S3Store. It
+ * follows the document strictly, as the real service would: every body is validated (400 naming the
+ * field), every call needs a fresh Bearer token from the login endpoint (tokens expire), presigned
+ * URLs are real S3 UploadPart URLs on the store, parts are registered once their PUT landed in the
+ * store, and complete is asynchronous (202, PENDING_COMPLETE, then COMPLETED or FAILED).
  *
- * Where the document is silent (CONTRACT §7 and the choices below):
+ * Where the document is silent (the contract's assumptions and the choices below):
  * - login: `POST /auth/token` `{ "apiKey" }` → `{ "accessToken", "expiresIn" }`;
  * - more URLs: `POST /upload/{uploadId}/presigned-urls` `{ "partNumbers" }` → `{ "presignedUrls" }`;
  * - registered parts: `parts: [{ "partNumber", "eTag", "size" }]` (eTag unquoted, as complete takes it);

@@ -1,12 +1,13 @@
 /**
- * The Valt records API v3 (seeds/001) as a local HTTP server: a login that hands out access
- * tokens, `POST /records/create-upload`, and the chunk POST that appends multipart/form-data
- * bodies to a video file on disk. Strict where a real service would be: the body of every call is
- * validated (400 naming the field), the token is required as the `access_token` query parameter
- * (401), multipart bodies are really parsed, and each chunk's Content-Range must be RFC 9110
- * (inclusive end), match the bytes of the `file` field, and continue the video exactly where it
- * stands. The one tolerated repetition is an exact repeat of the last accepted chunk (a client
- * whose answer was lost sends it again): it is acknowledged without being appended twice.
+ * The Valt records API v3 (its upload recording document) as a local HTTP server: a login that
+ * hands out access tokens, `POST /records/create-upload`, and the chunk POST that appends
+ * multipart/form-data bodies to a video file on disk. Strict where a real service would be: the
+ * body of every call is validated (400 naming the field), the token is required as the
+ * `access_token` query parameter (401), multipart bodies are really parsed, and each chunk's
+ * Content-Range must be RFC 9110 (inclusive end), match the bytes of the `file` field, and continue
+ * the video exactly where it stands. The one tolerated repetition is an exact repeat of the last
+ * accepted chunk (a client whose answer was lost sends it again): it is acknowledged without being
+ * appended twice.
  */
 import { createHash, randomBytes, randomUUID, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
