@@ -3,13 +3,15 @@
  * with two 64 KiB videos (every tenth incident also lists one failed export), reporting to the ALO
  * emulator whose URLs point at the null sink. It measures how soon the first upload starts, how
  * fast the backlog drains (until ALO holds every incident with all its videos), what the daemon
- * cost, and how long `vms-uplink status` then takes over that ledger.
+ * cost, and how long `vms-uplink status` then takes over that ledger. Then what the daemon costs
+ * idle: after the backlog (once the finished incidents are let go), and on an empty ledger.
  */
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli } from '../test/support/daemon-process.js';
 import { writeIncident, type ExportedVideo } from '../test/support/manifest.js';
 import { DaemonRun } from './bench-daemon.js';
-import { liveCost } from './bench-proc.js';
+import { cpuSeconds, liveCost } from './bench-proc.js';
 import { BenchFailure, MB, sleep, table, timeOf } from './bench-util.js';
 import type { NullSink } from './null-sink.js';
 
@@ -18,6 +20,10 @@ const VIDEOS_PER_INCIDENT = 2;
 const FAILED_EXPORT = 'G64 export failed with: No video available for the camera during the selected time period.';
 const WRITERS = 32;
 const PROGRESS_MS = 10_000;
+/** Idle CPU is measured over this long, this long after the work ended (the daemon lets go of finished incidents every 10 s). */
+const IDLE_MEASURE_MS = 30_000;
+// The first half minute after start-up or a backlog still collects its garbage (16 of 30 s ticks measured, then 2).
+const IDLE_SETTLE_MS = 45_000;
 
 /** Disk the backlog takes: the videos, manifests and directories, and room for the ledger. */
 export const backlogBytes = (incidents: number): number => incidents * 256 * 1024 + 256 * 1024 * 1024;
@@ -39,7 +45,9 @@ export async function backlogBench(incidents: number, workDir: string, sink: Nul
     const statusStart = performance.now();
     const status = await runCli(['status', '--config', run.configPath]);
     const statusSeconds = (performance.now() - statusStart) / 1000;
+    const idleAfter = await idleCpuPercent(run);
     await run.stop();
+    const idleEmpty = await emptyLedgerIdle(sink, workDir);
 
     const firstUpload = timeOf(run.daemon.events('upload.started')[0]);
     if (firstUpload === undefined) throw new BenchFailure('the daemon logged no upload.started line');
@@ -60,12 +68,38 @@ ${table(
     ['daemon CPU', `${cost.cpuSeconds.toFixed(1)} s`, 'user + sys, /proc/PID/stat'],
     ['daemon peak RSS', `${(cost.peakRssBytes / MB).toFixed(0)} MB`, 'VmHWM'],
     ['vms-uplink status', `${statusSeconds.toFixed(2)} s`, `exit ${status.code}, ${lines.length} lines`],
+    ['idle CPU, after the backlog', `${idleAfter.toFixed(2)} %`, `of one core, over ${IDLE_MEASURE_MS / 1000} s`],
+    ['idle CPU, empty ledger', `${idleEmpty.toFixed(2)} %`, `of one core, over ${IDLE_MEASURE_MS / 1000} s`],
   ],
   'lrl',
 )}
 status says: ${lines.find((l) => l.startsWith('uploads:')) ?? '(no totals line)'}`);
     if (status.code !== 0) console.log(`status stderr:\n${status.stderr.trim()}`);
     return status.code === 0;
+  } finally {
+    await run.close();
+  }
+}
+
+/** The daemon's CPU over IDLE_MEASURE_MS, IDLE_SETTLE_MS from now, as a percentage of one core. */
+async function idleCpuPercent(run: DaemonRun): Promise<number> {
+  await sleep(IDLE_SETTLE_MS);
+  run.check();
+  const before = await cpuSeconds(run.pid);
+  await sleep(IDLE_MEASURE_MS);
+  run.check();
+  return (((await cpuSeconds(run.pid)) - before) / (IDLE_MEASURE_MS / 1000)) * 100;
+}
+
+/** The idle cost of a daemon watching an empty folder with an empty ledger. */
+async function emptyLedgerIdle(sink: NullSink, workDir: string): Promise<number> {
+  const root = join(workDir, 'empty-exports');
+  await mkdir(root, { recursive: true });
+  const run = await DaemonRun.start(sink, root, join(workDir, 'idle-daemon'));
+  try {
+    const idle = await idleCpuPercent(run);
+    await run.stop();
+    return idle;
   } finally {
     await run.close();
   }

@@ -32,6 +32,8 @@ const ROOT_CHECK_MS = 2_000;
 /** How often incidents every target finished with are looked for (their folders are then unwatched). */
 const FINISH_CHECK_MS = 10_000;
 const FINISH_PAGE = 500;
+/** How long the main loop sleeps while there is nothing to do. */
+const QUIET_MS = 5_000;
 /** A main loop that has not come round for this long is reported by /healthz. */
 const LOOP_STALL_MS = 60_000;
 
@@ -44,6 +46,35 @@ interface LowDisk {
 export interface DaemonOptions {
   /** Runs before every ledger write: tests make it throw a storage fault (a full disk). */
   beforeLedgerWrite?: () => void;
+}
+
+/** The pipeline's stages as run() wires them. */
+interface Stages {
+  pacer: Pacer;
+  metrics: UploadMetrics;
+  engine: UploadEngine;
+  changes: ExportChanges;
+  /** A fresh watcher (after the ledger recovered from a fault). */
+  newWatcher: () => FolderWatcher;
+  watcher: FolderWatcher;
+  bandwidthSchedule: BandwidthSchedule;
+  planner: VideoPlanner;
+  reporter: IncidentReporter;
+  after: AfterUpload;
+  api: LocalApi | null;
+  /** Stage runs under way, awaited at shutdown. */
+  background: Set<Promise<unknown>>;
+}
+
+/** `every(name, ms)` is true when `ms` passed since it last was for that name (and the first time). */
+function periodic(): (name: string, ms: number) => boolean {
+  const last = new Map<string, number>();
+  return (name, ms) => {
+    const now = Date.now();
+    if (now - (last.get(name) ?? -Infinity) < ms) return false;
+    last.set(name, now);
+    return true;
+  };
 }
 
 export class Daemon {
@@ -75,14 +106,30 @@ export class Daemon {
 
   /** Runs until `stop()`; resolves once everything is closed. */
   async run(): Promise<void> {
+    const stages = this.stages();
+    // First of what can fail at start-up (the port is taken): nothing is running yet to hold the process.
+    await stages.api?.listen();
+    stages.bandwidthSchedule.start();
+    this.log.info(
+      { event: 'daemon.started', root: this.config.watch.root, ledger: this.config.ledger.path, targets: [...this.targets.keys()] },
+      'vms-uplink started',
+    );
+    this.openHealth();
+    this.ledger.onFault = (fault) => this.ledgerFault(fault);
+    await stages.watcher.start();
+    stages.after.start();
+    await this.loop(stages);
+    await this.shutdown(stages);
+  }
+
+  /** Every stage of the pipeline, wired to the ledger and to each other. */
+  private stages(): Stages {
     const { config, log, ledger, targets } = this;
-    const signal = this.stopCtl.signal;
     const settleMs = config.watch.settle_seconds * 1000;
     const pacer = new Pacer({ initialMs: config.upload.retry_initial * 1000, maxMs: config.upload.retry_max * 1000 });
     // upload.bandwidth: one bucket for every part of every upload and target; the schedule sets its rate.
     const bandwidth = new TokenBucket(null);
-    const bandwidthSchedule = new BandwidthSchedule(config.upload.bandwidth, bandwidth, log);
-    const metrics = new UploadMetrics([...targets.keys()], ledger.figures, bandwidth);
+    const metrics = new UploadMetrics([...targets.keys()], ledger.figures, bandwidth, Boolean(config.api?.listen));
     const identities = new FileIdentities(ledger.plan);
     const engine = new UploadEngine({
       ledger: ledger.uploads,
@@ -95,31 +142,6 @@ export class Daemon {
       bandwidth,
       observer: metrics,
     });
-    const api = config.api?.listen
-      ? new LocalApi({
-          config: config.api,
-          ledger,
-          secrets: this.secrets,
-          metrics,
-          health: () => this.healthReport(metrics),
-          onWork: () => engine.poke(),
-          log,
-        })
-      : null;
-    // First of what can fail at start-up (the port is taken): nothing is running yet to hold the process.
-    await api?.listen();
-    bandwidthSchedule.start();
-    const planner = new VideoPlanner({
-      ledger: ledger.plan,
-      identities,
-      targets: [...targets.values()],
-      preferredPartSize: config.upload.part_size,
-      settleMs,
-      missingMs: config.watch.missing_file_seconds * 1000,
-      trustMtime: !config.watch.poll,
-      log,
-    });
-    const reporter = new IncidentReporter(ledger.reports, targets, pacer, log, metrics);
     const changes = new ExportChanges({
       ledger: ledger.plan,
       windowMs: config.watch.missing_file_seconds * 1000,
@@ -137,88 +159,137 @@ export class Daemon {
         ledger: ledger.watch,
         route: (folder) => router.targetsFor(folder),
         onFileEvent: (path) => changes.fileEvent(path),
+        onActivity: () => this.wake?.(),
         log,
       });
-    let watcher = newWatcher();
-    const after = new AfterUpload({ config, ledger: ledger.after, targets: [...targets.keys()], changes, log });
-    log.info(
-      { event: 'daemon.started', root: config.watch.root, ledger: config.ledger.path, targets: [...targets.keys()] },
-      'vms-uplink started',
-    );
-    this.openHealth();
-    ledger.onFault = (fault) => this.ledgerFault(fault);
-    await watcher.start();
-    after.start();
-    const tickMs = Math.min(1000, Math.max(100, settleMs / 4));
-    let lastRescan = Date.now();
-    let lastRootCheck = 0;
-    let lastFinishCheck = Date.now();
-    const background = new Set<Promise<unknown>>();
-    const spawn = (p: Promise<unknown>, what: string): void => {
-      const tracked = p.catch((err) => log.error({ event: 'daemon.error', what, err }, `${what}: ${describeError(err)}`));
-      background.add(tracked);
-      void tracked.finally(() => background.delete(tracked));
+    return {
+      pacer,
+      metrics,
+      engine,
+      changes,
+      newWatcher,
+      watcher: newWatcher(),
+      bandwidthSchedule: new BandwidthSchedule(config.upload.bandwidth, bandwidth, log),
+      planner: new VideoPlanner({
+        ledger: ledger.plan,
+        identities,
+        targets: [...targets.values()],
+        preferredPartSize: config.upload.part_size,
+        settleMs,
+        missingMs: config.watch.missing_file_seconds * 1000,
+        trustMtime: !config.watch.poll,
+        log,
+      }),
+      reporter: new IncidentReporter(ledger.reports, targets, pacer, log, metrics),
+      after: new AfterUpload({ config, ledger: ledger.after, targets: [...targets.keys()], changes, log }),
+      api: config.api?.listen
+        ? new LocalApi({
+            config: config.api,
+            ledger,
+            secrets: this.secrets,
+            metrics,
+            health: () => this.healthReport(metrics),
+            onWork: () => {
+              engine.review();
+              engine.poke();
+            },
+            log,
+          })
+        : null,
+      background: new Set(),
     };
-    while (!signal.aborted) {
+  }
+
+  /**
+   * The main loop, until stop(). New work (manifests, exports to plan) is taken every turn, and at
+   * once again while a backlog remains; what only needs looking at now and then (reports to
+   * retry, after-upload, the root folder, finished incidents) every tick.
+   */
+  private async loop(stages: Stages): Promise<void> {
+    const { config, ledger } = this;
+    const tickMs = Math.min(1000, Math.max(100, (config.watch.settle_seconds * 1000) / 4));
+    const every = periodic();
+    while (!this.stopCtl.signal.aborted) {
       this.lastLoopAt = Date.now();
-      if (Date.now() - lastRootCheck >= ROOT_CHECK_MS) {
-        lastRootCheck = Date.now();
-        this.rootProblem = await watcher.checkRoot();
-      }
+      if (every('root', ROOT_CHECK_MS)) this.rootProblem = await stages.watcher.checkRoot();
       if (ledger.fault) {
-        // Nothing new is taken while the ledger refuses writes; work under way stops at its next write.
-        if (!(await this.waitForLedger(pacer))) continue;
-        // A manifest read while writes failed is marked as seen by the watcher without being
-        // applied: a fresh watcher reads every manifest again (applying one twice changes nothing).
-        await watcher.stop();
-        watcher = newWatcher();
-        await watcher.start();
-        lastRescan = Date.now();
-        engine.poke();
+        await this.recoverLedger(stages);
         continue;
       }
-      engine.hold(this.belowFloor());
+      stages.engine.hold(this.belowFloor());
+      const due = every('tick', tickMs);
+      if (due) {
+        stages.engine.review();
+        this.spawn(stages, stages.reporter.tick(), 'reporting');
+        this.spawn(stages, stages.after.tick(), 'after upload');
+      }
       if (this.lowDisk) {
         // No new exports, hashing or uploads; reports and after-upload handling may free space.
-        spawn(reporter.tick(), 'reporting');
-        spawn(after.tick(), 'after upload');
         await this.idle(tickMs);
         continue;
       }
-      if (Date.now() - lastRescan >= config.watch.rescan_interval * 1000) {
-        lastRescan = Date.now();
-        watcher.rescan();
-      }
-      if (Date.now() - lastFinishCheck >= FINISH_CHECK_MS) {
-        lastFinishCheck = Date.now();
+      if (every('rescan', config.watch.rescan_interval * 1000)) stages.watcher.rescan();
+      if (every('finish', FINISH_CHECK_MS)) {
         const changeWindowStart = Date.now() - config.watch.missing_file_seconds * 1000;
-        watcher.unwatch(ledger.watch.finishIncidents(changeWindowStart, config.after_upload !== 'keep', FINISH_PAGE));
+        stages.watcher.unwatch(ledger.watch.finishIncidents(changeWindowStart, config.after_upload !== 'keep', FINISH_PAGE));
       }
-      await watcher.tick();
-      await changes.tick();
-      spawn(
-        planner.tick(signal).then((changed) => changed && engine.poke()),
-        'planning',
-      );
-      engine.poke();
-      spawn(reporter.tick(), 'reporting');
-      spawn(after.tick(), 'after upload');
-      await this.idle(tickMs);
+      const moreManifests = await stages.watcher.tick();
+      if (due) await stages.changes.tick();
+      this.spawn(stages, this.plan(stages), 'planning');
+      stages.engine.poke();
+      await this.idle(moreManifests || stages.planner.hasMore ? 0 : this.quiet(stages) ? QUIET_MS : tickMs);
     }
-    log.info({ event: 'daemon.stopping', inFlight: engine.activeUploads }, 'stopping: finishing parts in flight');
-    await api?.close();
-    await watcher.stop();
-    await engine.stop(config.upload.drain_timeout * 1000);
-    bandwidthSchedule.stop();
-    reporter.stop();
-    await after.stop();
-    await Promise.allSettled([...background]);
-    for (const t of targets.values()) await t.close();
+  }
+
+  /**
+   * Nothing to do and nothing on its way: the loop may sleep longer (a file event, the API or a
+   * stop still wake it at once), so that an idle daemon costs the recorder next to nothing.
+   */
+  private quiet(stages: Stages): boolean {
+    return !stages.watcher.busy && stages.engine.activeUploads === 0 && !this.ledger.figures.workPending();
+  }
+
+  /** A page of waiting exports planned; the loop comes round at once while more wait. */
+  private async plan(stages: Stages): Promise<void> {
+    const changed = await stages.planner.tick(this.stopCtl.signal);
+    if (changed) stages.engine.poke();
+    if (stages.planner.hasMore) this.wake?.();
+  }
+
+  /**
+   * While the ledger refuses writes nothing new is taken, and work under way stops at its next
+   * write. Once it commits again, a fresh watcher reads every manifest again: one read while
+   * writes failed was marked as seen without being applied (applying one twice changes nothing).
+   */
+  private async recoverLedger(stages: Stages): Promise<void> {
+    if (!(await this.waitForLedger(stages.pacer))) return;
+    await stages.watcher.stop();
+    stages.watcher = stages.newWatcher();
+    await stages.watcher.start();
+    stages.engine.poke();
+  }
+
+  private spawn(stages: Stages, work: Promise<unknown>, what: string): void {
+    const tracked = work.catch((err) => this.log.error({ event: 'daemon.error', what, err }, `${what}: ${describeError(err)}`));
+    stages.background.add(tracked);
+    void tracked.finally(() => stages.background.delete(tracked));
+  }
+
+  private async shutdown(stages: Stages): Promise<void> {
+    this.log.info({ event: 'daemon.stopping', inFlight: stages.engine.activeUploads }, 'stopping: finishing parts in flight');
+    await stages.api?.close();
+    await stages.watcher.stop();
+    await stages.engine.stop(this.config.upload.drain_timeout * 1000);
+    stages.bandwidthSchedule.stop();
+    stages.reporter.stop();
+    await stages.after.stop();
+    await Promise.allSettled([...stages.background]);
+    for (const t of this.targets.values()) await t.close();
     await this.http.close().catch(() => undefined);
-    ledger.close();
+    this.ledger.close();
     this.writeHealth('stopped');
     this.health?.close();
-    log.info({ event: 'daemon.stopped' }, 'vms-uplink stopped');
+    this.log.info({ event: 'daemon.stopped' }, 'vms-uplink stopped');
   }
 
   /** The health file `vms-uplink status` reads; the daemon runs without it when it cannot be made. */

@@ -25,6 +25,7 @@ import { constants } from 'node:fs';
 import { copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rmdir, symlink, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
+import { systemClock, type Clock } from '../clock.js';
 import type { Config } from '../config/schema.js';
 import type { AfterUploadLedger, FilesAction, FolderToHandle, UploadedCursor, UploadedVideo } from '../ledger/after-ledger.js';
 import { LedgerFaultError } from '../ledger/faults.js';
@@ -46,6 +47,8 @@ export interface AfterUploadOptions {
   /** Checks that files are as they were uploaded, and sends changed ones round again. */
   changes: Pick<ExportChanges, 'check'>;
   log: Logger;
+  /** What the change window, the retention age and the pace of steps are measured on. Default the system's clock. */
+  clock?: Clock;
 }
 
 /**
@@ -67,8 +70,11 @@ export class AfterUpload {
   private stopped = false;
   /** Where the next page of uploaded videos starts (the step after a full page goes on from there). */
   private cursor: UploadedCursor | null = null;
+  private readonly clock: Clock;
 
-  constructor(private readonly options: AfterUploadOptions) {}
+  constructor(private readonly options: AfterUploadOptions) {
+    this.clock = options.clock ?? systemClock;
+  }
 
   private get action(): Config['after_upload'] {
     return this.options.config.after_upload;
@@ -85,8 +91,8 @@ export class AfterUpload {
 
   /** One step of delete/move; returns at once when another step is under way. */
   async tick(): Promise<void> {
-    if (this.action === 'keep' || Date.now() - this.lastTick < TICK_MS) return;
-    this.lastTick = Date.now();
+    if (this.action === 'keep' || this.clock.now() - this.lastTick < TICK_MS) return;
+    this.lastTick = this.clock.now();
     await this.exclusive(() => this.handleUploaded());
   }
 
@@ -131,7 +137,7 @@ export class AfterUpload {
   async sweep(): Promise<void> {
     const retention = this.options.config.retention;
     if (!retention || this.action !== 'keep') return;
-    const before = Date.now() - retention.delete_uploaded_after * 1000;
+    const before = this.clock.now() - retention.delete_uploaded_after * 1000;
     let deleted = 0;
     let cursor: UploadedCursor | null = null;
     do {
@@ -153,7 +159,7 @@ export class AfterUpload {
 
   /** Files that settled after this may still be written by a stalled exporter (watch.missing_file_seconds). */
   private changeWindowStart(): number {
-    return Date.now() - this.options.config.watch.missing_file_seconds * 1000;
+    return this.clock.now() - this.options.config.watch.missing_file_seconds * 1000;
   }
 
   /** Deletes or moves the video's files; false (nothing done) when one changed since it was uploaded. */

@@ -42,6 +42,8 @@ export interface LedgerOptions {
 export class LedgerDb {
   private readonly statements = new Map<string, Database.Statement>();
   private currentFault: LedgerFault | null = null;
+  /** Writes waiting for the next group commit (writeSoon). */
+  private pending: Array<{ fn: () => unknown; resolve: (value: unknown) => void; reject: (err: unknown) => void }> | null = null;
   /** Told when a write first fails for its storage (the start of a fault episode). */
   onFault: ((fault: LedgerFault) => void) | null = null;
 
@@ -108,6 +110,48 @@ export class LedgerDb {
       }
       throw new LedgerFaultError(err.code, message);
     }
+  }
+
+  /**
+   * A write committed together with the others asked for in the same turn of the event loop: one
+   * transaction (one fsync) for many acknowledgements that arrive together, each in a savepoint
+   * of its own so that one failing leaves the others in. The promise settles once the
+   * transaction committed (or failed): nothing is taken as recorded before it is on disk.
+   */
+  writeSoon<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (!this.pending) {
+        this.pending = [];
+        setImmediate(() => this.commitPending());
+      }
+      this.pending.push({ fn, resolve: resolve as (value: unknown) => void, reject });
+    });
+  }
+
+  private commitPending(): void {
+    const batch = this.pending ?? [];
+    this.pending = null;
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      this.write(() => {
+        for (const item of batch) {
+          try {
+            outcomes.push({ ok: true, value: this.db.transaction(item.fn)() });
+          } catch (error) {
+            if (isStorageFault(error)) throw error;
+            outcomes.push({ ok: false, error });
+          }
+        }
+      });
+    } catch (err) {
+      for (const item of batch) item.reject(err);
+      return;
+    }
+    batch.forEach((item, i) => {
+      const outcome = outcomes[i]!;
+      if (outcome.ok) item.resolve(outcome.value);
+      else item.reject(outcome.error);
+    });
   }
 
   /** A write that only records trouble or a give-up: under a storage fault it is dropped. */

@@ -281,8 +281,18 @@ export class PlanLedger {
   }
 
   /** The identity pass of the file as stamped ended: its uploads that did not know it yet do now. */
-  identityKnown(file: { incidentId: string; videoId: string; role: FileRole; stamp: string }, sha256: string): void {
-    this.db.write(() => {
+  async identityKnown(file: { incidentId: string; videoId: string; role: FileRole; stamp: string }, sha256: string): Promise<void> {
+    // Mostly the planner's pass for a file not planned yet: nothing to record, and no commit to wait for.
+    const recorded = this.db.get(
+      'SELECT sha256 FROM video_files WHERE incident_id = ? AND video_id = ? AND role = ? AND stamp = ?',
+      (r) => strOrNull(r.sha256),
+      file.incidentId,
+      file.videoId,
+      file.role,
+      file.stamp,
+    );
+    if (recorded === undefined || recorded === sha256) return;
+    await this.db.writeSoon(() => {
       const updated = this.db.run(
         'UPDATE video_files SET sha256 = ? WHERE incident_id = ? AND video_id = ? AND role = ? AND stamp = ?',
         sha256,

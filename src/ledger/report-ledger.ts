@@ -50,16 +50,16 @@ export class ReportLedger {
     return { incident, videos: reported };
   }
 
-  acked(incidentId: string, target: string, version: number): void {
-    this.db.write(() =>
+  acked(incidentId: string, target: string, version: number): Promise<void> {
+    return this.db.writeSoon(() => {
       this.db.run(
         'UPDATE reports SET acked = MAX(acked, ?), attempts = 0, last_error = NULL, acked_at = ? WHERE incident_id = ? AND target = ?',
         version,
         Date.now(),
         incidentId,
         target,
-      ),
-    );
+      );
+    });
   }
 
   /** A temporary failure: the report is sent again after a backoff. */

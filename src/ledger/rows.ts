@@ -24,9 +24,13 @@ export function orNull<T>(decode: (text: unknown) => T): (text: unknown) => T | 
   return (text) => (text === null || text === undefined ? null : decode(text));
 }
 
-export const role = (v: unknown): FileRole => z.enum(['video', 'thumbnail']).parse(v);
-export const str = (v: unknown): string => z.string().parse(v);
-export const num = (v: unknown): number => z.number().parse(v);
+function unexpected(what: string, v: unknown): never {
+  throw new TypeError(`ledger row: expected ${what}, found ${v === null ? 'null' : typeof v}`);
+}
+
+export const role = (v: unknown): FileRole => (v === 'video' || v === 'thumbnail' ? v : unexpected('a file role', v));
+export const str = (v: unknown): string => (typeof v === 'string' ? v : unexpected('text', v));
+export const num = (v: unknown): number => (typeof v === 'number' ? v : unexpected('a number', v));
 export const strOrNull = orNull(str);
 export const numOrNull = orNull(num);
 

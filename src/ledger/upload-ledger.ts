@@ -220,8 +220,8 @@ export class UploadLedger {
    * target in the same incident, in one transaction with the parts not recorded yet. False when
    * the upload was withdrawn meanwhile (nothing recorded).
    */
-  done(uploadId: number, outcome: UploadOutcome): boolean {
-    return this.db.write(() => {
+  done(uploadId: number, outcome: UploadOutcome): Promise<boolean> {
+    return this.db.writeSoon(() => {
       if (!this.isQueued(uploadId)) return false;
       const t = Date.now();
       for (const part of outcome.parts) this.recordPart(uploadId, part, t);

@@ -42,8 +42,8 @@ export class WatchLedger {
     stamp: string,
     manifest: Manifest,
     targets: string[],
-  ): boolean {
-    return this.db.write(() => {
+  ): Promise<boolean> {
+    return this.db.writeSoon(() => {
       const existing = this.db.get('SELECT manifest_sha256, folder, targets FROM incidents WHERE id = ?', (r) => r, manifest.incident.id);
       if (existing && existing.manifest_sha256 === manifestSha256 && existing.folder === folder && existing.targets === json(targets)) {
         this.db.run('UPDATE incidents SET manifest_path = ?, manifest_stamp = ? WHERE id = ?', manifestPath, stamp, manifest.incident.id);
@@ -148,8 +148,8 @@ export class WatchLedger {
   }
 
   /** Records a manifest that does not validate; true when this version was not seen before (log it). */
-  recordManifestError(path: string, fingerprint: string, stamp: string, problems: string[]): boolean {
-    return this.db.write(() => {
+  recordManifestError(path: string, fingerprint: string, stamp: string, problems: string[]): Promise<boolean> {
+    return this.db.writeSoon(() => {
       const old = this.db.get('SELECT fingerprint FROM manifest_errors WHERE path = ?', (r) => str(r.fingerprint), path);
       this.db.run(
         `INSERT INTO manifest_errors (path, fingerprint, stamp, problems, seen_at) VALUES (?, ?, ?, ?, ?)

@@ -29,6 +29,8 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
     private readonly targets: readonly string[],
     figures: LedgerFigures,
     bandwidth: TokenBucket,
+    /** The process's own figures (CPU, memory, event-loop lag, GC), for a daemon that serves /metrics. */
+    processMetrics = true,
   ) {
     const registers = [this.registry];
     const counter = (name: string, help: string): Counter<'target'> => new Counter({ name, help, labelNames: ['target'], registers });
@@ -107,9 +109,10 @@ export class UploadMetrics implements UploadObserver, ReportObserver, ExportChan
         for (const target of targets) this.set({ target }, failingFor(failing.get(target)));
       },
     });
-    // The event-loop lag is sampled once a second: prom-client's default (every 10 ms) alone
-    // costs an idle daemon about 1 % of a core, and a recorder's uploader should cost next to nothing.
-    collectDefaultMetrics({ register: this.registry, prefix: 'vms_uplink_', eventLoopMonitoringPrecision: 1000 });
+    // Nobody reads them without the local API, and watching GCs and the event loop costs an idle
+    // daemon. The event-loop lag is sampled once a second: prom-client's default (every 10 ms)
+    // alone costs an idle daemon about 1 % of a core, and a recorder's uploader should cost next to nothing.
+    if (processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'vms_uplink_', eventLoopMonitoringPrecision: 1000 });
   }
 
   partSent(target: string, bytes: number, seconds: number): void {

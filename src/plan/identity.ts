@@ -18,7 +18,7 @@ export interface IdentityFile {
 
 export interface IdentityLedger {
   knownIdentity(file: IdentityFile): string | null;
-  identityKnown(file: IdentityFile, sha256: string): void;
+  identityKnown(file: IdentityFile, sha256: string): Promise<void>;
 }
 
 export class FileIdentities {
@@ -33,8 +33,8 @@ export class FileIdentities {
     if (known) return Promise.resolve(known);
     let pass = this.running.get(key);
     if (!pass) {
-      pass = sha256Of(file.path, file.stamp, signal).then((sha) => {
-        this.ledger.identityKnown(file, sha);
+      pass = sha256Of(file.path, file.stamp, signal).then(async (sha) => {
+        await this.ledger.identityKnown(file, sha);
         return sha;
       });
       this.running.set(key, pass);

@@ -14,6 +14,7 @@
  * their files never hold back those after them.
  */
 import { lstat } from 'node:fs/promises';
+import { systemClock, type Clock } from '../clock.js';
 import type { PlanLedger, ReadyVideo, SettledFile, UploadPlan, VideoCursor, WaitingVideo } from '../ledger/plan-ledger.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
@@ -36,6 +37,8 @@ export interface PlannerOptions {
   /** A local disk: a file whose mtime is older than settleMs has settled (false on network mounts). */
   trustMtime: boolean;
   log: Logger;
+  /** What settling and the missing-file wait are measured on. Default the system's clocks. */
+  clock?: Clock;
 }
 
 /** Videos looked at per tick. */
@@ -58,9 +61,16 @@ export class VideoPlanner {
   private readonly settle: SettleTracker;
   private running: Promise<boolean> | null = null;
   private cursor: VideoCursor | null = null;
+  private readonly clock: Clock;
 
   constructor(private readonly options: PlannerOptions) {
-    this.settle = new SettleTracker(options.settleMs, options.trustMtime);
+    this.clock = options.clock ?? systemClock;
+    this.settle = new SettleTracker(options.settleMs, options.trustMtime, () => this.clock.now());
+  }
+
+  /** A full page was checked last time: more videos wait after it. */
+  get hasMore(): boolean {
+    return this.cursor !== null;
   }
 
   /** Checks a page of waiting videos; true when some video changed state. Never runs twice at once. */
@@ -101,7 +111,7 @@ export class VideoPlanner {
 
   /** The video planned (ready), failed, or null while it waits. */
   private async check(video: WaitingVideo, signal: AbortSignal): Promise<ReadyVideo | 'failed' | null> {
-    const verdict = video.targets?.length === 0 ? noRoute(video) : await this.inspect(video, Date.now());
+    const verdict = video.targets?.length === 0 ? noRoute(video) : await this.inspect(video, this.clock.now());
     if (verdict.kind === 'wait') return null;
     if (verdict.kind === 'fail') {
       this.options.ledger.failVideo(video.incidentId, video.videoId, [verdict.error]);
@@ -160,7 +170,7 @@ export class VideoPlanner {
       }
       const size = Number(st.size);
       const mtimeMs = Number(st.mtimeNs / 1_000_000n);
-      if (this.settle.observe(where.path, { size, mtimeMs }, performance.now()) !== 'settled') {
+      if (this.settle.observe(where.path, { size, mtimeMs }, this.clock.monotonic()) !== 'settled') {
         waiting = true;
         continue;
       }

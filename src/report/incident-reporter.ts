@@ -5,6 +5,7 @@
  * Retry-After); a report the platform refuses for good is recorded as refused and not sent
  * again until the incident changes. The ledger remembers all of it across restarts.
  */
+import { systemClock, type Clock } from '../clock.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
 import { LedgerFaultError } from '../ledger/faults.js';
@@ -33,35 +34,49 @@ export class IncidentReporter {
     private readonly pacer: Pacer,
     private readonly log: Logger,
     private readonly observer?: ReportObserver,
+    /** When a report that failed may be sent again is measured on it. */
+    private readonly clock: Clock = systemClock,
   ) {}
 
-  /** Sends reports that are due, a few at a time, a page after the last; returns when those were answered. */
+  /**
+   * Sends reports that are due, IN_FLIGHT at a time, a page after the last; returns when those
+   * were answered. Each acknowledgement recorded makes room for the next due report at once, so a
+   * backlog is reported as fast as the platform answers, not a page per tick; a failure waits
+   * for its retry time and the next tick.
+   */
   async tick(): Promise<void> {
+    await Promise.all(this.fill());
+  }
+
+  private fill(): Promise<void>[] {
+    if (this.ctl.signal.aborted || this.inFlight.size >= IN_FLIGHT) return [];
     const sends: Promise<void>[] = [];
     const page = this.ledger.due(this.cursor, PAGE);
-    // A report backing off must not keep those after it waiting: the next tick goes on from here.
+    // A report backing off must not keep those after it waiting: the next fill goes on from here.
     this.cursor = page.length < PAGE ? null : page.at(-1)!;
     for (const due of page) {
       if (this.inFlight.size >= IN_FLIGHT) break;
       const key = `${due.target}\u0000${due.incidentId}`;
       const target = this.targets.get(due.target);
-      if (!target?.report || this.inFlight.has(key) || (this.retryAt.get(key) ?? 0) > Date.now()) continue;
+      if (!target?.report || this.inFlight.has(key) || (this.retryAt.get(key) ?? 0) > this.clock.now()) continue;
       this.inFlight.add(key);
-      sends.push(this.send(target, due.incidentId, due.wanted, due.attempts, key).finally(() => this.inFlight.delete(key)));
+      const sent = this.send(target, due.incidentId, due.wanted, due.attempts, key).finally(() => this.inFlight.delete(key));
+      sends.push(sent.then((acked) => (acked ? this.tick() : undefined)));
     }
-    await Promise.all(sends);
+    return sends;
   }
 
   stop(): void {
     this.ctl.abort();
   }
 
-  private async send(target: Target, incidentId: string, version: number, attempts: number, key: string): Promise<void> {
+  /** True once the platform acknowledged the report and the ledger recorded it. */
+  private async send(target: Target, incidentId: string, version: number, attempts: number, key: string): Promise<boolean> {
     const report = this.ledger.build(incidentId, target.name);
     const ids = { incidentId, target: target.name };
     try {
       await target.report!(report, this.ctl.signal);
-      this.ledger.acked(incidentId, target.name, version);
+      await this.ledger.acked(incidentId, target.name, version);
       this.retryAt.delete(key);
       // The video ids, so that following one video through the log ends at the report that lists it.
       const uploadedVideoIds = report.videos.filter((v) => v.outcome === 'uploaded').map((v) => v.video.id);
@@ -77,10 +92,11 @@ export class IncidentReporter {
         },
         'incident reported',
       );
+      return true;
     } catch (err) {
       // Stopping, or acknowledged but not recorded (the ledger's disk): it is sent again later.
-      if (this.ctl.signal.aborted || err instanceof LedgerFaultError) return;
-      this.failed(err, ids, version, attempts, key);
+      if (!this.ctl.signal.aborted && !(err instanceof LedgerFaultError)) this.failed(err, ids, version, attempts, key);
+      return false;
     }
   }
 
@@ -99,7 +115,7 @@ export class IncidentReporter {
       return;
     }
     this.ledger.failed(ids.incidentId, ids.target, describeError(err));
-    this.retryAt.set(key, Date.now() + delay);
+    this.retryAt.set(key, this.clock.now() + delay);
     this.log.warn({ event: 'incident.report.failed', ...ids, err, delayMs: delay }, `incident report failed: ${describeError(err)}`);
   }
 }

@@ -7,8 +7,12 @@
  * (SHA-256) is computed beside the parts (plan/identity.ts) and awaited only before `complete`,
  * with a last check that the file is still the version that settled. All waiting and retrying
  * is the pacer's; a target that is down only holds its own uploads: its parts release their slot
- * while they back off, and each target runs at most `concurrency` uploads at once.
+ * while they back off, and each target runs at most `concurrency` uploads of several parts at
+ * once. A small file (one part on every platform) runs beside them, SMALL_PER_SLOT for each: its
+ * platform calls and ledger commit, not its bytes, are most of its time, so a part slot alone
+ * would sit idle.
  */
+import { setMaxListeners } from 'node:events';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
 import { LedgerFaultError } from '../ledger/faults.js';
@@ -62,11 +66,18 @@ class UploadWithdrawnError extends Error {
   override readonly name = 'UploadWithdrawnError';
 }
 
+/** Small files uploaded at once per `concurrency` slot (a larger file takes the whole slot). */
+const SMALL_PER_SLOT = 4;
+/** A file this small is one part on every platform (S3's smallest part). */
+const SMALL_FILE_BYTES = 5 * 1024 * 1024;
+
 /** Aborts still to make that one look at the ledger takes on. */
 const ABORTS_PAGE = 50;
 
 interface ActiveUpload {
   target: string;
+  /** 1 for a small file, SMALL_PER_SLOT for any other. */
+  weight: number;
   cameraId: string | undefined;
   ctl: AbortController;
   done: Promise<void>;
@@ -84,26 +95,44 @@ export class UploadEngine {
 
   constructor(private readonly options: EngineOptions) {
     this.parts = new Semaphore(options.concurrency);
+    // The shutdown signal holds one listener per upload under way and one per identity pass it
+    // waits for, each removed when that ends: more than Node's default of 10 once small files
+    // run side by side, and never more than this.
+    setMaxListeners(2 * options.concurrency * SMALL_PER_SLOT * Math.max(1, options.targets.size) + 10, this.root.signal);
   }
 
-  /** Looks for work in the ledger; call whenever it may have gained some. */
+  /** Starts queued uploads while there is room; call whenever the ledger may have gained some. */
   poke(): void {
+    if (this.stopping || this.holding) return;
+    const budget = this.options.concurrency * SMALL_PER_SLOT;
+    const used = new Map<string, number>();
+    for (const a of this.active.values()) used.set(a.target, (used.get(a.target) ?? 0) + a.weight);
+    const room = budget * this.options.targets.size - [...used.values()].reduce((a, b) => a + b, 0);
+    if (room <= 0) return;
+    for (const id of this.options.ledger.queued(room, new Set(this.active.keys()))) {
+      const upload = this.options.ledger.load(id);
+      const target = upload && this.options.targets.get(upload.target);
+      if (!upload || !target) continue;
+      const weight = upload.file.size <= SMALL_FILE_BYTES ? 1 : SMALL_PER_SLOT;
+      const running = used.get(upload.target) ?? 0;
+      if (running + weight > budget) continue;
+      used.set(upload.target, running + weight);
+      this.begin(upload, target, weight);
+    }
+  }
+
+  /**
+   * What only needs looking at now and then (each tick of the daemon, and when an operator acts):
+   * uploads under way that were paused or withdrawn stop, and remote uploads due to be aborted are.
+   */
+  review(): void {
     if (this.stopping) return;
     this.interruptHalted();
-    if (this.holding) return;
-    const perTarget = new Map<string, number>();
-    for (const a of this.active.values()) perTarget.set(a.target, (perTarget.get(a.target) ?? 0) + 1);
-    const room = this.options.concurrency * this.options.targets.size - this.active.size;
-    if (room > 0) {
-      for (const id of this.options.ledger.queued(room, new Set(this.active.keys()))) {
-        const upload = this.options.ledger.load(id);
-        const target = upload && this.options.targets.get(upload.target);
-        const running = upload ? (perTarget.get(upload.target) ?? 0) : 0;
-        if (!upload || !target || running >= this.options.concurrency) continue;
-        perTarget.set(upload.target, running + 1);
-        this.begin(upload, target);
-      }
-    }
+    this.abortDue();
+  }
+
+  /** Releases the remote uploads due to be aborted, unless that is under way already. */
+  private abortDue(): void {
     if (!this.aborting && this.options.ledger.abortsDue(1).length > 0) {
       this.aborting = this.drainAborts().finally(() => (this.aborting = null));
     }
@@ -118,8 +147,9 @@ export class UploadEngine {
    * under way go on.
    */
   hold(held: boolean): void {
+    const released = this.holding && !held;
     this.holding = held;
-    if (!held) this.poke();
+    if (released) this.poke();
   }
 
   /**
@@ -138,7 +168,7 @@ export class UploadEngine {
     await this.aborting?.catch(() => undefined);
   }
 
-  private begin(upload: QueuedUpload, target: Target): void {
+  private begin(upload: QueuedUpload, target: Target, weight: number): void {
     // Stopped by the shutdown (root) or on its own (a paused camera, a withdrawal): one signal each.
     const ctl = new AbortController();
     const onRootAbort = (): void => ctl.abort(this.root.signal.reason);
@@ -148,7 +178,7 @@ export class UploadEngine {
       this.active.delete(upload.id);
       this.poke();
     });
-    this.active.set(upload.id, { target: upload.target, cameraId: upload.file.video.camera_id, ctl, done });
+    this.active.set(upload.id, { target: upload.target, weight, cameraId: upload.file.video.camera_id, ctl, done });
   }
 
   /**
@@ -215,7 +245,7 @@ export class UploadEngine {
         ),
       );
       const unrecorded = recordEachPart ? [] : sent.acknowledged;
-      if (!this.options.ledger.done(upload.id, { result, sha256, session: sent.session, parts: unrecorded, startedAt })) {
+      if (!(await this.options.ledger.done(upload.id, { result, sha256, session: sent.session, parts: unrecorded, startedAt }))) {
         throw new UploadWithdrawnError(`withdrawn while it completed (the platform has it as ${JSON.stringify(result)})`);
       }
       this.options.observer?.uploadCompleted(target.name);
@@ -247,6 +277,8 @@ export class UploadEngine {
     } else {
       const message = describeError(err);
       this.options.ledger.failed(upload.id, message);
+      // Given up: its remote upload is released now, not at the next review.
+      this.abortDue();
       this.options.observer?.uploadFailed(upload.target);
       log.error({ event: 'upload.failed', err }, `upload failed: ${message}`);
     }

@@ -21,6 +21,16 @@ export interface PacerPolicy {
   maxMs: number;
 }
 
+/** How a retry waits: resolves after `ms`, or rejects with the signal's reason as soon as it aborts. */
+export type Sleep = (ms: number, signal: AbortSignal) => Promise<void>;
+
+export interface PacerOptions {
+  /** The jitter, in [0, 1). Default Math.random. */
+  random?: () => number;
+  /** How a retry waits. Default `sleep` (a timer); tests pass one that records the wait instead. */
+  sleep?: Sleep;
+}
+
 export interface RunOptions {
   signal: AbortSignal;
   /** Told of every failure that is retried or not (status shows the last one). */
@@ -42,10 +52,16 @@ export function kindOf(err: unknown): ErrorKind | null {
 }
 
 export class Pacer {
+  private readonly random: () => number;
+  private readonly wait: Sleep;
+
   constructor(
     private readonly policy: PacerPolicy,
-    private readonly random: () => number = Math.random,
-  ) {}
+    options: PacerOptions = {},
+  ) {
+    this.random = options.random ?? Math.random;
+    this.wait = options.sleep ?? sleep;
+  }
 
   /** The wait before try `failures + 1`: exponential with full jitter, capped, at least half the first delay. */
   backoff(failures: number): number {
@@ -77,7 +93,7 @@ export class Pacer {
         const kind = kindOf(err);
         if (kind === null) throw err;
         if (kind === 'not-ready') {
-          await sleep(hintOf(err) ?? this.policy.initialMs, options.signal);
+          await this.wait(hintOf(err) ?? this.policy.initialMs, options.signal);
           continue;
         }
         options.onError?.(err);
@@ -91,7 +107,7 @@ export class Pacer {
         }
         const delay = renew && renewals <= IMMEDIATE_RENEWALS ? 0 : Math.max(hintOf(err) ?? 0, this.backoff(failures++));
         options.onRetry?.(err, kind, delay);
-        await sleep(delay, options.signal);
+        await this.wait(delay, options.signal);
       }
     }
   }

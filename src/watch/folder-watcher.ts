@@ -15,6 +15,7 @@ import { createHash } from 'node:crypto';
 import { lstat, opendir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import chokidar, { type FSWatcher } from 'chokidar';
+import { systemClock, type Clock } from '../clock.js';
 import type { WatchLedger } from '../ledger/watch-ledger.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
@@ -32,7 +33,11 @@ export interface WatcherOptions {
   route: (folder: string) => string[];
   /** A file that is not a manifest was added or changed (an export going on after its upload?). */
   onFileEvent?: (path: string) => void;
+  /** Anything appeared or changed below the root: a daemon waiting long while idle comes round now. */
+  onActivity?: () => void;
   log: Logger;
+  /** What settling is measured on. Default the system's clocks. */
+  clock?: Clock;
 }
 
 const MANIFESTS = new Set<string>(MANIFEST_NAMES);
@@ -41,6 +46,8 @@ const MAX_DEPTH = 12;
 const FRESH_DIR_MS = 10_000;
 /** Manifests taken from a walk of the root per tick. */
 const WALK_PAGE = 500;
+/** Manifests read at once in a tick. */
+const CONCURRENT_READS = 32;
 
 export class FolderWatcher {
   private watcher: FSWatcher | null = null;
@@ -52,9 +59,11 @@ export class FolderWatcher {
   private readonly freshDirs = new Map<string, number>();
   /** The walk of the root under way, if any. */
   private walk: AsyncGenerator<string> | null = null;
+  private readonly clock: Clock;
 
   constructor(private readonly options: WatcherOptions) {
-    this.settle = new SettleTracker(options.settleMs, !options.poll);
+    this.clock = options.clock ?? systemClock;
+    this.settle = new SettleTracker(options.settleMs, !options.poll, () => this.clock.now());
   }
 
   /**
@@ -78,11 +87,15 @@ export class FolderWatcher {
     const onFile = (path: string): void => {
       if (MANIFESTS.has(basename(path))) this.candidates.add(path);
       else this.options.onFileEvent?.(path);
+      this.options.onActivity?.();
     };
     this.watcher.on('add', onFile).on('change', onFile);
     // An exporter that creates a folder and renames a manifest into it at once can beat the
     // watch on the new folder: such folders are scanned on every tick for a while.
-    this.watcher.on('addDir', (dir: string) => this.freshDirs.set(dir, performance.now() + FRESH_DIR_MS));
+    this.watcher.on('addDir', (dir: string) => {
+      this.freshDirs.set(dir, this.clock.monotonic() + FRESH_DIR_MS);
+      this.options.onActivity?.();
+    });
     this.watcher.on('error', (err) => this.options.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`));
     await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
     this.rescan(true);
@@ -101,9 +114,25 @@ export class FolderWatcher {
     this.walk = findManifests(this.options.root, 0, finished ? () => false : (dir) => this.options.ledger.isFinishedFolder(dir));
   }
 
+  /** Something is under way: a walk, a manifest waiting to settle, a new folder to look into. */
+  get busy(): boolean {
+    return this.walk !== null || this.candidates.size > 0 || this.freshDirs.size > 0;
+  }
+
   /** Folders of incidents every target finished with are no longer watched. */
   unwatch(folders: readonly string[]): void {
-    if (folders.length > 0) this.watcher?.unwatch([...folders]);
+    if (!this.watcher || folders.length === 0) return;
+    // chokidar keeps a watch on each file it saw as well as on its folder: those go too.
+    const gone = new Set(folders);
+    const within = (dir: string): boolean => {
+      for (let d = dir; d !== dirname(d); d = dirname(d)) if (gone.has(d)) return true;
+      return false;
+    };
+    const paths: string[] = [];
+    for (const [dir, names] of Object.entries(this.watcher.getWatched())) {
+      if (within(dir)) paths.push(dir, ...names.map((name) => join(dir, name)));
+    }
+    this.watcher.unwatch(paths);
   }
 
   /** Why watch.root cannot be watched (logged once per episode), or null when it is a folder. */
@@ -119,23 +148,31 @@ export class FolderWatcher {
     return problem;
   }
 
-  /** Reads every candidate manifest that has settled, and a page of the walk under way; true when the ledger changed. */
+  /**
+   * Reads every candidate manifest that has settled, and a page of the walk under way; true while
+   * the walk has more to give. Manifests are read CONCURRENT_READS at a time, so that those
+   * applied together share one ledger commit.
+   */
   async tick(): Promise<boolean> {
     for (const [dir, until] of this.freshDirs) {
-      if (until < performance.now()) this.freshDirs.delete(dir);
+      if (until < this.clock.monotonic()) this.freshDirs.delete(dir);
       for await (const path of findManifests(dir, 0, () => false)) this.candidates.add(path);
     }
     await this.takeFromWalk();
-    let changed = false;
-    for (const path of [...this.candidates]) {
-      try {
-        changed = (await this.checkManifest(path)) || changed;
-      } catch (err) {
-        this.candidates.delete(path);
-        this.options.log.warn({ event: 'manifest.unreadable', path, err }, `cannot read manifest ${path}: ${describeError(err)}`);
-      }
+    const paths = [...this.candidates];
+    for (let i = 0; i < paths.length; i += CONCURRENT_READS) {
+      await Promise.all(paths.slice(i, i + CONCURRENT_READS).map((path) => this.readCandidate(path)));
     }
-    return changed;
+    return this.walk !== null;
+  }
+
+  private async readCandidate(path: string): Promise<void> {
+    try {
+      await this.checkManifest(path);
+    } catch (err) {
+      this.candidates.delete(path);
+      this.options.log.warn({ event: 'manifest.unreadable', path, err }, `cannot read manifest ${path}: ${describeError(err)}`);
+    }
   }
 
   private async takeFromWalk(): Promise<void> {
@@ -151,14 +188,14 @@ export class FolderWatcher {
   }
 
   /** Reads the manifest once it settled, unless this version was read already. */
-  private async checkManifest(path: string): Promise<boolean> {
+  private async checkManifest(path: string): Promise<void> {
     const st = await lstat(path);
     const stamp = `${st.size}:${st.mtimeMs}`;
     if (this.options.ledger.manifestStamp(path) === stamp) {
       this.candidates.delete(path);
-      return false;
+      return;
     }
-    if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, performance.now()) !== 'settled') return false;
+    if (this.settle.observe(path, { size: st.size, mtimeMs: st.mtimeMs }, this.clock.monotonic()) !== 'settled') return;
     this.candidates.delete(path);
     this.settle.forget(path);
     const text = await readFile(path, 'utf8');
@@ -166,19 +203,18 @@ export class FolderWatcher {
     const folder = dirname(path);
     const parsed = parseManifest(text, basename(path));
     if (!parsed.ok) {
-      if (this.options.ledger.recordManifestError(path, sha, stamp, parsed.problems)) {
+      if (await this.options.ledger.recordManifestError(path, sha, stamp, parsed.problems)) {
         for (const problem of parsed.problems) this.options.log.error({ event: 'manifest.invalid', path, problem }, `${path}: ${problem}`);
       }
-      return false;
+      return;
     }
-    const applied = this.options.ledger.applyManifest(path, folder, sha, stamp, parsed.manifest, this.options.route(folder));
+    const applied = await this.options.ledger.applyManifest(path, folder, sha, stamp, parsed.manifest, this.options.route(folder));
     if (applied) {
       this.options.log.info(
         { event: 'manifest.applied', path, incidentId: parsed.manifest.incident.id, videos: parsed.manifest.videos.length },
         'manifest read',
       );
     }
-    return applied;
   }
 }
 

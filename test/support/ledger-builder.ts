@@ -37,13 +37,13 @@ export class LedgerBuilder {
   }
 
   /** Applies a manifest for `incidentId` with these videos, all on camera `cam-1` unless they say otherwise. */
-  applyIncident(incidentId: string, videos: Manifest['videos'], title = 'Break-in'): void {
+  async applyIncident(incidentId: string, videos: Manifest['videos'], title = 'Break-in'): Promise<void> {
     const manifest: Manifest = {
       incident: { id: incidentId, title },
       videos: videos.map((v) => ({ camera_id: 'cam-1', camera_name: 'Gate', ...v })),
     };
     const sha = `sha-${JSON.stringify(manifest)}`;
-    this.ledger.watch.applyManifest(`/exports/${incidentId}/incident.json`, `/exports/${incidentId}`, sha, sha, manifest, ['alo']);
+    await this.ledger.watch.applyManifest(`/exports/${incidentId}/incident.json`, `/exports/${incidentId}`, sha, sha, manifest, ['alo']);
   }
 
   /** Makes the video's file ready with these parts to alo; returns the upload's number. */
@@ -78,7 +78,7 @@ export class LedgerBuilder {
   }
 
   /** Completes the upload as the daemon does when the platform did. */
-  completed(uploadId: number, result: Record<string, string>): void {
-    this.ledger.uploads.done(uploadId, { result, sha256: `sha-${uploadId}`, session: {}, parts: [], startedAt: Date.now() });
+  async completed(uploadId: number, result: Record<string, string>): Promise<void> {
+    await this.ledger.uploads.done(uploadId, { result, sha256: `sha-${uploadId}`, session: {}, parts: [], startedAt: Date.now() });
   }
 }

@@ -25,14 +25,14 @@ function timesAgo(videoId: string, t: { settled?: number; started?: number; comp
     db.prepare('UPDATE uploads SET completed_at = ? WHERE video_id = ?').run(NOW - t.completed * SECOND, videoId);
 }
 
-function completed(videoId: string, uploadId: number): void {
+async function completed(videoId: string, uploadId: number): Promise<void> {
   b.partsDoneAgo(uploadId, NOW, { 1: 600 * SECOND });
-  b.completed(uploadId, { s3_key: `k/${videoId}` });
+  await b.completed(uploadId, { s3_key: `k/${videoId}` });
 }
 
 describe('readCameras', () => {
-  it('folds every video of a camera into one entry, with the seed field names', () => {
-    b.applyIncident('inc-1', [
+  it('folds every video of a camera into one entry, with the seed field names', async () => {
+    await b.applyIncident('inc-1', [
       { id: 'old', file: 'old.mp4', camera_name: 'Gate', ended_at: '2024-02-02T12:51:32+01:00' },
       { id: 'new', file: 'new.mp4', camera_name: 'Gate (north)', started_at: '2024-02-01T08:00:00Z' },
       { id: 'lost', errors: ['No video available'] },
@@ -40,7 +40,7 @@ describe('readCameras', () => {
       { id: 'other', file: 'other.mp4', camera_id: 'cam-2', camera_name: 'Dock' },
       { id: 'nobody', file: 'nobody.mp4', camera_id: undefined },
     ]);
-    completed('old', b.readyVideo('inc-1', 'old', partsOf(1, MiB)));
+    await completed('old', b.readyVideo('inc-1', 'old', partsOf(1, MiB)));
     timesAgo('old', { settled: 300, started: 290, completed: 280 });
     b.readyVideo('inc-1', 'new', partsOf(2, MiB));
 
@@ -65,8 +65,8 @@ describe('readCameras', () => {
     expect(b.ledger.cameras.cameras('nobody', NOW)).toEqual([]);
   });
 
-  it('counts the bytes of the last minute in networkTransmitRate, and is online while they flow despite a retried error', () => {
-    b.applyIncident('inc-1', [{ id: 'v', file: 'v.mp4' }]);
+  it('counts the bytes of the last minute in networkTransmitRate, and is online while they flow despite a retried error', async () => {
+    await b.applyIncident('inc-1', [{ id: 'v', file: 'v.mp4' }]);
     const id = b.readyVideo('inc-1', 'v', partsOf(4, 3 * MiB));
     b.partsDoneAgo(id, NOW, { 1: 90 * SECOND, 2: 30 * SECOND, 3: 10 * SECOND });
     b.ledger.uploads.trouble(id, 'part 4: HTTP 503');
@@ -75,8 +75,8 @@ describe('readCameras', () => {
     expect(b.ledger.cameras.cameras('cam-1', NOW + 60 * SECOND)[0]).toMatchObject({ networkTransmitRate: 0, isOnline: false });
   });
 
-  it('is offline with a failed upload, and shows the pause recorded in the ledger', () => {
-    b.applyIncident('inc-1', [{ id: 'v', file: 'v.mp4' }]);
+  it('is offline with a failed upload, and shows the pause recorded in the ledger', async () => {
+    await b.applyIncident('inc-1', [{ id: 'v', file: 'v.mp4' }]);
     b.ledger.uploads.failed(b.readyVideo('inc-1', 'v', partsOf(1, MiB)), 'ALO answered 413');
     expect(b.ledger.operator.setCameraState('cam-1', 'paused')).toBe(true);
     expect(b.ledger.operator.setCameraState('cam-unknown', 'paused')).toBe(false);
@@ -86,13 +86,13 @@ describe('readCameras', () => {
 });
 
 describe('readUploadMetrics', () => {
-  it('sums the completed uploads, not content another upload had already sent', () => {
-    b.applyIncident('inc-1', [
+  it('sums the completed uploads, not content another upload had already sent', async () => {
+    await b.applyIncident('inc-1', [
       { id: 'a', file: 'a.mp4' },
       { id: 'same', file: 'same.mp4' },
       { id: 'open', file: 'open.mp4' },
     ]);
-    completed('a', b.readyVideo('inc-1', 'a', partsOf(2, MiB), 2 * MiB, 'sha-shared'));
+    await completed('a', b.readyVideo('inc-1', 'a', partsOf(2, MiB), 2 * MiB, 'sha-shared'));
     timesAgo('a', { started: 100, completed: 40 });
     // The same content to the same target is done at once, nothing sent.
     b.readyVideo('inc-1', 'same', partsOf(2, MiB), 2 * MiB, 'sha-shared');
@@ -103,13 +103,13 @@ describe('readUploadMetrics', () => {
 });
 
 describe('the queue figures', () => {
-  it('counts queued uploads per target and ages the oldest export not yet uploaded', () => {
-    b.applyIncident('inc-1', [
+  it('counts queued uploads per target and ages the oldest export not yet uploaded', async () => {
+    await b.applyIncident('inc-1', [
       { id: 'a', file: 'a.mp4' },
       { id: 'b', file: 'b.mp4' },
       { id: 'w', file: 'w.mp4' },
     ]);
-    completed('a', b.readyVideo('inc-1', 'a', partsOf(1, MiB)));
+    await completed('a', b.readyVideo('inc-1', 'a', partsOf(1, MiB)));
     b.readyVideo('inc-1', 'b', partsOf(1, MiB));
     const seen = (id: string, secondsAgo: number) =>
       b.sql.prepare('UPDATE videos SET first_seen_at = ? WHERE id = ?').run(NOW - secondsAgo * SECOND, id);

@@ -40,8 +40,8 @@ const status = (options: { incidentId?: string } = {}): StatusSnapshot => ledger
 const upload = (s: StatusSnapshot, videoId: string) => s.incidents.flatMap((i) => i.videos).find((v) => v.id === videoId)!.uploads[0]!;
 
 describe('readStatus: transfer rate and ETA from the parts done_at', () => {
-  it('divides the bytes finished in the last minute by the time since the first part, when that is under a minute', () => {
-    applyIncident('inc-1', [{ id: 'big', file: 'big.mp4' }]);
+  it('divides the bytes finished in the last minute by the time since the first part, when that is under a minute', async () => {
+    await applyIncident('inc-1', [{ id: 'big', file: 'big.mp4' }]);
     const id = readyVideo('inc-1', 'big', partsOf(4, 3 * MiB));
     partsDoneAgo(id, { 1: 16, 2: 8 });
     // 6 MiB in 16 s; 6 MiB left.
@@ -54,8 +54,8 @@ describe('readStatus: transfer rate and ETA from the parts done_at', () => {
     });
   });
 
-  it('counts only the last minute once the upload is older than that', () => {
-    applyIncident('inc-1', [{ id: 'big', file: 'big.mp4' }]);
+  it('counts only the last minute once the upload is older than that', async () => {
+    await applyIncident('inc-1', [{ id: 'big', file: 'big.mp4' }]);
     const id = readyVideo('inc-1', 'big', partsOf(4, 3 * MiB));
     partsDoneAgo(id, { 1: 90, 2: 30 });
     const u = upload(status(), 'big');
@@ -63,15 +63,15 @@ describe('readStatus: transfer rate and ETA from the parts done_at', () => {
     expect(u.etaSeconds).toBe(Math.ceil((6 * MiB) / ((3 * MiB) / 60)));
   });
 
-  it('never divides by less than 5 s, so the first part does not make the rate soar', () => {
-    applyIncident('inc-1', [{ id: 'big', file: 'big.mp4' }]);
+  it('never divides by less than 5 s, so the first part does not make the rate soar', async () => {
+    await applyIncident('inc-1', [{ id: 'big', file: 'big.mp4' }]);
     const id = readyVideo('inc-1', 'big', partsOf(4, 3 * MiB));
     partsDoneAgo(id, { 1: 0.2 });
     expect(upload(status(), 'big').rateBytesPerSecond).toBe((3 * MiB) / 5);
   });
 
-  it('has rate 0 and no ETA for a stalled upload, a queued one, and a done one', () => {
-    applyIncident('inc-1', [
+  it('has rate 0 and no ETA for a stalled upload, a queued one, and a done one', async () => {
+    await applyIncident('inc-1', [
       { id: 'stalled', file: 'stalled.mp4' },
       { id: 'queued', file: 'queued.mp4' },
       { id: 'done', file: 'done.mp4' },
@@ -80,7 +80,7 @@ describe('readStatus: transfer rate and ETA from the parts done_at', () => {
     readyVideo('inc-1', 'queued', partsOf(2, MiB));
     const done = readyVideo('inc-1', 'done', partsOf(2, MiB));
     partsDoneAgo(done, { 1: 3, 2: 2 });
-    b.completed(done, { s3_key: 'k/done.mp4' });
+    await b.completed(done, { s3_key: 'k/done.mp4' });
     const s = status();
     expect(upload(s, 'stalled')).toMatchObject({ state: 'uploading', bytesDone: MiB, rateBytesPerSecond: 0, etaSeconds: null });
     expect(upload(s, 'queued')).toMatchObject({ state: 'queued', rateBytesPerSecond: 0, etaSeconds: null });
@@ -89,12 +89,12 @@ describe('readStatus: transfer rate and ETA from the parts done_at', () => {
 });
 
 describe('readStatus: paused cameras', () => {
-  it('marks the videos of a paused camera and names it by the newest manifest; a camera without a row runs', () => {
-    applyIncident('inc-1', [
+  it('marks the videos of a paused camera and names it by the newest manifest; a camera without a row runs', async () => {
+    await applyIncident('inc-1', [
       { id: 'v1', file: 'v1.mp4' },
       { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' },
     ]);
-    applyIncident('inc-1', [
+    await applyIncident('inc-1', [
       { id: 'v1', file: 'v1.mp4', camera_name: 'Gate (north)' },
       { id: 'v2', file: 'v2.mp4', camera_id: 'cam-2', camera_name: 'Dock' },
     ]);
@@ -112,12 +112,12 @@ describe('readStatus: paused cameras', () => {
 });
 
 describe('readStatus({ incidentId })', () => {
-  it('holds that incident alone, its totals and its paused cameras', () => {
-    applyIncident('inc-1', [
+  it('holds that incident alone, its totals and its paused cameras', async () => {
+    await applyIncident('inc-1', [
       { id: 'a', file: 'a.mp4' },
       { id: 'lost', errors: ['No video available'] },
     ]);
-    applyIncident('inc-2', [
+    await applyIncident('inc-2', [
       { id: 'b', file: 'b.mp4', camera_id: 'cam-2', camera_name: 'Dock' },
       { id: 'c', file: 'c.mp4', camera_id: 'cam-2' },
     ]);
@@ -125,8 +125,8 @@ describe('readStatus({ incidentId })', () => {
     readyVideo('inc-2', 'b', partsOf(2, MiB));
     pauseCamera('cam-1', NOW);
     pauseCamera('cam-2', NOW);
-    ledger.watch.recordManifestError('/exports/inc-2/incident.json', 'f1', 's', ['videos[2].id: Required']);
-    ledger.watch.recordManifestError('/exports/elsewhere/incident.json', 'f2', 's', ['incident.id: Required']);
+    await ledger.watch.recordManifestError('/exports/inc-2/incident.json', 'f1', 's', ['videos[2].id: Required']);
+    await ledger.watch.recordManifestError('/exports/elsewhere/incident.json', 'f2', 's', ['incident.id: Required']);
 
     const s = status({ incidentId: 'inc-2' });
     expect(s.incidents.map((i) => i.id)).toEqual(['inc-2']);
@@ -139,8 +139,8 @@ describe('readStatus({ incidentId })', () => {
 });
 
 /** One incident with a video uploading at 384 KiB/s (ETA 0:16), one done, one failed, one export that failed, one waiting. */
-function busyIncident(): void {
-  applyIncident('8d1635ed-f747-427c-9b35-d83a08d08ab5', [
+async function busyIncident(): Promise<void> {
+  await applyIncident('8d1635ed-f747-427c-9b35-d83a08d08ab5', [
     { id: 'big', file: 'big.mp4', camera_id: 'cam-01a', camera_name: '192.168.0.241 - Camera - 01a' },
     { id: 'small', file: 'small.mp4' },
     { id: 'rejected', file: 'rejected.mp4' },
@@ -151,7 +151,7 @@ function busyIncident(): void {
   partsDoneAgo(readyVideo(incident, 'big', partsOf(4, 3 * MiB)), { 1: 16, 2: 8 });
   const small = readyVideo(incident, 'small', partsOf(1, 200 * 1024));
   partsDoneAgo(small, { 1: 30 });
-  b.completed(small, { s3_key: 'k/small.mp4' });
+  await b.completed(small, { s3_key: 'k/small.mp4' });
   const rejected = readyVideo(incident, 'rejected', partsOf(1, 3 * MiB));
   ledger.uploads.started(rejected, { mode: 'single' });
   ledger.uploads.failed(rejected, 'ALO answered 400: file exceeds max_upload_size_mb');
@@ -164,8 +164,8 @@ const DAEMON: DaemonReport = {
 };
 
 describe('formatStatus on a terminal: progress bars', () => {
-  it('shows the uploading video as a bar with percent, bytes, rate and ETA, within the width', () => {
-    busyIncident();
+  it('shows the uploading video as a bar with percent, bytes, rate and ETA, within the width', async () => {
+    await busyIncident();
     for (const columns of [80, 100, 132]) {
       const text = formatStatus(status(), DAEMON, { tty: true, columns });
       // The blocks: problems and totals, the bars, then the details (which may wrap, as any text does).
@@ -186,8 +186,8 @@ describe('formatStatus on a terminal: progress bars', () => {
     expect(wide.match(/\[[#.]+\]/)![0].length - narrow.match(/\[[#.]+\]/)![0].length).toBe(132 - 80);
   });
 
-  it('half done is half a bar', () => {
-    busyIncident();
+  it('half done is half a bar', async () => {
+    await busyIncident();
     const bar = formatStatus(status(), undefined, { tty: true, columns: 100 })
       .split('\n')
       .find((l) => l.includes('big → alo'))!;
@@ -195,8 +195,8 @@ describe('formatStatus on a terminal: progress bars', () => {
     expect(Math.abs(filled!.length - empty!.length)).toBeLessThanOrEqual(1);
   });
 
-  it('cuts the label before the figures, drops the bar when there is no room for one, and cuts every line to the width', () => {
-    busyIncident();
+  it('cuts the label before the figures, drops the bar when there is no room for one, and cuts every line to the width', async () => {
+    await busyIncident();
     const at60 = formatStatus(status(), undefined, { tty: true, columns: 60 }).split('\n\n')[1]!.split('\n');
     for (const line of at60) expect(line.length, line).toBeLessThanOrEqual(60);
     expect(at60).toContain('  big → a…  50%  6.0 MiB / 12.0 MiB  384.0 KiB/s  ETA 0:16');
@@ -209,8 +209,8 @@ describe('formatStatus on a terminal: progress bars', () => {
     expect(big).toBe('  big → a…  50%  6.0 MiB / 12.0 MiB  38…');
   });
 
-  it('shows done, queued, failed, failed-export and waiting rows in words, the failure with its message', () => {
-    busyIncident();
+  it('shows done, queued, failed, failed-export and waiting rows in words, the failure with its message', async () => {
+    await busyIncident();
     const lines = formatStatus(status(), DAEMON, { tty: true, columns: 80 }).split('\n');
     expect(lines).toContain('incident 8d1635ed-f747-427c-9b35-d83a08d08ab5 "Break-in"');
     expect(lines.find((l) => l.includes('small → alo'))).toMatch(/^ {2}small → alo +done {2}200\.0 KiB$/);
@@ -226,14 +226,14 @@ describe('formatStatus on a terminal: progress bars', () => {
     expect(lines).toContain('      error: G64 export failed with: No video available for the camera during the selected time period.');
   });
 
-  it('shows a 0-byte file as 0% while uploading and done once done, with no ETA', () => {
-    applyIncident('inc-1', [
+  it('shows a 0-byte file as 0% while uploading and done once done, with no ETA', async () => {
+    await applyIncident('inc-1', [
       { id: 'empty', file: 'empty.mp4' },
       { id: 'empty-done', file: 'empty-done.mp4' },
     ]);
     ledger.uploads.started(readyVideo('inc-1', 'empty', null, 0), { mode: 'single' });
     const done = readyVideo('inc-1', 'empty-done', null, 0);
-    b.completed(done, { s3_key: 'k/empty-done.mp4' });
+    await b.completed(done, { s3_key: 'k/empty-done.mp4' });
     const lines = formatStatus(status(), undefined, { tty: true, columns: 80 }).split('\n');
     expect(lines.find((l) => l.includes('empty → alo'))).toMatch(/^ {2}empty → alo +\[\.+\] +0% {2}0 B \/ 0 B {2}0 B\/s {2}ETA --$/);
     expect(lines.find((l) => l.includes('empty-done → alo'))).toMatch(/^ {2}empty-done → alo +done {2}0 B$/);
@@ -244,9 +244,9 @@ describe('formatStatus on a terminal: progress bars', () => {
     ).toMatch(/ done +0 B +0 B +100% /);
   });
 
-  it('says a video waits because its camera is paused', () => {
-    busyIncident();
-    applyIncident('inc-2', [{ id: 'next', file: 'next.mp4', camera_id: 'cam-01a', camera_name: '192.168.0.241 - Camera - 01a' }]);
+  it('says a video waits because its camera is paused', async () => {
+    await busyIncident();
+    await applyIncident('inc-2', [{ id: 'next', file: 'next.mp4', camera_id: 'cam-01a', camera_name: '192.168.0.241 - Camera - 01a' }]);
     readyVideo('inc-2', 'next', partsOf(1, MiB));
     pauseCamera('cam-01a', NOW - 60 * SECOND);
     const text = formatStatus(status(), undefined, { tty: true, columns: 100 });
@@ -282,8 +282,8 @@ describe('formatStatus elsewhere (a pipe, a file, a cron mail): a plain table', 
     return { header, rows };
   }
 
-  it('prints one aligned row per upload and per video without one, under the column titles', () => {
-    busyIncident();
+  it('prints one aligned row per upload and per video without one, under the column titles', async () => {
+    await busyIncident();
     const text = formatStatus(status(), DAEMON, { tty: false });
     const { header, rows } = tableCells(text);
     expect(header.split(/ {2,}/)).toEqual([
@@ -333,9 +333,9 @@ describe('formatStatus elsewhere (a pipe, a file, a cron mail): a plain table', 
     expect(text.split('\n').filter((l) => l.startsWith(id))).toHaveLength(5);
   });
 
-  it('keeps the summary, the problems, the details and the manifests that do not validate around the table', () => {
-    busyIncident();
-    ledger.watch.recordManifestError('/exports/broken/incident.json', 'f', 's', ['videos[1].id: Required']);
+  it('keeps the summary, the problems, the details and the manifests that do not validate around the table', async () => {
+    await busyIncident();
+    await ledger.watch.recordManifestError('/exports/broken/incident.json', 'f', 's', ['videos[1].id: Required']);
     const text = formatStatus(status(), DAEMON);
     expect(text).toMatch(/^PROBLEM \(ledger, since 2026-11-23T11:58:00\.000Z\): ledger write failed/m);
     expect(text).toMatch(/^uploads: 1 uploading, 0 queued, 1 done, 1 failed; videos: 1 waiting for files, 1 failed$/m);
@@ -344,8 +344,8 @@ describe('formatStatus elsewhere (a pipe, a file, a cron mail): a plain table', 
     expect(text).not.toContain('[#');
   });
 
-  it('shows the uploads of a paused camera as paused, and the camera', () => {
-    busyIncident();
+  it('shows the uploads of a paused camera as paused, and the camera', async () => {
+    await busyIncident();
     pauseCamera('cam-01a', NOW);
     const text = formatStatus(status());
     expect(tableCells(text).rows.get('big')).toMatchObject({ STATE: 'paused' });
@@ -355,7 +355,7 @@ describe('formatStatus elsewhere (a pipe, a file, a cron mail): a plain table', 
 });
 
 describe('formatDuration', () => {
-  it('writes m:ss under an hour, h:mm:ss above, -- when unknown', () => {
+  it('writes m:ss under an hour, h:mm:ss above, -- when unknown', async () => {
     expect([0, 5, 65, 599.2, 3599, 3600, 3723, 100 * 3600].map(formatDuration)).toEqual([
       '0:00',
       '0:05',
@@ -372,16 +372,16 @@ describe('formatDuration', () => {
 
 describe('formatSummary: what status prints by default, of bounded size', () => {
   /** An incident whose one small video is done, last touched `minutesAgo` before now. */
-  function doneIncident(id: string, minutesAgo: number): void {
-    applyIncident(id, [{ id: `v-${id}`, file: 'v.mp4' }]);
+  async function doneIncident(id: string, minutesAgo: number): Promise<void> {
+    await applyIncident(id, [{ id: `v-${id}`, file: 'v.mp4' }]);
     const u = readyVideo(id, `v-${id}`, partsOf(1, 1024));
-    b.completed(u, { s3_key: `k/${id}.mp4` });
+    await b.completed(u, { s3_key: `k/${id}.mp4` });
     b.sql.prepare('UPDATE uploads SET updated_at = ? WHERE id = ?').run(NOW - minutesAgo * 60 * SECOND, u);
     b.sql.prepare('UPDATE incidents SET updated_at = ? WHERE id = ?').run(NOW - minutesAgo * 60 * SECOND, id);
   }
 
-  it('shows the totals per target, the oldest waiting export, and every incident while the ledger is small', () => {
-    busyIncident();
+  it('shows the totals per target, the oldest waiting export, and every incident while the ledger is small', async () => {
+    await busyIncident();
     const text = formatSummary(ledger.status.summary({ now: NOW }), DAEMON);
     expect(text).toMatch(/^uploads: 1 uploading, 0 queued, 1 done, 1 failed; videos: 1 waiting for files, 1 failed$/m);
     expect(text).toMatch(
@@ -393,14 +393,14 @@ describe('formatSummary: what status prints by default, of bounded size', () => 
     expect(text).not.toContain('incidents shown');
   });
 
-  it('on a large ledger shows the uploads under way and the latest failures first, then the most recently active, and says how many it left out', () => {
-    for (let i = 0; i < 40; i++) doneIncident(`done-${String(i).padStart(2, '0')}`, 1000 - i);
-    busyIncident();
+  it('on a large ledger shows the uploads under way and the latest failures first, then the most recently active, and says how many it left out', async () => {
+    for (let i = 0; i < 40; i++) await doneIncident(`done-${String(i).padStart(2, '0')}`, 1000 - i);
+    await busyIncident();
     b.sql
       .prepare('UPDATE uploads SET updated_at = ? WHERE incident_id = ?')
       .run(NOW - 5000 * 60 * SECOND, '8d1635ed-f747-427c-9b35-d83a08d08ab5');
     b.sql.prepare('UPDATE incidents SET updated_at = ? WHERE id = ?').run(NOW - 5000 * 60 * SECOND, '8d1635ed-f747-427c-9b35-d83a08d08ab5');
-    applyIncident('refused-one', [{ id: 'r', errors: ['export failed'] }]);
+    await applyIncident('refused-one', [{ id: 'r', errors: ['export failed'] }]);
     b.sql
       .prepare(
         "INSERT INTO reports (incident_id, target, wanted, refused, refused_at, last_error) VALUES ('refused-one', 'alo', 1, 1, ?, 'ALO answered 400') ON CONFLICT DO UPDATE SET refused = 1, refused_at = excluded.refused_at, last_error = excluded.last_error",

@@ -49,16 +49,21 @@ function fullDisk(): { on: boolean; hook: () => void } {
 }
 
 describe('ledger storage faults', () => {
-  it('rolls back, pauses new work, drops only trouble notes, and resumes once a write commits', () => {
+  it('rolls back, pauses new work, drops only trouble notes, and resumes once a write commits', async () => {
     const full = fullDisk();
     const path = join(dir.path, 'ledger.db');
     const ledger = Ledger.open(path, { reportingTargets: ['alo'], beforeWrite: full.hook });
     const faults: string[] = [];
     ledger.onFault = (f) => faults.push(f.code);
     try {
-      ledger.watch.applyManifest('/m', '/exports/inc-1', 's', 'st', { incident: { id: 'inc-1' }, videos: [{ id: 'v1', file: 'a.mp4' }] }, [
-        'alo',
-      ]);
+      await ledger.watch.applyManifest(
+        '/m',
+        '/exports/inc-1',
+        's',
+        'st',
+        { incident: { id: 'inc-1' }, videos: [{ id: 'v1', file: 'a.mp4' }] },
+        ['alo'],
+      );
       ledger.plan.videosReady([
         { incidentId: 'inc-1', videoId: 'v1', files: [settled], plans: [{ target: 'alo', role: 'video', parts }], notes: [] },
       ]);
@@ -69,8 +74,8 @@ describe('ledger storage faults', () => {
       full.on = true;
       // Progress is not recorded, and says so: the caller stops as if shut down.
       expect(() => ledger.uploads.partDone(id!, { number: 2, etag: 'etag-2', md5: 'm2' })).toThrow(LedgerFaultError);
-      expect(() => ledger.uploads.done(id!, outcome)).toThrow(LedgerFaultError);
-      expect(() => ledger.reports.acked('inc-1', 'alo', 1)).toThrow(LedgerFaultError);
+      await expect(ledger.uploads.done(id!, outcome)).rejects.toThrow(LedgerFaultError);
+      await expect(ledger.reports.acked('inc-1', 'alo', 1)).rejects.toThrow(LedgerFaultError);
       expect(faults).toEqual(['SQLITE_FULL']); // told once per episode
       expect(ledger.fault?.code).toBe('SQLITE_FULL');
       // Give-ups and trouble notes are dropped, not thrown (the upload is retried later instead of failed now).
@@ -95,7 +100,7 @@ describe('ledger storage faults', () => {
       expect(ledger.fault).toBeNull();
       expect(ledger.uploads.queued(10, new Set())).toEqual([id]);
       ledger.uploads.partDone(id!, { number: 2, etag: 'etag-2', md5: 'm2' });
-      ledger.uploads.done(id!, outcome);
+      await ledger.uploads.done(id!, outcome);
       expect(ledgerRows(path, 'SELECT state FROM uploads')).toEqual([{ state: 'done' }]);
       expect(ledger.reports.due(null, 10)).toHaveLength(1);
     } finally {

@@ -29,7 +29,7 @@ afterEach(async () => {
 });
 
 const manifest = (videos: Manifest['videos'], title = 'Break-in', id = 'inc-1'): Manifest => ({ incident: { id, title }, videos });
-const apply = (m: Manifest, folder = `/exports/${m.incident.id}`, sha = JSON.stringify(m), targets = ['alo']): boolean =>
+const apply = (m: Manifest, folder = `/exports/${m.incident.id}`, sha = JSON.stringify(m), targets = ['alo']): Promise<boolean> =>
   ledger.watch.applyManifest(`${folder}/incident.json`, folder, sha, `stamp-${sha.length}`, m, targets);
 const settled = (sha256: string | null, size = 100, role: SettledFile['role'] = 'video'): SettledFile => ({
   role,
@@ -48,18 +48,18 @@ const toAlo = (p: typeof parts | null = parts, role: SettledFile['role'] = 'vide
 const ready = (videoId: string, files: SettledFile[], plans: UploadPlan[] = [toAlo()], incidentId = 'inc-1'): void =>
   ledger.plan.videosReady([{ incidentId, videoId, files, plans, notes: [] }]);
 const queued = (): number[] => ledger.uploads.queued(10, new Set());
-const done = (id: number, s3Key: string, sha256 = 'sha'): boolean =>
+const done = (id: number, s3Key: string, sha256 = 'sha'): Promise<boolean> =>
   ledger.uploads.done(id, { result: { s3_key: s3Key }, sha256, session: { mode: 'single' }, parts: [], startedAt: 1 });
 const row = (sql: string, ...args: unknown[]): Record<string, unknown> => ledgerRows<Record<string, unknown>>(dbPath, sql, ...args)[0]!;
 
 describe('Ledger', () => {
-  it('records a manifest once per version and asks for a report', () => {
+  it('records a manifest once per version and asks for a report', async () => {
     const m = manifest([
       { id: 'v1', file: 'a.mp4' },
       { id: 'v2', errors: ['G64 export failed'] },
     ]);
-    expect(apply(m)).toBe(true);
-    expect(apply(m)).toBe(false);
+    expect(await apply(m)).toBe(true);
+    expect(await apply(m)).toBe(false);
     expect(ledger.plan.waiting(null, 10).map((v) => v.videoId)).toEqual(['v1']);
     expect(row(`SELECT state, errors FROM videos WHERE id = 'v2'`)).toEqual({ state: 'failed', errors: '["G64 export failed"]' });
     expect(ledger.reports.due(null, 10)).toEqual([{ incidentId: 'inc-1', target: 'alo', wanted: 1, attempts: 0 }]);
@@ -68,23 +68,23 @@ describe('Ledger', () => {
     ]);
   });
 
-  it('remembers the stamp of the manifest version last read, so a rescan reads only what changed', () => {
+  it('remembers the stamp of the manifest version last read, so a rescan reads only what changed', async () => {
     const path = '/exports/inc-1/incident.json';
     expect(ledger.watch.manifestStamp(path)).toBeNull();
-    ledger.watch.applyManifest(path, '/exports/inc-1', 'sha-1', '10:1', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
+    await ledger.watch.applyManifest(path, '/exports/inc-1', 'sha-1', '10:1', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']);
     expect(ledger.watch.manifestStamp(path)).toBe('10:1');
     // Touched, same content: nothing applied, but the new stamp is remembered.
-    expect(ledger.watch.applyManifest(path, '/exports/inc-1', 'sha-1', '10:2', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo'])).toBe(
-      false,
-    );
+    expect(
+      await ledger.watch.applyManifest(path, '/exports/inc-1', 'sha-1', '10:2', manifest([{ id: 'v1', file: 'a.mp4' }]), ['alo']),
+    ).toBe(false);
     expect(ledger.watch.manifestStamp(path)).toBe('10:2');
-    expect(ledger.watch.recordManifestError('/exports/bad/incident.json', 'fp', '3:3', ['incident.id: Required'])).toBe(true);
+    expect(await ledger.watch.recordManifestError('/exports/bad/incident.json', 'fp', '3:3', ['incident.id: Required'])).toBe(true);
     expect(ledger.watch.manifestStamp('/exports/bad/incident.json')).toBe('3:3');
   });
 
-  it('walks an upload from ready through parts to done, recording the MD5 of what was sent, and reports it', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4', camera_name: 'Cam 1' }]));
-    ledger.reports.acked('inc-1', 'alo', 1);
+  it('walks an upload from ready through parts to done, recording the MD5 of what was sent, and reports it', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4', camera_name: 'Cam 1' }]));
+    await ledger.reports.acked('inc-1', 'alo', 1);
     ready('v1', [settled(null)]);
     const [id] = queued();
     const upload = ledger.uploads.load(id!)!;
@@ -113,7 +113,7 @@ describe('Ledger', () => {
     });
     expect(ledger.reports.due(null, 10)).toEqual([]);
     // The last part is recorded with the completion, in one transaction.
-    ledger.uploads.done(id!, {
+    await ledger.uploads.done(id!, {
       result: { s3_key: 'k/a.mp4' },
       sha256: 'c0ffee',
       session: { mode: 'multipart', upload_id: 'u' },
@@ -129,8 +129,8 @@ describe('Ledger', () => {
     ]);
   });
 
-  it('never sends the same content twice to a target within an incident', () => {
-    apply(
+  it('never sends the same content twice to a target within an incident', async () => {
+    await apply(
       manifest([
         { id: 'v1', file: 'a.mp4' },
         { id: 'v2', file: 'b.mp4' },
@@ -140,7 +140,7 @@ describe('Ledger', () => {
     ready('v2', [settled('same')]);
     const ids = queued();
     expect(ids).toHaveLength(1);
-    done(ids[0]!, 'k/a.mp4', 'same');
+    await done(ids[0]!, 'k/a.mp4', 'same');
     expect(row(`SELECT state, reused_from, result FROM uploads WHERE video_id = 'v2'`)).toEqual({
       state: 'done',
       reused_from: ids[0],
@@ -148,14 +148,14 @@ describe('Ledger', () => {
     });
 
     // Another incident with the same content is its own case: it is uploaded for that incident.
-    apply(manifest([{ id: 'v9', file: 'c.mp4' }], 'Other', 'inc-2'));
+    await apply(manifest([{ id: 'v9', file: 'c.mp4' }], 'Other', 'inc-2'));
     ready('v9', [settled('same')], [toAlo()], 'inc-2');
     expect(row(`SELECT state, reused_from FROM uploads WHERE video_id = 'v9'`)).toEqual({ state: 'queued', reused_from: null });
     expect(queued()).toHaveLength(1);
   });
 
-  it('asks for the identity first only when a file may hold content the incident already has (the same size)', () => {
-    apply(
+  it('asks for the identity first only when a file may hold content the incident already has (the same size)', async () => {
+    await apply(
       manifest([
         { id: 'v1', file: 'a.mp4' },
         { id: 'v2', file: 'b.mp4' },
@@ -170,22 +170,22 @@ describe('Ledger', () => {
     // The identity pass of v1 ends: its upload knows it, and so does the next look-up.
     const file = { incidentId: 'inc-1', videoId: 'v1', role: 'video' as const, stamp: '100:1:1:1:x' };
     expect(ledger.plan.knownIdentity(file)).toBeNull();
-    ledger.plan.identityKnown(file, 'sha-v1');
+    await ledger.plan.identityKnown(file, 'sha-v1');
     expect(ledger.plan.knownIdentity(file)).toBe('sha-v1');
     expect(row(`SELECT sha256 FROM uploads WHERE video_id = 'v1'`)).toEqual({ sha256: 'sha-v1' });
     // An identity of a version gone (another stamp) is not recorded.
-    ledger.plan.identityKnown({ ...file, stamp: 'old' }, 'sha-old');
+    await ledger.plan.identityKnown({ ...file, stamp: 'old' }, 'sha-old');
     expect(ledger.plan.knownIdentity(file)).toBe('sha-v1');
   });
 
-  it('records nothing for an upload withdrawn while it was under way, and says which uploads must stop', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+  it('records nothing for an upload withdrawn while it was under way, and says which uploads must stop', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
     ready('v1', [settled('old')]);
     const [id] = queued();
     expect(ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u-1' })).toBe(true);
     expect(ledger.uploads.halted([id!])).toEqual(new Map());
     // The VMS rewrote the manifest with another file for v1: the upload under way is withdrawn.
-    apply(manifest([{ id: 'v1', file: 'b.mp4' }]));
+    await apply(manifest([{ id: 'v1', file: 'b.mp4' }]));
     expect(ledger.uploads.halted([id!, 999])).toEqual(
       new Map([
         [id!, 'withdrawn'],
@@ -194,15 +194,15 @@ describe('Ledger', () => {
     );
     expect(ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u-2' })).toBe(false);
     ledger.uploads.partDone(id!, { number: 1, etag: 'e1', md5: 'x' });
-    expect(done(id!, 'k/a.mp4')).toBe(false);
+    expect(await done(id!, 'k/a.mp4')).toBe(false);
     ledger.uploads.failed(id!, 'too late');
     expect(row('SELECT COUNT(*) AS n FROM uploads')).toEqual({ n: 0 });
     // The session it had is aborted once, from the withdrawal.
     expect(ledger.uploads.abortsDue(10).map((a) => a.session)).toEqual([{ mode: 'multipart', upload_id: 'u-1' }]);
   });
 
-  it('says which uploads under way belong to a paused camera', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4', camera_id: 'cam-1' }]));
+  it('says which uploads under way belong to a paused camera', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4', camera_id: 'cam-1' }]));
     ready('v1', [settled(null)]);
     const [id] = queued();
     expect(ledger.operator.setCameraState('cam-1', 'paused')).toBe(true);
@@ -211,8 +211,8 @@ describe('Ledger', () => {
     expect(ledger.operator.setCameraState('cam-unknown', 'paused')).toBe(false);
   });
 
-  it('stops sending a report the platform refused for good until the incident changes or is retried', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+  it('stops sending a report the platform refused for good until the incident changes or is retried', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
     const [due] = ledger.reports.due(null, 10);
     ledger.reports.failed('inc-1', 'alo', 'ALO answered 503');
     expect(ledger.reports.due(null, 10)).toHaveLength(1);
@@ -227,7 +227,7 @@ describe('Ledger', () => {
     );
     // A video reaching a final state is a new version of the incident: it is sent again.
     ready('v1', [settled('x')]);
-    done(queued()[0]!, 'k/a.mp4');
+    await done(queued()[0]!, 'k/a.mp4');
     expect(ledger.reports.due(null, 10)).toHaveLength(1);
     ledger.reports.refused('inc-1', 'alo', ledger.reports.due(null, 10)[0]!.wanted, 'refused again');
     expect(ledger.reports.due(null, 10)).toEqual([]);
@@ -235,15 +235,15 @@ describe('Ledger', () => {
     expect(ledger.reports.due(null, 10)).toHaveLength(1);
   });
 
-  it('pages through due reports after a cursor', () => {
-    for (const id of ['inc-a', 'inc-b', 'inc-c']) apply(manifest([{ id: 'v', errors: ['failed'] }], 't', id));
+  it('pages through due reports after a cursor', async () => {
+    for (const id of ['inc-a', 'inc-b', 'inc-c']) await apply(manifest([{ id: 'v', errors: ['failed'] }], 't', id));
     const first = ledger.reports.due(null, 2);
     expect(first.map((r) => r.incidentId)).toEqual(['inc-a', 'inc-b']);
     expect(ledger.reports.due(first[1]!, 2).map((r) => r.incidentId)).toEqual(['inc-c']);
   });
 
-  it('sends a video whose file changed after its upload completed round again, keeping what the new upload supersedes', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+  it('sends a video whose file changed after its upload completed round again, keeping what the new upload supersedes', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
     ready('v1', [settled('short', 60)], [toAlo([parts[0]!])]);
     const settledAt = Number(row(`SELECT settled_at FROM videos WHERE id = 'v1'`).settled_at);
     // Watched from the moment it settled, until it settled longer ago than the window.
@@ -251,7 +251,7 @@ describe('Ledger', () => {
       { videoId: 'v1', role: 'video', size: 60, stamp: '60:1:1:1:short' },
     ]);
     expect(ledger.plan.watchedFiles(settledAt, { afterRow: 0, limit: 10 })).toEqual([]);
-    done(queued()[0]!, 'k/a.mp4', 'short');
+    await done(queued()[0]!, 'k/a.mp4', 'short');
     expect(ledger.after.uploaded(['alo'], settledAt - 1, null, 10).videos).toEqual([]);
 
     expect(ledger.plan.fileChanged('inc-1', 'v1', 'a.mp4 grew after it was uploaded (60 → 100 bytes): uploaded again')).toEqual([
@@ -272,8 +272,8 @@ describe('Ledger', () => {
     expect(ledger.status.snapshot().incidents[0]!.videos[0]!).toMatchObject({ changedAfterUpload: 1, restarts: 1 });
   });
 
-  it('fails an upload with the message, queues the abort of its session, and retries on request', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+  it('fails an upload with the message, queues the abort of its session, and retries on request', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
     ready('v1', [settled('x')]);
     const [id] = queued();
     ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u-1' });
@@ -291,8 +291,8 @@ describe('Ledger', () => {
     expect(ledger.operator.retry('no-such-incident')).toBeNull();
   });
 
-  it('drops unfinished uploads of a file that changed and waits for it again', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+  it('drops unfinished uploads of a file that changed and waits for it again', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
     ready('v1', [settled('v1-old')]);
     const [id] = queued();
     ledger.uploads.started(id!, { mode: 'multipart', upload_id: 'u-old' });
@@ -304,10 +304,10 @@ describe('Ledger', () => {
     expect(ledger.uploads.load(queued()[0]!)!.file.sha256).toBe('v1-new');
   });
 
-  it('applies a manifest rewrite: new videos wait, changed metadata is kept, the incident is reported again', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4' }]), '/exports/inc-1', 's1');
-    ledger.reports.acked('inc-1', 'alo', 1);
-    apply(
+  it('applies a manifest rewrite: new videos wait, changed metadata is kept, the incident is reported again', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]), '/exports/inc-1', 's1');
+    await ledger.reports.acked('inc-1', 'alo', 1);
+    await apply(
       manifest(
         [
           { id: 'v1', file: 'a.mp4', camera_name: 'renamed' },
@@ -324,8 +324,8 @@ describe('Ledger', () => {
     expect(ledger.reports.due(null, 10)).toHaveLength(1);
   });
 
-  it('pages through waiting videos, oldest first, after a cursor', () => {
-    apply(
+  it('pages through waiting videos, oldest first, after a cursor', async () => {
+    await apply(
       manifest([
         { id: 'a', file: 'a.mp4' },
         { id: 'b', file: 'b.mp4' },
@@ -341,21 +341,21 @@ describe('Ledger', () => {
     ).toEqual(['c']);
   });
 
-  it('reports a video whose thumbnail failed as uploaded, without the thumbnail', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4', thumbnail: 'a.jpg' }]));
+  it('reports a video whose thumbnail failed as uploaded, without the thumbnail', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4', thumbnail: 'a.jpg' }]));
     ready('v1', [settled('v'), settled('t', 100, 'thumbnail')], [toAlo(), toAlo([{ number: 1, offset: 0, size: 100 }], 'thumbnail')]);
     const [videoUpload, thumbUpload] = queued();
     ledger.uploads.failed(thumbUpload!, 'refused');
     expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([]);
-    done(videoUpload!, 'k/a.mp4');
+    await done(videoUpload!, 'k/a.mp4');
     expect(ledger.reports.build('inc-1', 'alo').videos).toEqual([
       { video: { id: 'v1' }, outcome: 'uploaded', results: { video: { s3_key: 'k/a.mp4' } } },
     ]);
   });
 
-  it('reports an incident only to the targets its route chose', () => {
+  it('reports an incident only to the targets its route chose', async () => {
     const both = Ledger.open(join(dir.path, 'routed.db'), { reportingTargets: ['alo', 'alo2'] });
-    both.watch.applyManifest(
+    await both.watch.applyManifest(
       '/m',
       '/exports/north/inc-1',
       's',
@@ -371,19 +371,19 @@ describe('Ledger', () => {
     both.close();
   });
 
-  it('logs an invalid manifest once per version', () => {
-    expect(ledger.watch.recordManifestError('/m', 'fp1', 's1', ['videos[0].id: Required'])).toBe(true);
-    expect(ledger.watch.recordManifestError('/m', 'fp1', 's2', ['videos[0].id: Required'])).toBe(false);
-    expect(ledger.watch.recordManifestError('/m', 'fp2', 's3', ['incident.id: Required'])).toBe(true);
+  it('logs an invalid manifest once per version', async () => {
+    expect(await ledger.watch.recordManifestError('/m', 'fp1', 's1', ['videos[0].id: Required'])).toBe(true);
+    expect(await ledger.watch.recordManifestError('/m', 'fp1', 's2', ['videos[0].id: Required'])).toBe(false);
+    expect(await ledger.watch.recordManifestError('/m', 'fp2', 's3', ['incident.id: Required'])).toBe(true);
   });
 
-  it('marks an incident every target finished with, once its files are out of the change window', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+  it('marks an incident every target finished with, once its files are out of the change window', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
     ready('v1', [settled('x')]);
     const settledAt = Number(row(`SELECT settled_at FROM videos WHERE id = 'v1'`).settled_at);
     expect(ledger.watch.finishIncidents(settledAt + 1, false, 10)).toEqual([]); // still queued
-    done(queued()[0]!, 'k/a.mp4');
-    ledger.reports.acked('inc-1', 'alo', ledger.reports.due(null, 10)[0]!.wanted);
+    await done(queued()[0]!, 'k/a.mp4');
+    await ledger.reports.acked('inc-1', 'alo', ledger.reports.due(null, 10)[0]!.wanted);
     expect(ledger.watch.finishIncidents(settledAt - 1, false, 10)).toEqual([]); // within the window
     expect(ledger.watch.finishIncidents(settledAt + 1, true, 10)).toEqual([]); // after_upload has not handled the folder
     expect(ledger.watch.finishIncidents(settledAt + 1, false, 10)).toEqual(['/exports/inc-1']);
@@ -393,8 +393,8 @@ describe('Ledger', () => {
     expect(ledger.watch.isFinishedFolder('/exports/inc-1')).toBe(false);
   });
 
-  it('keeps every committed change across a reopen', () => {
-    apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+  it('keeps every committed change across a reopen', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
     ledger.close();
     ledger = Ledger.open(dbPath, { reportingTargets: ['alo'] });
     expect(ledger.plan.waiting(null, 10)).toHaveLength(1);
@@ -410,7 +410,7 @@ describe('opening a ledger', () => {
     expect(() => Ledger.open(path)).toThrow(/corrupt.*mv .*broken\.db/s);
   });
 
-  it("plans again the videos an older version marked done with another incident's upload (schema 6), and keeps parts and uploads through the rebuild of schema 7", () => {
+  it("plans again the videos an older version marked done with another incident's upload (schema 6), and keeps parts and uploads through the rebuild of schema 7", async () => {
     const path = join(dir.path, 'v5.db');
     const old = new Database(path);
     for (const m of MIGRATIONS.slice(0, 5)) old.exec(m.sql);
@@ -440,7 +440,7 @@ describe('opening a ledger', () => {
     }
   });
 
-  it('refuses a ledger written by a newer version', () => {
+  it('refuses a ledger written by a newer version', async () => {
     ledger.close();
     const raw = new Database(dbPath);
     raw.pragma('user_version = 99');

@@ -18,6 +18,19 @@ export class LedgerFigures {
     );
   }
 
+  /** Whether anything is left to do: a file to settle, an upload, a report or an abort to send. */
+  workPending(): boolean {
+    return (
+      this.db.get(
+        `SELECT EXISTS (SELECT 1 FROM videos WHERE state = 'waiting')
+             OR EXISTS (SELECT 1 FROM uploads WHERE state = 'queued')
+             OR EXISTS (SELECT 1 FROM reports WHERE wanted > acked AND wanted > refused)
+             OR EXISTS (SELECT 1 FROM pending_aborts) AS pending`,
+        (r) => num(r.pending) === 1,
+      ) ?? false
+    );
+  }
+
   /** Age in seconds of the oldest export still waiting for a file or with a queued upload; 0 when none. */
   oldestQueuedSeconds(nowMs = Date.now()): number {
     const oldest = this.db.get(

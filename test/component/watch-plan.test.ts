@@ -1,0 +1,250 @@
+/**
+ * The folder watcher (chokidar on a real folder) and the video planner in this process, with a
+ * real ledger file. Settling is measured on the test's clock: a file is stepped through "still
+ * changing" and "settled" by moving the clock (and, on a local disk where mtimes count, the
+ * file's mtime with it), never by waiting for real seconds.
+ */
+import { appendFile, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it, type TestContext } from 'vitest';
+import { stringify } from 'yaml';
+import type { Logger } from '../../src/log/logger.js';
+import { FileIdentities } from '../../src/plan/identity.js';
+import { VideoPlanner } from '../../src/plan/video-planner.js';
+import { FolderWatcher } from '../../src/watch/folder-watcher.js';
+import { waitFor } from '../support/daemon-process.js';
+import { MiB, writeVideo } from '../support/files.js';
+import { harness } from '../support/harness.js';
+import { incidentManifest, writeManifest } from '../support/manifest.js';
+import { aloTarget, FakeClock, openLedger, PART_SIZE, testLog, touchAt, type LedgerFile } from './fixtures.js';
+
+const SETTLE_MS = 5000;
+
+interface Bench {
+  l: LedgerFile;
+  root: string;
+  clock: FakeClock;
+  log: Logger;
+  /** A watcher on the root, stopped when the test finishes; `events` are the non-manifest files it reported. */
+  watcher(): Promise<{ watcher: FolderWatcher; events: string[] }>;
+  incidents(): Array<{ id: string; folder: string; title: string }>;
+}
+
+async function bench(ctx: TestContext, reportingTargets: readonly string[] = ['alo']): Promise<Bench> {
+  const h = harness(ctx);
+  const l = await openLedger(h, reportingTargets);
+  const root = join(await h.dir(), 'exports');
+  await mkdir(root);
+  const clock = new FakeClock();
+  const log = testLog(ctx);
+  return {
+    l,
+    root,
+    clock,
+    log,
+    watcher: async () => {
+      const events: string[] = [];
+      const watcher = new FolderWatcher({
+        root,
+        poll: false,
+        pollIntervalMs: 1000,
+        settleMs: SETTLE_MS,
+        ledger: l.ledger.watch,
+        route: () => ['alo'],
+        onFileEvent: (path) => events.push(path),
+        log,
+        clock,
+      });
+      ctx.onTestFinished(() => watcher.stop());
+      await watcher.start();
+      return { watcher, events };
+    },
+    incidents: () =>
+      l
+        .rows<{ id: string; folder: string; info: string }>('SELECT id, folder, info FROM incidents ORDER BY id')
+        .map((r) => ({ id: r.id, folder: r.folder, title: (JSON.parse(r.info) as { title: string }).title })),
+  };
+}
+
+describe('FolderWatcher', () => {
+  it('reads a manifest found at start-up once it has settled', async (ctx) => {
+    const b = await bench(ctx);
+    const folder = join(b.root, '2024-02-02', 'inc-1');
+    const manifest = await writeManifest(folder, incidentManifest('inc-1', [{ id: 'v1', file: 'cam01.mp4' }]));
+    await touchAt(manifest, b.clock.now());
+    const { watcher } = await b.watcher();
+
+    // The start-up walk finds it; it was written just now, so it may still be being written.
+    await watcher.tick();
+    expect(b.incidents()).toEqual([]);
+    b.clock.advance(SETTLE_MS - 1);
+    await watcher.tick();
+    expect(b.incidents()).toEqual([]);
+
+    b.clock.advance(1);
+    await watcher.tick();
+    expect(b.incidents()).toEqual([{ id: 'inc-1', folder, title: 'Test incident' }]);
+    expect(b.l.rows('SELECT id, state FROM videos')).toEqual([{ id: 'v1', state: 'waiting' }]);
+    expect(b.l.ledger.watch.manifestStamp(manifest)).not.toBeNull();
+    // Read once: the same version is not applied again.
+    const applied = b.l.rows('SELECT id, updated_at FROM incidents');
+    b.clock.advance(SETTLE_MS);
+    await watcher.tick();
+    expect(b.l.rows('SELECT id, updated_at FROM incidents')).toEqual(applied);
+  });
+
+  it('applies the manifest of an incident folder that appears while it watches', async (ctx) => {
+    const b = await bench(ctx);
+    const { watcher } = await b.watcher();
+    await watcher.tick();
+    expect(b.incidents()).toEqual([]);
+
+    const folder = join(b.root, 'inc-new');
+    await writeVideo(join(folder, 'cam01.mp4'), 64 * 1024);
+    const manifest = await writeManifest(folder, incidentManifest('inc-new', [{ id: 'v1', file: 'cam01.mp4', thumbnail: 'cam01.jpg' }]));
+    await touchAt(manifest, b.clock.now());
+    b.clock.advance(SETTLE_MS);
+    // No rescan is due: only the watch's events can bring it in.
+    await waitFor(
+      async () => {
+        await watcher.tick();
+        return b.incidents().length > 0;
+      },
+      10_000,
+      'the new manifest applied',
+    );
+    expect(b.incidents()).toEqual([{ id: 'inc-new', folder, title: 'Test incident' }]);
+    expect(b.l.rows('SELECT video_id, role, rel_path FROM video_files ORDER BY role')).toEqual([
+      { video_id: 'v1', role: 'thumbnail', rel_path: 'cam01.jpg' },
+      { video_id: 'v1', role: 'video', rel_path: 'cam01.mp4' },
+    ]);
+  });
+
+  it('no longer watches the folder of an incident every target finished with', async (ctx) => {
+    // Without a reporting target, an incident of failed exports is finished as soon as it is read.
+    const b = await bench(ctx, []);
+    const done = join(b.root, 'inc-done');
+    const live = join(b.root, 'inc-live');
+    const doneManifest = await writeManifest(done, incidentManifest('inc-done', [{ id: 'v1', errors: ['export failed'] }], 'Finished'));
+    const liveManifest = await writeManifest(live, incidentManifest('inc-live', [{ id: 'v1', file: 'cam01.mp4' }], 'Live'));
+    for (const m of [doneManifest, liveManifest]) await touchAt(m, b.clock.now());
+    b.clock.advance(SETTLE_MS);
+    const { watcher, events } = await b.watcher();
+    await watcher.tick();
+    expect(b.incidents().map((i) => i.id)).toEqual(['inc-done', 'inc-live']);
+
+    // Watched until then: a file written there is reported.
+    await writeFile(join(done, 'before.mp4'), 'x');
+    await waitFor(() => events.includes(join(done, 'before.mp4')), 5_000, 'the event of a file in the incident folder');
+
+    const finished = b.l.ledger.watch.finishIncidents(Date.now(), false, 10);
+    expect(finished).toEqual([done]);
+    watcher.unwatch(finished);
+
+    // The VMS writes into the finished folder, then into the live one; once the live one's
+    // events came, twice, the finished one's would have too.
+    await writeFile(join(done, 'after.mp4'), 'x');
+    // A file that was there already (chokidar watched it on its own) is let go as well.
+    await writeFile(doneManifest, JSON.stringify(incidentManifest('inc-done', [{ id: 'v1', errors: ['export failed'] }], 'Rewritten')));
+    await touchAt(doneManifest, b.clock.now());
+    const second = join(done, 'incident.yaml');
+    await writeFile(second, stringify(incidentManifest('inc-done', [{ id: 'v1', errors: ['export failed'] }], 'Exported again')));
+    await touchAt(second, b.clock.now());
+    for (const name of ['cam01.mp4', 'cam02.mp4']) {
+      await writeFile(join(live, name), 'x');
+      await waitFor(() => events.includes(join(live, name)), 5_000, `the event of ${name} in the live folder`);
+    }
+    expect(events.filter((e) => e.startsWith(done))).toEqual([join(done, 'before.mp4')]);
+
+    // Nor does a rescan enter it: the manifest that appeared there is not read.
+    b.clock.advance(SETTLE_MS);
+    watcher.rescan();
+    for (let i = 0; i < 3; i++) await watcher.tick();
+    expect(b.incidents().find((i) => i.id === 'inc-done')!.title).toBe('Finished');
+    expect(b.l.ledger.watch.manifestStamp(second)).toBeNull();
+  });
+});
+
+/** A planner on the test's clock, and one incident of one 3 MiB video read into the ledger, waiting to settle. */
+async function plannerBench(ctx: TestContext, b: Bench, trustMtime: boolean) {
+  const planner = new VideoPlanner({
+    ledger: b.l.ledger.plan,
+    identities: new FileIdentities(b.l.ledger.plan),
+    targets: [aloTarget(ctx, 'http://127.0.0.1:9/v1')],
+    preferredPartSize: PART_SIZE,
+    settleMs: SETTLE_MS,
+    missingMs: 3600_000,
+    trustMtime,
+    log: b.log,
+    clock: b.clock,
+  });
+  const folder = join(b.root, 'inc-1');
+  const video = join(folder, 'cam01.mp4');
+  await writeVideo(video, 3 * MiB);
+  await touchAt(video, b.clock.now());
+  await touchAt(await writeManifest(folder, incidentManifest('inc-1', [{ id: 'v1', file: 'cam01.mp4' }])), b.clock.now());
+  const { watcher } = await b.watcher();
+  b.clock.advance(SETTLE_MS);
+  await watcher.tick();
+  expect(b.incidents().map((i) => i.id)).toEqual(['inc-1']);
+  return {
+    planner,
+    video,
+    signal: new AbortController().signal,
+    state: (): string => b.l.rows<{ state: string }>('SELECT state FROM videos')[0]!.state,
+    uploads: (): unknown[] => b.l.rows('SELECT size FROM uploads'),
+  };
+}
+
+describe('VideoPlanner', () => {
+  it('plans a video only once its file has stopped growing for settle_seconds', async (ctx) => {
+    const b = await bench(ctx);
+    const { planner, video, signal, state, uploads } = await plannerBench(ctx, b, true);
+
+    // Written 5 s ago by its mtime: settled, were it not for the exporter going on right now.
+    await appendFile(video, Buffer.alloc(3 * MiB, 1));
+    await touchAt(video, b.clock.now());
+    expect(await planner.tick(signal)).toBe(false);
+    b.clock.advance(3000);
+    await appendFile(video, Buffer.alloc(2 * MiB, 2));
+    await touchAt(video, b.clock.now());
+    expect(await planner.tick(signal)).toBe(false);
+    // 4.999 s after it last grew: still waiting, nothing planned.
+    b.clock.advance(SETTLE_MS - 1);
+    expect(await planner.tick(signal)).toBe(false);
+    expect(state()).toBe('waiting');
+    expect(uploads()).toEqual([]);
+
+    b.clock.advance(1);
+    expect(await planner.tick(signal)).toBe(true);
+    expect(state()).toBe('ready');
+    // Planned for the whole file as it ended up: 8 MiB in two parts.
+    expect(uploads()).toEqual([{ size: 8 * MiB }]);
+    expect(b.l.rows('SELECT number, size FROM parts ORDER BY number')).toEqual([
+      { number: 1, size: 5 * MiB },
+      { number: 2, size: 3 * MiB },
+    ]);
+    expect(b.l.rows('SELECT size FROM video_files')).toEqual([{ size: 8 * MiB }]);
+  });
+
+  it('on a network mount, trusts no mtime: a growing file waits settle_seconds by the local clock', async (ctx) => {
+    const b = await bench(ctx);
+    const { planner, video, signal, state, uploads } = await plannerBench(ctx, b, false);
+    // The file server's clock is an hour behind: by its mtimes the file has been still for long.
+    const serverTime = (): number => b.clock.now() - 3600_000;
+    await touchAt(video, serverTime());
+    expect(await planner.tick(signal)).toBe(false);
+    b.clock.advance(2000);
+    await appendFile(video, Buffer.alloc(MiB, 1));
+    await touchAt(video, serverTime());
+    expect(await planner.tick(signal)).toBe(false);
+    b.clock.advance(SETTLE_MS - 1);
+    expect(await planner.tick(signal)).toBe(false);
+    expect(state()).toBe('waiting');
+    expect(uploads()).toEqual([]);
+
+    b.clock.advance(1);
+    expect(await planner.tick(signal)).toBe(true);
+    expect(uploads()).toEqual([{ size: 4 * MiB }]);
+  });
+});
