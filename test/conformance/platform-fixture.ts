@@ -58,6 +58,11 @@ export interface PlatformSite {
    */
   acceptedParts(video: VideoRef): Map<number, number>;
   /**
+   * Platforms that take a part in two steps (Aionvision: the PUT to S3, then its confirm): how many
+   * times each part was confirmed. Once each, whatever happened to the daemon meanwhile.
+   */
+  confirmations?(video: VideoRef): Map<number, number>;
+  /**
    * What the daemon authenticates to the platform with: the credential the fixture configured,
    * then every token the platform issued for it, in order. None of them may ever reach S3.
    */

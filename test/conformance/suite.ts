@@ -6,7 +6,7 @@
  * the scenario asserts the alternative that holds for it instead.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFile, copyFile, mkdir, open } from 'node:fs/promises';
+import { appendFile, copyFile, mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { startS3Store, type S3RequestRecord, type S3Store } from '../emulators/s3-store.js';
@@ -96,19 +96,43 @@ async function status(s: Site): Promise<StatusJson> {
   return JSON.parse((await runCli(['status', '--json', '--config', s.configPath])).stdout) as StatusJson;
 }
 
-/** Once the daemon has nothing left to do for the incident: its videos as `status --json` shows them. */
-async function settledVideos(s: Site, incidentId: string): Promise<Array<{ id: string; changedAfterUpload: number }>> {
+interface SettledVideo {
+  id: string;
+  changedAfterUpload: number;
+}
+
+/** Once the daemon has nothing left to do for the incidents: the videos of each as `status --json` shows them. */
+async function settledIncidents(s: Site, incidentIds: string[]): Promise<SettledVideo[][]> {
+  // Each `status` is a process of its own, about a second of CPU: wait on the ledger, cheap to read,
+  // until it says the same, then ask `status` what the operator sees.
+  for (const id of incidentIds) {
+    await waitFor(
+      () =>
+        ledgerRowsSoFar<{ busy: number }>(
+          s.ledgerPath,
+          `SELECT (SELECT COUNT(*) FROM videos WHERE incident_id = @id AND state != 'ready')
+                + (SELECT COUNT(*) FROM uploads WHERE incident_id = @id AND state != 'done')
+                + (SELECT COUNT(*) FROM reports WHERE incident_id = @id AND acked < wanted) AS busy`,
+          { id },
+        )[0]?.busy === 0,
+      30_000,
+      `incident ${id} settled in the ledger`,
+    );
+  }
   return waitFor(
     async () => {
-      const incident = (await status(s)).incidents.find((i) => i.id === incidentId);
-      const busy =
-        !incident ||
-        incident.reports.some((r) => r.state !== 'acknowledged') ||
-        incident.videos.some((v) => v.state !== 'ready' || v.uploads.some((u) => u.state !== 'done'));
-      return busy ? undefined : incident.videos;
+      const { incidents } = await status(s);
+      const settled = incidentIds.map((id) => incidents.find((i) => i.id === id));
+      const busy = settled.some(
+        (incident) =>
+          !incident ||
+          incident.reports.some((r) => r.state !== 'acknowledged') ||
+          incident.videos.some((v) => v.state !== 'ready' || v.uploads.some((u) => u.state !== 'done')),
+      );
+      return busy ? undefined : settled.map((incident) => incident!.videos);
     },
     30_000,
-    `incident ${incidentId} settled`,
+    `incidents ${incidentIds.join(', ')} settled`,
   );
 }
 
@@ -240,6 +264,37 @@ function expectNoCredentialReachedS3(s: Site, fixture: PlatformFixture): void {
   expect(leaks).toEqual([]);
 }
 
+/** Two-step platforms (Aionvision): every part was confirmed exactly once. */
+function expectEachPartConfirmedOnce(s: Site, video: VideoRef): void {
+  const confirmations = s.platform.confirmations?.(video);
+  if (!confirmations) return;
+  const parts = partsOf(s, video).map((p) => p.number);
+  expect([...confirmations].sort(([a], [b]) => a - b)).toEqual(parts.map((n) => [n, 1]));
+}
+
+/** The ledger (its file and its write-ahead log) holds none of the platform's credentials. */
+async function expectNoCredentialInLedger(s: Site): Promise<void> {
+  const bytes = Buffer.concat([await readFile(s.ledgerPath), await readFile(`${s.ledgerPath}-wal`).catch(() => Buffer.alloc(0))]);
+  const text = bytes.toString('latin1');
+  const credentials = s.platform.credentials();
+  expect(credentials.length).toBeGreaterThan(0);
+  expect(credentials.filter((c) => text.includes(c)).map((c) => `${c.slice(0, 6)}…`)).toEqual([]);
+}
+
+/**
+ * After a SIGKILL: the daemon started again, the platform answering at once, until the video is on
+ * the platform, completed once in the remote upload the first daemon opened. Returns when it restarted.
+ */
+async function restartUntilDelivered(s: Site, video: VideoRef & { sha256: string }): Promise<number> {
+  s.platform.setLatency(0);
+  const restartedAt = Date.now();
+  s.daemon();
+  await receivedIntact(s, video);
+  expect(s.platform.completions(video)).toBe(1);
+  expect(s.platform.uploadsOpened(video)).toBe(1);
+  return restartedAt;
+}
+
 /** Every scenario, against one platform. */
 export function conformanceSuite(fixture: PlatformFixture): void {
   const { limits } = fixture;
@@ -262,19 +317,17 @@ export function conformanceSuite(fixture: PlatformFixture): void {
       first.kill('SIGKILL');
       await first.exited;
       expect(ledgerRows<{ integrity_check: string }>(s.ledgerPath, 'PRAGMA integrity_check')).toEqual([{ integrity_check: 'ok' }]);
+      // What the next start resumes from holds no credential: a token is fetched again, never reused.
+      await expectNoCredentialInLedger(s);
       const parts = partsOf(s, video!);
       const doneBefore = parts.filter((p) => p.state === 'done').map((p) => p.number);
       expect(doneBefore.length).toBeLessThan(parts.length);
 
-      s.platform.setLatency(0);
-      const restartedAt = Date.now();
-      s.daemon();
-      await receivedIntact(s, video!);
-      expect(s.platform.completions(video!)).toBe(1);
-      expect(s.platform.uploadsOpened(video!)).toBe(1);
+      const restartedAt = await restartUntilDelivered(s, video!);
       const accepted = s.platform.acceptedParts(video!);
       for (const n of doneBefore) expect(accepted.get(n), `part ${n} acknowledged before the kill`).toBe(1);
       expect(total(accepted) - parts.length).toBeLessThanOrEqual(inFlight(fixture));
+      expectEachPartConfirmedOnce(s, video!);
       if (limits.presignedUrls) {
         // URLs live in memory only: after the restart every part went out on a URL handed out after it.
         const handed = s.platform.urlsHandedOut(video!);
@@ -296,18 +349,14 @@ export function conformanceSuite(fixture: PlatformFixture): void {
       const held = await waitFor(() => s.platform.heldPart(video!), 45_000, 'a part kept, its answer held');
       first.kill('SIGKILL');
       await first.exited;
-      // Only the platform knows it has that part: the ledger never heard.
+      // Only the platform knows it has that part: the ledger never heard, though it holds the session.
+      expect(uploadRow(s, video!)?.session).toEqual(expect.any(String));
       const atKill = partsOf(s, video!);
       expect(atKill.find((p) => p.number === held)?.state).toBe('pending');
       const pendingAtKill = atKill.filter((p) => p.state === 'pending' && p.number !== held).map((p) => p.number);
       expect(pendingAtKill.length).toBeGreaterThan(0);
 
-      s.platform.setLatency(0);
-      const restartedAt = Date.now();
-      s.daemon();
-      await receivedIntact(s, video!);
-      expect(s.platform.completions(video!)).toBe(1);
-      expect(s.platform.uploadsOpened(video!)).toBe(1);
+      const restartedAt = await restartUntilDelivered(s, video!);
       if (limits.tellsHeldParts) {
         // Asked after the restart, the platform said it holds the part: it was not sent again.
         expect(s.platform.acceptedParts(video!).get(held)).toBe(1);
@@ -316,6 +365,7 @@ export function conformanceSuite(fixture: PlatformFixture): void {
         // platform ends with it once (S3 replaces a part; Valt acknowledges an exact repeat of its last chunk).
         expect(s.platform.acceptedParts(video!).get(held)).toBe(2);
       }
+      expectEachPartConfirmedOnce(s, video!);
       if (limits.presignedUrls) {
         const partsGivenUrls = [
           ...new Set(
@@ -373,6 +423,8 @@ export function conformanceSuite(fixture: PlatformFixture): void {
         expect(issuedTokens.length).toBeGreaterThanOrEqual(2);
         expect([...s.platform.acceptedParts(video!).values()]).toEqual(parts.map(() => 1));
       }
+      // Nor did a token issued on the way reach the ledger.
+      await expectNoCredentialInLedger(s);
       expectNoCredentialReachedS3(s, fixture);
     });
 
@@ -383,6 +435,11 @@ export function conformanceSuite(fixture: PlatformFixture): void {
       const [video] = await incident(s, [12 * MiB + 3]);
       s.daemon();
       await receivedIntact(s, video!);
+      await waitFor(() => uploadRow(s, video!)?.state === 'done', 15_000, 'the upload done in the ledger');
+      // The faults were met: each cost the part it hit one attempt, and the part went through after it.
+      const parts = partsOf(s, video!);
+      expect(parts.every((p) => p.state === 'done')).toBe(true);
+      expect(parts.reduce((n, p) => n + p.attempts, 0)).toBe(3);
       expectNoCredentialReachedS3(s, fixture);
     });
 
@@ -442,8 +499,11 @@ export function conformanceSuite(fixture: PlatformFixture): void {
       const third = await sameVideosAs(s, first);
       for (const v of third) await receivedIntact(s, v);
       for (const v of [...first, ...second, ...third]) expect(s.platform.completions(v), `${v.id} completed once`).toBe(1);
+      await settledIncidents(
+        s,
+        [first, second, third].map((videos) => videos[0]!.incidentId),
+      );
       for (const videos of [first, second, third]) {
-        await settledVideos(s, videos[0]!.incidentId);
         const report = s.platform.incidentReport?.(videos[0]!.incidentId);
         if (report) expect(report.uploaded.sort()).toEqual(videos.map((v) => v.id).sort());
       }
@@ -459,7 +519,7 @@ export function conformanceSuite(fixture: PlatformFixture): void {
       // Long after settle_seconds, the stalled exporter writes the rest of both files.
       const final = [await exporterGoesOn(s, multipart!, 7 * MiB), await exporterGoesOn(s, single!, 2 * MiB)];
       for (const v of final) await receivedIntact(s, v);
-      const videos = await settledVideos(s, multipart!.incidentId);
+      const [videos] = (await settledIncidents(s, [multipart!.incidentId])) as [SettledVideo[]];
       expect(videos.map((v) => [v.id, v.changedAfterUpload])).toEqual(final.map((v) => [v.id, 1]));
       // The last report (platforms that keep incidents) lists both, with the final files' keys.
       const report = s.platform.incidentReport?.(multipart!.incidentId);

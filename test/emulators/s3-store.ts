@@ -201,6 +201,7 @@ class S3StoreServer implements S3Store {
   readonly presigned: PresignedUrl[] = [];
   private readonly server: http.Server;
   private readonly objects = new Map<string, StoredObject>();
+  private readonly sha256s = new WeakMap<StoredObject, Promise<string>>();
   private readonly uploads = new Map<string, MultipartUpload>();
   private readonly faults: S3Fault[] = [];
   /** Blobs being read (objectSha256) → readers; a blob discarded meanwhile is removed by its last reader. */
@@ -351,6 +352,18 @@ class S3StoreServer implements S3Store {
 
   async objectSha256(key: string): Promise<string> {
     const object = this.requireObject(key);
+    // An object never changes once stored (a PUT or a completion replaces it whole): hashed once,
+    // however often a test polls it.
+    let sha256 = this.sha256s.get(object);
+    if (!sha256) {
+      sha256 = this.hashObject(object);
+      this.sha256s.set(object, sha256);
+      void sha256.catch(() => this.sha256s.delete(object));
+    }
+    return sha256;
+  }
+
+  private async hashObject(object: StoredObject): Promise<string> {
     // Like a GET on S3, a read sees the object as it was when it began, even if a PUT or a
     // completion replaces it meanwhile: its blobs stay on disk until the read is done.
     for (const blob of object.blobs) this.readers.set(blob, (this.readers.get(blob) ?? 0) + 1);
