@@ -1,10 +1,10 @@
 /**
- * Aionvision's video upload API v2 (seeds/002) as a local HTTP server backed by an S3Store: the
- * server decides the chunks (10 MiB, the last one shorter), mints one S3 multipart upload per
- * video and a presigned UploadPart URL per chunk, and checks every confirm against what S3 really
- * holds (the part's ETag and size). Where the seed is silent (CONTRACT §7) it answers as a strict
- * real service would: unknown fields, wrong types, ids that do not belong together are refused
- * with a 400 naming the field; no credentials is a 401.
+ * Aionvision's video upload API v2 (its upload document) as a local HTTP server backed by an
+ * S3Store: the server decides the chunks (10 MiB, the last one shorter), mints one S3 multipart
+ * upload per video and a presigned UploadPart URL per chunk, and checks every confirm against what
+ * S3 really holds (the part's ETag and size). Where the document is silent it answers as the
+ * contract assumes, or as a strict real service would: unknown fields, wrong types, ids that do
+ * not belong together are refused with a 400 naming the field; no credentials is a 401.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type http from 'node:http';
@@ -110,8 +110,11 @@ export interface AionvisionEmulator extends RecordsArrivals {
   resetNext(route: AionRoute, count: number, when?: 'before' | 'after'): void;
   /** The next `count` calls of the route are carried out but never answered (a SIGKILL lands in between). */
   holdNext(route: AionRoute, count: number): void;
-  /** initiate refuses this file name for good with `status` and the message. */
-  refuseFilename(filename: string, message: string, status?: number): void;
+  /**
+   * This file name is refused for good with `status` (default 422) and the message: at initiate
+   * (default), before anything is opened, or at every chunk confirm, once its upload is open and S3 holds the chunk.
+   */
+  refuseFilename(filename: string, message: string, options?: { status?: number; at?: 'initiate' | 'confirm' }): void;
   setUrlExpiry(seconds: number): void;
   close(): Promise<void>;
 }
@@ -145,7 +148,7 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
   private readonly auth: { header: string; value: string };
   private readonly chunkSize: number;
   private urlExpiresSeconds: number;
-  private readonly refusals = new Map<string, { status: number; message: string }>();
+  private readonly refusals = new Map<string, { status: number; message: string; at: 'initiate' | 'confirm' }>();
 
   constructor(opts: AionvisionEmulatorOptions) {
     super();
@@ -163,8 +166,8 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
     this.queueFaults(route, count, { kind: 'hold' });
   }
 
-  refuseFilename(filename: string, message: string, status = 422): void {
-    this.refusals.set(filename, { status, message });
+  refuseFilename(filename: string, message: string, options: { status?: number; at?: 'initiate' | 'confirm' } = {}): void {
+    this.refusals.set(filename, { status: options.status ?? 422, message, at: options.at ?? 'initiate' });
   }
 
   setUrlExpiry(seconds: number): void {
@@ -244,7 +247,7 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
   private async initiate(req: z.infer<typeof initiateSchema>): Promise<Reply> {
     if (/[/\\]/.test(req.filename)) throw new HttpProblem(400, 'filename: must be a file name, not a path');
     const refusal = this.refusals.get(req.filename);
-    if (refusal) throw new HttpProblem(refusal.status, refusal.message);
+    if (refusal?.at === 'initiate') throw new HttpProblem(refusal.status, refusal.message);
     if (!(req.content_type in FORMATS)) {
       throw new HttpProblem(
         400,
@@ -292,6 +295,8 @@ class AionvisionServer extends EmulatorServer<AionRoute, AionCall> implements Ai
 
   private confirm(req: z.infer<typeof confirmSchema>): Reply {
     const upload = this.openUpload(req);
+    const refusal = this.refusals.get(upload.filename);
+    if (refusal?.at === 'confirm') throw new HttpProblem(refusal.status, refusal.message);
     const chunk = this.chunkOf(upload, req.chunk_number);
     if (req.size_bytes !== chunk.size)
       throw new HttpProblem(400, `size_bytes: chunk ${chunk.number} is ${chunk.size} bytes, not ${req.size_bytes}`);

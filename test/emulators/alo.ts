@@ -1,7 +1,8 @@
 /**
- * The ALO VMS incidents API (seeds/000) as a local HTTP server backed by an S3Store. Where the seed is
- * silent it answers as a strict real service would, so that a daemon that passes here has not merely
- * pleased a lenient mock: unknown fields, wrong types and keys that were never uploaded are refused.
+ * The ALO VMS incidents API (its multipart upload document) as a local HTTP server backed by an
+ * S3Store. Where the document is silent it answers as a strict real service would, so that a daemon
+ * that passes here has not merely pleased a lenient mock: unknown fields, wrong types and keys that
+ * were never uploaded are refused.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type http from 'node:http';
@@ -72,6 +73,8 @@ export interface AloIncident {
 export interface AloCall {
   method: string;
   route: AloRoute | 'unknown';
+  /** Epoch milliseconds when the request arrived. */
+  at: number;
   incidentId?: string;
   query: Record<string, string>;
   body?: unknown;
@@ -105,8 +108,11 @@ export interface AloEmulator extends RecordsArrivals {
    */
   resetNext(route: AloRoute, count: number, when?: 'before' | 'after'): void;
   setUrlExpiry(seconds: number): void;
-  /** upload_urls for this file id is refused for good: 422 with this message (a policy a real ALO could have). */
-  refuseFile(fileId: string, message: string): void;
+  /**
+   * This file id is refused for good, 422 with this message (a policy a real ALO could have): at
+   * upload_urls (default), before any byte is sent, or at complete_multipart_upload, once its parts are in S3.
+   */
+  refuseFile(fileId: string, message: string, at?: 'upload_urls' | 'complete_multipart_upload'): void;
   close(): Promise<void>;
 }
 
@@ -193,6 +199,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
   private readonly auth: { header: string; value: string };
   private urlExpiresSeconds: number;
   private readonly refusedFiles = new Map<string, string>();
+  private readonly refusedCompletions = new Map<string, string>();
   /**
    * The key segment after the organisation. The seed's examples show the same value
    * (1dda6e79-…) in keys of different calls, so it belongs to the account, not to the upload:
@@ -202,8 +209,8 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
   private readonly accountId = randomUUID();
   private readonly maxUploadSizeMb: number;
   private readonly incidents = new Map<string, AloIncident>();
-  /** uploadId → the incident and key it was created for. */
-  private readonly multipartUploads = new Map<string, { incidentId: string; s3Key: string }>();
+  /** uploadId → the incident, key and file id it was created for. */
+  private readonly multipartUploads = new Map<string, { incidentId: string; s3Key: string; fileId: string }>();
   /** The keys handed out for each incident: a report may name only those (another incident's object is not this one's). */
   private readonly handedOut = new Map<string, Set<string>>();
 
@@ -231,8 +238,8 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
     this.urlExpiresSeconds = seconds;
   }
 
-  refuseFile(fileId: string, message: string): void {
-    this.refusedFiles.set(fileId, message);
+  refuseFile(fileId: string, message: string, at: 'upload_urls' | 'complete_multipart_upload' = 'upload_urls'): void {
+    (at === 'upload_urls' ? this.refusedFiles : this.refusedCompletions).set(fileId, message);
   }
 
   protected async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -240,7 +247,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
     const query = Object.fromEntries(url.searchParams);
     const method = req.method ?? '';
     const matched = matchRoute(method, url.pathname);
-    const call: AloCall = { method, route: matched.route ?? 'unknown', query, status: 0 };
+    const call: AloCall = { method, route: matched.route ?? 'unknown', at: Date.now(), query, status: 0 };
     if (matched.incidentId !== undefined) call.incidentId = matched.incidentId;
 
     let raw: Buffer;
@@ -327,7 +334,7 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
     if (!filename) throw new HttpProblem(400, 'filename: required query parameter');
     const s3Key = `vms/${ORG_ID}/${this.accountId}/${incidentId}/${fileId}_${filename}`;
     const uploadId = this.store.createMultipartUpload(s3Key);
-    this.multipartUploads.set(uploadId, { incidentId, s3Key });
+    this.multipartUploads.set(uploadId, { incidentId, s3Key, fileId });
     this.handOut(incidentId, s3Key);
     return { status: 200, body: { s3_key: s3Key, upload_id: uploadId } };
   }
@@ -385,6 +392,9 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
   private completeMultipartUpload(incidentId: string, body: unknown): Reply {
     const request = validate(completeSchema, body);
     this.requireOwnUpload(incidentId, request.s3_key, request.upload_id);
+    const fileId = this.multipartUploads.get(request.upload_id)?.fileId;
+    const refusal = fileId === undefined ? undefined : this.refusedCompletions.get(fileId);
+    if (refusal) throw new HttpProblem(422, refusal);
     try {
       this.store.completeMultipartUpload(request.s3_key, request.upload_id, request.parts);
     } catch (err) {

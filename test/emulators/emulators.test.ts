@@ -185,6 +185,15 @@ describe('S3 store: presigned single PUT', () => {
     expect(xmlCode(put.text)).toBe('AccessDenied');
     expect(put.text).toContain('Request has expired');
     expect(store.hasObject(key)).toBe(false);
+    // The record keeps S3's message and the request target exactly as sent, signature and all.
+    const { pathname, search } = new URL(url);
+    expect(store.requests.at(-1)).toMatchObject({
+      key,
+      status: 403,
+      code: 'AccessDenied',
+      message: 'Request has expired',
+      url: pathname + search,
+    });
   });
 
   it('refuses unsigned Content-MD5 and x-amz-* headers with 403', async () => {
@@ -437,6 +446,18 @@ describe('multipart upload through ALO and the store', () => {
     expect(again.status).toBe(404);
   });
 
+  it('keeps every URL it minted with the object, part and upload it was minted for', async () => {
+    const before = Date.now();
+    const single = await store.presignPutObject('vms/test/minted.mov', 60);
+    const part = await store.presignUploadPart('vms/test/minted-mp.mov', 'an-upload-id', 3, 60);
+    expect(store.presigned.slice(-2)).toEqual([
+      { url: single, key: 'vms/test/minted.mov', at: expect.any(Number) },
+      { url: part, key: 'vms/test/minted-mp.mov', partNumber: 3, uploadId: 'an-upload-id', at: expect.any(Number) },
+    ]);
+    expect(store.presigned.at(-1)!.at).toBeGreaterThanOrEqual(before);
+    expect(store.presignedUrls.slice(-2)).toEqual([single, part]);
+  });
+
   it('gives new URLs for an open upload and honours the configured expiry', async () => {
     const { s3Key, uploadId } = await uploadMultipart(INCIDENT, 'mp-expiry', [randomBytes(10)]);
     alo.setUrlExpiry(900);
@@ -546,6 +567,21 @@ describe('S3 store: injected faults', () => {
     const put = await s3Put(await store.presignPutObject(single, 60), data);
     expect(put).toMatchObject({ status: 200, etag: `"${md5(flipByte(data, 500))}"` });
     expect(await store.objectSha256(single)).toBe(sha256(flipByte(data, 500)));
+  });
+
+  it('hold-answer keeps the part and records it accepted, but never answers', async () => {
+    const key = 'vms/test/held.mov';
+    const uploadId = store.createMultipartUpload(key);
+    const data = randomBytes(4096);
+    store.injectFaults({ kind: 'hold-answer', partNumber: 1 });
+    const url = await store.presignUploadPart(key, uploadId, 1, 60);
+    const put = request(url, { method: 'PUT', body: data, signal: AbortSignal.timeout(1000) });
+    await expect(put).rejects.toThrow(/abort|timeout/i);
+    expect(store.requests.at(-1)).toMatchObject({ key, partNumber: 1, status: 200, code: 'AnswerHeld', bytesReceived: 4096 });
+    expect(store.listParts(key, uploadId)).toEqual([{ partNumber: 1, etag: md5(data), size: 4096 }]);
+    // Taken once: the part sent again is answered.
+    expect(await s3Put(url, data)).toMatchObject({ status: 200, etag: `"${md5(data)}"` });
+    store.abortMultipartUpload(key, uploadId);
   });
 
   it('applies a fault only to the part it names', async () => {
@@ -790,6 +826,22 @@ describe('ALO API', () => {
       200,
       200,
     ]);
+  });
+
+  it('refuses a file at complete_multipart_upload when told to, leaving its upload open to abort', async () => {
+    const { s3Key, uploadId, etags } = await uploadMultipart(INCIDENT, 'mp-refused', [randomBytes(100)]);
+    alo.refuseFile('mp-refused', 'policy forbids this clip', 'complete_multipart_upload');
+    const body = { s3_key: s3Key, upload_id: uploadId, parts: etags };
+    const refused = await aloCall('POST', `/vms/incidents/${INCIDENT}/complete_multipart_upload`, { body });
+    expect(refused).toEqual({ status: 422, json: { error: { code: 422, message: 'policy forbids this clip' } } });
+    expect(store.hasObject(s3Key)).toBe(false);
+    expect(store.openMultipartUploads().some((u) => u.uploadId === uploadId)).toBe(true);
+    const aborted = await aloCall('GET', `/vms/incidents/${INCIDENT}/abort_multipart_upload`, {
+      query: { s3_key: s3Key, upload_id: uploadId },
+    });
+    expect(aborted.status).toBe(200);
+    expect(store.openMultipartUploads().some((u) => u.uploadId === uploadId)).toBe(false);
+    expect(alo.calls.filter((c) => c.route === 'complete_multipart_upload').at(-1)).toMatchObject({ status: 422, at: expect.any(Number) });
   });
 
   it('fails or resets the next calls of a route when told to', async () => {
@@ -1158,6 +1210,22 @@ describe('Aionvision API', () => {
     expect(store.openMultipartUploads().some((u) => u.uploadId === session.upload_id)).toBe(false);
     const progress = await aionCall('GET', `/video-uploads/progress/${session.media_id}`);
     expect(progress.json).toMatchObject({ status: 'aborted', confirmed_chunks: [] });
+  });
+
+  it('refuses a file at every confirm when told to, once S3 holds its chunk; abort still releases it', async () => {
+    const data = randomBytes(2000);
+    aion.refuseFilename('refused-at-confirm.mp4', 'policy forbids this clip', { at: 'confirm' });
+    const session = await initiate('refused-at-confirm.mp4', data.length);
+    const put = await putChunk(session, 1, data);
+    expect(put.status).toBe(200);
+    for (let i = 0; i < 2; i++) {
+      const refused = await confirm(session, { chunk_number: 1, etag: put.etag, size_bytes: data.length });
+      expect(refused).toMatchObject({ status: 422, json: { detail: 'policy forbids this clip' } });
+    }
+    expect(aion.uploads.get(session.media_id)).toMatchObject({ status: 'uploading', confirmed: new Map() });
+    const ids = { media_id: session.media_id, upload_id: session.upload_id };
+    expect((await aionCall('POST', '/video-uploads/abort', { body: ids })).status).toBe(200);
+    expect(store.openMultipartUploads().some((u) => u.uploadId === session.upload_id)).toBe(false);
   });
 
   it('checks a confirm against S3, not against the PUT answer: a wrong ETag is refused, corrupt bytes are not noticed', async () => {

@@ -33,6 +33,8 @@ export interface S3StoreOptions {
 
 export interface S3RequestRecord {
   method: string;
+  /** The request target as received (path and query, signature included), byte for byte. */
+  url: string;
   key: string;
   partNumber?: number;
   uploadId?: string;
@@ -40,6 +42,8 @@ export interface S3RequestRecord {
   /** 0 when the connection was destroyed instead of answered. */
   status: number;
   code?: string;
+  /** S3's error message, when it refused the request (`Request has expired`…). */
+  message?: string;
   /** Epoch milliseconds when the request arrived. */
   at: number;
   /**
@@ -76,8 +80,24 @@ export type S3Fault =
      * that ETag with the MD5 of its own bytes notices. An empty body has no byte to corrupt.
      */
     | { kind: 'corrupt'; atByte?: number }
+    /**
+     * The body is stored and recorded as accepted (status 200, ListParts sees it), but the answer
+     * never leaves: the connection stays open until the client gives up, as when the answer is
+     * lost after S3 kept the part. Lets a SIGKILL land between the two.
+     */
+    | { kind: 'hold-answer' }
   ) &
     S3FaultMatch;
+
+/** A presigned URL as the store minted it: for which object (and part), and when. */
+export interface PresignedUrl {
+  url: string;
+  key: string;
+  partNumber?: number;
+  uploadId?: string;
+  /** Epoch milliseconds when it was minted. */
+  at: number;
+}
 
 export interface S3Store {
   /** Where the server really listens. */
@@ -99,6 +119,8 @@ export interface S3Store {
   readonly requests: S3RequestRecord[];
   /** Every presigned URL handed out, in order, for checking that no signature leaks. */
   readonly presignedUrls: readonly string[];
+  /** The same URLs with what each was minted for, and when. */
+  readonly presigned: readonly PresignedUrl[];
   injectFaults(...faults: S3Fault[]): void;
   /** Every successful PUT is answered this many ms after its body arrived (a slow uplink, made visible). */
   setLatency(ms: number): void;
@@ -181,10 +203,11 @@ export async function startS3Store(opts: S3StoreOptions = {}): Promise<S3Store> 
 
 class S3StoreServer implements S3Store {
   readonly requests: S3RequestRecord[] = [];
-  readonly presignedUrls: string[] = [];
+  readonly presigned: PresignedUrl[] = [];
   private readonly server: http.Server | https.Server;
   connections = 0;
   private readonly objects = new Map<string, StoredObject>();
+  private readonly sha256s = new WeakMap<StoredObject, Promise<string>>();
   private readonly uploads = new Map<string, MultipartUpload>();
   private readonly faults: S3Fault[] = [];
   /** Blobs being read (objectSha256) → readers; a blob discarded meanwhile is removed by its last reader. */
@@ -239,6 +262,10 @@ class S3StoreServer implements S3Store {
     return this.originValue;
   }
 
+  get presignedUrls(): string[] {
+    return this.presigned.map((p) => p.url);
+  }
+
   get publicOrigin(): string {
     return this.publicOriginValue;
   }
@@ -268,14 +295,14 @@ class S3StoreServer implements S3Store {
     const url = await getSignedUrl(this.requireClient(), new PutObjectCommand({ Bucket: this.bucket, Key: key }), {
       expiresIn: expiresInSeconds,
     });
-    this.presignedUrls.push(url);
+    this.presigned.push({ url, key, at: Date.now() });
     return assertHostOnlySignature(url);
   }
 
   async presignUploadPart(key: string, uploadId: string, partNumber: number, expiresInSeconds: number): Promise<string> {
     const command = new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber });
     const url = await getSignedUrl(this.requireClient(), command, { expiresIn: expiresInSeconds });
-    this.presignedUrls.push(url);
+    this.presigned.push({ url, key, partNumber, uploadId, at: Date.now() });
     return assertHostOnlySignature(url);
   }
 
@@ -335,6 +362,18 @@ class S3StoreServer implements S3Store {
 
   async objectSha256(key: string): Promise<string> {
     const object = this.requireObject(key);
+    // An object never changes once stored (a PUT or a completion replaces it whole): hashed once,
+    // however often a test polls it.
+    let sha256 = this.sha256s.get(object);
+    if (!sha256) {
+      sha256 = this.hashObject(object);
+      this.sha256s.set(object, sha256);
+      void sha256.catch(() => this.sha256s.delete(object));
+    }
+    return sha256;
+  }
+
+  private async hashObject(object: StoredObject): Promise<string> {
     // Like a GET on S3, a read sees the object as it was when it began, even if a PUT or a
     // completion replaces it meanwhile: its blobs stay on disk until the read is done.
     for (const blob of object.blobs) this.readers.set(blob, (this.readers.get(blob) ?? 0) + 1);
@@ -423,6 +462,7 @@ class S3StoreServer implements S3Store {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean): Promise<void> {
     const record: S3RequestRecord = {
       method: req.method ?? '',
+      url: req.url ?? '',
       key: '',
       bytesReceived: 0,
       status: 0,
@@ -530,7 +570,9 @@ class S3StoreServer implements S3Store {
     record.status = 200;
     if (fault?.kind === 'wrong-etag') record.code = 'InjectedWrongETag';
     if (fault?.kind === 'corrupt') record.code = 'InjectedCorruption';
+    if (fault?.kind === 'hold-answer') record.code = 'AnswerHeld';
     this.requests.push(record);
+    if (fault?.kind === 'hold-answer') return; // kept; the answer never leaves
     // Still 32 lower-case hex digits, quoted: nothing in its form tells it from a true ETag.
     const answered =
       fault?.kind === 'wrong-etag' ? md5Hex(Buffer.concat([Buffer.from('not this body:'), blob.md5])) : blob.md5.toString('hex');
@@ -745,6 +787,7 @@ class S3StoreServer implements S3Store {
   private answerError(req: http.IncomingMessage, res: http.ServerResponse, record: S3RequestRecord, err: S3Error): void {
     record.status = err.status;
     record.code = err.code;
+    record.message = err.message;
     this.requests.push(record);
     const body = errorXml(err.code, err.message, { ...(record.key ? { Key: record.key } : {}), ...err.details });
     res.writeHead(err.status, {

@@ -1,11 +1,11 @@
 /**
- * TruVideo Upload V3 (seeds/004) as a local HTTP server backed by the shared S3Store. It follows the
- * document strictly, as the real service would: every body is validated (400 naming the field),
- * every call needs a fresh Bearer token from the login endpoint (tokens expire), presigned URLs are
- * real S3 UploadPart URLs on the store, parts are registered once their PUT landed in the store, and
- * complete is asynchronous (202, PENDING_COMPLETE, then COMPLETED or FAILED).
+ * TruVideo Upload V3 (its upload document) as a local HTTP server backed by the shared S3Store. It
+ * follows the document strictly, as the real service would: every body is validated (400 naming the
+ * field), every call needs a fresh Bearer token from the login endpoint (tokens expire), presigned
+ * URLs are real S3 UploadPart URLs on the store, parts are registered once their PUT landed in the
+ * store, and complete is asynchronous (202, PENDING_COMPLETE, then COMPLETED or FAILED).
  *
- * Where the document is silent (CONTRACT §7 and the choices below):
+ * Where the document is silent (the contract's assumptions and the choices below):
  * - login: `POST /auth/token` `{ "apiKey" }` → `{ "accessToken", "expiresIn" }`;
  * - more URLs: `POST /upload/{uploadId}/presigned-urls` `{ "partNumbers" }` → `{ "presignedUrls" }`;
  * - registered parts: `parts: [{ "partNumber", "eTag", "size" }]` (eTag unquoted, as complete takes it);
@@ -77,6 +77,8 @@ export type TruvideoRoute = 'login' | 'start' | 'presigned_urls' | 'get_upload' 
 export interface TruvideoCall {
   method: string;
   route: TruvideoRoute | 'unknown';
+  /** Epoch milliseconds when the request arrived. */
+  at: number;
   uploadId?: string;
   body?: unknown;
   /** 0 when the connection was destroyed instead of answered. */
@@ -132,8 +134,11 @@ export interface TruvideoEmulator extends RecordsArrivals {
   resetNext(route: TruvideoRoute, count: number, when?: 'before' | 'after'): void;
   /** The next accepted complete ends FAILED with this failureReason instead of COMPLETED. */
   failNextCompletion(reason: string): void;
-  /** A start whose media.title contains `substring` is refused with 400 and `message`. */
-  refuseTitle(substring: string, message: string): void;
+  /**
+   * Uploads whose media.title contains `substring` are refused for good with 400 and `message`: at
+   * the start (default), before a session exists, or at every complete, once its parts are in S3.
+   */
+  refuseTitle(substring: string, message: string, at?: 'start' | 'complete'): void;
   setUrlExpiry(seconds: number): void;
   close(): Promise<void>;
 }
@@ -192,7 +197,7 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
   readonly issuedTokens: string[] = [];
   private readonly sessions = new Map<string, TruvideoUpload>();
   private readonly completionFailures: string[] = [];
-  private readonly refusedTitles: Array<{ substring: string; message: string }> = [];
+  private readonly refusedTitles: Array<{ substring: string; message: string; at: 'start' | 'complete' }> = [];
   private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly opts: TruvideoEmulatorOptions) {
@@ -229,8 +234,8 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
     this.completionFailures.push(reason);
   }
 
-  refuseTitle(substring: string, message: string): void {
-    this.refusedTitles.push({ substring, message });
+  refuseTitle(substring: string, message: string, at: 'start' | 'complete' = 'start'): void {
+    this.refusedTitles.push({ substring, message, at });
   }
 
   setUrlExpiry(seconds: number): void {
@@ -247,7 +252,7 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
     const method = req.method ?? '';
     const { pathname } = new URL(req.url ?? '/', 'http://truvideo.invalid');
     const matched = matchRoute(method, pathname);
-    const call: TruvideoCall = { method, route: matched.route ?? 'unknown', status: 0 };
+    const call: TruvideoCall = { method, route: matched.route ?? 'unknown', at: Date.now(), status: 0 };
     if (matched.uploadId !== undefined) call.uploadId = matched.uploadId;
 
     // A refusal is answered even under a reset-after fault: only a carried-out call loses its answer.
@@ -312,7 +317,7 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
   private async start(body: unknown): Promise<Reply> {
     const request = validate(startSchema, body);
     const title = request.media.title ?? null;
-    const refusal = title === null ? undefined : this.refusedTitles.find((r) => title.includes(r.substring));
+    const refusal = this.refusalOf(title, 'start');
     if (refusal) throw new HttpProblem(400, refusal.message);
     const mediaId = randomUUID();
     const sanitizedTitle = title === null ? null : title.replace(/[^A-Za-z0-9._-]/g, '_');
@@ -357,6 +362,8 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
   private complete(upload: TruvideoUpload, body: unknown): Reply {
     const { parts } = validate(completeSchema, body);
     this.requireOpen(upload);
+    const refusal = this.refusalOf(upload.title, 'complete');
+    if (refusal) throw new HttpProblem(400, refusal.message);
     const stored = new Map(this.registeredParts(upload).map((p) => [p.partNumber, p]));
     parts.forEach((p, i) => {
       if (p.partNumber !== i + 1) throw new HttpProblem(400, `parts[${i}].partNumber: expected ${i + 1} (parts must be contiguous from 1)`);
@@ -399,6 +406,10 @@ class TruvideoServer extends EmulatorServer<TruvideoRoute, TruvideoCall> impleme
       upload.status = 'FAILED';
       upload.failureReason = injected ?? (err instanceof S3Error ? `${err.code}: ${err.message}` : String(err));
     }
+  }
+
+  private refusalOf(title: string | null, at: 'start' | 'complete'): { message: string } | undefined {
+    return title === null ? undefined : this.refusedTitles.find((r) => r.at === at && title.includes(r.substring));
   }
 
   private requireOpen(upload: TruvideoUpload): void {

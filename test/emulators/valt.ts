@@ -1,12 +1,13 @@
 /**
- * The Valt records API v3 (seeds/001) as a local HTTP server: a login that hands out access
- * tokens, `POST /records/create-upload`, and the chunk POST that appends multipart/form-data
- * bodies to a video file on disk. Strict where a real service would be: the body of every call is
- * validated (400 naming the field), the token is required as the `access_token` query parameter
- * (401), multipart bodies are really parsed, and each chunk's Content-Range must be RFC 9110
- * (inclusive end), match the bytes of the `file` field, and continue the video exactly where it
- * stands. The one tolerated repetition is an exact repeat of the last accepted chunk (a client
- * whose answer was lost sends it again): it is acknowledged without being appended twice.
+ * The Valt records API v3 (its upload recording document) as a local HTTP server: a login that
+ * hands out access tokens, `POST /records/create-upload`, and the chunk POST that appends
+ * multipart/form-data bodies to a video file on disk. Strict where a real service would be: the
+ * body of every call is validated (400 naming the field), the token is required as the
+ * `access_token` query parameter (401), multipart bodies are really parsed, and each chunk's
+ * Content-Range must be RFC 9110 (inclusive end), match the bytes of the `file` field, and continue
+ * the video exactly where it stands. The one tolerated repetition is an exact repeat of the last
+ * accepted chunk (a client whose answer was lost sends it again): it is acknowledged without being
+ * appended twice.
  */
 import { createHash, randomBytes, randomUUID, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -65,8 +66,10 @@ export interface ValtCall {
 
 export interface ValtChunk {
   contentRange: string;
-  /** The answer; 0 when the connection was destroyed instead (the chunk may still have been kept: see accepted). */
+  /** The answer; 0 when the connection was destroyed or the answer held instead (the chunk may still have been kept: see accepted). */
   status: number;
+  /** Carried out, but its answer never left (holdNext). */
+  held?: boolean;
   /** Appended, or acknowledged as a repeat. */
   accepted: boolean;
   /** An exact repeat of the last accepted chunk, acknowledged without appending. */
@@ -127,8 +130,16 @@ export interface ValtEmulator extends RecordsArrivals {
    * 'after' it, as when the answer is lost on the way back.
    */
   resetNext(route: ValtRoute, count: number, when?: 'before' | 'after'): void;
-  /** create-upload refuses names containing `substring` with 400 and this message. */
-  refuseName(substring: string, message: string): void;
+  /**
+   * Records whose names contain `substring` are refused for good with 400 and this message: at
+   * create-upload (default), before anything exists, or at every chunk after the first, once the
+   * record exists and holds the first chunk.
+   */
+  refuseName(substring: string, message: string, at?: 'create-upload' | 'chunk'): void;
+  /** The next `count` chunks are appended, but their answers never leave (a SIGKILL lands in between). */
+  holdNext(route: 'chunk', count: number): void;
+  /** Tokens the login hands out from now on expire after `seconds`. */
+  setTokenTtl(seconds: number): void;
   /** Delays every chunk answer by `ms` (after the chunk was appended). */
   setLatency(ms: number): void;
   /** Every token handed out so far stops working (as after a server restart or a revocation). */
@@ -175,8 +186,9 @@ class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmul
   readonly issuedTokens: string[] = [];
   private readonly tokens = new Map<string, number>();
   private readonly recordStates = new Map<string, RecordState>();
-  private readonly refusals: Array<{ substring: string; message: string }> = [];
+  private readonly refusals: Array<{ substring: string; message: string; at: 'create-upload' | 'chunk' }> = [];
   private latencyMs = 0;
+  private tokenTtlMs: number;
   private created = 0;
   private readonly maxBodyBytes: number;
 
@@ -186,6 +198,7 @@ class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmul
   ) {
     super();
     this.maxBodyBytes = opts.maxBodyBytes ?? 64 * 1024 * 1024 + 64 * 1024;
+    this.tokenTtlMs = (opts.tokenTtlSeconds ?? 3600) * 1000;
   }
 
   get baseUrl(): string {
@@ -226,8 +239,16 @@ class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmul
     return sha.digest('hex');
   }
 
-  refuseName(substring: string, message: string): void {
-    this.refusals.push({ substring, message });
+  refuseName(substring: string, message: string, at: 'create-upload' | 'chunk' = 'create-upload'): void {
+    this.refusals.push({ substring, message, at });
+  }
+
+  holdNext(route: 'chunk', count: number): void {
+    this.queueFaults(route, count, { kind: 'hold' });
+  }
+
+  setTokenTtl(seconds: number): void {
+    this.tokenTtlMs = seconds * 1000;
   }
 
   setLatency(ms: number): void {
@@ -322,7 +343,13 @@ class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmul
           return this.appendChunk(req, raw, this.recordOf(matched.recordId!, matched.videoId!), entry);
       }
     });
-    entry.status = fault?.kind === 'reset' ? 0 : reply.status;
+    entry.status = fault?.kind === 'reset' || fault?.kind === 'hold' ? 0 : reply.status;
+    if (fault?.kind === 'hold') {
+      entry.held = true;
+      call.status = reply.status;
+      this.calls.push(call);
+      return; // carried out; the answer never leaves
+    }
     if (matched.route === 'chunk' && this.latencyMs > 0) await new Promise((r) => setTimeout(r, this.latencyMs));
     this.answer(req, res, call, fault?.kind === 'reset' ? 'reset' : reply);
   }
@@ -355,7 +382,7 @@ class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmul
     const { username, password } = validate(loginSchema, body);
     if (username !== this.opts.username || password !== this.opts.password) throw new HttpProblem(401, 'Bad credentials.');
     const token = randomBytes(16).toString('hex');
-    this.tokens.set(token, Date.now() + (this.opts.tokenTtlSeconds ?? 3600) * 1000);
+    this.tokens.set(token, Date.now() + this.tokenTtlMs);
     this.issuedTokens.push(token);
     return { status: 200, body: { data: { access_token: token } } };
   }
@@ -364,7 +391,7 @@ class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmul
     const body = jsonBody(req, raw, 'Content-Type');
     call.body = body;
     const input = validate(createUploadSchema, body);
-    const refusal = this.refusals.find((r) => input.name.includes(r.substring));
+    const refusal = this.refusals.find((r) => r.at === 'create-upload' && input.name.includes(r.substring));
     if (refusal) throw new HttpProblem(400, refusal.message);
     const id = randomUUID();
     const videoId = randomUUID();
@@ -425,6 +452,8 @@ class ValtServer extends EmulatorServer<ValtRoute, ValtCall> implements ValtEmul
     }
     if (record.total !== null && record.bytes === record.total)
       throw new HttpProblem(400, `video ${record.videoId} is already complete (${record.total} bytes)`);
+    const refusal = this.refusals.find((r) => r.at === 'chunk' && record.name.includes(r.substring));
+    if (refusal && record.bytes > 0) throw new HttpProblem(400, refusal.message);
     if (range.first !== record.bytes) {
       const what = range.first > record.bytes ? 'a gap' : 'an overlap';
       throw new HttpProblem(400, `Content-Range: the next chunk must start at byte ${record.bytes}, got ${range.first} (${what})`);

@@ -85,8 +85,14 @@ export class AloTarget implements Target {
       // Asking for the URLs now also learns ALO's size limit before a single byte is sent.
       await this.urlFor(session, file, 1, signal);
     } catch (err) {
-      if (err instanceof TargetError && err.kind === 'permanent') await this.abort(session, file, signal).catch(() => undefined);
-      throw err;
+      if (err instanceof TargetError && err.kind === 'permanent') {
+        await this.abort(session, file, signal).catch(() => undefined);
+        throw err;
+      }
+      // ALO busy or unreachable for a moment: the multipart upload exists, so it is kept (thrown
+      // away, it would stay open in S3 and the next try would open another). Its URLs, and the
+      // size limit with them, are asked for again when its first part goes out.
+      if (!(err instanceof TargetError) || signal.aborted) throw err;
     }
     return { session };
   }

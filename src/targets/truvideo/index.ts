@@ -146,11 +146,14 @@ export class TruvideoTarget implements Target {
     return { session };
   }
 
-  async sendPart({ session: raw, part, body, signal }: SendPartRequest): Promise<PartReceipt> {
+  async sendPart({ session: raw, part, body, sentMd5, signal }: SendPartRequest): Promise<PartReceipt> {
     const session = this.session(raw);
-    const url = await this.urls.get(session.uploadId, part.number, () => this.moreUrls(session, signal));
+    const url = await this.urls.get(session.uploadId, part.number, () => this.moreUrls(session, part.number, signal));
     try {
       const etag = await putPresigned(this.http, url, body(), part.size, signal);
+      // S3 holding bytes other than those sent: the engine refuses this receipt and the part is sent
+      // again, so it is not done yet, and its URL is still needed.
+      if (etag && /^[0-9a-f]{32}$/i.test(etag) && etag.toLowerCase() !== sentMd5()) return { etag };
       this.doneParts(session.uploadId).add(part.number);
       this.urls.drop(session.uploadId, part.number);
       return { etag };
@@ -262,11 +265,13 @@ export class TruvideoTarget implements Target {
     return this.api.call({ method: 'GET', path: uploadPath(session), schema: UploadDetails, signal });
   }
 
-  /** URLs for every part still to send that has none fresh, in one batch. */
-  private async moreUrls(session: TruvideoSession, signal: AbortSignal): Promise<Array<{ part: number; url: string }>> {
+  /** URLs for `part` and every other part still to send that has none fresh, in one batch. */
+  private async moreUrls(session: TruvideoSession, part: number, signal: AbortSignal): Promise<Array<{ part: number; url: string }>> {
     const done = this.doneParts(session.uploadId);
     const wanted: number[] = [];
-    for (let n = 1; n <= (session.amountOfParts ?? 0); n++) if (!done.has(n) && !this.urls.fresh(session.uploadId, n)) wanted.push(n);
+    for (let n = 1; n <= (session.amountOfParts ?? 0); n++) {
+      if (n === part || (!done.has(n) && !this.urls.fresh(session.uploadId, n))) wanted.push(n);
+    }
     const path = this.config.more_urls_path.replaceAll('{uploadId}', encodeURIComponent(session.uploadId));
     const res = await this.api.call({ method: 'POST', path, json: { partNumbers: wanted }, schema: MoreUrlsResponse, signal });
     return res.presignedUrls.map((u) => ({ part: u.partNumber, url: u.url }));
