@@ -188,12 +188,12 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
 
   it('status shows the uploads while the daemon runs and after it stopped: a table in a pipe, bars on a terminal, rates in --json', async (ctx) => {
     const h = harness(ctx);
-    // One part in flight at a time, each PUT answered 4 s after its body arrived: the big video's
-    // three parts finish 4 s apart, so status sees it mid-upload with a part done and a rate.
-    const s = await h.site({ upload: { concurrency: 1 } });
-    s.store.setLatency(4_000);
+    // One part in flight at a time at 1 MiB/s: the big video's first 5 MiB part is done after
+    // about 5 s and the last one about 24 s after the start, a window in which status sees it
+    // mid-upload with a part done and a rate, even when each status run takes seconds.
+    const s = await h.site({ upload: { concurrency: 1, bandwidth: '1MiB/s' } });
     const folder = join(s.exportsRoot, 'incident');
-    await writeVideo(join(folder, 'big.mp4'), 12 * MiB);
+    await writeVideo(join(folder, 'big.mp4'), 24 * MiB);
     await writeVideo(join(folder, 'small.mp4'), 200 * 1024);
     const id = randomUUID();
     await writeManifest(
@@ -218,8 +218,8 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
       25_000,
       'status showing the big video uploading, a part of it done',
     );
-    expect(bigUpload(during)).toMatchObject({ bytesTotal: 12 * MiB });
-    expect(bigUpload(during)!.bytesDone).toBeLessThan(12 * MiB);
+    expect(bigUpload(during)).toMatchObject({ bytesTotal: 24 * MiB });
+    expect(bigUpload(during)!.bytesDone).toBeLessThan(24 * MiB);
     expect(bigUpload(during)!.rateBytesPerSecond).toBeGreaterThan(0);
     expect(bigUpload(during)!.etaSeconds).toBeGreaterThan(0);
     expect(during.totals).toMatchObject({ failedVideos: 1, failed: 0, waiting: 0 });
@@ -232,7 +232,7 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     expect(duringText.stdout).toMatch(/^INCIDENT +VIDEO +CAMERA +TARGET +STATE +DONE +TOTAL +% +RATE +ETA +UPLOAD$/m);
     expect(duringText.stdout).toMatch(
       new RegExp(
-        `^${id} +big +192\\.168\\.0\\.240 - Camera - 01 +alo +uploading +\\d+\\.\\d MiB +12\\.0 MiB +\\d+% +\\d+\\.\\d [KM]iB/s +\\d+:\\d\\d +#\\d+$`,
+        `^${id} +big +192\\.168\\.0\\.240 - Camera - 01 +alo +uploading +\\d+\\.\\d MiB +24\\.0 MiB +\\d+% +\\d+\\.\\d [KM]iB/s +\\d+:\\d\\d +#\\d+$`,
         'm',
       ),
     );
@@ -244,12 +244,12 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     expect(onTerminal.code).toBe(0);
     const barLine = onTerminal.stdout.split('\n').find((l) => l.startsWith('  big → alo'));
     expect(barLine, onTerminal.stdout).toMatch(
-      /^ {2}big → alo +\[#*\.*\] +\d+% +\d+\.\d MiB \/ 12\.0 MiB +\d+\.\d [KM]iB\/s +ETA \d+:\d\d$/,
+      /^ {2}big → alo +\[#*\.*\] +\d+% +\d+\.\d MiB \/ 24\.0 MiB +\d+\.\d [KM]iB\/s +ETA \d+:\d\d$/,
     );
     expect(barLine!.length).toBeLessThanOrEqual(72);
     expect(onTerminal.stdout).not.toMatch(/^INCIDENT /m);
 
-    await waitFor(() => s.alo.incident(id)?.uploaded_videos.length === 2, 30_000, 'both videos uploaded');
+    await waitFor(() => s.alo.incident(id)?.uploaded_videos.length === 2, 60_000, 'both videos uploaded');
     const expected = { queued: 0, uploading: 0, done: 2, failed: 0, waiting: 0, failedVideos: 1, refusedReports: 0 };
     expect((await statusJson(s.configPath)).totals).toEqual(expected);
 
@@ -257,13 +257,13 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     expect(await d.exited).toEqual({ code: 0, signal: null });
     const after = await statusJson(s.configPath);
     expect(after.totals).toEqual(expected);
-    expect(after.incidents[0]!.videos.find((v) => v.id === 'big')!.uploads[0]).toMatchObject({ state: 'done', bytesDone: 12 * MiB });
+    expect(after.incidents[0]!.videos.find((v) => v.id === 'big')!.uploads[0]).toMatchObject({ state: 'done', bytesDone: 24 * MiB });
     const afterText = await runCli(['status', '--config', s.configPath]);
     expect(afterText.code).toBe(0);
     expect(afterText.stdout).toContain(id);
     expect(afterText.stdout).toMatch(/2 done/);
-    expect(afterText.stdout).toMatch(new RegExp(`^${id} +big .* alo +done +12\\.0 MiB +12\\.0 MiB +100% +- +- +#\\d+$`, 'm'));
-  });
+    expect(afterText.stdout).toMatch(new RegExp(`^${id} +big .* alo +done +24\\.0 MiB +24\\.0 MiB +100% +- +- +#\\d+$`, 'm'));
+  }, 120_000);
 
   it('status works on a ledger the daemon has only just created (its tables not yet there)', async (ctx) => {
     // What a daemon starting on a new box leaves for an instant between creating the file and
