@@ -170,8 +170,6 @@ export class Daemon {
   private current: Stages | null = null;
   /** The NetworkHealth revision the health file shows. */
   private networkRevision = 0;
-  /** Hosts the network settings keep the daemon from; lives across reloads. */
-  private readonly networkHealth: NetworkHealth;
 
   private constructor(
     private config: Config,
@@ -180,9 +178,9 @@ export class Daemon {
     private network: Network,
     private readonly ledger: Ledger,
     private readonly options: DaemonOptions,
-    networkHealth: NetworkHealth,
+    /** Hosts the network settings keep the daemon from; lives across reloads. */
+    private readonly networkHealth: NetworkHealth,
   ) {
-    this.networkHealth = networkHealth;
     // upload.bandwidth: one bucket for every part of every upload and target; the schedule sets its rate.
     const bandwidth = new TokenBucket(null);
     const metrics = new UploadMetrics({
@@ -338,6 +336,8 @@ export class Daemon {
   private async loop(stages: Stages): Promise<void> {
     const { config, ledger } = this;
     const tickMs = Math.min(1000, Math.max(100, (config.watch.settle_seconds * 1000) / 4));
+    // Idle, the loop still comes round for each rescan that is due.
+    const quietMs = Math.max(tickMs, Math.min(QUIET_MS, config.watch.rescan_interval * 1000));
     const every = periodic();
     while (!this.stopCtl.signal.aborted && !this.reloadWanted) {
       this.lastLoopAt = Date.now();
@@ -368,7 +368,7 @@ export class Daemon {
       if (due) await stages.changes.tick();
       this.spawn(stages, this.plan(stages), 'planning');
       stages.engine.poke();
-      await this.idle(moreManifests || stages.planner.hasMore ? 0 : this.quiet(stages) ? QUIET_MS : tickMs);
+      await this.idle(moreManifests || stages.planner.hasMore ? 0 : this.quiet(stages) ? quietMs : tickMs);
     }
   }
 
@@ -575,11 +575,11 @@ export class Daemon {
       warnings.push(
         `the configuration file could not be reloaded at ${this.reloadFailure.at} (the running one stays): ${this.reloadFailure.problems.join('; ')}`,
       );
-    return { problems: this.healthProblems(this.lasting.metrics), warnings };
+    return { problems: this.healthProblems(), warnings };
   }
 
   /** Why GET /healthz answers 503; empty while the watcher, ledger and upload loop work. */
-  private healthProblems(metrics: UploadMetrics): string[] {
+  private healthProblems(): string[] {
     const problems: string[] = [];
     const fault = this.ledger.fault;
     if (fault)
@@ -592,7 +592,7 @@ export class Daemon {
         `${this.lowDisk.freeBytes} bytes free on the ledger's filesystem, below ledger.min_free (${this.config.ledger.min_free}): no new work is taken`,
       );
     }
-    const down = metrics.allTargetsFailingFor();
+    const down = this.lasting.metrics.allTargetsFailingFor();
     const downLimit = this.config.api?.targets_down_after ?? Infinity;
     if (down > downLimit)
       problems.push(`every target has been failing for ${Math.round(down)} s (api.targets_down_after is ${downLimit} s)`);

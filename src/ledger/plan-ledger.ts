@@ -59,6 +59,9 @@ export interface WatchedFile {
   stamp: string;
 }
 
+/** One version of an export's file, as its stamp names it. */
+type FileVersion = { incidentId: string; videoId: string; role: FileRole; stamp: string };
+
 export class PlanLedger {
   constructor(
     private readonly db: LedgerDb,
@@ -267,23 +270,13 @@ export class PlanLedger {
   }
 
   /** The identity (SHA-256) recorded for the file as stamped, or null. */
-  knownIdentity(file: { incidentId: string; videoId: string; role: FileRole; stamp: string }): string | null {
-    return (
-      this.db.get(
-        'SELECT sha256 FROM video_files WHERE incident_id = ? AND video_id = ? AND role = ? AND stamp = ?',
-        (r) => strOrNull(r.sha256),
-        file.incidentId,
-        file.videoId,
-        file.role,
-        file.stamp,
-      ) ?? null
-    );
+  knownIdentity(file: FileVersion): string | null {
+    return this.recordedIdentity(file) ?? null;
   }
 
-  /** The identity pass of the file as stamped ended: its uploads that did not know it yet do now. */
-  async identityKnown(file: { incidentId: string; videoId: string; role: FileRole; stamp: string }, sha256: string): Promise<void> {
-    // Mostly the planner's pass for a file not planned yet: nothing to record, and no commit to wait for.
-    const recorded = this.db.get(
+  /** The file's row as stamped: its identity, null while unknown; undefined when there is no such row. */
+  private recordedIdentity(file: FileVersion): string | null | undefined {
+    return this.db.get(
       'SELECT sha256 FROM video_files WHERE incident_id = ? AND video_id = ? AND role = ? AND stamp = ?',
       (r) => strOrNull(r.sha256),
       file.incidentId,
@@ -291,6 +284,12 @@ export class PlanLedger {
       file.role,
       file.stamp,
     );
+  }
+
+  /** The identity pass of the file as stamped ended: its uploads that did not know it yet do now. */
+  async identityKnown(file: FileVersion, sha256: string): Promise<void> {
+    // Mostly the planner's pass for a file not planned yet: nothing to record, and no commit to wait for.
+    const recorded = this.recordedIdentity(file);
     if (recorded === undefined || recorded === sha256) return;
     await this.db.writeSoon(() => {
       const updated = this.db.run(

@@ -196,10 +196,21 @@ async function plannerBench(ctx: TestContext, b: Bench, trustMtime: boolean) {
   };
 }
 
+/** 1 ms before settle_seconds have passed since the file last grew it still waits, nothing planned; then it is planned. */
+async function plannedExactlyAtSettle(b: Bench, p: Awaited<ReturnType<typeof plannerBench>>): Promise<void> {
+  b.clock.advance(SETTLE_MS - 1);
+  expect(await p.planner.tick(p.signal)).toBe(false);
+  expect(p.state()).toBe('waiting');
+  expect(p.uploads()).toEqual([]);
+  b.clock.advance(1);
+  expect(await p.planner.tick(p.signal)).toBe(true);
+}
+
 describe('VideoPlanner', () => {
   it('plans a video only once its file has stopped growing for settle_seconds', async (ctx) => {
     const b = await bench(ctx);
-    const { planner, video, signal, state, uploads } = await plannerBench(ctx, b, true);
+    const p = await plannerBench(ctx, b, true);
+    const { planner, video, signal, state, uploads } = p;
 
     // Written 5 s ago by its mtime: settled, were it not for the exporter going on right now.
     await appendFile(video, Buffer.alloc(3 * MiB, 1));
@@ -209,14 +220,7 @@ describe('VideoPlanner', () => {
     await appendFile(video, Buffer.alloc(2 * MiB, 2));
     await touchAt(video, b.clock.now());
     expect(await planner.tick(signal)).toBe(false);
-    // 4.999 s after it last grew: still waiting, nothing planned.
-    b.clock.advance(SETTLE_MS - 1);
-    expect(await planner.tick(signal)).toBe(false);
-    expect(state()).toBe('waiting');
-    expect(uploads()).toEqual([]);
-
-    b.clock.advance(1);
-    expect(await planner.tick(signal)).toBe(true);
+    await plannedExactlyAtSettle(b, p);
     expect(state()).toBe('ready');
     // Planned for the whole file as it ended up: 8 MiB in two parts.
     expect(uploads()).toEqual([{ size: 8 * MiB }]);
@@ -229,7 +233,8 @@ describe('VideoPlanner', () => {
 
   it('on a network mount, trusts no mtime: a growing file waits settle_seconds by the local clock', async (ctx) => {
     const b = await bench(ctx);
-    const { planner, video, signal, state, uploads } = await plannerBench(ctx, b, false);
+    const p = await plannerBench(ctx, b, false);
+    const { planner, video, signal, uploads } = p;
     // The file server's clock is an hour behind: by its mtimes the file has been still for long.
     const serverTime = (): number => b.clock.now() - 3600_000;
     await touchAt(video, serverTime());
@@ -238,13 +243,7 @@ describe('VideoPlanner', () => {
     await appendFile(video, Buffer.alloc(MiB, 1));
     await touchAt(video, serverTime());
     expect(await planner.tick(signal)).toBe(false);
-    b.clock.advance(SETTLE_MS - 1);
-    expect(await planner.tick(signal)).toBe(false);
-    expect(state()).toBe('waiting');
-    expect(uploads()).toEqual([]);
-
-    b.clock.advance(1);
-    expect(await planner.tick(signal)).toBe(true);
+    await plannedExactlyAtSettle(b, p);
     expect(uploads()).toEqual([{ size: 4 * MiB }]);
   });
 });
