@@ -409,7 +409,7 @@ export class Daemon {
   private async shutdown(stages: Stages): Promise<void> {
     this.log.info({ event: 'daemon.stopping', inFlight: stages.engine.activeUploads }, 'stopping: finishing parts in flight');
     await this.lasting.api?.close();
-    await this.stopStages(stages);
+    await this.stopStages(stages, this.config.upload.drain_timeout * 1000);
     await closeNetwork(this.network);
     this.ledger.close();
     this.writeHealth('stopped');
@@ -418,13 +418,13 @@ export class Daemon {
   }
 
   /**
-   * Stops taking work, lets the parts in flight finish (for up to upload.drain_timeout), and
-   * waits for every stage to end: what was not acknowledged stays pending in the ledger.
+   * Stops taking work, lets the parts in flight finish (for up to `drainMs`), and waits for every
+   * stage to end: what was not acknowledged stays pending in the ledger.
    */
-  private async stopStages(stages: Stages): Promise<void> {
+  private async stopStages(stages: Stages, drainMs: number): Promise<void> {
     this.current = null;
     await stages.watcher.stop();
-    await stages.engine.stop(this.config.upload.drain_timeout * 1000);
+    await stages.engine.stop(drainMs);
     stages.bandwidthSchedule.stop();
     stages.reporter.stop();
     await stages.after.stop();
@@ -442,7 +442,10 @@ export class Daemon {
     const next = this.readNewConfig();
     if (!next) return stages;
     const changes = describeChanges(this.config, next);
-    await this.stopStages(stages);
+    // No deadline: a part cut off could reach the platform unacknowledged and go out again (ALO
+    // cannot say which parts it holds). Each part in flight ends on its own or by its stall timeout.
+    this.log.info({ event: 'config.reload.draining', inFlight: stages.engine.activeUploads }, 'reloading: finishing parts in flight first');
+    await this.stopStages(stages, Infinity);
     const old = this.network;
     this.network = openNetwork(next, this.secrets, this.options.networkFor?.(next) ?? NetworkSettings.direct, this.networkHealth);
     this.config = next;

@@ -87,6 +87,8 @@ export class UploadEngine {
   private readonly parts: Semaphore;
   private readonly active = new Map<number, ActiveUpload>();
   private readonly root = new AbortController();
+  /** Aborted when a stop begins: nothing is tried again, while the attempts in flight go on. */
+  private readonly draining = new AbortController();
   private stopping = false;
   private aborting: Promise<void> | null = null;
   private holding = false;
@@ -153,15 +155,18 @@ export class UploadEngine {
   }
 
   /**
-   * Stops taking new parts, lets the parts in flight finish for up to `drainMs`, then aborts the
-   * rest. Whatever was not acknowledged stays pending in the ledger for the next start.
+   * Stops taking new parts and retrying, lets the parts in flight finish for up to `drainMs`
+   * (Infinity: until they end), then aborts the rest. Whatever was not acknowledged stays pending in the ledger for the next start.
    */
   async stop(drainMs: number): Promise<void> {
     this.stopping = true;
     this.parts.close();
+    // An upload backing off between attempts holds nothing in flight: it stops now.
+    this.draining.abort(new ShutdownError('stopped'));
     const settled = Promise.allSettled([...this.active.values()].map((a) => a.done));
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([settled, new Promise((resolve) => (timer = setTimeout(resolve, drainMs)))]);
+    const deadline = Number.isFinite(drainMs) ? [new Promise((resolve) => (timer = setTimeout(resolve, drainMs)))] : [];
+    await Promise.race([settled, ...deadline]);
     clearTimeout(timer);
     this.root.abort(new ShutdownError('stopped'));
     await settled;
@@ -373,7 +378,8 @@ export class UploadEngine {
       for (let part = queue.shift(); part && !failed.first; part = queue.shift()) {
         await sendOne(part).catch((err: unknown) => {
           failed.first ??= err as Error;
-          siblings.abort(err);
+          // A drain (ShutdownError) lets the siblings in flight finish; anything else stops them.
+          if (!(err instanceof ShutdownError)) siblings.abort(err);
         });
       }
     };
@@ -434,6 +440,7 @@ export class UploadEngine {
     const result = await this.options.pacer
       .run(op, {
         signal,
+        retryUntil: this.draining.signal,
         onError: onError ?? ((err) => this.options.ledger.trouble(Number(log.bindings().uploadId), describeError(err))),
         onRetry: (err, kind, delayMs) => {
           this.options.observer?.retried(target.name, retryReason(err, kind));

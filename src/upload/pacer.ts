@@ -11,7 +11,7 @@
  * `not-ready` is polled after the delay the platform's module asks for, without counting as a
  * failure; a `configuration` problem (an untrusted TLS certificate) is tried again only at the
  * longest delay, so that it neither hammers the network nor gives the upload up; a permanent error
- * is never retried. Waits end early on the shutdown signal.
+ * is never retried. Waits end early on the shutdown signal, and on `retryUntil` (a drain).
  */
 import { TargetError, type ErrorKind } from '../targets/target.js';
 import { StallError } from './part-body.js';
@@ -39,6 +39,11 @@ export interface RunOptions {
   onError?: (err: unknown) => void;
   /** Told before each wait of a retry. */
   onRetry?: (err: unknown, kind: ErrorKind, delayMs: number) => void;
+  /**
+   * Once aborted, nothing is tried again: a wait in progress ends and the run rejects with its
+   * reason. Unlike `signal`, it never cuts the attempt in progress (a shutdown's drain).
+   */
+  retryUntil?: AbortSignal;
 }
 
 /** After this many refused URLs in a row, fresh URLs clearly do not help: treat it as a failure. */
@@ -96,7 +101,7 @@ export class Pacer {
         const kind = kindOf(err);
         if (kind === null) throw err;
         if (kind === 'not-ready') {
-          await this.wait(hintOf(err) ?? this.policy.initialMs, options.signal);
+          await this.waitToRetry(hintOf(err) ?? this.policy.initialMs, options);
           continue;
         }
         options.onError?.(err);
@@ -115,9 +120,15 @@ export class Pacer {
               ? 0
               : Math.max(hintOf(err) ?? 0, this.backoff(failures++));
         options.onRetry?.(err, kind, delay);
-        await this.wait(delay, options.signal);
+        await this.waitToRetry(delay, options);
       }
     }
+  }
+
+  private async waitToRetry(ms: number, { signal, retryUntil }: RunOptions): Promise<void> {
+    if (!retryUntil) return this.wait(ms, signal);
+    if (retryUntil.aborted) throw retryUntil.reason;
+    await this.wait(ms, AbortSignal.any([signal, retryUntil]));
   }
 }
 

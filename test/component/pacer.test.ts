@@ -1,7 +1,7 @@
 /**
  * The pacer, the one place that waits and retries: what it waits between tries (capped
  * exponential backoff with full jitter, never sooner than a Retry-After), what it never retries,
- * and that the shutdown signal ends a wait at once. Its real sleep runs on vitest's fake timers
+ * and that the shutdown signal (or a drain's) ends a wait at once. Its real sleep runs on vitest's fake timers
  * here (nothing networked is involved), so waits of minutes take no time.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -143,6 +143,32 @@ describe('Pacer waits on the real timer', () => {
     // No time passes: the wait ends on the abort itself.
     expect(await outcome).toBe(reason);
     expect(calls()).toBe(1);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('a drain (retryUntil) ends a wait and tries nothing again, but never cuts the attempt in progress', async () => {
+    const pacer = new Pacer(POLICY);
+    const drain = new AbortController();
+    const reason = new Error('draining');
+    // Backing off when the drain begins: the wait ends at once, the operation is not called again.
+    const backingOff = failing(err('retryable', 3600_000));
+    const first = pacer.run(backingOff.op, { signal: new AbortController().signal, retryUntil: drain.signal }).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(1000);
+    // In the middle of an attempt when the drain begins: the attempt finishes and its answer counts.
+    let answer: (v: string) => void = () => undefined;
+    const inFlight = pacer.run(() => new Promise<string>((r) => (answer = r)), {
+      signal: new AbortController().signal,
+      retryUntil: drain.signal,
+    });
+    drain.abort(reason);
+    expect(await first).toBe(reason);
+    expect(backingOff.calls()).toBe(1);
+    answer('acknowledged');
+    await expect(inFlight).resolves.toBe('acknowledged');
+    // An attempt that fails once the drain has begun is not tried again.
+    const late = failing(err('retryable'));
+    await expect(pacer.run(late.op, { signal: new AbortController().signal, retryUntil: drain.signal })).rejects.toBe(reason);
+    expect(late.calls()).toBe(1);
     expect(vi.getTimerCount()).toBe(0);
   });
 
