@@ -94,6 +94,8 @@ export interface S3Store {
   /** S3 ListParts: the parts an open multipart upload holds, with their ETags (unquoted MD5). */
   listParts(key: string, uploadId: string): Array<{ partNumber: number; etag: string; size: number }>;
   readonly requests: S3RequestRecord[];
+  /** Requests that arrived and are not yet answered or given up (a part on the wire, or held by the latency). */
+  readonly inProgress: number;
   /** Every presigned URL handed out, in order, for checking that no signature leaks. */
   readonly presignedUrls: readonly string[];
   injectFaults(...faults: S3Fault[]): void;
@@ -176,6 +178,7 @@ export async function startS3Store(opts: S3StoreOptions = {}): Promise<S3Store> 
 
 class S3StoreServer implements S3Store {
   readonly requests: S3RequestRecord[] = [];
+  inProgress = 0;
   readonly presignedUrls: string[] = [];
   private readonly server: http.Server;
   private readonly objects = new Map<string, StoredObject>();
@@ -196,12 +199,15 @@ class S3StoreServer implements S3Store {
     readonly bucket: string,
   ) {
     const serve = (req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean) => {
-      this.handle(req, res, expectContinue).catch((err: unknown) => {
-        if (!res.headersSent && !res.destroyed) {
-          res.writeHead(500, { 'content-type': 'application/xml' });
-          res.end(errorXml('InternalError', err instanceof Error ? err.message : String(err), {}));
-        }
-      });
+      this.inProgress++;
+      this.handle(req, res, expectContinue)
+        .catch((err: unknown) => {
+          if (!res.headersSent && !res.destroyed) {
+            res.writeHead(500, { 'content-type': 'application/xml' });
+            res.end(errorXml('InternalError', err instanceof Error ? err.message : String(err), {}));
+          }
+        })
+        .finally(() => this.inProgress--);
     };
     this.server = http.createServer((req, res) => serve(req, res, false));
     // Like S3, refuse a request that waits for 100-continue before its body is sent, not after.
