@@ -260,87 +260,91 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     expect(existsSync(ledgerPath)).toBe(false);
   });
 
-  it('status shows the uploads while the daemon runs and after it stopped: a table in a pipe, bars on a terminal, rates in --json', async (ctx) => {
-    const h = harness(ctx);
-    // One part in flight at a time, each PUT answered 4 s after its body arrived: the big video's
-    // three parts finish 4 s apart, so status sees it mid-upload with a part done and a rate.
-    const s = await h.site({ upload: { concurrency: 1 } });
-    // Three parts, each answered 7 s after it arrived: the big video is still uploading while the
-    // three status commands below run, even on a loaded machine where each takes seconds.
-    s.store.setLatency(7_000);
-    const folder = join(s.exportsRoot, 'incident');
-    await writeVideo(join(folder, 'big.mp4'), 12 * MiB);
-    await writeVideo(join(folder, 'small.mp4'), 200 * 1024);
-    const id = randomUUID();
-    await writeManifest(
-      folder,
-      incidentManifest(id, [
-        { id: 'big', file: 'big.mp4' },
-        { id: 'small', file: 'small.mp4' },
-        { id: 'lost', errors: ['No video available for the camera during the selected time period.'] },
-      ]),
-    );
+  // The upload takes 21 s on purpose: more than the default 60 s in all on a loaded machine.
+  it(
+    'status shows the uploads while the daemon runs and after it stopped: a table in a pipe, bars on a terminal, rates in --json',
+    { timeout: 120_000 },
+    async (ctx) => {
+      const h = harness(ctx);
+      // One part in flight at a time, each PUT answered 7 s after its body arrived: the big video's
+      // three parts finish 7 s apart, so status sees it mid-upload with a part done and a rate, and
+      // it is still uploading while the three status commands below run, each taking seconds on a loaded machine.
+      const s = await h.site({ upload: { concurrency: 1 } });
+      s.store.setLatency(7_000);
+      const folder = join(s.exportsRoot, 'incident');
+      await writeVideo(join(folder, 'big.mp4'), 12 * MiB);
+      await writeVideo(join(folder, 'small.mp4'), 200 * 1024);
+      const id = randomUUID();
+      await writeManifest(
+        folder,
+        incidentManifest(id, [
+          { id: 'big', file: 'big.mp4' },
+          { id: 'small', file: 'small.mp4' },
+          { id: 'lost', errors: ['No video available for the camera during the selected time period.'] },
+        ]),
+      );
 
-    const d = h.daemon(s);
-    // The ledger is set up before `daemon.started` (a status racing that set-up is a test of its own below).
-    await waitFor(() => d.events('daemon.started').length > 0, 30_000, 'the daemon started');
-    const bigUpload = (st: Snapshot) => st.incidents[0]?.videos.find((v) => v.id === 'big')?.uploads.find((u) => u.role === 'video');
-    const during = await waitFor(
-      async () => {
-        const st = await statusJson(s.configPath);
-        const big = bigUpload(st);
-        return big?.state === 'uploading' && big.bytesDone > 0 ? st : undefined;
-      },
-      25_000,
-      'status showing the big video uploading, a part of it done',
-    );
-    expect(bigUpload(during)).toMatchObject({ bytesTotal: 12 * MiB });
-    expect(bigUpload(during)!.bytesDone).toBeLessThan(12 * MiB);
-    expect(bigUpload(during)!.rateBytesPerSecond).toBeGreaterThan(0);
-    expect(bigUpload(during)!.etaSeconds).toBeGreaterThan(0);
-    expect(during.totals).toMatchObject({ failedVideos: 1, failed: 0, waiting: 0 });
-    expect(during.totals.uploading).toBeGreaterThanOrEqual(1);
-    expect(during.totals.queued + during.totals.uploading + during.totals.done).toBe(2);
+      const d = h.daemon(s);
+      // The ledger is set up before `daemon.started` (a status racing that set-up is a test of its own below).
+      await waitFor(() => d.events('daemon.started').length > 0, 30_000, 'the daemon started');
+      const bigUpload = (st: Snapshot) => st.incidents[0]?.videos.find((v) => v.id === 'big')?.uploads.find((u) => u.role === 'video');
+      const during = await waitFor(
+        async () => {
+          const st = await statusJson(s.configPath);
+          const big = bigUpload(st);
+          return big?.state === 'uploading' && big.bytesDone > 0 ? st : undefined;
+        },
+        25_000,
+        'status showing the big video uploading, a part of it done',
+      );
+      expect(bigUpload(during)).toMatchObject({ bytesTotal: 12 * MiB });
+      expect(bigUpload(during)!.bytesDone).toBeLessThan(12 * MiB);
+      expect(bigUpload(during)!.rateBytesPerSecond).toBeGreaterThan(0);
+      expect(bigUpload(during)!.etaSeconds).toBeGreaterThan(0);
+      expect(during.totals).toMatchObject({ failedVideos: 1, failed: 0, waiting: 0 });
+      expect(during.totals.uploading).toBeGreaterThanOrEqual(1);
+      expect(during.totals.queued + during.totals.uploading + during.totals.done).toBe(2);
 
-    // Not a terminal (a pipe to the test): the table, the big video's row with its size, rate and ETA.
-    const duringText = await runCli(['status', '--config', s.configPath]);
-    expect(duringText.code).toBe(0);
-    expect(duringText.stdout).toMatch(/^INCIDENT +VIDEO +CAMERA +TARGET +STATE +DONE +TOTAL +% +RATE +ETA +UPLOAD$/m);
-    expect(duringText.stdout).toMatch(
-      new RegExp(
-        `^${id} +big +192\\.168\\.0\\.240 - Camera - 01 +alo +uploading +\\d+\\.\\d MiB +12\\.0 MiB +\\d+% +\\d+\\.\\d [KM]iB/s +\\d+:\\d\\d +#\\d+$`,
-        'm',
-      ),
-    );
-    expect(duringText.stdout).toMatch(new RegExp(`^${id} +lost .* export failed `, 'm'));
-    expect(duringText.stdout).not.toContain('[#');
+      // Not a terminal (a pipe to the test): the table, the big video's row with its size, rate and ETA.
+      const duringText = await runCli(['status', '--config', s.configPath]);
+      expect(duringText.code).toBe(0);
+      expect(duringText.stdout).toMatch(/^INCIDENT +VIDEO +CAMERA +TARGET +STATE +DONE +TOTAL +% +RATE +ETA +UPLOAD$/m);
+      expect(duringText.stdout).toMatch(
+        new RegExp(
+          `^${id} +big +192\\.168\\.0\\.240 - Camera - 01 +alo +uploading +\\d+\\.\\d MiB +12\\.0 MiB +\\d+% +\\d+\\.\\d [KM]iB/s +\\d+:\\d\\d +#\\d+$`,
+          'm',
+        ),
+      );
+      expect(duringText.stdout).toMatch(new RegExp(`^${id} +lost .* export failed `, 'm'));
+      expect(duringText.stdout).not.toContain('[#');
 
-    // On a 72-column terminal: the big video as a progress bar that fits.
-    const onTerminal = await runCliOnTerminal(['status', '--config', s.configPath], 72);
-    expect(onTerminal.code).toBe(0);
-    const barLine = onTerminal.stdout.split('\n').find((l) => l.startsWith('  big →'));
-    const bar = /^ {2}(big →.*?) +\[#*\.*\] +\d+% +\d+\.\d MiB \/ 12\.0 MiB +\d+\.\d [KM]iB\/s +ETA \d+:\d\d$/.exec(barLine ?? '');
-    expect(bar, onTerminal.stdout).not.toBeNull();
-    // The label, "big → alo", cut with an ellipsis where the rest of the line leaves it no room.
-    const label = bar![1]!;
-    expect(label === 'big → alo' || (label.endsWith('…') && 'big → alo'.startsWith(label.slice(0, -1))), label).toBe(true);
-    expect(barLine!.length).toBeLessThanOrEqual(72);
-    expect(onTerminal.stdout).not.toMatch(/^INCIDENT /m);
+      // On a 72-column terminal: the big video as a progress bar that fits.
+      const onTerminal = await runCliOnTerminal(['status', '--config', s.configPath], 72);
+      expect(onTerminal.code).toBe(0);
+      const barLine = onTerminal.stdout.split('\n').find((l) => l.startsWith('  big →'));
+      const bar = /^ {2}(big →.*?) +\[#*\.*\] +\d+% +\d+\.\d MiB \/ 12\.0 MiB +\d+\.\d [KM]iB\/s +ETA \d+:\d\d$/.exec(barLine ?? '');
+      expect(bar, onTerminal.stdout).not.toBeNull();
+      // The label, "big → alo", cut with an ellipsis where the rest of the line leaves it no room.
+      const label = bar![1]!;
+      expect(label === 'big → alo' || (label.endsWith('…') && 'big → alo'.startsWith(label.slice(0, -1))), label).toBe(true);
+      expect(barLine!.length).toBeLessThanOrEqual(72);
+      expect(onTerminal.stdout).not.toMatch(/^INCIDENT /m);
 
-    await waitFor(() => s.alo.incident(id)?.uploaded_videos.length === 2, 30_000, 'both videos uploaded');
-    const expected = { queued: 0, uploading: 0, done: 2, failed: 0, waiting: 0, failedVideos: 1, refusedReports: 0 };
-    expect((await statusJson(s.configPath)).totals).toEqual(expected);
+      await waitFor(() => s.alo.incident(id)?.uploaded_videos.length === 2, 30_000, 'both videos uploaded');
+      const expected = { queued: 0, uploading: 0, done: 2, failed: 0, waiting: 0, failedVideos: 1, refusedReports: 0 };
+      expect((await statusJson(s.configPath)).totals).toEqual(expected);
 
-    d.kill('SIGTERM');
-    expect(await d.exited).toEqual({ code: 0, signal: null });
-    const after = await statusJson(s.configPath);
-    expect(after.totals).toEqual(expected);
-    expect(after.incidents[0]!.videos.find((v) => v.id === 'big')!.uploads[0]).toMatchObject({ state: 'done', bytesDone: 12 * MiB });
-    const afterText = await runCli(['status', '--config', s.configPath]);
-    expect(afterText.code).toBe(0);
-    expect(afterText.stdout).toMatch(/^uploads: 0 uploading, 0 queued, 2 done, 0 failed; videos: 0 waiting for files, 1 failed$/m);
-    expect(afterText.stdout).toMatch(new RegExp(`^${id} +big .* alo +done +12\\.0 MiB +12\\.0 MiB +100% +- +- +#\\d+$`, 'm'));
-  });
+      d.kill('SIGTERM');
+      expect(await d.exited).toEqual({ code: 0, signal: null });
+      const after = await statusJson(s.configPath);
+      expect(after.totals).toEqual(expected);
+      expect(after.incidents[0]!.videos.find((v) => v.id === 'big')!.uploads[0]).toMatchObject({ state: 'done', bytesDone: 12 * MiB });
+      const afterText = await runCli(['status', '--config', s.configPath]);
+      expect(afterText.code).toBe(0);
+      expect(afterText.stdout).toMatch(/^uploads: 0 uploading, 0 queued, 2 done, 0 failed; videos: 0 waiting for files, 1 failed$/m);
+      expect(afterText.stdout).toMatch(new RegExp(`^${id} +big .* alo +done +12\\.0 MiB +12\\.0 MiB +100% +- +- +#\\d+$`, 'm'));
+    },
+  );
 
   it('status works on a ledger the daemon has only just created (its tables not yet there)', async (ctx) => {
     // What a daemon starting on a new box leaves for an instant between creating the file and
