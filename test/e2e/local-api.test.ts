@@ -106,22 +106,28 @@ describe('local API', () => {
     const paused = await api.call('PUT', '/cameras/cam-door/state/paused');
     expect([paused.status, paused.json()]).toEqual([201, { code: 0, message: 'camera cam-door is paused' }]);
 
-    // Parts in flight are cut off; nothing more goes out for the paused camera.
-    await sleep(1_000);
+    // Parts in flight are cut off: the daemon stopped the upload, and the store has no request left on its way.
+    await waitFor(
+      () => d.events('upload.camera.paused').some((l) => l.videoId === 'a1') && s.store.inProgress === 0,
+      15_000,
+      'the upload of a1 stopped and no part of it on the wire',
+    );
     const doneAtPause = partsDone(s.ledgerPath, a1.id);
-    const putsAtPause = s.store.requests.filter((r) => r.method === 'PUT').length;
-    await sleep(1_500);
-    expect(s.store.requests.filter((r) => r.method === 'PUT').length).toBe(putsAtPause);
-    expect(partsDone(s.ledgerPath, a1.id)).toEqual(doneAtPause);
+    const putsOfA = (): number => s.store.requests.filter((r) => r.method === 'PUT' && r.key.includes('/inc-a/')).length;
+    const putsAtPause = putsOfA();
+    expect(putsAtPause).toBeGreaterThan(0);
     expect(doneAtPause.length).toBeLessThan(6);
     expect(uploadOf(s.ledgerPath, 'a1')!.state).toBe('queued');
 
-    // Another camera's export flows meanwhile; the paused camera's new export waits unstarted.
+    // Another camera's export flows meanwhile; nothing more goes out for the paused camera, whose new export waits unstarted.
     const more = await writeIncident(s.exportsRoot, 'inc-b', [
       { id: 'b1', file: 'b1.mp4', size: 2 * MiB, camera_id: 'cam-yard', camera_name: 'Yard' },
       { id: 'a2', file: 'a2.mp4', size: 1 * MiB, camera_id: 'cam-door', camera_name: 'Door' },
     ]);
     await waitFor(() => uploadOf(s.ledgerPath, 'b1')?.state === 'done', 30_000, 'b1 uploaded');
+    expect(putsOfA()).toBe(putsAtPause);
+    expect(partsDone(s.ledgerPath, a1.id)).toEqual(doneAtPause);
+    expect(uploadOf(s.ledgerPath, 'a1')!.state).toBe('queued');
     expect(uploadOf(s.ledgerPath, 'a2')).toMatchObject({ state: 'queued', session: null });
 
     const cameras = await api.get<Camera[]>('/cameras');
@@ -147,10 +153,12 @@ describe('local API', () => {
       pausedCameras: Array<{ id: string; name: string }>;
     };
     expect(status.pausedCameras).toEqual([expect.objectContaining({ id: 'cam-door', name: 'Door' })]);
-    const putsAfterRestart = s.store.requests.filter((r) => r.method === 'PUT').length;
-    await sleep(1_500);
-    expect(s.store.requests.filter((r) => r.method === 'PUT').length).toBe(putsAfterRestart);
+    // The restarted daemon uploads another camera's export, and still nothing of the paused camera's.
+    await writeIncident(s.exportsRoot, 'inc-c', [{ id: 'c1', file: 'c1.mp4', size: 1 * MiB, camera_id: 'cam-yard', camera_name: 'Yard' }]);
+    await waitFor(() => uploadOf(s.ledgerPath, 'c1')?.state === 'done', 30_000, 'c1 uploaded after the restart');
+    expect(putsOfA()).toBe(putsAtPause);
     expect(uploadOf(s.ledgerPath, 'a1')!.state).toBe('queued');
+    expect(uploadOf(s.ledgerPath, 'a2')).toMatchObject({ state: 'queued', session: null });
 
     const resumed = await api.call('PUT', '/cameras/cam-door/state/running');
     expect(resumed.status).toBe(201);
@@ -186,7 +194,7 @@ describe('local API', () => {
       await api.get<Array<{ id: string; videos: Array<{ id: string; uploads: Array<{ state: string; bytesDone: number }> }> }>>(
         '/incidents',
       );
-    expect(incidents.map((i) => i.id).sort()).toEqual(['inc-a', 'inc-b']);
+    expect(incidents.map((i) => i.id).sort()).toEqual(['inc-a', 'inc-b', 'inc-c']);
     const one = await api.get<{ id: string; videos: Array<{ id: string; uploads: Array<{ state: string; bytesDone: number }> }> }>(
       '/incidents/inc-a',
     );
@@ -276,6 +284,73 @@ describe('local API', () => {
     expect(sampleValue(after, 'vms_uplink_queue_depth', alo)).toBe(0);
     expect(sampleValue(after, 'vms_uplink_oldest_queued_export_age_seconds')).toBe(0);
     expect(sampleValue(after, 'vms_uplink_target_failing_seconds', alo)).toBe(0);
+  });
+
+  it('shows a target failing for as long as it fails, and an upload given up, in the metrics', async (ctx) => {
+    const h = harness(ctx);
+    const s = await h.site({ sections: apiSection() });
+    const api = await ApiClient.of(h.daemon(s));
+    const alo = { target: 'alo' };
+    const scrape = async (): Promise<ReturnType<typeof parsePrometheus>> => {
+      const r = await api.call('GET', '/metrics');
+      expect(r.status).toBe(200);
+      return parsePrometheus(r.text);
+    };
+    const before = await scrape();
+    expect(sampleValue(before, 'vms_uplink_target_failing_seconds', alo)).toBe(0);
+    expect(sampleValue(before, 'vms_uplink_uploads_failed_total', alo)).toBe(0);
+
+    // Every request for upload URLs answered 503 until the faults are cleared: ALO keeps failing.
+    s.alo.failNext('upload_urls', 1_000_000, 503);
+    const failingFrom = Date.now();
+    await writeIncident(s.exportsRoot, 'inc-down', [{ id: 'd1', file: 'd1.mp4', size: 1 * MiB }]);
+    const failing = await waitFor(
+      async () => {
+        const m = await scrape();
+        return sampleValue(m, 'vms_uplink_target_failing_seconds', alo) >= 1 ? m : undefined;
+      },
+      20_000,
+      'vms_uplink_target_failing_seconds of alo at 1 s or more',
+    );
+    const failingFor = sampleValue(failing, 'vms_uplink_target_failing_seconds', alo);
+    // No longer than the faults have been armed, and it is the 503s that were retried.
+    expect(failingFor).toBeLessThanOrEqual((Date.now() - failingFrom) / 1000);
+    expect(sampleValue(failing, 'vms_uplink_retries_total', { target: 'alo', reason: 'http_503' })).toBeGreaterThanOrEqual(1);
+    expect(sampleValue(failing, 'vms_uplink_uploads_failed_total', alo)).toBe(0);
+    // Still failing a second later: the figure grew with the time.
+    await waitFor(
+      async () => sampleValue(await scrape(), 'vms_uplink_target_failing_seconds', alo) >= failingFor + 1,
+      10_000,
+      'vms_uplink_target_failing_seconds growing while ALO fails',
+    );
+    expect(uploadOf(s.ledgerPath, 'd1')?.state).toBe('queued');
+
+    // ALO answers again: the upload completes and the target is no longer failing.
+    s.alo.clearFaults('upload_urls');
+    await waitFor(() => uploadOf(s.ledgerPath, 'd1')?.state === 'done', 30_000, 'd1 uploaded once ALO answers');
+    const answered = await scrape();
+    expect(sampleValue(answered, 'vms_uplink_target_failing_seconds', alo)).toBe(0);
+    expect(sampleValue(answered, 'vms_uplink_uploads_completed_total', alo)).toBe(1);
+    expect(sampleValue(answered, 'vms_uplink_uploads_failed_total', alo)).toBe(0);
+
+    // A refusal for good (400): the upload is given up, and counted.
+    s.alo.failNext('upload_urls', 1, 400);
+    await writeIncident(s.exportsRoot, 'inc-refused', [{ id: 'r1', file: 'r1.mp4', size: 1 * MiB }]);
+    await waitFor(() => uploadOf(s.ledgerPath, 'r1')?.state === 'failed', 30_000, 'r1 refused by ALO');
+    const refused = await waitFor(
+      async () => {
+        const m = await scrape();
+        return sampleValue(m, 'vms_uplink_uploads_failed_total', alo) > 0 ? m : undefined;
+      },
+      10_000,
+      'vms_uplink_uploads_failed_total of alo above 0',
+    );
+    expect(sampleValue(refused, 'vms_uplink_uploads_failed_total', alo)).toBe(1);
+    expect(sampleValue(refused, 'vms_uplink_uploads_completed_total', alo)).toBe(1);
+    expect(uploadsOf(s.ledgerPath).map((u) => [u.video_id, u.state])).toEqual([
+      ['d1', 'done'],
+      ['r1', 'failed'],
+    ]);
   });
 
   it('turns /healthz to 503 with the reason while the watch root is gone, the ledger cannot be written, or every target keeps failing', async (ctx) => {

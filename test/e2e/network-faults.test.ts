@@ -15,7 +15,7 @@ import { truvideoFixture } from '../conformance/fixtures/truvideo.js';
 import { valtFixture } from '../conformance/fixtures/valt.js';
 import type { PlatformFixture, PlatformSite, ReceivedVideo, VideoRef } from '../conformance/platform-fixture.js';
 import { waitFor, type DaemonProcess } from '../support/daemon-process.js';
-import { FaultProxy, type RequestMatch } from '../support/fault-proxy.js';
+import { FaultProxy, type ProxiedRequest, type RequestMatch } from '../support/fault-proxy.js';
 import { MiB } from '../support/files.js';
 import { harness } from '../support/harness.js';
 import { ledgerRowsSoFar } from '../support/ledger.js';
@@ -63,7 +63,12 @@ async function proxied(value: unknown, proxyFor: (origin: string) => Promise<Fau
   return value;
 }
 
-async function site(ctx: TestContext, fixture: PlatformFixture, upload: Record<string, unknown> = {}): Promise<Site> {
+async function site(
+  ctx: TestContext,
+  fixture: PlatformFixture,
+  upload: Record<string, unknown> = {},
+  target: Record<string, unknown> = {},
+): Promise<Site> {
   const h = harness(ctx);
   const dir = await h.dir();
   const store = h.closeAtEnd(await startS3Store());
@@ -80,7 +85,7 @@ async function site(ctx: TestContext, fixture: PlatformFixture, upload: Record<s
   expect(api.length).toBeGreaterThan(0);
   const files = await writeSiteConfig(dir, {
     upload: { concurrency: CONCURRENCY, stall_timeout: STALL_TIMEOUT_S, retry_initial: 0.05, retry_max: RETRY_MAX_S, ...upload },
-    targets: { [fixture.type]: targetConfig },
+    targets: { [fixture.type]: { ...targetConfig, ...target } },
   });
   const valt = !fixture.limits.presignedUrls;
   return {
@@ -233,6 +238,72 @@ describe.each(FIXTURES)('$type through a faulty network', (fixture) => {
     expect(retried(parts)).toBeGreaterThanOrEqual(1);
   });
 
+  it(
+    'bounds every API call by request_timeout, and a part only by stall_timeout: a slow part completes, a stalled one is cut',
+    { timeout: 120_000 },
+    async (ctx) => {
+      const REQUEST_TIMEOUT_S = 1;
+      const STALL_S = 6;
+      // One part at a time, so each part's time on the wire is its own.
+      const s = await site(ctx, fixture, { concurrency: 1, stall_timeout: STALL_S }, { request_timeout: REQUEST_TIMEOUT_S });
+      // Every distinct API request (method and path) hangs the first time it is sent: the platform accepts it and never answers.
+      const valt = !fixture.limits.presignedUrls;
+      for (const p of s.api) p.stallFirstOfEach({}, valt ? s.partMatch : undefined);
+      // Parts go through a 2 MiB/s link (a 5 MiB part takes ~2.5 s, longer than request_timeout), and the first one stalls.
+      s.partsProxy.setBandwidth(2 * MiB);
+      s.partsProxy.stallNext(1, s.partMatch);
+      const [video] = await incident(s, [11 * MiB + 5]);
+      const d = s.daemon();
+      await delivered(s, video!);
+
+      const isPart = (r: ProxiedRequest): boolean =>
+        r.method === s.partMatch.method && (s.partMatch.path === undefined || (s.partMatch.path as RegExp).test(r.path));
+      const apiRequests = s.api.flatMap((p) => p.requests).filter((r) => !isPart(r));
+      const hung = apiRequests.filter((r) => r.fault === 'stall');
+      const key = (r: ProxiedRequest): string => `${r.method} ${r.path}`;
+      // Every kind of API call the platform got was hung once: creating, URLs or chunks, completing, logging in, reporting…
+      expect(hung.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(hung.map(key))).toEqual(new Set(apiRequests.map(key)));
+      // The daemon's own account of each: the call met its request_timeout (the client's timer).
+      const timedOut = d.logs
+        .map((l) => String(l.msg ?? ''))
+        .filter((m) => m.includes(`ETIMEDOUT no complete answer within ${REQUEST_TIMEOUT_S * 1000} ms`));
+      for (const r of hung) {
+        expect(
+          timedOut.some((m) => m.includes(`${r.method} http`) && m.includes(r.path.split('?')[0]!)),
+          `${key(r)} logged as cut by request_timeout, among: ${timedOut.join(' | ')}`,
+        ).toBe(true);
+        // Given up (the client closed it) within about request_timeout as the proxy saw it: the timer
+        // started before the request reached the proxy, so never later than that plus a loaded
+        // machine's delay, and far below the stall timeout…
+        expect(r.closedAt, key(r)).toBeDefined();
+        const heldMs = r.closedAt! - r.at;
+        expect(heldMs, key(r)).toBeLessThan(REQUEST_TIMEOUT_S * 1000 + 2_500);
+        // …as retryable: the same request was sent again, and went through.
+        expect(
+          apiRequests.some((again) => again !== r && key(again) === key(r) && again.at > r.at && again.fault === undefined),
+          key(r),
+        ).toBe(true);
+      }
+
+      const parts = s.partsProxy.requests.filter(isPart);
+      const stalled = parts.filter((r) => r.fault === 'stall');
+      expect(stalled).toHaveLength(1);
+      // The stalled part was cut after stall_timeout, not after request_timeout.
+      expect(stalled[0]!.closedAt).toBeDefined();
+      const stalledMs = stalled[0]!.closedAt! - stalled[0]!.at;
+      expect(stalledMs).toBeGreaterThanOrEqual(STALL_S * 1000 - 200);
+      expect(stalledMs).toBeLessThan(STALL_S * 1000 + 6_000);
+      // Parts that took more than twice request_timeout on the wire went through, none of them cut.
+      const slow = parts.filter((r) => r.fault === undefined && r.sentAt !== undefined && r.sentAt - r.at > 2 * REQUEST_TIMEOUT_S * 1000);
+      expect(slow.length).toBeGreaterThanOrEqual(1);
+      expect(parts.filter((r) => r.fault === undefined && r.sentAt === undefined)).toEqual([]);
+      console.info(
+        `[network-faults] ${fixture.type}: ${hung.length} API calls hung once and cut after ${hung.map((r) => r.closedAt! - r.at).join(', ')} ms (${[...new Set(hung.map((r) => `${r.method} ${r.path.split('?')[0]!.replace(/[0-9a-f-]{16,}/g, '…')}`))].join('; ')}); stalled part cut after ${stalledMs} ms; slowest part ${Math.max(...slow.map((r) => r.sentAt! - r.at))} ms`,
+      );
+    },
+  );
+
   it('aborts a part whose connection stops taking bytes (zero window) and sends it again', async (ctx) => {
     const s = await site(ctx, fixture);
     s.partsProxy.stallNext(1, s.partMatch, { read: false });
@@ -304,7 +375,9 @@ describe.concurrent('the platform unreachable for a while', () => {
     `$type: backs off (capped), keeps watching, stays flat, and completes once it returns (${OUTAGE_MS / 1000} s outage)`,
     { timeout: OUTAGE_MS + 100_000 },
     async (fixture, ctx) => {
-      const s = await site(ctx, fixture);
+      // Not about stalls: a stall timeout that four daemons and their platforms, all at work at once
+      // on a loaded machine, do not run into before the outage (2 s did, part after part).
+      const s = await site(ctx, fixture, { stall_timeout: 10 });
       s.platform.setLatency(150);
       const [before] = await incident(s, [16 * MiB + 3]);
       const daemon = s.daemon();

@@ -117,6 +117,8 @@ export interface S3Store {
   /** S3 ListParts: the parts an open multipart upload holds, with their ETags (unquoted MD5). */
   listParts(key: string, uploadId: string): Array<{ partNumber: number; etag: string; size: number }>;
   readonly requests: S3RequestRecord[];
+  /** Requests that arrived and are not yet answered or given up (a part on the wire, or held by the latency). */
+  readonly inProgress: number;
   /** Every presigned URL handed out, in order, for checking that no signature leaks. */
   readonly presignedUrls: readonly string[];
   /** The same URLs with what each was minted for, and when. */
@@ -203,6 +205,7 @@ export async function startS3Store(opts: S3StoreOptions = {}): Promise<S3Store> 
 
 class S3StoreServer implements S3Store {
   readonly requests: S3RequestRecord[] = [];
+  inProgress = 0;
   readonly presigned: PresignedUrl[] = [];
   private readonly server: http.Server | https.Server;
   connections = 0;
@@ -226,12 +229,15 @@ class S3StoreServer implements S3Store {
     tls: TlsIdentity | undefined,
   ) {
     const serve = (req: http.IncomingMessage, res: http.ServerResponse, expectContinue: boolean) => {
-      this.handle(req, res, expectContinue).catch((err: unknown) => {
-        if (!res.headersSent && !res.destroyed) {
-          res.writeHead(500, { 'content-type': 'application/xml' });
-          res.end(errorXml('InternalError', err instanceof Error ? err.message : String(err), {}));
-        }
-      });
+      this.inProgress++;
+      this.handle(req, res, expectContinue)
+        .catch((err: unknown) => {
+          if (!res.headersSent && !res.destroyed) {
+            res.writeHead(500, { 'content-type': 'application/xml' });
+            res.end(errorXml('InternalError', err instanceof Error ? err.message : String(err), {}));
+          }
+        })
+        .finally(() => this.inProgress--);
     };
     this.server = tls
       ? https.createServer(tls, (req, res) => serve(req, res, false))

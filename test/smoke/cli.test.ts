@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { harness } from '../support/harness.js';
 import { PACKAGE_VERSION, runCli, runCliOnTerminal, waitFor, writeConfig } from '../support/daemon-process.js';
@@ -54,6 +55,22 @@ interface Snapshot {
   };
 }
 
+/** A string as a literal part of a RegExp. */
+const literal = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** What `check-config` printed: its one header line, then the resolved configuration as YAML. */
+function printedConfig(stdout: string): Record<string, unknown> {
+  const [header, ...rest] = stdout.split('\n');
+  expect(header).toBe('# resolved configuration: sizes in bytes, rates in bytes per second (null = unlimited), durations in seconds');
+  return parse(rest.join('\n')) as Record<string, unknown>;
+}
+
+/** Every key of a parsed YAML document, as dotted paths (`targets.alo.request_timeout`). */
+function keyPaths(value: unknown, prefix = ''): string[] {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return [];
+  return Object.entries(value).flatMap(([k, v]) => [`${prefix}${k}`, ...keyPaths(v, `${prefix}${k}.`)]);
+}
+
 async function statusJson(configPath: string): Promise<Snapshot> {
   const r = await runCli(['status', '--json', '--config', configPath]);
   expect(r.code, r.stderr).toBe(0);
@@ -71,8 +88,16 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     for (const command of ['run', 'check-config']) {
       const r = await runCli([command, '--config', configPath]);
       expect(r.code, `${command}: ${r.stderr}`).toBe(2);
-      expect(r.stderr).toMatch(/^\s*targets\.alo\.base_url: /m);
-      expect(r.stderr).toMatch(/^\s*upload\.concurrency: /m);
+      // The file, then one line per problem: the key's YAML path and what is wrong with it; nothing else
+      // (in the order the checks ran, which differs between the two commands).
+      const [file, ...problems] = r.stderr.split('\n');
+      expect(file, command).toBe(`${configPath}:`);
+      expect(problems.sort(), command).toEqual([
+        '',
+        '  targets.alo.base_url: Invalid URL',
+        '  upload.concurrency: must be between 1 and 64',
+      ]);
+      expect(r.stdout, command).toBe('');
     }
     expect(existsSync(ledgerPath)).toBe(false);
     expect(existsSync(join(dir, 'state'))).toBe(false);
@@ -101,7 +126,13 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     });
     const r = await runCli(['check-config', '--config', configPath]);
     expect(r.code, r.stderr).toBe(0);
-    for (const type of ['alo', 'aionvision', 'truvideo', 'valt']) expect(r.stdout).toContain(type);
+    const targets = printedConfig(r.stdout).targets as Record<string, { type: string }>;
+    expect(Object.fromEntries(Object.entries(targets).map(([name, t]) => [name, t.type]))).toEqual({
+      alo: 'alo',
+      aion: 'aionvision',
+      tv: 'truvideo',
+      valt: 'valt',
+    });
   });
 
   it('refuses a target type no platform module has (exit 2, targets.<name>.type), for run and check-config', async (ctx) => {
@@ -112,7 +143,9 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     for (const command of ['run', 'check-config']) {
       const r = await runCli([command, '--config', configPath]);
       expect(r.code, `${command}: ${r.stderr}`).toBe(2);
-      expect(r.stderr).toMatch(/^\s*targets\.tube\.type: /m);
+      expect(r.stderr, command).toBe(
+        `${configPath}:\n  targets.tube.type: unknown target type "youtube" (valid types: alo, aionvision, truvideo, valt)\n`,
+      );
     }
     expect(existsSync(ledgerPath)).toBe(false);
   });
@@ -126,8 +159,7 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     for (const command of ['run', 'check-config']) {
       const r = await runCli([command, '--config', configPath]);
       expect(r.code, `${command}: ${r.stderr}`).toBe(2);
-      expect(r.stderr).toMatch(/^\s*targets\.alo\.auth\.bearer: /m);
-      expect(r.stderr).toContain(variable);
+      expect(r.stderr).toMatch(new RegExp(`^\\s*targets\\.alo\\.auth\\.bearer: environment variable ${variable} is not set$`, 'm'));
     }
     expect(existsSync(ledgerPath)).toBe(false);
   });
@@ -143,10 +175,16 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     await writeFile(tokenFile, `${fileToken}\n`);
     // Every auth form (CONTRACT §4), on targets of the type this version runs.
     const { configPath } = await configIn(dir, {
+      upload: { part_size: '6MiB', stall_timeout: '7s' },
       targets: {
         alo: { type: 'alo', base_url: 'https://api.alo.ai/v1', auth: { bearer: '${VMS_UPLINK_TEST_ALO_TOKEN}' } },
         alo_file: { type: 'alo', base_url: 'https://api.alo.ai/v1', auth: { bearer_file: tokenFile } },
-        alo_header: { type: 'alo', base_url: 'https://api.alo.ai/v1', auth: { header: 'X-Api-Key', value: headerValue } },
+        alo_header: {
+          type: 'alo',
+          base_url: 'https://api.alo.ai/v1',
+          auth: { header: 'X-Api-Key', value: headerValue },
+          request_timeout: '13s',
+        },
         alo_login: {
           type: 'alo',
           base_url: 'https://alo.example.com/v1',
@@ -164,14 +202,51 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
 
     const r = await runCli(['check-config', '--config', configPath], { VMS_UPLINK_TEST_ALO_TOKEN: envToken });
     expect(r.code, r.stderr).toBe(0);
-    const printed = r.stdout + r.stderr;
-    for (const secret of [envToken, fileToken, loginUser, loginPassword, headerValue]) expect(printed).not.toContain(secret);
-    // Resolved, not just echoed: the non-secret values are there, the secrets replaced.
-    expect(r.stdout).toContain('https://api.alo.ai/v1');
-    expect(r.stdout).toContain('https://alo.example.com/v1/login');
-    expect(r.stdout).toContain(join(dir, 'exports'));
-    expect(r.stdout).toContain('***');
-    expect(r.stdout).not.toContain('${VMS_UPLINK_TEST_ALO_TOKEN}');
+    for (const secret of [envToken, fileToken, loginUser, loginPassword, headerValue]) expect(r.stdout + r.stderr).not.toContain(secret);
+    // Resolved, not just echoed: the YAML's own key names (snake_case, as in the file), every default
+    // filled in, sizes in bytes, durations in seconds, the non-secret values as written, the secrets `***`.
+    const printed = printedConfig(r.stdout);
+    const target = { type: 'alo', request_timeout: 30, multipart_threshold: 100 * MiB };
+    expect(printed).toEqual({
+      watch: {
+        root: join(dir, 'exports'),
+        settle_seconds: 0.3,
+        missing_file_seconds: 3600,
+        poll: false,
+        poll_interval: 2,
+        rescan_interval: 300,
+      },
+      ledger: { path: join(dir, 'state', 'ledger.db'), min_free: 256 * MiB },
+      upload: {
+        concurrency: 4,
+        part_size: 6 * MiB,
+        bandwidth: null,
+        stall_timeout: 7,
+        retry_initial: 1,
+        retry_max: 300,
+        drain_timeout: 10,
+      },
+      after_upload: 'keep',
+      targets: {
+        alo: { ...target, base_url: 'https://api.alo.ai/v1', auth: { bearer: '***' } },
+        alo_file: { ...target, base_url: 'https://api.alo.ai/v1', auth: { bearer_file: '***' } },
+        alo_header: { ...target, base_url: 'https://api.alo.ai/v1', auth: { header: 'X-Api-Key', value: '***' }, request_timeout: 13 },
+        alo_login: {
+          ...target,
+          base_url: 'https://alo.example.com/v1',
+          auth: {
+            login: { url: 'https://alo.example.com/v1/login', body: '***', token_field: 'data.access_token' },
+            send_as: { query: 'access_token' },
+          },
+        },
+      },
+      log: { level: 'info' },
+      network: {},
+    });
+    // No key renamed on the way (camelCase or otherwise): every printed key is snake_case.
+    const keys = keyPaths(printed);
+    expect(keys.length).toBeGreaterThan(40);
+    expect(keys.filter((k) => !/^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$/.test(k))).toEqual([]);
   });
 
   it('status before any run says there is no ledger yet', async (ctx) => {
@@ -179,7 +254,7 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     const { configPath, ledgerPath } = await configIn(dir);
     const text = await runCli(['status', '--config', configPath]);
     expect(text.code, text.stderr).toBe(0);
-    expect(text.stdout).toMatch(/no ledger/i);
+    expect(text.stdout).toBe(`no ledger at ${ledgerPath} yet: the daemon has not run\n`);
     const json = await runCli(['status', '--json', '--config', configPath]);
     expect(json.code, json.stderr).toBe(0);
     expect(JSON.parse(json.stdout)).toMatchObject({ incidents: [] });
@@ -207,7 +282,7 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
 
     const d = h.daemon(s);
     // The ledger is set up before `daemon.started` (a status racing that set-up is a test of its own below).
-    await waitFor(() => d.events('daemon.started').length > 0, 10_000, 'the daemon started');
+    await waitFor(() => d.events('daemon.started').length > 0, 30_000, 'the daemon started');
     const bigUpload = (st: Snapshot) => st.incidents[0]?.videos.find((v) => v.id === 'big')?.uploads.find((u) => u.role === 'video');
     const during = await waitFor(
       async () => {
@@ -242,10 +317,12 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     // On a 72-column terminal: the big video as a progress bar that fits.
     const onTerminal = await runCliOnTerminal(['status', '--config', s.configPath], 72);
     expect(onTerminal.code).toBe(0);
-    const barLine = onTerminal.stdout.split('\n').find((l) => l.startsWith('  big → alo'));
-    expect(barLine, onTerminal.stdout).toMatch(
-      /^ {2}big → alo +\[#*\.*\] +\d+% +\d+\.\d MiB \/ 24\.0 MiB +\d+\.\d [KM]iB\/s +ETA \d+:\d\d$/,
-    );
+    const barLine = onTerminal.stdout.split('\n').find((l) => l.startsWith('  big →'));
+    const bar = /^ {2}(big →.*?) +\[#*\.*\] +\d+% +\d+\.\d MiB \/ 24\.0 MiB +\d+\.\d [KM]iB\/s +ETA \d+:\d\d$/.exec(barLine ?? '');
+    expect(bar, onTerminal.stdout).not.toBeNull();
+    // The label, "big → alo", cut with an ellipsis where the rest of the line leaves it no room.
+    const label = bar![1]!;
+    expect(label === 'big → alo' || (label.endsWith('…') && 'big → alo'.startsWith(label.slice(0, -1))), label).toBe(true);
     expect(barLine!.length).toBeLessThanOrEqual(72);
     expect(onTerminal.stdout).not.toMatch(/^INCIDENT /m);
 
@@ -261,7 +338,7 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     const afterText = await runCli(['status', '--config', s.configPath]);
     expect(afterText.code).toBe(0);
     expect(afterText.stdout).toContain(id);
-    expect(afterText.stdout).toMatch(/2 done/);
+    expect(afterText.stdout).toMatch(/^uploads: 0 uploading, 0 queued, 2 done, 0 failed; videos: 0 waiting for files, 1 failed$/m);
     expect(afterText.stdout).toMatch(new RegExp(`^${id} +big .* alo +done +24\\.0 MiB +24\\.0 MiB +100% +- +- +#\\d+$`, 'm'));
   }, 120_000);
 
@@ -296,12 +373,12 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
         const i = s.alo.incident(id);
         return i && i.failed_videos.length === 1 ? i : undefined;
       },
-      15_000,
+      30_000,
       'the too-big video reported failed',
     );
-    const errors = incident.failed_videos[0]!.upload_errors.join('\n');
-    expect(errors).toContain('max_upload_size_mb');
-    expect(errors).toContain('cam01.mp4');
+    expect(incident.failed_videos[0]!.upload_errors).toEqual([
+      'upload failed: cam01.mp4 is 3.0 MB; ALO accepts at most 1 MB (max_upload_size_mb)',
+    ]);
     expect(s.store.requests.filter((r) => r.method === 'PUT' && r.status === 200)).toEqual([]);
     d.kill('SIGTERM');
     expect(await d.exited).toEqual({ code: 0, signal: null });
@@ -313,11 +390,18 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     expect(st.totals).toMatchObject({ failed: 0, queued: 1, done: 0 });
     expect(st.incidents[0]!.videos[0]!.uploads[0]).toMatchObject({ role: 'video', state: 'queued' });
 
-    const unknown = await runCli(['retry', randomUUID(), '--config', s.configPath]);
+    const unknownId = randomUUID();
+    const unknown = await runCli(['retry', unknownId, '--config', s.configPath]);
     expect(unknown.code, unknown.stderr).toBe(1);
+    expect(unknown.stderr).toBe(`nothing to retry for ${unknownId}: no failed upload with that number and no incident with that id\n`);
     const missing = await runCli(['retry', '--config', s.configPath]);
     expect(missing.code, missing.stderr).toBe(2);
-    expect(missing.stderr).toMatch(/usage/i);
+    expect(missing.stderr.split('\n').slice(0, 3)).toEqual([
+      'vms-uplink: retry needs the id of a failed upload (#number) or of an incident',
+      '',
+      'usage:',
+    ]);
+    expect(missing.stderr).toMatch(/^ {2}vms-uplink retry ID \[--config FILE\] +put a failed upload/m);
   });
 
   it('refuses to run on a corrupt ledger (exit 1, says how to recover) and leaves the file untouched', async (ctx) => {
@@ -329,18 +413,19 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
 
     const r = await runCli(['run', '--config', configPath]);
     expect(r.code, r.stderr).toBe(1);
-    expect(r.stderr).toMatch(/corrupt/i);
-    expect(r.stderr).toContain(ledgerPath);
-    expect(r.stderr).toMatch(/backup|empty ledger|mv /i);
+    const db = literal(ledgerPath);
+    expect(r.stderr).toMatch(new RegExp(`^vms-uplink: ledger ${db} is corrupt: .*\\. The file was left untouched\\. `, 'm'));
+    expect(r.stderr).toMatch(/ Stop the daemon, then restore a backup, or set the broken ledger aside and start from an empty one: /);
+    expect(r.stderr).toMatch(new RegExp(` mv ${db} ${db}\\.broken && `));
     expect((await readFile(ledgerPath)).equals(garbage)).toBe(true);
   });
 
   it('an unknown command exits 2 with the usage', async () => {
     const r = await runCli(['frobnicate']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('frobnicate');
-    expect(r.stderr).toMatch(/usage/i);
-    expect(r.stderr).toContain('check-config');
+    expect(r.stderr.split('\n').slice(0, 3)).toEqual(['vms-uplink: unknown command frobnicate', '', 'usage:']);
+    for (const command of ['run', 'check-config', 'status', 'retry ID'])
+      expect(r.stderr).toMatch(new RegExp(`^ {2}vms-uplink ${literal(command)} \\[--config FILE\\]`, 'm'));
   });
 
   it('--version prints the version of package.json and the Node.js it runs on, exits 0, and reads no configuration', async () => {

@@ -10,7 +10,8 @@
  * - `resetNext`: the next request(s) get their connection reset (RST) after N body bytes reached
  *   the upstream (client → upstream), i.e. mid-body;
  * - `stallNext`: the next request(s) are accepted and then nothing more is forwarded and nothing
- *   answered, until the client gives up;
+ *   answered, until the client gives up; `stallFirstOfEach`: so is the first of every distinct
+ *   request (method and path), and the same request sent again passes;
  * - `respondNext`: the next request(s) are answered by the proxy itself with a canned HTTP status
  *   (a 429/503 storm at the edge) and never reach the upstream;
  * - `refuse`/`downFor`: new connections are refused (listener closed → ECONNREFUSED, or
@@ -119,6 +120,8 @@ export class FaultProxy {
   readonly armedResets: ArmedReset[] = [];
   readonly armedStalls: ArmedStall[] = [];
   readonly armedResponses: ArmedResponse[] = [];
+  /** `stallFirstOfEach`: which requests, which not, and the `METHOD path`s stalled so far. */
+  private firstOfEach: { match: RequestMatch; except: RequestMatch | null; stalled: Set<string> } | null = null;
   private refusing: RefuseMode | null = null;
   private downTimer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -180,6 +183,30 @@ export class FaultProxy {
    */
   stallNext(count: number, match: RequestMatch = {}, options: { read?: boolean } = {}): void {
     for (let i = 0; i < count; i++) this.armedStalls.push({ match, read: options.read ?? true });
+  }
+
+  /**
+   * From now on the first of each distinct request (method and path, query included) that matches
+   * `match` and not `except` is stalled as by `stallNext` (read and dropped, never answered); the
+   * same method and path sent again passes. Every call the client makes meets a platform that
+   * hangs once, so each call's own timeout shows. `stopStallingFirstOfEach` ends it.
+   */
+  stallFirstOfEach(match: RequestMatch = {}, except?: RequestMatch): void {
+    this.firstOfEach = { match, except: except ?? null, stalled: new Set() };
+  }
+
+  stopStallingFirstOfEach(): void {
+    this.firstOfEach = null;
+  }
+
+  /** @internal whether this request is the first of its kind under `stallFirstOfEach` (and is now counted). */
+  takeFirstOfEach(method: string, path: string): boolean {
+    const f = this.firstOfEach;
+    if (!f || !matches(f.match, method, path) || (f.except && matches(f.except, method, path))) return false;
+    const key = `${method} ${path}`;
+    if (f.stalled.has(key)) return false;
+    f.stalled.add(key);
+    return true;
   }
 
   /**
@@ -507,7 +534,8 @@ class Connection {
     }
     this.bodyLeft = length;
     this.inBody = length > 0;
-    const stall = this.proxy.take(this.proxy.armedStalls, method, path);
+    const stall =
+      this.proxy.take(this.proxy.armedStalls, method, path) ?? (this.proxy.takeFirstOfEach(method, path) ? { read: true } : undefined);
     if (stall) {
       record.fault = 'stall';
       this.proxy.counters.stalls++;

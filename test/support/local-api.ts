@@ -89,9 +89,19 @@ function parseValue(text: string): number | null {
   return text.trim() === '' || Number.isNaN(n) ? null : n;
 }
 
-/** The value of the one sample with this name and these labels (0 when absent, as for a counter not yet incremented). */
+/**
+ * The value of the one sample with this name and these labels. A sample that is not there is an
+ * error, not 0: a test that reads a metric proves that the daemon exposes it.
+ */
 export function sampleValue(samples: Sample[], name: string, labels: Record<string, string> = {}): number {
   const found = samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
   if (found.length > 1) throw new Error(`${found.length} samples of ${name} match ${JSON.stringify(labels)}`);
-  return found[0]?.value ?? 0;
+  if (found.length === 0) {
+    const sameName = samples.filter((s) => s.name === name).map((s) => JSON.stringify(s.labels));
+    throw new Error(
+      `no sample of ${name} with labels ${JSON.stringify(labels)}` +
+        (sameName.length > 0 ? `; ${name} has samples with ${sameName.join(', ')}` : `; the metrics have no ${name} at all`),
+    );
+  }
+  return found[0]!.value;
 }

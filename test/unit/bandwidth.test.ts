@@ -1,12 +1,12 @@
 /**
  * upload.bandwidth: the limit in force for a schedule (the most recent entry whose time passed,
  * also right after a start mid-window), the shared token bucket's rate and rate switches, and
- * a throttled part body that the stall watchdog leaves alone.
+ * a throttled part body that the stall watchdog leaves alone; rates on a fake clock, exact.
  */
 import { lstat, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BandwidthConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log/logger.js';
 import { stampOf } from '../../src/plan/file-stamp.js';
@@ -89,6 +89,36 @@ describe('the limit in force for a schedule', () => {
   });
 });
 
+/**
+ * The token bucket's clock and timers are fake here (vi.useFakeTimers: setTimeout and Date; the
+ * bucket reads Date.now() as its clock), so rates come out exact and the tests take no time.
+ * test/e2e/bandwidth.test.ts measures the limit on the wire, in real time.
+ */
+function fakeClock(): { bucket: (rate: number | null) => TokenBucket; now: () => number } {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'], now: 0 });
+  return { bucket: (rate) => new TokenBucket(rate, () => Date.now()), now: () => Date.now() };
+}
+
+/** Advances the fake clock a millisecond at a time until `done()`; a real event-loop turn after each, for file reads. */
+async function advanceUntil(done: () => boolean, limitMs = 60_000): Promise<void> {
+  for (let ms = 0; !done(); ms++) {
+    if (ms > limitMs) throw new Error(`not done after ${limitMs} ms of fake time`);
+    await vi.advanceTimersByTimeAsync(1);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** Whether `promise` settled: it is given every pending microtask, and no time. */
+async function settled(promise: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  void promise.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  await vi.advanceTimersByTimeAsync(0);
+  return done;
+}
+
 /** `consumers` parts taking 64 KiB chunks from one bucket until `total` bytes went; resolves with the bytes taken by each. */
 async function drain(bucket: TokenBucket, total: number, consumers: number): Promise<number[]> {
   let left = total;
@@ -107,18 +137,26 @@ async function drain(bucket: TokenBucket, total: number, consumers: number): Pro
 }
 
 describe('the shared token bucket', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('holds parts in flight together to the rate, and shares it evenly between them', async () => {
-    const bucket = new TokenBucket(2 * MiB);
-    const started = performance.now();
-    const taken = await drain(bucket, 3 * MiB, 4);
-    const seconds = (performance.now() - started) / 1000;
-    expect(3 / seconds).toBeGreaterThan(2 * 0.9);
-    expect(3 / seconds).toBeLessThan(2 * 1.1);
-    for (const t of taken) expect(Math.abs(t - 0.75 * MiB)).toBeLessThanOrEqual(128 * KiB);
+    const clock = fakeClock();
+    const bucket = clock.bucket(2 * MiB);
+    let taken: number[] | null = null;
+    void drain(bucket, 3 * MiB, 4).then((t) => (taken = t));
+    await advanceUntil(() => taken !== null);
+    // 3 MiB at 2 MiB/s from an empty bucket: 1.5 s (the bucket's timers round up to the millisecond).
+    expect(clock.now()).toBeGreaterThanOrEqual(1500);
+    expect(clock.now()).toBeLessThanOrEqual(1501);
+    // First come, first served: each of the four parts got exactly a quarter.
+    expect(taken).toEqual([0.75 * MiB, 0.75 * MiB, 0.75 * MiB, 0.75 * MiB]);
   });
 
   it('switches the rate in flight: the waiting parts carry on at the new rate', async () => {
-    const bucket = new TokenBucket(1 * MiB);
+    const clock = fakeClock();
+    const bucket = clock.bucket(1 * MiB);
     let bytes = 0;
     let stop = false;
     const parts = Array.from({ length: 3 }, async () => {
@@ -127,88 +165,91 @@ describe('the shared token bucket', () => {
         bytes += 64 * KiB;
       }
     });
-    const sample = async (ms: number): Promise<number> => {
-      const [b0, t0] = [bytes, performance.now()];
-      await new Promise((r) => setTimeout(r, ms));
-      return (bytes - b0) / MiB / ((performance.now() - t0) / 1000);
+    const during = async (ms: number): Promise<number> => {
+      const before = bytes;
+      await vi.advanceTimersByTimeAsync(ms);
+      return bytes - before;
     };
-    const slow = await sample(1000);
+    // 1 s at 1 MiB/s, then 1 s at 4 MiB/s: to the 64 KiB chunk (a chunk due on the second's edge may fall either side).
+    const slow = await during(1000);
     bucket.setRate(4 * MiB);
-    const fast = await sample(1000);
-    // Lifting the limit releases the waiting parts at once.
+    const fast = await during(1000);
+    expect(Math.abs(slow - 1 * MiB)).toBeLessThanOrEqual(64 * KiB);
+    expect(Math.abs(fast - 4 * MiB)).toBeLessThanOrEqual(64 * KiB);
+    expect(slow + fast).toBeGreaterThanOrEqual(5 * MiB - 64 * KiB);
+    // Lifting the limit releases the waiting parts at once: no time passes.
     stop = true;
-    const lifted = performance.now();
     bucket.setRate(null);
-    await Promise.all(parts);
-    const releaseMs = performance.now() - lifted;
-    expect(slow).toBeGreaterThan(0.85);
-    expect(slow).toBeLessThan(1.15);
-    expect(fast).toBeGreaterThan(4 * 0.85);
-    expect(fast).toBeLessThan(4 * 1.15);
-    expect(releaseMs).toBeLessThan(50);
+    expect(await settled(Promise.all(parts))).toBe(true);
   });
 
   it('never waits when unlimited, and releases waiters at once when the limit is lifted', async () => {
-    const bucket = new TokenBucket(null);
+    const clock = fakeClock();
+    const bucket = clock.bucket(null);
     expect(bucket.unlimited).toBe(true);
-    const started = performance.now();
-    for (let i = 0; i < 1000; i++) await bucket.take(64 * KiB);
-    expect(performance.now() - started).toBeLessThan(200);
+    const all = Promise.all(Array.from({ length: 1000 }, () => bucket.take(64 * KiB)));
+    expect(await settled(all)).toBe(true);
+    expect(clock.now()).toBe(0);
     bucket.setRate(64 * KiB); // one chunk a second
     const waiting = Promise.all([bucket.take(64 * KiB), bucket.take(64 * KiB), bucket.take(64 * KiB)]);
-    await new Promise((r) => setTimeout(r, 50));
-    const lifted = performance.now();
+    await vi.advanceTimersByTimeAsync(50);
+    expect(await settled(waiting)).toBe(false);
     bucket.setRate(null);
-    await waiting;
-    expect(performance.now() - lifted).toBeLessThan(50);
+    expect(await settled(waiting)).toBe(true);
+    expect(clock.now()).toBe(50);
   });
 
   it('drops a waiter whose part was aborted, without charging its tokens', async () => {
-    const bucket = new TokenBucket(256 * KiB);
-    await bucket.take(64 * KiB); // the empty bucket at start: this one waits 1/4 s
+    const clock = fakeClock();
+    const bucket = clock.bucket(256 * KiB);
+    let first = false;
+    void bucket.take(64 * KiB).then(() => (first = true)); // the empty bucket at start: this one waits 1/4 s
+    await advanceUntil(() => first);
+    expect(clock.now()).toBe(250);
     const ctl = new AbortController();
     const dropped = bucket.take(64 * KiB, { signal: ctl.signal });
     ctl.abort(new Error('part aborted'));
     await expect(dropped).rejects.toThrow('part aborted');
-    const started = performance.now();
-    await bucket.take(64 * KiB);
-    expect(performance.now() - started).toBeLessThan(350);
+    let next = false;
+    void bucket.take(64 * KiB).then(() => (next = true));
+    await advanceUntil(() => next);
+    // Another 1/4 s for its own tokens, not 1/2 s: the dropped waiter was charged nothing.
+    expect(clock.now()).toBe(500);
   });
 });
 
 describe('a throttled part body', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('is paced by the bucket in chunks of at most 64 KiB, and the stall watchdog counts waiting for tokens as progress', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'vms-uplink-bw-'));
     try {
       const file = join(dir, 'v.bin');
       const data = Buffer.alloc(320 * KiB, 7);
       await writeFile(file, data);
+      const stamp = stampOf(await lstat(file, { bigint: true }));
+      const clock = fakeClock();
       // 128 KiB/s: every 64 KiB chunk waits 1/2 s for its tokens, longer than the 400 ms stall timeout.
-      const bucket = new TokenBucket(128 * KiB);
+      const bucket = clock.bucket(128 * KiB);
       const ctl = new AbortController();
       const watchdog = new StallWatchdog(400, ctl);
-      const chunks: number[] = [];
-      const started = performance.now();
-      const body = openPart(
-        { path: file, stamp: stampOf(await lstat(file, { bigint: true })) },
-        { number: 1, offset: 0, size: data.length },
-        () => watchdog.touch(),
-        bucket,
-      );
-      body.on('data', (c: Buffer) => chunks.push(c.length));
-      await new Promise<void>((resolve, reject) => {
-        body.once('end', resolve);
-        body.once('error', reject);
-        ctl.signal.addEventListener('abort', () => reject(ctl.signal.reason as Error));
-      });
+      const chunks: Array<{ at: number; bytes: number }> = [];
+      const body = openPart({ path: file, stamp }, { number: 1, offset: 0, size: data.length }, () => watchdog.touch(), bucket);
+      body.on('data', (c: Buffer) => chunks.push({ at: clock.now(), bytes: c.length }));
+      let ended = false;
+      let failed: unknown = null;
+      body.once('end', () => (ended = true));
+      body.once('error', (err) => (failed = err));
+      await advanceUntil(() => ended || failed !== null || ctl.signal.aborted);
       watchdog.stop();
-      const seconds = (performance.now() - started) / 1000;
+      expect(failed).toBeNull();
       expect(ctl.signal.aborted).toBe(false);
-      expect(Math.max(...chunks)).toBeLessThanOrEqual(64 * KiB);
-      expect(chunks.reduce((a, b) => a + b, 0)).toBe(data.length);
-      // 320 KiB at 128 KiB/s from an empty bucket.
-      expect(seconds).toBeGreaterThan(2.5 * 0.9);
-      expect(seconds).toBeLessThan(2.5 * 1.2);
+      expect(chunks.reduce((a, c) => a + c.bytes, 0)).toBe(data.length);
+      // Five chunks of 64 KiB, one every 1/2 s from an empty bucket: 320 KiB at 128 KiB/s in 2.5 s.
+      expect(chunks.map((c) => c.bytes)).toEqual([64 * KiB, 64 * KiB, 64 * KiB, 64 * KiB, 64 * KiB]);
+      expect(chunks.map((c) => c.at)).toEqual([500, 1000, 1500, 2000, 2500]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

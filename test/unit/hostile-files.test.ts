@@ -13,11 +13,12 @@ import { stampOf } from '../../src/plan/file-stamp.js';
 import { FileChangedError, sha256Of } from '../../src/plan/hash.js';
 import { MiB, S3_LIMITS, type PartLayout } from '../../src/plan/part-plan.js';
 import { createTargets } from '../../src/targets/registry.js';
-import type { SourceFile, Target } from '../../src/targets/target.js';
+import type { Target } from '../../src/targets/target.js';
 import { HttpClient } from '../../src/upload/http.js';
 import { ExportPathChangedError, openExportFile, resolveExportPath } from '../../src/watch/paths.js';
 import { readHead } from '../../src/watch/sniff.js';
 import { mp4Header, tempDir } from '../support/files.js';
+import { videoSource } from '../support/source-file.js';
 
 const GiB = 1024 * MiB;
 
@@ -47,20 +48,6 @@ targets:
   return createTargets(config.targets, { http: new HttpClient({ connectionsPerOrigin: 1 }, secrets), secrets });
 }
 
-function sourceFile(path: string, size: number): SourceFile {
-  return {
-    role: 'video',
-    path,
-    name: 'cam01.mp4',
-    size,
-    sha256: null,
-    stamp: '',
-    contentType: 'video/mp4',
-    incident: { id: 'i' },
-    video: { id: 'v' },
-  };
-}
-
 /** Parts numbered 1..N, contiguous from 0, covering exactly `size` bytes. */
 function expectExactCover(layout: PartLayout, size: number): void {
   let offset = 0;
@@ -82,7 +69,7 @@ describe('a sparse 60 GiB export', () => {
     const st = await stat(path);
     expect(st.size).toBe(60 * GiB);
     expect(st.blocks * 512).toBeLessThan(MiB); // really sparse: the test costs no disk
-    const file = sourceFile(path, st.size);
+    const file = videoSource(st.size, { path });
     const targets = allTargets();
 
     // The daemon's own part_size default and the test suite's, plus an absurdly small and large preference.
@@ -123,12 +110,12 @@ describe('a sparse 60 GiB export', () => {
     const aion = targets.get('aion')!;
     expect(aion.layout(file, 16 * MiB)).toBeNull();
     expect(aion.refuse(file)).toMatch(/cam01\.mp4 is 60\.00 GiB; Aionvision accepts at most 10 GiB/);
-    expect(aion.refuse(sourceFile(path, 10 * GiB))).toBeNull();
-    expect(aion.refuse(sourceFile(path, 10 * GiB + 1))).toMatch(/at most 10 GiB/);
+    expect(aion.refuse(videoSource(10 * GiB, { path }))).toBeNull();
+    expect(aion.refuse(videoSource(10 * GiB + 1, { path }))).toMatch(/at most 10 GiB/);
 
     // Just above TruVideo's cap it is refused before any call, not planned past 120 parts.
-    expect(targets.get('truvideo')!.refuse(sourceFile(path, 120 * 600 * MiB + 1))).toMatch(/at most 120 parts of 600 MiB/);
-    expect(targets.get('truvideo')!.layout(sourceFile(path, 120 * 600 * MiB), 16 * MiB)!.length).toBe(120);
+    expect(targets.get('truvideo')!.refuse(videoSource(120 * 600 * MiB + 1, { path }))).toMatch(/at most 120 parts of 600 MiB/);
+    expect(targets.get('truvideo')!.layout(videoSource(120 * 600 * MiB, { path }), 16 * MiB)!.length).toBe(120);
   });
 });
 
