@@ -21,6 +21,7 @@ import { BandwidthSchedule, TokenBucket } from './upload/bandwidth.js';
 import { UploadEngine } from './upload/engine.js';
 import { HttpClient } from './upload/http.js';
 import { Pacer, sleep } from './upload/pacer.js';
+import { VERSION } from './version.js';
 import { ExportChanges } from './watch/export-changes.js';
 import { FolderWatcher } from './watch/folder-watcher.js';
 import { IncidentRouter } from './watch/routes.js';
@@ -149,6 +150,7 @@ export class Daemon {
       log,
       observer: metrics,
     });
+    const bandwidthSchedule = new BandwidthSchedule(config.upload.bandwidth, bandwidth, log);
     const router = new IncidentRouter(config.watch.root, config.routes, [...targets.keys()]);
     const newWatcher = (): FolderWatcher =>
       new FolderWatcher({
@@ -169,7 +171,7 @@ export class Daemon {
       changes,
       newWatcher,
       watcher: newWatcher(),
-      bandwidthSchedule: new BandwidthSchedule(config.upload.bandwidth, bandwidth, log),
+      bandwidthSchedule,
       planner: new VideoPlanner({
         ledger: ledger.plan,
         identities,
@@ -189,6 +191,12 @@ export class Daemon {
             secrets: this.secrets,
             metrics,
             health: () => this.healthReport(metrics),
+            facts: () => ({
+              version: VERSION,
+              startedAt: this.startedAt,
+              disk: { freeBytes: freeBytesFor(config.ledger.path), minFreeBytes: config.ledger.min_free },
+              bandwidth: bandwidthSchedule.state(),
+            }),
             onWork: () => {
               engine.review();
               engine.poke();

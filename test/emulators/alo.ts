@@ -101,6 +101,8 @@ export interface AloEmulator {
   setUrlExpiry(seconds: number): void;
   /** upload_urls for this file id is refused for good: 422 with this message (a policy a real ALO could have). */
   refuseFile(fileId: string, message: string): void;
+  /** Takes back refuseFile: the policy was changed on the platform's side. */
+  allowFile(fileId: string): void;
   close(): Promise<void>;
 }
 
@@ -227,6 +229,10 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
 
   refuseFile(fileId: string, message: string): void {
     this.refusedFiles.set(fileId, message);
+  }
+
+  allowFile(fileId: string): void {
+    this.refusedFiles.delete(fileId);
   }
 
   protected async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
