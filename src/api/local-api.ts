@@ -34,8 +34,6 @@ export interface LocalApiOptions {
   /** The ledger gained work (a resumed camera, a retry): look for it now. */
   onWork: () => void;
   log: Logger;
-  /** Where the status page's files are; default the folder the build puts beside this module. */
-  pageDir?: string;
 }
 
 export interface DaemonFacts {
@@ -101,10 +99,9 @@ export class LocalApi {
   private readonly server: Server;
   private readonly routes: Route[];
   private readonly tokenDigest: Buffer;
-  private readonly page: PageFiles;
+  private readonly page = new PageFiles();
 
   constructor(private readonly options: LocalApiOptions) {
-    this.page = new PageFiles(options.pageDir);
     const token = (options.config.token ?? options.config.token_file)!.reveal();
     this.tokenDigest = sha256(token);
     options.secrets.register(token);

@@ -20,8 +20,7 @@ const CONTENT_TYPES: Record<string, string> = {
 
 export class PageFiles {
   private files: Map<string, PageFile> | null = null;
-
-  constructor(private readonly dir: string = join(import.meta.dirname, 'page')) {}
+  private readonly dir = join(import.meta.dirname, 'page');
 
   /** The file of that name, or null: only the folder's own files of the types above, never a path. */
   get(name: string): PageFile | null {

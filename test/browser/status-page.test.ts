@@ -78,7 +78,7 @@ describe('status page', () => {
     await browser?.close();
   });
 
-  it('is served with a strict CSP, signs in with the token kept in the tab, refuses a wrong one clearly, and never puts the token in a URL', async (ctx) => {
+  it('is served with a strict CSP, signs in with the token kept in the tab, refuses a wrong one clearly, refreshes only while shown, and never puts the token in a URL', async (ctx) => {
     const h = harness(ctx);
     const s = await h.site({ sections: apiSection() });
     const api = await ApiClient.of(h.daemon(s));
@@ -143,6 +143,26 @@ describe('status page', () => {
       new Set(['Bearer not-the-token', `Bearer ${API_TOKEN}`]),
     );
     expect(w.requests.filter((r) => r.url.includes(API_TOKEN) || r.url.includes('not-the-token'))).toEqual([]);
+
+    // It refreshes every 2 s while shown, and not at all while the tab is hidden.
+    const dataCalls = (): number => w.requests.filter((r) => new URL(r.url).pathname === '/status').length;
+    const setHidden = (hidden: boolean): Promise<void> =>
+      w.page.evaluate((h) => {
+        Object.defineProperty(document, 'hidden', { value: h, configurable: true });
+        Object.defineProperty(document, 'visibilityState', { value: h ? 'hidden' : 'visible', configurable: true });
+        document.dispatchEvent(new Event('visibilitychange'));
+      }, hidden);
+    let calls = dataCalls();
+    await sleep(4_500);
+    expect(dataCalls() - calls).toBeGreaterThanOrEqual(2);
+    await setHidden(true);
+    expect(await w.page.locator('#connection').textContent()).toBe('Updates paused while this tab is hidden.');
+    calls = dataCalls();
+    await sleep(4_500);
+    expect(dataCalls()).toBe(calls);
+    await setHidden(false);
+    await expect.poll(dataCalls).toBeGreaterThan(calls);
+    await expect.poll(() => w.page.locator('#connection').textContent()).toMatch(/^Updated .*; every 2 s while this tab is shown\.$/);
 
     // A token the daemon no longer takes (here: one edited in storage) sends the page back to sign-in, saying why.
     await w.page.evaluate(() => sessionStorage.setItem('vms-uplink.api-token', 'changed-since'));
@@ -211,11 +231,22 @@ describe('status page', () => {
 
   it('pauses a camera from the page: the API and the ledger agree, no part is sent while paused, and it completes once resumed', async (ctx) => {
     const h = harness(ctx);
-    const s = await h.site({ sections: apiSection(), upload: { bandwidth: '4MiB/s', concurrency: 2 } });
+    // 4 MiB/s all day, as a schedule of two entries: the header names the one in force.
+    const bandwidth = [
+      { cron: '0 0 * * *', limit: '4MiB/s' },
+      { cron: '0 12 * * *', limit: '4MiB/s' },
+    ];
+    const s = await h.site({ sections: apiSection(), upload: { bandwidth, concurrency: 2 } });
     const api = await ApiClient.of(h.daemon(s));
     const w = await openPage(browser);
     await signIn(w, api.origin);
     await dashboardShown(w.page);
+    const header = await w.page.locator('#daemon').innerText();
+    const entry = new Date().getHours() < 12 ? 1 : 2;
+    expect(header).toMatch(new RegExp(`Bandwidth\\s+4\\.0 MiB/s \\(schedule entry ${entry} since [^)]+\\)`));
+    expect(header).toContain(
+      `0 0 * * * → 4.0 MiB/s${entry === 1 ? ' (in force now)' : ''}\n0 12 * * * → 4.0 MiB/s${entry === 2 ? ' (in force now)' : ''}`,
+    );
     const shas = await writeIncident(s.exportsRoot, 'inc-door', [
       { id: 'door1', file: 'door1.mp4', size: 30 * MiB, camera_id: 'cam-door', camera_name: 'Front door' },
     ]);
