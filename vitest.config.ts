@@ -1,7 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * `npm test`, the fast tier (about 2½ minutes on 2 cores, the build included): unit tests, the
+ * `npm test`, the fast tier (about 3 minutes on 2 cores, the build included): unit tests, the
  * emulators' self-tests, the stages in process, the conformance suite (one file per platform, the
  * real daemon as a child process), and smoke runs of the real daemon and CLI.
  * The slow process-level suites are `npm run test:e2e` (vitest.e2e.config.ts).
@@ -12,8 +12,6 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    // Files share their worker's module cache: nothing in src/ or test/support holds mutable module state.
-    isolate: false,
     // The child daemons of the conformance and smoke files leave a core idle part of the time.
     maxWorkers: 3,
     minWorkers: 1,

@@ -20,7 +20,7 @@ import { VideoPlanner } from './plan/video-planner.js';
 import { IncidentReporter } from './report/incident-reporter.js';
 import { createTargets } from './targets/registry.js';
 import type { Target } from './targets/target.js';
-import { BandwidthSchedule, TokenBucket } from './upload/bandwidth.js';
+import { BandwidthSchedule, TokenBucket, type BandwidthState } from './upload/bandwidth.js';
 import { UploadEngine } from './upload/engine.js';
 import { HttpClient } from './upload/http.js';
 import { NetworkHealth } from './upload/network-health.js';
@@ -40,6 +40,8 @@ const FINISH_CHECK_MS = 10_000;
 const FINISH_PAGE = 500;
 /** How long the main loop sleeps while there is nothing to do. */
 const QUIET_MS = 5_000;
+/** What the status page shows as the limit before the stages are first wired. */
+const UNLIMITED: BandwidthState = { bytesPerSecond: null, entry: null, since: null, schedule: null };
 /** A main loop that has not come round for this long is reported by /healthz. */
 const LOOP_STALL_MS = 60_000;
 /** Network problems kept in the health file (it has a fixed size), and the length of each message. */
@@ -166,7 +168,7 @@ export class Daemon {
   private reloadWanted = false;
   private reloadFailure: ReloadFailure | null = null;
   private readonly lasting: Lasting;
-  /** The stages at work (null while a reload replaces them). */
+  /** The stages last wired (null until the first start; while a reload replaces them, their engine takes no work). */
   private current: Stages | null = null;
   /** The NetworkHealth revision the health file shows. */
   private networkRevision = 0;
@@ -277,6 +279,7 @@ export class Daemon {
       log,
       observer: metrics,
     });
+    const bandwidthSchedule = new BandwidthSchedule(config.upload.bandwidth, bandwidth, log);
     const router = new IncidentRouter(config.watch.root, config.routes, [...targets.keys()]);
     const newWatcher = (): FolderWatcher =>
       new FolderWatcher({
@@ -296,7 +299,7 @@ export class Daemon {
       changes,
       newWatcher,
       watcher: newWatcher(),
-      bandwidthSchedule: new BandwidthSchedule(config.upload.bandwidth, bandwidth, log),
+      bandwidthSchedule,
       planner: new VideoPlanner({
         ledger: ledger.plan,
         identities,
@@ -320,6 +323,12 @@ export class Daemon {
       secrets: this.secrets,
       metrics,
       health: () => this.healthReport(),
+      facts: () => ({
+        version: BUILD.version,
+        startedAt: this.startedAt,
+        disk: { freeBytes: freeBytesFor(this.config.ledger.path), minFreeBytes: this.config.ledger.min_free },
+        bandwidth: this.current?.bandwidthSchedule.state() ?? UNLIMITED,
+      }),
       onWork: () => {
         this.current?.engine.review();
         this.current?.engine.poke();
@@ -422,7 +431,6 @@ export class Daemon {
    * stage to end: what was not acknowledged stays pending in the ledger.
    */
   private async stopStages(stages: Stages, drainMs: number): Promise<void> {
-    this.current = null;
     await stages.watcher.stop();
     await stages.engine.stop(drainMs);
     stages.bandwidthSchedule.stop();

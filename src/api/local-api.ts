@@ -1,8 +1,10 @@
 /**
  * The local HTTP API, shaped like the camera fleet API operators already use: cameras with
- * their backlog and state, incidents, retries, health and Prometheus metrics. Every route but
- * /healthz needs `Authorization: Bearer <api.token>`; errors are `{ "code", "message" }` with
- * the HTTP status as the code.
+ * their backlog and state, incidents, retries, health and Prometheus metrics, and the status page
+ * at `/` that shows them in a browser. Every route but /healthz and the page's own files needs
+ * `Authorization: Bearer <api.token>`; errors are `{ "code", "message" }` with the HTTP status as
+ * the code. Every answer carries a strict Content-Security-Policy: the page runs only its own
+ * files, and nothing a manifest or a platform wrote can run in it.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -16,6 +18,9 @@ import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
 import type { Secrets } from '../log/redact.js';
 import type { UploadMetrics } from '../metrics/upload-metrics.js';
+import type { BandwidthState } from '../upload/bandwidth.js';
+import { PageFiles } from './page-files.js';
+import type * as Page from './page/wire.js';
 
 export interface LocalApiOptions {
   config: ApiConfig;
@@ -24,9 +29,20 @@ export interface LocalApiOptions {
   metrics: UploadMetrics;
   /** Why the daemon is not healthy (problems) or not all well (warnings); both empty while it is. */
   health: () => Health;
+  /** What the status page's header shows of the daemon beside its health, read at each request. */
+  facts: () => DaemonFacts;
   /** The ledger gained work (a resumed camera, a retry): look for it now. */
   onWork: () => void;
   log: Logger;
+}
+
+export interface DaemonFacts {
+  version: string;
+  /** When the daemon started (ISO 8601). */
+  startedAt: string;
+  /** Free bytes on the ledger's filesystem (null when it cannot be read), and ledger.min_free (0: no floor). */
+  disk: { freeBytes: number | null; minFreeBytes: number };
+  bandwidth: BandwidthState;
 }
 
 export interface Health {
@@ -63,17 +79,37 @@ interface Route {
 const SEGMENT = '([^/]+)';
 const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
 
+/**
+ * On every answer. The page loads only its own script and stylesheet (no inline script or style,
+ * no eval), talks only to this origin, cannot be framed, and sends no Referer anywhere.
+ */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
+
+/** Incidents per page of GET /incidents: the default, and the most one request may ask for. */
+const PAGE_DEFAULT = 100;
+const PAGE_MAX = 1000;
+
 export class LocalApi {
   private readonly server: Server;
   private readonly routes: Route[];
   private tokenDigest!: Buffer;
+  private readonly page = new PageFiles();
 
   constructor(private readonly options: LocalApiOptions) {
     this.reconfigure(options.config);
     this.routes = [
+      { pattern: /^\/$/, methods: { GET: () => this.pageFile('index.html') }, open: true },
+      { pattern: new RegExp(`^/page/${SEGMENT}$`), methods: { GET: ([name]) => this.pageFile(name!) }, open: true },
       { pattern: /^\/healthz$/, methods: { GET: () => this.health() }, open: true },
+      { pattern: /^\/status$/, methods: { GET: () => ok(this.status()) } },
       { pattern: /^\/metrics$/, methods: { GET: () => this.metrics() } },
-      { pattern: /^\/cameras$/, methods: { GET: () => ok(options.ledger.cameras.cameras()) } },
+      { pattern: /^\/cameras$/, methods: { GET: () => ok(this.cameras()) } },
       { pattern: new RegExp(`^/cameras/${SEGMENT}$`), methods: { GET: ([id]) => ok(this.camera(id!)) } },
       { pattern: new RegExp(`^/cameras/${SEGMENT}/video-upload-metrics$`), methods: { GET: ([id]) => ok(this.uploadMetrics(id!)) } },
       {
@@ -137,8 +173,12 @@ export class LocalApi {
         reply = { status: 500, body: { code: 500, message: 'Failed.' } };
       }
     }
-    const text = reply.contentType ? String(reply.body) : JSON.stringify(reply.body);
-    res.writeHead(reply.status, { 'content-type': reply.contentType ?? 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+    const text = Buffer.isBuffer(reply.body) ? reply.body : reply.contentType ? String(reply.body) : JSON.stringify(reply.body);
+    res.writeHead(reply.status, {
+      ...SECURITY_HEADERS,
+      'content-type': reply.contentType ?? 'application/json; charset=utf-8',
+      'cache-control': 'no-store',
+    });
     res.end(req.method === 'HEAD' ? undefined : text);
     // The request's body is not used by any route; drain it so the connection can be reused.
     req.resume();
@@ -171,15 +211,42 @@ export class LocalApi {
     }
   }
 
+  private pageFile(name: string): Reply {
+    const file = this.page.get(name);
+    if (!file) throw new ApiError(404, `no such file: ${name}`);
+    return { status: 200, body: file.body, contentType: file.contentType };
+  }
+
   private health(): Reply {
+    const verdict = this.healthVerdict();
+    return { status: verdict.status === 'unhealthy' ? 503 : 200, body: verdict };
+  }
+
+  private healthVerdict(): Page.HealthVerdict {
     const { problems, warnings } = this.options.health();
-    if (problems.length > 0) return { status: 503, body: { status: 'unhealthy', reasons: problems } };
-    return warnings.length > 0 ? ok({ status: 'degraded', reasons: warnings }) : ok({ status: 'ok' });
+    if (problems.length > 0) return { status: 'unhealthy', reasons: problems };
+    return warnings.length > 0 ? { status: 'degraded', reasons: warnings } : { status: 'ok' };
+  }
+
+  /** The daemon at a glance, for the status page's header: version, uptime, health, disk, bandwidth, totals. */
+  private status(): Page.DaemonStatus {
+    const facts = this.options.facts();
+    return {
+      ...facts,
+      uptimeSeconds: Math.max(0, Math.round((Date.now() - Date.parse(facts.startedAt)) / 1000)),
+      health: this.healthVerdict(),
+      totals: this.options.ledger.status.totals(null),
+      incidentCount: this.options.ledger.status.incidentCount(),
+    };
   }
 
   private async metrics(): Promise<Reply> {
     const registry = this.options.metrics.registry;
     return { status: 200, body: await registry.metrics(), contentType: registry.contentType };
+  }
+
+  private cameras(): Page.Camera[] {
+    return this.options.ledger.cameras.cameras();
   }
 
   private camera(id: string): CameraView {
@@ -193,11 +260,25 @@ export class LocalApi {
     return this.options.ledger.cameras.uploadMetrics(id);
   }
 
-  /** Incidents, oldest first; `?after=ID&limit=N` pages through a large ledger (default 100, at most 1000). */
-  private incidents(req: IncomingMessage): unknown {
+  /**
+   * Incidents a page at a time (`limit`, default 100, at most 1000), along the order they were
+   * first seen: oldest first, continuing `?after=ID`; or newest first (`?order=newest`, as the
+   * status page lists them), continuing `?before=ID`.
+   */
+  private incidents(req: IncomingMessage): Page.Incident[] {
     const query = new URL(req.url ?? '/', 'http://localhost').searchParams;
-    const limit = Math.min(1000, Math.max(1, Number(query.get('limit') ?? 100) || 100));
-    return this.options.ledger.status.incidentsAfter(query.get('after'), limit);
+    const limit = Math.min(PAGE_MAX, Math.max(1, Number(query.get('limit') ?? PAGE_DEFAULT) || PAGE_DEFAULT));
+    const [order, after, before] = [query.get('order'), query.get('after'), query.get('before')];
+    if (order !== null && order !== 'oldest' && order !== 'newest') throw new ApiError(422, `order must be oldest or newest, not ${order}`);
+    const newest = order === 'newest' || (order === null && before !== null);
+    if (newest ? after !== null : before !== null) {
+      throw new ApiError(
+        422,
+        newest ? 'newest first continues with ?before=ID, not ?after' : 'oldest first continues with ?after=ID, not ?before',
+      );
+    }
+    const status = this.options.ledger.status;
+    return newest ? status.incidentsBefore(before, limit) : status.incidentsAfter(after, limit);
   }
 
   private setCameraState(id: string, state: string): Reply {
@@ -211,7 +292,7 @@ export class LocalApi {
     return { status: 201, body: { code: 0, message: `camera ${id} is ${state}` } };
   }
 
-  private incident(id: string): unknown {
+  private incident(id: string): Page.Incident {
     const incident = this.options.ledger.status.incident(id);
     if (!incident) throw new ApiError(404, `no incident ${id}`);
     return incident;

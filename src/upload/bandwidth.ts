@@ -237,12 +237,25 @@ export function describeRate(bytesPerSecond: number | null): string {
   return bytesPerSecond === null ? 'unlimited' : `${formatSize(bytesPerSecond)}/s`;
 }
 
+/** upload.bandwidth as the local API shows it: the limit in force, where it comes from, the schedule. */
+export interface BandwidthState {
+  /** Bytes per second in force now; null = unlimited. */
+  bytesPerSecond: number | null;
+  /** The schedule's entry in force (its index); null for a fixed limit, or when no entry fired within a year. */
+  entry: number | null;
+  /** When that entry last fired (ISO 8601); null as above. */
+  since: string | null;
+  /** The schedule's entries; null for a fixed limit. */
+  schedule: Array<{ cron: string; bytesPerSecond: number | null }> | null;
+}
+
 /**
  * Keeps the bucket at the limit in force: sets it at start (also in the middle of a window) and
  * at every cron time of the schedule. Nothing is restarted: parts in flight carry on at the new rate.
  */
 export class BandwidthSchedule {
   private readonly tasks: ScheduledTask[] = [];
+  private current: LimitInForce = { bytesPerSecond: null, entry: null, since: null };
 
   constructor(
     private readonly config: BandwidthConfig,
@@ -284,7 +297,19 @@ export class BandwidthSchedule {
     for (const t of this.tasks.splice(0)) void t.destroy();
   }
 
+  /** The limit in force since the last start or cron time, and the schedule it comes from. */
+  state(): BandwidthState {
+    const { bytesPerSecond, entry, since } = this.current;
+    return {
+      bytesPerSecond,
+      entry,
+      since: since === null ? null : new Date(since).toISOString(),
+      schedule: Array.isArray(this.config) ? this.config.map((e) => ({ cron: e.cron, bytesPerSecond: e.limit })) : null,
+    };
+  }
+
   private apply(limit: LimitInForce, starting = false): void {
+    this.current = limit;
     const changed = limit.bytesPerSecond !== this.bucket.rate;
     this.bucket.setRate(limit.bytesPerSecond);
     if (changed || starting) {

@@ -12,27 +12,11 @@ import type { CameraView as Camera } from '../../src/ledger/views/cameras.js';
 import { runCli, waitFor } from '../support/daemon-process.js';
 import { MiB } from '../support/files.js';
 import { harness } from '../support/harness.js';
-import { ledgerRowsSoFar } from '../support/ledger.js';
+import { ledgerRowsSoFar, partsDone, uploadOf, uploadReaches } from '../support/ledger.js';
 import { API_TOKEN, ApiClient, apiSection, parsePrometheus, sampleValue } from '../support/local-api.js';
 import { writeIncident } from '../support/manifest.js';
 import { mountTmpfs } from '../support/tmpfs.js';
 
-interface UploadRow {
-  id: number;
-  video_id: string;
-  state: string;
-  session: string | null;
-}
-
-const uploadsOf = (ledgerPath: string): UploadRow[] =>
-  ledgerRowsSoFar<UploadRow>(ledgerPath, `SELECT id, video_id, state, session FROM uploads WHERE role = 'video' ORDER BY id`);
-const uploadOf = (ledgerPath: string, videoId: string): UploadRow | undefined => uploadsOf(ledgerPath).find((u) => u.video_id === videoId);
-const partsDone = (ledgerPath: string, uploadId: number): number[] =>
-  ledgerRowsSoFar<{ number: number }>(
-    ledgerPath,
-    `SELECT number FROM parts WHERE upload_id = ? AND state = 'done' ORDER BY number`,
-    uploadId,
-  ).map((p) => p.number);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('local API', () => {
@@ -55,6 +39,19 @@ describe('local API', () => {
     }
     expect(await api.get('/cameras')).toEqual([]);
     expect(await api.get('/incidents')).toEqual([]);
+    expect(await api.get('/incidents?order=newest')).toEqual([]);
+    // The daemon at a glance, for the status page's header.
+    expect((await api.call('GET', '/status', null)).status).toBe(401);
+    expect(await api.get('/status')).toEqual({
+      version: expect.stringMatching(/^\d+\.\d+\.\d+/),
+      startedAt: expect.any(String),
+      uptimeSeconds: expect.any(Number),
+      health: { status: 'ok' },
+      disk: { freeBytes: expect.any(Number), minFreeBytes: 256 * MiB },
+      bandwidth: { bytesPerSecond: null, entry: null, since: null, schedule: null },
+      totals: { queued: 0, uploading: 0, done: 0, failed: 0, waiting: 0, failedVideos: 0, refusedReports: 0 },
+      incidentCount: 0,
+    });
 
     const errors: Array<[string, string, number]> = [
       ['GET', '/no-such-route', 404],
@@ -69,6 +66,9 @@ describe('local API', () => {
       ['DELETE', '/cameras', 405],
       ['POST', '/healthz', 405],
       ['GET', '/uploads/1/retry', 405],
+      ['GET', '/incidents?order=sideways', 422],
+      ['GET', '/incidents?order=oldest&before=x', 422],
+      ['GET', '/incidents?order=newest&after=x', 422],
     ];
     for (const [method, path, status] of errors) {
       const r = await api.call(method, path);
@@ -195,6 +195,14 @@ describe('local API', () => {
         '/incidents',
       );
     expect(incidents.map((i) => i.id).sort()).toEqual(['inc-a', 'inc-b', 'inc-c']);
+    // A page at a time, newest first (as the status page lists them), or oldest first.
+    const ids = async (path: string): Promise<string[]> => (await api.get<Array<{ id: string }>>(path)).map((i) => i.id);
+    expect(await ids('/incidents?order=newest&limit=1')).toEqual(['inc-c']);
+    expect(await ids('/incidents?before=inc-c&limit=1')).toEqual(['inc-b']);
+    expect(await ids('/incidents?before=inc-b&limit=1')).toEqual(['inc-a']);
+    expect(await ids('/incidents?order=newest&before=inc-a')).toEqual([]);
+    expect(await ids('/incidents?limit=1')).toEqual(['inc-a']);
+    expect(await ids('/incidents?after=inc-a')).toEqual(['inc-b', 'inc-c']);
     const one = await api.get<{ id: string; videos: Array<{ id: string; uploads: Array<{ state: string; bytesDone: number }> }> }>(
       '/incidents/inc-a',
     );
@@ -208,14 +216,7 @@ describe('local API', () => {
     s.alo.failNext('upload_urls', 1, 400);
     const shas = await writeIncident(s.exportsRoot, 'inc-r', [{ id: 'r1', file: 'r1.mp4', size: 3 * MiB }]);
     const api = await ApiClient.of(h.daemon(s));
-    const failed = await waitFor(
-      () => {
-        const u = uploadOf(s.ledgerPath, 'r1');
-        return u?.state === 'failed' ? u : undefined;
-      },
-      30_000,
-      'r1 refused by ALO',
-    );
+    const failed = await uploadReaches(s.ledgerPath, 'r1', 'failed');
     const before = await api.get<{ videos: Array<{ uploads: Array<{ state: string; lastError: string }> }> }>('/incidents/inc-r');
     expect(before.videos[0]!.uploads[0]).toMatchObject({ state: 'failed', lastError: expect.stringContaining('400') });
 
@@ -347,7 +348,8 @@ describe('local API', () => {
     );
     expect(sampleValue(refused, 'vms_uplink_uploads_failed_total', alo)).toBe(1);
     expect(sampleValue(refused, 'vms_uplink_uploads_completed_total', alo)).toBe(1);
-    expect(uploadsOf(s.ledgerPath).map((u) => [u.video_id, u.state])).toEqual([
+    const uploads = ledgerRowsSoFar<{ video_id: string; state: string }>(s.ledgerPath, `SELECT video_id, state FROM uploads ORDER BY id`);
+    expect(uploads.map((u) => [u.video_id, u.state])).toEqual([
       ['d1', 'done'],
       ['r1', 'failed'],
     ]);

@@ -113,6 +113,8 @@ export interface AloEmulator extends RecordsArrivals {
    * upload_urls (default), before any byte is sent, or at complete_multipart_upload, once its parts are in S3.
    */
   refuseFile(fileId: string, message: string, at?: 'upload_urls' | 'complete_multipart_upload'): void;
+  /** Takes back refuseFile: the policy was changed on the platform's side. */
+  allowFile(fileId: string): void;
   close(): Promise<void>;
 }
 
@@ -240,6 +242,11 @@ class AloServer extends EmulatorServer<AloRoute, AloCall> implements AloEmulator
 
   refuseFile(fileId: string, message: string, at: 'upload_urls' | 'complete_multipart_upload' = 'upload_urls'): void {
     (at === 'upload_urls' ? this.refusedFiles : this.refusedCompletions).set(fileId, message);
+  }
+
+  allowFile(fileId: string): void {
+    this.refusedFiles.delete(fileId);
+    this.refusedCompletions.delete(fileId);
   }
 
   protected async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

@@ -265,13 +265,35 @@ describe('the bandwidth schedule', () => {
     const config = schedule([`${sec(-5)} * * * * *`, 1 * MiB], [`${sec(2)} * * * * *`, 3 * MiB]);
     const s = new BandwidthSchedule(config, bucket, createLogger('silent'));
     s.start(now.getTime());
+    const entries = [
+      { cron: `${sec(-5)} * * * * *`, bytesPerSecond: 1 * MiB },
+      { cron: `${sec(2)} * * * * *`, bytesPerSecond: 3 * MiB },
+    ];
     try {
       expect(bucket.rate).toBe(1 * MiB);
+      // What the local API shows: the limit, the entry in force and since when, the schedule.
+      const firedAt = new Date(now.getTime() - now.getMilliseconds() - 5000).toISOString();
+      expect(s.state()).toEqual({ bytesPerSecond: 1 * MiB, entry: 0, since: firedAt, schedule: entries });
       const deadline = Date.now() + 5000;
       while (bucket.rate === 1 * MiB && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       expect(bucket.rate).toBe(3 * MiB);
       expect(Date.now()).toBeGreaterThanOrEqual(now.getTime() - now.getMilliseconds() + 2000);
+      expect(s.state()).toEqual({
+        bytesPerSecond: 3 * MiB,
+        entry: 1,
+        since: new Date(now.getTime() - now.getMilliseconds() + 2000).toISOString(),
+        schedule: entries,
+      });
     } finally {
+      s.stop();
+    }
+  });
+
+  it('shows a fixed limit, or none, with no schedule', () => {
+    for (const limit of [4 * MiB, null]) {
+      const s = new BandwidthSchedule(limit, new TokenBucket(null), createLogger('silent'));
+      s.start();
+      expect(s.state()).toEqual({ bytesPerSecond: limit, entry: null, since: null, schedule: null });
       s.stop();
     }
   });

@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LedgerOpenError } from '../../src/ledger/database.js';
 import { Ledger } from '../../src/ledger/ledger.js';
 import { MIGRATIONS } from '../../src/ledger/migrations.js';
+import { PAGE_SQL } from '../../src/ledger/views/status.js';
 import type { SettledFile, UploadPlan } from '../../src/ledger/plan-ledger.js';
 import type { Manifest } from '../../src/watch/manifest.js';
 import { tempDir } from '../support/files.js';
@@ -353,6 +354,38 @@ describe('Ledger', () => {
         .waiting({ firstSeenAt: first[1]!.firstSeenAt, incidentId: 'inc-1', position: first[1]!.position }, 2)
         .map((v) => v.videoId),
     ).toEqual(['c']);
+  });
+
+  it('pages through incidents newest first (or oldest first) past a cursor, along an index rather than a sort of them all', async () => {
+    for (const id of ['inc-c', 'inc-a', 'inc-d', 'inc-b']) await apply(manifest([{ id: 'v', file: 'v.mp4' }], 'Break-in', id));
+    // First seen in the order applied; inc-a and inc-d in the same millisecond (the id breaks the tie).
+    const raw = new Database(dbPath);
+    const seen = raw.prepare('UPDATE incidents SET created_at = ? WHERE id = ?');
+    [
+      ['inc-c', 1000],
+      ['inc-a', 2000],
+      ['inc-d', 2000],
+      ['inc-b', 3000],
+    ].forEach(([id, at]) => seen.run(at, id));
+    const plan = (sql: string): string =>
+      (raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all({ at: 2000, id: 'inc-d', limit: 20 }) as Array<{ detail: string }>)
+        .map((p) => p.detail)
+        .join('; ');
+    // Read along the index from where the page starts: never a sort of every incident, nor a walk from the newest.
+    expect(plan(PAGE_SQL.newest.first)).toBe('SCAN incidents USING INDEX incidents_by_age');
+    expect(plan(PAGE_SQL.newest.past)).toBe('SEARCH incidents USING INDEX incidents_by_age ((created_at,id)<(?,?))');
+    expect(plan(PAGE_SQL.oldest.first)).toBe('SCAN incidents USING INDEX incidents_by_age');
+    expect(plan(PAGE_SQL.oldest.past)).toBe('SEARCH incidents USING INDEX incidents_by_age ((created_at,id)>(?,?))');
+    raw.close();
+    const ids = (page: { id: string }[]): string[] => page.map((i) => i.id);
+    expect(ids(ledger.status.incidentsBefore(null, 2))).toEqual(['inc-b', 'inc-d']);
+    expect(ids(ledger.status.incidentsBefore('inc-d', 2))).toEqual(['inc-a', 'inc-c']);
+    expect(ids(ledger.status.incidentsBefore('inc-c', 2))).toEqual([]);
+    expect(ids(ledger.status.incidentsBefore('no-such-incident', 2))).toEqual([]);
+    expect(ids(ledger.status.incidentsAfter(null, 3))).toEqual(['inc-c', 'inc-a', 'inc-d']);
+    expect(ids(ledger.status.incidentsAfter('inc-d', 3))).toEqual(['inc-b']);
+    expect(ledger.status.incidentsBefore(null, 1)[0]).toMatchObject({ id: 'inc-b', videos: [{ id: 'v', state: 'waiting' }] });
+    expect(ledger.status.incidentCount()).toBe(4);
   });
 
   it('reports a video whose thumbnail failed as uploaded, without the thumbnail', async () => {

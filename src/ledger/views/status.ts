@@ -191,6 +191,28 @@ const SUMMARY_SQL = `
     UNION ALL SELECT id, 1, updated_at FROM incidents
   ) GROUP BY incident_id ORDER BY MAX(rank) DESC, MAX(at) DESC LIMIT ${SUMMARY_INCIDENTS}`;
 
+/**
+ * Pages of incidents in the order they were first seen, either way: the first page, and the page
+ * past the incident first seen at @at with id @id. Each walks incidents_by_age from where the page
+ * starts (a range on the index, neither a sort nor a walk from the end), so the thousandth page
+ * costs what the first does.
+ */
+interface PageSql {
+  first: string;
+  past: string;
+}
+const INCIDENT_COLUMNS = 'id, folder, info, folder_handled, folder_handled_at';
+export const PAGE_SQL: Readonly<Record<'oldest' | 'newest', PageSql>> = {
+  oldest: {
+    first: `SELECT ${INCIDENT_COLUMNS} FROM incidents ORDER BY created_at, id LIMIT @limit`,
+    past: `SELECT ${INCIDENT_COLUMNS} FROM incidents WHERE (created_at, id) > (@at, @id) ORDER BY created_at, id LIMIT @limit`,
+  },
+  newest: {
+    first: `SELECT ${INCIDENT_COLUMNS} FROM incidents ORDER BY created_at DESC, id DESC LIMIT @limit`,
+    past: `SELECT ${INCIDENT_COLUMNS} FROM incidents WHERE (created_at, id) < (@at, @id) ORDER BY created_at DESC, id DESC LIMIT @limit`,
+  },
+};
+
 function uploadStatus(u: Row, now: number): UploadStatus {
   const done = u.state === 'done';
   // The ledger has no 'uploading' state: a queued upload with a remote session or a finished part is under way.
@@ -234,7 +256,7 @@ export class StatusView {
     );
     return {
       ...this.overview(null),
-      incidentCount: this.db.get('SELECT COUNT(*) AS n FROM incidents', (r) => num(r.n)) ?? 0,
+      incidentCount: this.incidentCount(),
       byTarget: this.db.all(
         `SELECT target, SUM(state = 'queued' AND NOT (${UNDER_WAY})) AS queued, SUM(${UNDER_WAY}) AS uploading,
                 SUM(state = 'done') AS done, SUM(state = 'failed') AS failed
@@ -248,7 +270,17 @@ export class StatusView {
 
   /** The overview of the whole ledger, or of one incident. */
   overview(incidentId: string | null): StatusOverview {
-    const totals = this.db.get(
+    return {
+      totals: this.totals(incidentId),
+      pausedCameras: this.pausedCameras(incidentId),
+      invalidManifests: this.invalidManifests(incidentId),
+      pendingAborts: this.db.get('SELECT COUNT(*) AS n FROM pending_aborts', (r) => num(r.n)) ?? 0,
+    };
+  }
+
+  /** Uploads and videos by state, of the whole ledger or of one incident. */
+  totals(incidentId: string | null): Totals {
+    return this.db.get(
       `SELECT (SELECT COUNT(*) FROM uploads u WHERE state = 'queued' AND NOT (${UNDER_WAY}) AND (@i IS NULL OR u.incident_id = @i)) AS queued,
               (SELECT COUNT(*) FROM uploads u WHERE ${UNDER_WAY} AND (@i IS NULL OR u.incident_id = @i)) AS uploading,
               (SELECT COUNT(*) FROM uploads WHERE state = 'done' AND (@i IS NULL OR incident_id = @i)) AS done,
@@ -267,12 +299,6 @@ export class StatusView {
       }),
       { i: incidentId },
     )!;
-    return {
-      totals,
-      pausedCameras: this.pausedCameras(incidentId),
-      invalidManifests: this.invalidManifests(incidentId),
-      pendingAborts: this.db.get('SELECT COUNT(*) AS n FROM pending_aborts', (r) => num(r.n)) ?? 0,
-    };
   }
 
   /** Every incident with its videos and uploads, oldest first, `pageSize` at a time. */
@@ -287,14 +313,32 @@ export class StatusView {
 
   /** The incidents after the one with id `after` (from the oldest when null), oldest first, at most `limit`. */
   incidentsAfter(after: string | null, limit: number, options: StatusOptions = {}): IncidentStatus[] {
-    const rows = this.db.all(
-      `SELECT id, folder, info, folder_handled, folder_handled_at FROM incidents
-       WHERE @after IS NULL OR (created_at, id) > (SELECT created_at, id FROM incidents WHERE id = @after)
-       ORDER BY created_at, id LIMIT @limit`,
-      (r) => r,
-      { after, limit },
-    );
+    return this.incidentPage(after, limit, PAGE_SQL.oldest, options);
+  }
+
+  /**
+   * The incidents first seen before the one with id `before` (from the newest when null), newest
+   * first, at most `limit`: a page of the status page's list.
+   */
+  incidentsBefore(before: string | null, limit: number, options: StatusOptions = {}): IncidentStatus[] {
+    return this.incidentPage(before, limit, PAGE_SQL.newest, options);
+  }
+
+  /** A page from the start of the order (`cursor` null) or past the incident `cursor` (none when there is no such incident). */
+  private incidentPage(cursor: string | null, limit: number, sql: PageSql, options: StatusOptions): IncidentStatus[] {
+    let rows: Row[];
+    if (cursor === null) {
+      rows = this.db.all(sql.first, (r) => r, { limit });
+    } else {
+      const at = this.db.get('SELECT created_at FROM incidents WHERE id = ?', (r) => num(r.created_at), cursor);
+      rows = at === undefined ? [] : this.db.all(sql.past, (r) => r, { at, id: cursor, limit });
+    }
     return rows.length === 0 ? [] : this.incidentsOf(rows, options.now ?? Date.now());
+  }
+
+  /** How many incidents the ledger holds. */
+  incidentCount(): number {
+    return this.db.get('SELECT COUNT(*) AS n FROM incidents', (r) => num(r.n)) ?? 0;
   }
 
   /** One incident with its videos and uploads. */
