@@ -22,8 +22,9 @@ import { UploadEngine } from './upload/engine.js';
 import { HttpClient } from './upload/http.js';
 import { Pacer, sleep } from './upload/pacer.js';
 import { ExportChanges } from './watch/export-changes.js';
-import { FolderWatcher } from './watch/folder-watcher.js';
+import { FolderWatcher, UNWATCH_PAGE, type WatcherOptions } from './watch/folder-watcher.js';
 import { IncidentRouter } from './watch/routes.js';
+import { watchFallbackMessage, type WatchFallback } from './watch/watch-fallback.js';
 
 /** The longest wait between two tries of a ledger that refuses writes (a full disk). */
 const LEDGER_PROBE_MAX_MS = 30_000;
@@ -31,7 +32,8 @@ const LEDGER_PROBE_MAX_MS = 30_000;
 const ROOT_CHECK_MS = 2_000;
 /** How often incidents every target finished with are looked for (their folders are then unwatched). */
 const FINISH_CHECK_MS = 10_000;
-const FINISH_PAGE = 500;
+/** Their folders are let go of at once: at most a page the watcher takes. */
+const FINISH_PAGE = UNWATCH_PAGE;
 /** How long the main loop sleeps while there is nothing to do. */
 const QUIET_MS = 5_000;
 /** A main loop that has not come round for this long is reported by /healthz. */
@@ -46,6 +48,8 @@ interface LowDisk {
 export interface DaemonOptions {
   /** Runs before every ledger write: tests make it throw a storage fault (a full disk). */
   beforeLedgerWrite?: () => void;
+  /** How the watcher watches, and how often it rescans what it could not watch: tests make the OS refuse watches. */
+  watch?: Pick<WatcherOptions, 'watchFactory' | 'fallbackRescanMs'>;
 }
 
 /** The pipeline's stages as run() wires them. */
@@ -84,6 +88,8 @@ export class Daemon {
   private readonly startedAt = new Date().toISOString();
   private lowDisk: LowDisk | null = null;
   private rootProblem: string | null = null;
+  /** Folders the OS refused to watch (rescanned instead), or null while every one is watched. */
+  private watchFallback: WatchFallback | null = null;
   private lastLoopAt = Date.now();
 
   private constructor(
@@ -93,6 +99,7 @@ export class Daemon {
     private readonly http: HttpClient,
     private readonly ledger: Ledger,
     private readonly targets: Map<string, Target>,
+    private readonly options: DaemonOptions,
   ) {}
 
   /** Opens everything that can fail on bad input before any work starts. */
@@ -101,7 +108,7 @@ export class Daemon {
     const targets = createTargets(config.targets, { http, secrets });
     const reportingTargets = [...targets.values()].filter((t) => t.report !== undefined).map((t) => t.name);
     const ledger = Ledger.open(config.ledger.path, { reportingTargets, beforeWrite: options.beforeLedgerWrite });
-    return new Daemon(config, log, secrets, http, ledger, targets);
+    return new Daemon(config, log, secrets, http, ledger, targets, options);
   }
 
   /** Runs until `stop()`; resolves once everything is closed. */
@@ -161,6 +168,12 @@ export class Daemon {
         onFileEvent: (path) => changes.fileEvent(path),
         onActivity: () => this.wake?.(),
         log,
+        ignoreOlderSeconds: config.watch.ignore_older,
+        onFallback: (fallback) => {
+          this.watchFallback = fallback;
+          this.writeHealth('running');
+        },
+        ...this.options.watch,
       });
     return {
       pacer,
@@ -316,6 +329,7 @@ export class Daemon {
       updatedAt: new Date().toISOString(),
       ledgerFault: fault && { code: fault.code, message: fault.message, since: new Date(fault.since).toISOString() },
       lowDisk: low && { freeBytes: low.freeBytes, minFreeBytes: this.config.ledger.min_free, since: new Date(low.since).toISOString() },
+      watchFallback: this.watchFallback && { ...this.watchFallback, since: new Date(this.watchFallback.since).toISOString() },
     });
   }
 
@@ -346,13 +360,16 @@ export class Daemon {
 
   /**
    * What GET /healthz says: `problems` (503) stop the daemon's work; `warnings` (200, degraded)
-   * are work it cannot finish on its own, such as reports a platform refused.
+   * are work it cannot finish on its own, such as reports a platform refused, or folders it
+   * rescans because the OS refused to watch them.
    */
   private healthReport(metrics: UploadMetrics): Health {
     const warnings = [...this.ledger.figures.refusedReportsByTarget()].map(
       ([target, r]) =>
         `${target} refused the latest report of ${r.count} incident(s) (latest: ${r.lastError ?? 'no message'}); vms-uplink retry INCIDENT-ID sends one again`,
     );
+    const fallback = this.watchFallback;
+    if (fallback) warnings.push(watchFallbackMessage(fallback.folders, fallback.rescanSeconds));
     return { problems: this.healthProblems(metrics), warnings };
   }
 

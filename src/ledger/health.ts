@@ -19,6 +19,8 @@ export interface DaemonHealth {
   ledgerFault: { code: string; message: string; since: string } | null;
   /** null while the ledger's filesystem has more than ledger.min_free free (absent: an older daemon). */
   lowDisk?: { freeBytes: number; minFreeBytes: number; since: string } | null;
+  /** null while every folder is watched; else how many the OS refused a watch (ENOSPC) and how often they are rescanned. */
+  watchFallback?: { folders: number; rescanSeconds: number; since: string } | null;
 }
 
 export function healthPath(ledgerPath: string): string {

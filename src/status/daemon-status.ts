@@ -1,10 +1,12 @@
 /**
  * What `status` says about the daemon itself, beside the ledger's rows: whether it runs, and
- * problems it cannot write into the ledger (a full disk under the ledger). Read from the health
- * file the daemon keeps next to the ledger (src/ledger/health.ts).
+ * problems it cannot write into the ledger (a full disk under the ledger) or that are not the
+ * ledger's (folders the OS refused to watch). Read from the health file the daemon keeps next to
+ * the ledger (src/ledger/health.ts).
  */
 import { freeBytesFor } from '../ledger/filesystem.js';
 import { processAlive, readHealth } from '../ledger/health.js';
+import { watchFallbackMessage } from '../watch/watch-fallback.js';
 
 export interface DaemonStatus {
   pid: number;
@@ -14,7 +16,7 @@ export interface DaemonStatus {
 }
 
 export interface Problem {
-  kind: 'ledger' | 'disk';
+  kind: 'ledger' | 'disk' | 'watch';
   message: string;
   since: string;
 }
@@ -51,6 +53,10 @@ export function daemonReport(ledgerPath: string): DaemonReport {
         `${d.freeBytes} bytes free on the ledger's filesystem, below ledger.min_free (${d.minFreeBytes}): ` +
         `the daemon (pid ${health.pid}) takes no new exports or uploads until space is freed; uploads under way go on`,
     });
+  }
+  if (running && health.watchFallback) {
+    const w = health.watchFallback;
+    problems.push({ kind: 'watch', since: w.since, message: watchFallbackMessage(w.folders, w.rescanSeconds) });
   }
   return {
     daemon: { pid: health.pid, running, startedAt: health.startedAt, updatedAt: health.updatedAt },
