@@ -82,8 +82,12 @@ const CONCURRENT_READS = 32;
 export const FALLBACK_RESCAN_MS = 10_000;
 /** Folders let go of at once at most (see unwatch). */
 export const UNWATCH_PAGE = 500;
-/** Refused paths are asked for again when finished folders let go of watches, and at every this many rescans (the limit may have been raised). */
+/**
+ * Refused paths are asked for again as many as finished folders let go of watches, and
+ * REWATCH_SAMPLE of them at every REWATCH_EVERY-th rescan (the limit may have been raised).
+ */
 const REWATCH_EVERY = 30;
+const REWATCH_SAMPLE = 500;
 
 export class FolderWatcher {
   private watcher: FSWatcher | null = null;
@@ -102,8 +106,8 @@ export class FolderWatcher {
   private readonly unwatched = new Map<string, string>();
   /** Refused paths asked to be watched again at the last rescan: those not refused again by the next one are watched. */
   private retrying = new Set<string>();
-  /** Finished folders let go of watches since the refused paths were last tried again. */
-  private watchesReleased = false;
+  /** Watches finished folders let go of since the refused paths were last asked for again. */
+  private releasedWatches = 0;
   private fallbackSince: number | null = null;
   /** The rescan of the refused folders under way, if any. */
   private fallbackWalk: AsyncGenerator<string> | null = null;
@@ -219,7 +223,7 @@ export class FolderWatcher {
     }
     this.watcher.unwatch(paths);
     forgetUnwatched(this.watcher, paths);
-    if (paths.length > 0) this.watchesReleased = true;
+    this.releasedWatches += paths.length;
     const fallbackBefore = this.unwatched.size;
     for (const [path, folder] of this.unwatched) if (within(folder)) this.unwatched.delete(path);
     if (this.unwatched.size !== fallbackBefore) this.fallbackChanged();
@@ -312,8 +316,8 @@ export class FolderWatcher {
 
   /**
    * Every fallbackRescanMs, walks the folders the OS refused to watch. Once finished folders let
-   * go of watches (or every REWATCH_EVERY rescans), the refused paths are asked for again: those
-   * not refused again by the next rescan are watched, and leave the fallback.
+   * go of watches, as many refused paths are asked for again (and a few every REWATCH_EVERY
+   * rescans): those not refused again by the next rescan are watched, and leave the fallback.
    */
   private rescanRefused(): void {
     if (this.unwatched.size === 0 || this.fallbackWalk || this.clock.monotonic() < this.nextFallbackScan) return;
@@ -325,9 +329,10 @@ export class FolderWatcher {
       if (this.unwatched.size === 0) return;
     }
     const folders = outermost([...new Set(this.unwatched.values())]);
-    if ((this.watchesReleased || ++this.fallbackScans % REWATCH_EVERY === 0) && this.watcher) {
-      this.watchesReleased = false;
-      this.retrying = new Set(this.unwatched.keys());
+    const rewatch = this.releasedWatches > 0 ? this.releasedWatches : ++this.fallbackScans % REWATCH_EVERY === 0 ? REWATCH_SAMPLE : 0;
+    this.releasedWatches = 0;
+    if (rewatch > 0 && this.watcher) {
+      this.retrying = new Set([...this.unwatched.keys()].slice(0, rewatch));
       this.watcher.add([...this.retrying]);
     }
     this.fallbackWalk = findManifestsIn(folders, (dir) => this.options.ledger.isFinishedFolder(dir));
