@@ -24,7 +24,8 @@ const USAGE = `usage:
   vms-uplink status [--config FILE] [--all] [--json]
                                             a summary of what is queued, uploading, done and failed;
                                             --all lists every incident, --json everything for scripts
-  vms-uplink retry ID [--config FILE]       put a failed upload (#number) or incident (id) back in the queue
+  vms-uplink retry ID [--config FILE]       put a failed upload (#number) or incident (id) back in the queue;
+                                            an incident skipped by watch.ignore_older is taken in
   vms-uplink --version                      print the version and the Node.js it runs on
 
 The configuration is --config FILE, else $VMS_UPLINK_CONFIG, else /etc/vms-uplink/config.yaml.`;
@@ -167,12 +168,17 @@ function retry(args: Args, env: Env): number {
   try {
     const done = ledger.operator.retry(id.replace(/^#/, ''));
     if (!done) {
-      console.error(`nothing to retry for ${id}: no failed upload with that number and no incident with that id`);
+      console.error(`nothing to retry for ${id}: no failed upload with that number and no incident (or skipped one) with that id`);
       return 1;
     }
-    console.log(
-      `requeued ${done.uploads} upload(s) and ${done.videos} video(s)${done.incident ? ` of incident ${done.incident}; its report is sent again` : ''}`,
-    );
+    if (done.takenIn)
+      console.log(
+        `took in incident ${done.incident}, skipped as older than watch.ignore_older: the daemon reads its manifest and uploads it`,
+      );
+    else
+      console.log(
+        `requeued ${done.uploads} upload(s) and ${done.videos} video(s)${done.incident ? ` of incident ${done.incident}; its report is sent again` : ''}`,
+      );
     return 0;
   } finally {
     ledger.close();

@@ -28,8 +28,9 @@ import { NetworkSettings } from './upload/network.js';
 import { Pacer, sleep } from './upload/pacer.js';
 import { BUILD } from './version.js';
 import { ExportChanges } from './watch/export-changes.js';
-import { FolderWatcher } from './watch/folder-watcher.js';
+import { FolderWatcher, UNWATCH_PAGE, type WatcherOptions } from './watch/folder-watcher.js';
 import { IncidentRouter } from './watch/routes.js';
+import { watchFallbackMessage, type WatchFallback } from './watch/watch-fallback.js';
 
 /** The longest wait between two tries of a ledger that refuses writes (a full disk). */
 const LEDGER_PROBE_MAX_MS = 30_000;
@@ -37,7 +38,8 @@ const LEDGER_PROBE_MAX_MS = 30_000;
 const ROOT_CHECK_MS = 2_000;
 /** How often incidents every target finished with are looked for (their folders are then unwatched). */
 const FINISH_CHECK_MS = 10_000;
-const FINISH_PAGE = 500;
+/** Their folders are let go of at once: at most a page the watcher takes. */
+const FINISH_PAGE = UNWATCH_PAGE;
 /** How long the main loop sleeps while there is nothing to do. */
 const QUIET_MS = 5_000;
 /** What the status page shows as the limit before the stages are first wired. */
@@ -64,6 +66,8 @@ export interface DaemonOptions {
    * entry point builds them: upload/network.ts). Default: straight out, Node's trusted CAs.
    */
   networkFor?: (config: Config) => NetworkSettings;
+  /** How the watcher watches, and how often it rescans what it could not watch: tests make the OS refuse watches. */
+  watch?: Pick<WatcherOptions, 'watchFactory' | 'fallbackRescanMs'>;
 }
 
 /** What lives as long as the process: the local API, the metrics and the one bandwidth bucket. */
@@ -164,6 +168,8 @@ export class Daemon {
   private readonly startedAt = new Date().toISOString();
   private lowDisk: LowDisk | null = null;
   private rootProblem: string | null = null;
+  /** Folders the OS refused to watch (rescanned instead), or null while every one is watched. */
+  private watchFallback: WatchFallback | null = null;
   private lastLoopAt = Date.now();
   private reloadWanted = false;
   private reloadFailure: ReloadFailure | null = null;
@@ -292,6 +298,12 @@ export class Daemon {
         onFileEvent: (path) => changes.fileEvent(path),
         onActivity: () => this.wake?.(),
         log,
+        ignoreOlderSeconds: config.watch.ignore_older,
+        onFallback: (fallback) => {
+          this.watchFallback = fallback;
+          this.writeHealth('running');
+        },
+        ...this.options.watch,
       });
     return {
       pacer,
@@ -454,6 +466,8 @@ export class Daemon {
     // cannot say which parts it holds). Each part in flight ends on its own or by its stall timeout.
     this.log.info({ event: 'config.reload.draining', inFlight: stages.engine.activeUploads }, 'reloading: finishing parts in flight first');
     await this.stopStages(stages, Infinity);
+    // The new watcher says again what the OS refuses it.
+    this.watchFallback = null;
     const old = this.network;
     this.network = openNetwork(next, this.secrets, this.options.networkFor?.(next) ?? NetworkSettings.direct, this.networkHealth);
     this.config = next;
@@ -539,6 +553,7 @@ export class Daemon {
         message: p.message.slice(0, HEALTH_MESSAGE_CHARS),
         since: new Date(p.since).toISOString(),
       })),
+      watchFallback: this.watchFallback && { ...this.watchFallback, since: new Date(this.watchFallback.since).toISOString() },
     });
   }
 
@@ -569,9 +584,10 @@ export class Daemon {
 
   /**
    * What GET /healthz says: `problems` (503) stop the daemon's work; `warnings` (200, degraded)
-   * are work it cannot finish on its own, such as reports a platform refused, or a host it cannot
-   * reach because of the box's network settings (an untrusted TLS certificate, a refusing proxy):
-   * uploads to other hosts go on, and restarting the daemon would not help. Once every target has
+   * are work it cannot finish on its own, such as reports a platform refused, folders it rescans
+   * because the OS refused to watch them, or a host it cannot reach because of the box's network
+   * settings (an untrusted TLS certificate, a refusing proxy): uploads to other hosts go on, and
+   * restarting the daemon would not help. Once every target has
    * been failing for api.targets_down_after, that is a problem (503) too.
    */
   private healthReport(): Health {
@@ -582,6 +598,8 @@ export class Daemon {
           `${target} refused the latest report of ${r.count} incident(s) (latest: ${r.lastError ?? 'no message'}); vms-uplink retry INCIDENT-ID sends one again`,
       ),
     ];
+    const fallback = this.watchFallback;
+    if (fallback) warnings.push(watchFallbackMessage(fallback.folders, fallback.rescanSeconds));
     if (this.reloadFailure)
       warnings.push(
         `the configuration file could not be reloaded at ${this.reloadFailure.at} (the running one stays): ${this.reloadFailure.problems.join('; ')}`,

@@ -111,6 +111,10 @@ export function createConfigSchema(options: ConfigSchemaOptions = {}) {
     poll_interval: required(duration({ positive: true }), 2),
     // Seconds between full rescans, so a missed event never loses an export. Default 300.
     rescan_interval: required(duration({ positive: true }), 300),
+    // Optional (default off): an incident folder whose manifest is older (by its mtime) than this
+    // when the daemon first sees it is recorded as skipped, not uploaded: installing on a
+    // recorder that already holds years of exports. `vms-uplink retry INCIDENT-ID` takes one in.
+    ignore_older: optional(duration({ positive: true })),
   });
 
   // ledger: the SQLite database that makes uploads resumable.

@@ -138,3 +138,20 @@ export function formatSize(bytes: number): string {
   }
   return `${bytes}B`;
 }
+
+/**
+ * Inverse of parseDuration for messages: the largest of d, h, m, s, ms that divides exactly
+ * (`30d`, `12h`, `90m`), as an operator would have written it.
+ */
+export function formatDuration(seconds: number): string {
+  const ms = Math.round(seconds * 1000);
+  for (const [unit, size] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}

@@ -25,6 +25,8 @@ export interface DaemonHealth {
   reloadFailed?: { at: string; problems: string[] } | null;
   /** Hosts the network settings keep the daemon from (an untrusted certificate, a refusing proxy); absent: an older daemon. */
   network?: Array<{ kind: 'tls' | 'proxy'; host: string; message: string; since: string }>;
+  /** null while every folder is watched; else how many the OS refused a watch (ENOSPC) and how often they are rescanned. */
+  watchFallback?: { folders: number; rescanSeconds: number; since: string } | null;
 }
 
 export function healthPath(ledgerPath: string): string {

@@ -263,4 +263,24 @@ export const MIGRATIONS: readonly Migration[] = [
   CREATE INDEX parts_done_by_time ON parts (done_at) WHERE state = 'done';
   `,
   },
+  // 9: incidents skipped because their manifest was older than watch.ignore_older when first
+  //    seen (a recorder's history at installation): the version of the manifest last read (so a
+  //    rescan reads it no more), its mtime, and when `retry` took it in anyway (it is then read
+  //    and applied like any other; the row stays, so the incident is never skipped again).
+  {
+    sql: `
+  CREATE TABLE skipped_incidents (
+    id TEXT PRIMARY KEY,
+    folder TEXT NOT NULL,
+    manifest_path TEXT NOT NULL,
+    manifest_stamp TEXT NOT NULL,
+    manifest_mtime REAL NOT NULL,
+    skipped_at INTEGER NOT NULL,
+    taken_in_at INTEGER
+  ) STRICT;
+  CREATE INDEX skipped_by_manifest ON skipped_incidents (manifest_path) WHERE taken_in_at IS NULL;
+  CREATE INDEX skipped_by_folder ON skipped_incidents (folder) WHERE taken_in_at IS NULL;
+  CREATE INDEX skipped_taken_in ON skipped_incidents (taken_in_at) WHERE taken_in_at IS NOT NULL;
+  `,
+  },
 ];

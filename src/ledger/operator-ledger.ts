@@ -10,6 +10,8 @@ export interface Requeued {
   videos: number;
   /** The incident retried as a whole; null for one upload. */
   incident: string | null;
+  /** The incident had been skipped as older than watch.ignore_older: the daemon now reads and uploads it. */
+  takenIn: boolean;
 }
 
 export class OperatorLedger {
@@ -40,7 +42,9 @@ export class OperatorLedger {
   /**
    * Puts a failed upload (by its number) or everything failed in an incident (by its id) back in
    * the queue, and asks for the incident to be reported again (a refused report is sent anew).
-   * Returns what was requeued, or null when nothing matched.
+   * An incident skipped as older than watch.ignore_older is taken in: the daemon's watcher reads
+   * its manifest again and applies it like any other. Returns what was requeued, or null when
+   * nothing matched.
    */
   retry(id: string): Requeued | null {
     return this.db.write(() => {
@@ -57,9 +61,12 @@ export class OperatorLedger {
           Number(id),
         );
         this.db.run('UPDATE incidents SET finished_at = NULL WHERE id = (SELECT incident_id FROM uploads WHERE id = ?)', Number(id));
-        return { uploads: r.changes, videos: 0, incident: null };
+        return { uploads: r.changes, videos: 0, incident: null, takenIn: false };
       }
-      if (!this.db.get('SELECT 1 FROM incidents WHERE id = ?', (r) => r, id)) return null;
+      if (!this.db.get('SELECT 1 FROM incidents WHERE id = ?', (r) => r, id)) {
+        const skipped = this.db.run('UPDATE skipped_incidents SET taken_in_at = COALESCE(taken_in_at, ?) WHERE id = ?', t, id).changes;
+        return skipped > 0 ? { uploads: 0, videos: 0, incident: id, takenIn: true } : null;
+      }
       const uploads = this.db.run(
         `UPDATE uploads SET state = 'queued', last_error = NULL, updated_at = ? WHERE incident_id = ? AND state = 'failed'`,
         t,
@@ -75,7 +82,7 @@ export class OperatorLedger {
       ).changes;
       this.db.run('UPDATE reports SET wanted = wanted + 1 WHERE incident_id = ?', id);
       this.db.run('UPDATE incidents SET finished_at = NULL WHERE id = ?', id);
-      return { uploads, videos, incident: id };
+      return { uploads, videos, incident: id, takenIn: false };
     });
   }
 }

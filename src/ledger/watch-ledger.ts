@@ -1,6 +1,7 @@
 /**
- * The watch stage's part of the ledger: manifests as read from the export folder, and the
- * incidents every target has finished with (their folders are no longer watched).
+ * The watch stage's part of the ledger: manifests as read from the export folder, the incidents
+ * every target has finished with (their folders are no longer watched), and those skipped as
+ * older than watch.ignore_older when first seen (not watched either, until retry takes one in).
  */
 import type { Manifest } from '../watch/manifest.js';
 import type { IncidentInfo, VideoInfo } from '../targets/target.js';
@@ -26,7 +27,82 @@ export class WatchLedger {
         path,
       ) ??
       this.db.get('SELECT stamp FROM manifest_errors WHERE path = ?', (r) => strOrNull(r.stamp), path) ??
+      this.db.get(
+        'SELECT manifest_stamp AS stamp FROM skipped_incidents WHERE manifest_path = ? AND taken_in_at IS NULL',
+        (r) => strOrNull(r.stamp),
+        path,
+      ) ??
       null
+    );
+  }
+
+  /**
+   * watch.ignore_older: whether the incident of a manifest just read stays out. The first time
+   * the ledger meets an incident, a manifest last modified before `olderThan` (epoch ms; null:
+   * the setting is off) records it as skipped ('skipped'). An incident skipped before stays so,
+   * whatever its manifest now says or the setting is ('still skipped'; the version read is
+   * remembered, so it is not read again). 'take' for an incident the ledger already holds (it
+   * was first seen while young), one `retry` took in, and one young enough.
+   */
+  async skipIfOld(
+    manifestPath: string,
+    folder: string,
+    stamp: string,
+    incidentId: string,
+    manifestMtimeMs: number,
+    olderThan: number | null,
+  ): Promise<'skipped' | 'still skipped' | 'take'> {
+    const decide = (): 'skip' | 'keep skipped' | 'take' => {
+      const known = this.db.get(
+        `SELECT EXISTS (SELECT 1 FROM incidents WHERE id = @id) AS applied,
+                (SELECT taken_in_at IS NULL FROM skipped_incidents WHERE id = @id) AS skipped`,
+        (r) => ({ applied: r.applied === 1, skipped: r.skipped === null ? null : r.skipped === 1 }),
+        { id: incidentId },
+      )!;
+      if (known.applied || known.skipped === false) return 'take';
+      if (known.skipped) return 'keep skipped';
+      return olderThan !== null && manifestMtimeMs < olderThan ? 'skip' : 'take';
+    };
+    // Most manifests read belong to incidents applied before, or young ones: a read, not a write.
+    if (decide() === 'take') return 'take';
+    return this.db.writeSoon(() => {
+      const decision = decide();
+      if (decision === 'take') return 'take';
+      if (decision === 'keep skipped') {
+        this.db.run(
+          'UPDATE skipped_incidents SET folder = ?, manifest_path = ?, manifest_stamp = ?, manifest_mtime = ? WHERE id = ?',
+          folder,
+          manifestPath,
+          stamp,
+          manifestMtimeMs,
+          incidentId,
+        );
+        return 'still skipped';
+      }
+      this.db.run(
+        `INSERT INTO skipped_incidents (id, folder, manifest_path, manifest_stamp, manifest_mtime, skipped_at) VALUES (?, ?, ?, ?, ?, ?)`,
+        incidentId,
+        folder,
+        manifestPath,
+        stamp,
+        manifestMtimeMs,
+        Date.now(),
+      );
+      return 'skipped';
+    });
+  }
+
+  /** How many incidents are skipped as older than watch.ignore_older (retry takes one in). */
+  skippedCount(): number {
+    return this.db.get('SELECT COUNT(*) AS n FROM skipped_incidents WHERE taken_in_at IS NULL', (r) => Number(r.n)) ?? 0;
+  }
+
+  /** Manifests of skipped incidents `retry` took in that are not applied yet: the watcher reads them now. */
+  takenIn(): Array<{ id: string; folder: string; manifestPath: string }> {
+    return this.db.all(
+      `SELECT s.id, s.folder, s.manifest_path FROM skipped_incidents s
+       WHERE s.taken_in_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.id = s.id)`,
+      (r) => ({ id: str(r.id), folder: str(r.folder), manifestPath: str(r.manifest_path) }),
     );
   }
 
@@ -165,9 +241,19 @@ export class WatchLedger {
     });
   }
 
-  /** Whether `folder` is the folder of an incident every target finished with (it is not watched). */
+  /**
+   * Whether `folder` is the folder of an incident every target finished with, or of one skipped
+   * as older than watch.ignore_older: neither is watched.
+   */
   isFinishedFolder(folder: string): boolean {
-    return this.db.get('SELECT 1 FROM incidents WHERE folder = ? AND finished_at IS NOT NULL', (r) => r, folder) !== undefined;
+    return (
+      this.db.get(
+        `SELECT EXISTS (SELECT 1 FROM incidents WHERE folder = @folder AND finished_at IS NOT NULL)
+             OR EXISTS (SELECT 1 FROM skipped_incidents WHERE folder = @folder AND taken_in_at IS NULL) AS finished`,
+        (r) => r.finished === 1,
+        { folder },
+      ) ?? false
+    );
   }
 
   /**

@@ -1,11 +1,12 @@
 /**
  * What `status` says about the daemon itself, beside the ledger's rows: whether it runs, and
  * problems it cannot write into the ledger (a full disk under the ledger) or that are not about
- * one upload (a TLS certificate it does not trust, a proxy that refuses). Read from the health
- * file the daemon keeps next to the ledger (src/ledger/health.ts).
+ * one upload (a TLS certificate it does not trust, a proxy that refuses, folders the OS refused
+ * to watch). Read from the health file the daemon keeps next to the ledger (src/ledger/health.ts).
  */
 import { freeBytesFor } from '../ledger/filesystem.js';
 import { processAlive, readHealth } from '../ledger/health.js';
+import { watchFallbackMessage } from '../watch/watch-fallback.js';
 
 export interface DaemonStatus {
   pid: number;
@@ -17,7 +18,7 @@ export interface DaemonStatus {
 }
 
 export interface Problem {
-  kind: 'ledger' | 'disk' | 'config' | 'tls' | 'proxy';
+  kind: 'ledger' | 'disk' | 'config' | 'tls' | 'proxy' | 'watch';
   message: string;
   since: string;
 }
@@ -69,6 +70,10 @@ export function daemonReport(ledgerPath: string): DaemonReport {
       since: n.since,
       message: `${n.message} — uploads to ${n.host} wait and are tried again (nothing is given up for it)`,
     });
+  }
+  if (running && health.watchFallback) {
+    const w = health.watchFallback;
+    problems.push({ kind: 'watch', since: w.since, message: watchFallbackMessage(w.folders, w.rescanSeconds) });
   }
   return {
     daemon: { pid: health.pid, running, startedAt: health.startedAt, updatedAt: health.updatedAt, targets: health.targets ?? null },

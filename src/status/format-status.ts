@@ -41,6 +41,10 @@ export function overviewLines(s: StatusOverview, daemon: DaemonReport | undefine
     `uploads: ${t.uploading} uploading, ${t.queued} queued, ${t.done} done, ${t.failed} failed; videos: ${t.waiting} waiting for files, ${t.failedVideos} failed` +
       (t.refusedReports > 0 ? `; reports: ${t.refusedReports} refused` : ''),
   );
+  if (s.skippedIncidents > 0)
+    lines.push(
+      `skipped: ${s.skippedIncidents} incident folder(s) whose manifest was older than watch.ignore_older when first seen, not uploaded; vms-uplink retry INCIDENT-ID takes one in`,
+    );
   if (s.pausedCameras.length > 0) {
     lines.push('', 'paused cameras (their videos wait until the camera is resumed):');
     for (const c of s.pausedCameras)

@@ -10,18 +10,36 @@
  * Memory stays bounded however many incident folders the root holds: the walk is taken a page at
  * a time, and folders of incidents every target finished with are not watched (they are looked at
  * again only by the walk at start-up, for a manifest rewritten while the daemon was down).
+ *
+ * chokidar takes one inotify watch per folder and per file. When the OS refuses more
+ * (ENOSPC: `fs.inotify.max_user_watches` reached), chokidar reports an error naming the path and
+ * goes on without it: the folders it could not watch are then rescanned every
+ * FALLBACK_RESCAN_MS, and watched again once finished folders let go of watches. The daemon
+ * shows the fallback in the log, `status` and `/healthz`.
+ *
+ * watch.ignore_older: an incident whose manifest is older than that when the ledger first meets
+ * it is recorded as skipped and its folder is not watched; `retry` takes one in, and the watcher
+ * then reads its manifest like any other.
  */
 import { createHash } from 'node:crypto';
-import { lstat, opendir, readFile, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import chokidar, { type FSWatcher } from 'chokidar';
+import type { Stats } from 'node:fs';
+import { lstat, opendir, readdir, readFile, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative } from 'node:path';
+import chokidar, { type ChokidarOptions, type FSWatcher } from 'chokidar';
 import { systemClock, type Clock } from '../clock.js';
+import { formatDuration } from '../config/units.js';
 import type { WatchLedger } from '../ledger/watch-ledger.js';
 import type { Logger } from '../log/logger.js';
 import { describeError } from '../log/logger.js';
 import { MANIFEST_NAMES, parseManifest } from './manifest.js';
 import { isIgnoredName } from './paths.js';
 import { SettleTracker } from './settle.js';
+import { watchFallbackMessage, type WatchFallback } from './watch-fallback.js';
+
+/** What the watcher asks chokidar for; `ignored` is its own test (temp names, finished folders). */
+export type WatchOptions = Omit<ChokidarOptions, 'ignored'> & { ignored: (path: string, stats?: Stats) => boolean };
+/** Starts watching the root: chokidar.watch, unless a test injects one that refuses watches as a full inotify table does. */
+export type WatchFactory = (root: string, options: WatchOptions) => FSWatcher;
 
 export interface WatcherOptions {
   root: string;
@@ -38,6 +56,14 @@ export interface WatcherOptions {
   log: Logger;
   /** What settling is measured on. Default the system's clocks. */
   clock?: Clock;
+  /** watch.ignore_older in seconds: an incident whose manifest is older than that when first seen is skipped. Undefined: off. */
+  ignoreOlderSeconds?: number;
+  /** How the root is watched. Default chokidar.watch. */
+  watchFactory?: WatchFactory;
+  /** How often folders the OS refused to watch are rescanned. Default FALLBACK_RESCAN_MS. */
+  fallbackRescanMs?: number;
+  /** Folders the OS refused to watch, each time their count changes; null once every folder is watched again. */
+  onFallback?: (fallback: WatchFallback | null) => void;
 }
 
 const MANIFESTS = new Set<string>(MANIFEST_NAMES);
@@ -48,6 +74,20 @@ const FRESH_DIR_MS = 10_000;
 const WALK_PAGE = 500;
 /** Manifests read at once in a tick. */
 const CONCURRENT_READS = 32;
+/**
+ * How often folders the OS refused to watch are rescanned: a new export there waits at most this
+ * long (beside settle_seconds) to be noticed, while a rescan costs one directory read per folder
+ * (manifests are only stat'ed; one is read again only when its size or mtime changed).
+ */
+export const FALLBACK_RESCAN_MS = 10_000;
+/** Folders let go of at once at most (see unwatch). */
+export const UNWATCH_PAGE = 500;
+/**
+ * Refused paths are asked for again as many as finished folders let go of watches, and
+ * REWATCH_SAMPLE of them at every REWATCH_EVERY-th rescan (the limit may have been raised).
+ */
+const REWATCH_EVERY = 30;
+const REWATCH_SAMPLE = 500;
 
 export class FolderWatcher {
   private watcher: FSWatcher | null = null;
@@ -60,10 +100,32 @@ export class FolderWatcher {
   /** The walk of the root under way, if any. */
   private walk: AsyncGenerator<string> | null = null;
   private readonly clock: Clock;
+  /** Paths the OS refused to watch (chokidar's ENOSPC errors) not looked at yet. */
+  private readonly refusedPaths: string[] = [];
+  /** Paths the OS refused to watch, each with the folder rescanned in its place. */
+  private readonly unwatched = new Map<string, string>();
+  /** Refused paths asked to be watched again at the last rescan: those not refused again by the next one are watched. */
+  private retrying = new Set<string>();
+  /** Watches finished folders let go of since the refused paths were last asked for again. */
+  private releasedWatches = 0;
+  private fallbackSince: number | null = null;
+  /** The rescan of the refused folders under way, if any. */
+  private fallbackWalk: AsyncGenerator<string> | null = null;
+  private nextFallbackScan = 0;
+  private fallbackScans = 0;
+  private readonly fallbackRescanMs: number;
+  /** The start-up walk has not been read through yet (then the skipped incidents are counted in the log). */
+  private startupPending = true;
+  private skippedNow = 0;
+  /** Folders of incidents skipped in this tick: let go of together at its end. */
+  private skippedFolders: string[] = [];
+  /** Incidents `retry` took in whose manifest was queued for reading. */
+  private readonly takenIn = new Set<string>();
 
   constructor(private readonly options: WatcherOptions) {
     this.clock = options.clock ?? systemClock;
     this.settle = new SettleTracker(options.settleMs, !options.poll, () => this.clock.now());
+    this.fallbackRescanMs = options.fallbackRescanMs ?? FALLBACK_RESCAN_MS;
   }
 
   /**
@@ -71,7 +133,8 @@ export class FolderWatcher {
    * start-up is seen by one or the other. The walk at start-up also looks into finished folders.
    */
   async start(): Promise<void> {
-    this.watcher = chokidar.watch(this.options.root, {
+    const watch = this.options.watchFactory ?? ((root: string, options: WatchOptions) => chokidar.watch(root, options));
+    this.watcher = watch(this.options.root, {
       ignoreInitial: true,
       followSymlinks: false,
       depth: MAX_DEPTH,
@@ -96,7 +159,16 @@ export class FolderWatcher {
       this.freshDirs.set(dir, this.clock.monotonic() + FRESH_DIR_MS);
       this.options.onActivity?.();
     });
-    this.watcher.on('error', (err) => this.options.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`));
+    this.watcher.on('error', (err) => {
+      const { code, path } = err as NodeJS.ErrnoException;
+      // The OS refused one more watch; chokidar goes on without it. Taken in the next tick.
+      if (code === 'ENOSPC') {
+        this.refusedPaths.push(path ?? this.options.root);
+        this.options.onActivity?.();
+        return;
+      }
+      this.options.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`);
+    });
     await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
     this.rescan(true);
   }
@@ -104,6 +176,11 @@ export class FolderWatcher {
   async stop(): Promise<void> {
     await this.walk?.return(undefined);
     this.walk = null;
+    await this.fallbackWalk?.return(undefined);
+    this.fallbackWalk = null;
+    // A watcher started in its place (after a ledger fault) finds out afresh what the OS refuses.
+    this.unwatched.clear();
+    this.fallbackChanged();
     await this.watcher?.close();
     this.watcher = null;
   }
@@ -116,10 +193,22 @@ export class FolderWatcher {
 
   /** Something is under way: a walk, a manifest waiting to settle, a new folder to look into. */
   get busy(): boolean {
-    return this.walk !== null || this.candidates.size > 0 || this.freshDirs.size > 0;
+    return (
+      this.walk !== null ||
+      this.fallbackWalk !== null ||
+      this.candidates.size > 0 ||
+      this.freshDirs.size > 0 ||
+      this.refusedPaths.length > 0
+    );
   }
 
-  /** Folders of incidents every target finished with are no longer watched. */
+  /**
+   * Folders of incidents every target finished with (or skipped) are no longer watched. Give a
+   * page at a time (UNWATCH_PAGE folders) and let the event loop turn in between: each watch let
+   * go of queues an event in the kernel, and a burst beyond its queue
+   * (`fs.inotify.max_queued_events`, 16,384) left Node delivering no event at all afterwards
+   * (seen with 6,000 folders of three watches each let go of at once; 5,000 were fine).
+   */
   unwatch(folders: readonly string[]): void {
     if (!this.watcher || folders.length === 0) return;
     // chokidar keeps a watch on each file it saw as well as on its folder: those go too.
@@ -133,6 +222,11 @@ export class FolderWatcher {
       if (within(dir)) paths.push(dir, ...names.map((name) => join(dir, name)));
     }
     this.watcher.unwatch(paths);
+    forgetUnwatched(this.watcher, paths);
+    this.releasedWatches += paths.length;
+    const fallbackBefore = this.unwatched.size;
+    for (const [path, folder] of this.unwatched) if (within(folder)) this.unwatched.delete(path);
+    if (this.unwatched.size !== fallbackBefore) this.fallbackChanged();
   }
 
   /** Why watch.root cannot be watched (logged once per episode), or null when it is a folder. */
@@ -154,16 +248,26 @@ export class FolderWatcher {
    * applied together share one ledger commit.
    */
   async tick(): Promise<boolean> {
+    await this.takeRefused();
+    await this.takeTakenIn();
     for (const [dir, until] of this.freshDirs) {
       if (until < this.clock.monotonic()) this.freshDirs.delete(dir);
       for await (const path of findManifests(dir, 0, () => false)) this.candidates.add(path);
     }
-    await this.takeFromWalk();
+    this.rescanRefused();
+    this.walk = await this.takePage(this.walk);
+    this.fallbackWalk = await this.takePage(this.fallbackWalk);
     const paths = [...this.candidates];
     for (let i = 0; i < paths.length; i += CONCURRENT_READS) {
       await Promise.all(paths.slice(i, i + CONCURRENT_READS).map((path) => this.readCandidate(path)));
     }
-    return this.walk !== null;
+    const skipped = this.skippedFolders.splice(0);
+    for (let i = 0; i < skipped.length; i += UNWATCH_PAGE) {
+      this.unwatch(skipped.slice(i, i + UNWATCH_PAGE));
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    this.reportStartup();
+    return this.walk !== null || this.fallbackWalk !== null;
   }
 
   private async readCandidate(path: string): Promise<void> {
@@ -175,16 +279,112 @@ export class FolderWatcher {
     }
   }
 
-  private async takeFromWalk(): Promise<void> {
-    if (!this.walk) return;
+  /** A page of a walk's manifests made candidates; the walk, or null once it is through. */
+  private async takePage(walk: AsyncGenerator<string> | null): Promise<AsyncGenerator<string> | null> {
+    if (!walk) return null;
     for (let n = 0; n < WALK_PAGE; n++) {
-      const next = await this.walk.next();
-      if (next.done) {
-        this.walk = null;
-        return;
-      }
+      const next = await walk.next();
+      if (next.done) return null;
       this.candidates.add(next.value);
     }
+    return walk;
+  }
+
+  /** The folders of the paths the OS refused to watch since the last tick join the fallback. */
+  private async takeRefused(): Promise<void> {
+    if (this.refusedPaths.length === 0) return;
+    const before = this.unwatched.size;
+    for (const path of this.refusedPaths.splice(0)) {
+      this.retrying.delete(path);
+      let folder = path;
+      try {
+        if (!(await lstat(path)).isDirectory()) folder = dirname(path);
+      } catch {
+        folder = dirname(path);
+      }
+      // A refused root (or a path gone from under it) falls back on the whole root.
+      const rel = relative(this.options.root, folder);
+      if (rel.startsWith('..') || isAbsolute(rel)) folder = this.options.root;
+      if (!this.options.ledger.isFinishedFolder(folder)) this.unwatched.set(path, folder);
+    }
+    if (this.unwatched.size !== before) {
+      // Whatever appeared there before the refusal was not seen: rescanned at once.
+      this.nextFallbackScan = 0;
+      this.fallbackChanged();
+    }
+  }
+
+  /**
+   * Every fallbackRescanMs, walks the folders the OS refused to watch. Once finished folders let
+   * go of watches, as many refused paths are asked for again (and a few every REWATCH_EVERY
+   * rescans): those not refused again by the next rescan are watched, and leave the fallback.
+   */
+  private rescanRefused(): void {
+    if (this.unwatched.size === 0 || this.fallbackWalk || this.clock.monotonic() < this.nextFallbackScan) return;
+    this.nextFallbackScan = this.clock.monotonic() + this.fallbackRescanMs;
+    if (this.retrying.size > 0) {
+      for (const path of this.retrying) this.unwatched.delete(path);
+      this.retrying = new Set();
+      this.fallbackChanged();
+      if (this.unwatched.size === 0) return;
+    }
+    const folders = outermost([...new Set(this.unwatched.values())]);
+    const rewatch = this.releasedWatches > 0 ? this.releasedWatches : ++this.fallbackScans % REWATCH_EVERY === 0 ? REWATCH_SAMPLE : 0;
+    this.releasedWatches = 0;
+    if (rewatch > 0 && this.watcher) {
+      this.retrying = new Set([...this.unwatched.keys()].slice(0, rewatch));
+      this.watcher.add([...this.retrying]);
+    }
+    this.fallbackWalk = findManifestsIn(folders, (dir) => this.options.ledger.isFinishedFolder(dir));
+  }
+
+  /** Logs the fallback once when it begins and when it ends, and tells the daemon every change. */
+  private fallbackChanged(): void {
+    const folders = new Set(this.unwatched.values()).size;
+    const rescanSeconds = this.fallbackRescanMs / 1000;
+    if (folders === 0) {
+      if (this.fallbackSince === null) return;
+      this.fallbackSince = null;
+      this.options.log.info({ event: 'watch.fallback.ended' }, 'every folder below watch.root is watched again');
+      this.options.onFallback?.(null);
+      return;
+    }
+    if (this.fallbackSince === null) {
+      this.fallbackSince = this.clock.now();
+      this.options.log.warn({ event: 'watch.fallback', folders, rescanSeconds }, watchFallbackMessage(folders, rescanSeconds));
+    }
+    this.options.onFallback?.({ folders, rescanSeconds, since: this.fallbackSince });
+  }
+
+  /** Manifests of skipped incidents `retry` took in are read now, and their folders watched again. */
+  private async takeTakenIn(): Promise<void> {
+    for (const t of this.options.ledger.takenIn()) {
+      if (this.takenIn.has(t.id)) continue;
+      this.takenIn.add(t.id);
+      this.candidates.add(t.manifestPath);
+      // Its folder's files were let go of one by one when it was skipped: each is asked for again.
+      const names = await readdir(t.folder).catch(() => []);
+      this.watcher?.add([t.folder, ...names.map((name) => join(t.folder, name))]);
+      this.options.log.info(
+        { event: 'watch.taken_in', incidentId: t.id, path: t.manifestPath },
+        `incident ${t.id} taken in by retry: reading its manifest`,
+      );
+    }
+  }
+
+  /** Once the start-up walk is read through, the incidents watch.ignore_older skipped are counted in the log. */
+  private reportStartup(): void {
+    const seconds = this.options.ignoreOlderSeconds;
+    if (!this.startupPending || this.walk !== null || this.candidates.size > 0) return;
+    this.startupPending = false;
+    if (seconds === undefined) return;
+    const skipped = this.options.ledger.skippedCount();
+    const setting = formatDuration(seconds);
+    this.options.log.info(
+      { event: 'watch.ignored_older', skipped, skippedNow: this.skippedNow, ignoreOlder: setting },
+      `watch.ignore_older is ${setting}: ${skipped} incident folder(s) skipped, not uploaded, their manifest older than that when first seen ` +
+        `(${this.skippedNow} of them found at this start); vms-uplink retry INCIDENT-ID takes one in`,
+    );
   }
 
   /** Reads the manifest once it settled, unless this version was read already. */
@@ -208,6 +408,21 @@ export class FolderWatcher {
       }
       return;
     }
+    const incidentId = parsed.manifest.incident.id;
+    const seconds = this.options.ignoreOlderSeconds;
+    const olderThan = seconds === undefined ? null : this.clock.now() - seconds * 1000;
+    const skip = await this.options.ledger.skipIfOld(path, folder, stamp, incidentId, st.mtimeMs, olderThan);
+    if (skip !== 'take') {
+      this.skippedFolders.push(folder);
+      if (skip === 'skipped') {
+        this.skippedNow++;
+        this.options.log.debug(
+          { event: 'watch.skipped', path, incidentId, manifestMtime: new Date(st.mtimeMs).toISOString() },
+          `incident ${incidentId} skipped: its manifest is older than watch.ignore_older`,
+        );
+      }
+      return;
+    }
     const applied = await this.options.ledger.applyManifest(path, folder, sha, stamp, parsed.manifest, this.options.route(folder));
     if (applied) {
       this.options.log.info(
@@ -216,6 +431,40 @@ export class FolderWatcher {
       );
     }
   }
+}
+
+/**
+ * chokidar's unwatch() also adds each path it lets go of to a list of ignored paths, which it
+ * matches one by one against every path it looks at afterwards (and each new entry against the
+ * whole list): with 20,000 finished folders let go of (80,000 entries), one check took 165 ms and
+ * a new export's events were minutes late. The watcher's own `ignored` test keeps finished
+ * folders out already (a ledger lookup), so the entries unwatch() just added are taken out again.
+ * `_ignoredPaths` and `_userIgnored` are chokidar's own fields (declared in its types); should a
+ * later chokidar not have them, unwatching still works, only slower.
+ */
+function forgetUnwatched(watcher: FSWatcher, paths: readonly string[]): void {
+  if (!(watcher._ignoredPaths instanceof Set) || paths.length === 0) return;
+  const gone = new Set(paths);
+  for (const matcher of watcher._ignoredPaths) {
+    const path = typeof matcher === 'string' ? matcher : typeof matcher === 'object' && 'path' in matcher ? matcher.path : null;
+    if (path !== null && gone.has(path)) watcher._ignoredPaths.delete(matcher);
+  }
+  watcher._userIgnored = undefined;
+}
+
+/** The manifests below each of `folders` (none inside another), finished folders left out. */
+async function* findManifestsIn(folders: readonly string[], skip: (dir: string) => boolean): AsyncGenerator<string> {
+  for (const folder of folders) yield* findManifests(folder, 0, skip);
+}
+
+/** The folders of `folders` that are not inside another of them. */
+function outermost(folders: readonly string[]): string[] {
+  const all = new Set(folders);
+  const inside = (folder: string): boolean => {
+    for (let d = dirname(folder); d !== dirname(d); d = dirname(d)) if (all.has(d)) return true;
+    return false;
+  };
+  return [...all].filter((folder) => !inside(folder));
 }
 
 /**

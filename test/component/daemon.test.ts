@@ -7,16 +7,21 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { resolveConfig } from '../../src/config/load.js';
-import { Daemon } from '../../src/daemon.js';
+import { Daemon, type DaemonOptions } from '../../src/daemon.js';
 import { readHealth } from '../../src/ledger/health.js';
+import { Ledger } from '../../src/ledger/ledger.js';
+import type { Logger } from '../../src/log/logger.js';
 import { Secrets } from '../../src/log/redact.js';
+import { daemonReport } from '../../src/status/daemon-status.js';
+import { formatSummary } from '../../src/status/format-status.js';
 import { aloTargetConfig } from '../support/alo-site.js';
 import { waitFor } from '../support/daemon-process.js';
 import { MiB, writeThumbnail, writeVideo } from '../support/files.js';
 import { harness } from '../support/harness.js';
 import { ledgerRows } from '../support/ledger.js';
 import { incidentManifest, writeManifest } from '../support/manifest.js';
-import { startAlo, testLog, type Alo } from './fixtures.js';
+import { ApiClient, apiSection } from '../support/local-api.js';
+import { recordingLog, refusingWatch, startAlo, testLog, type Alo } from './fixtures.js';
 
 interface Site extends Alo {
   root: string;
@@ -25,7 +30,14 @@ interface Site extends Alo {
   start(): { daemon: Daemon; running: Promise<void> };
 }
 
-async function site(ctx: TestContext): Promise<Site> {
+interface SiteOptions {
+  /** Further top-level config sections (`api`…). */
+  sections?: Record<string, unknown>;
+  daemon?: DaemonOptions;
+  log?: Logger;
+}
+
+async function site(ctx: TestContext, options: SiteOptions = {}): Promise<Site> {
   const h = harness(ctx);
   const alo = await startAlo(h);
   const dir = await h.dir();
@@ -37,17 +49,18 @@ async function site(ctx: TestContext): Promise<Site> {
       ledger: { path: ledgerPath, min_free: 0 },
       upload: { concurrency: 1, part_size: '5MiB', retry_initial: 0.05, retry_max: 0.5, stall_timeout: 30, drain_timeout: 0.2 },
       targets: { alo: aloTargetConfig(alo.alo.baseUrl) },
+      ...options.sections,
     },
     { env: {}, baseDir: dir },
   );
   await mkdir(root, { recursive: true });
-  const log = testLog(ctx);
+  const log = options.log ?? testLog(ctx);
   return {
     ...alo,
     root,
     ledgerPath,
     start: () => {
-      const daemon = Daemon.open(config, log, new Secrets());
+      const daemon = Daemon.open(config, log, new Secrets(), options.daemon);
       const running = daemon.run();
       ctx.onTestFinished(async () => {
         daemon.stop();
@@ -144,5 +157,53 @@ describe('Daemon in process', () => {
     expect(s.alo.calls.filter((c) => c.route === 'create_multipart_upload')).toHaveLength(1);
     second.daemon.stop();
     expect(await within(second.running, 5_000)).toBe('stopped');
+  });
+
+  it('when the OS refuses to watch a folder, still uploads what is exported there, and says so in status and /healthz', async (ctx) => {
+    const { log, events } = recordingLog(ctx);
+    let refused = '';
+    const s = await site(ctx, {
+      sections: apiSection(),
+      log,
+      daemon: { watch: { watchFactory: refusingWatch((folder) => folder === refused), fallbackRescanMs: 500 } },
+    });
+    refused = join(s.root, 'site-a');
+    await mkdir(refused);
+    s.start();
+    const listening = await waitFor(() => events('api.listening')[0], 10_000, 'the local API listening');
+    const api = new ApiClient(`http://${String(listening.host)}:${String(listening.port)}`);
+
+    // Degraded, not down: the daemon works on.
+    const health = await waitFor(
+      async () => {
+        const r = await api.call('GET', '/healthz', null);
+        return r.json<{ status: string }>().status === 'degraded' ? r : undefined;
+      },
+      10_000,
+      '/healthz degraded',
+    );
+    expect(health.status).toBe(200);
+    expect(health.json()).toEqual({
+      status: 'degraded',
+      reasons: [expect.stringMatching(/^the OS refused to watch 1 folder\(s\) below watch\.root \(ENOSPC.*rescanned every 0\.5 s/)],
+    });
+    const report = daemonReport(s.ledgerPath);
+    expect(report.problems).toEqual([
+      { kind: 'watch', since: expect.any(String) as string, message: health.json<{ reasons: string[] }>().reasons[0] },
+    ]);
+    const ledger = Ledger.open(s.ledgerPath, { readonly: true });
+    try {
+      expect(formatSummary(ledger.status.summary(), report)).toMatch(/^PROBLEM \(watch, since [^)]+\): the OS refused to watch 1 folder/);
+    } finally {
+      ledger.close();
+    }
+
+    // An incident exported into the folder nobody watches arrives, byte for byte.
+    const folder = join(refused, 'inc-3');
+    const sha = await writeVideo(join(folder, 'cam01.mp4'), 6 * MiB);
+    await writeManifest(folder, incidentManifest('inc-3', [{ id: 'v1', file: 'cam01.mp4' }]));
+    const uploaded = await waitFor(() => s.alo.incident('inc-3')?.uploaded_videos[0], 15_000, 'the video reported to ALO');
+    expect(await s.store.objectSha256(uploaded.s3_key)).toBe(sha);
+    expect(events('watch.fallback').map((l) => l.folders)).toEqual([1]);
   });
 });

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { readFile, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import chokidar, { type FSWatcher } from 'chokidar';
 import type { TestContext } from 'vitest';
 import type { Clock } from '../../src/clock.js';
 import { Ledger } from '../../src/ledger/ledger.js';
@@ -16,6 +17,7 @@ import { FileIdentities } from '../../src/plan/identity.js';
 import { VideoPlanner } from '../../src/plan/video-planner.js';
 import type { Target } from '../../src/targets/target.js';
 import type { Sleep } from '../../src/upload/pacer.js';
+import type { WatchFactory } from '../../src/watch/folder-watcher.js';
 import { parseManifest } from '../../src/watch/manifest.js';
 import { startAloEmulator, type AloEmulator } from '../emulators/alo.js';
 import { startS3Store, type S3Store } from '../emulators/s3-store.js';
@@ -62,9 +64,52 @@ export function recordingSleep(): { sleep: Sleep; waits: number[] } {
 
 /** A logger at debug level into memory; its lines are printed when the test fails. */
 export function testLog(ctx: TestContext): Logger {
+  return recordingLog(ctx).log;
+}
+
+/** testLog, whose lines the test reads too: `events(name)` are those with that event name, parsed. */
+export function recordingLog(ctx: TestContext): { log: Logger; events: (name: string) => Array<Record<string, unknown>> } {
   const lines: string[] = [];
   ctx.onTestFailed(() => console.log(`log of "${ctx.task.name}":\n${lines.join('')}`));
-  return createLogger('debug', undefined, { write: (line: string) => void lines.push(line) });
+  return {
+    log: createLogger('debug', undefined, { write: (line: string) => void lines.push(line) }),
+    events: (name) => lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === name),
+  };
+}
+
+/**
+ * The error Node's fs.watch throws when inotify refuses one more watch
+ * (`fs.inotify.max_user_watches` reached), as chokidar passes it on.
+ */
+export function watchLimitError(path: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`ENOSPC: System limit for number of file watchers reached, watch '${path}'`), {
+    code: 'ENOSPC',
+    errno: -28,
+    syscall: 'watch',
+    path,
+    filename: path,
+  });
+}
+
+/**
+ * chokidar on the real folder, but the folders `refuses` names are not watched and chokidar
+ * reports ENOSPC for them, as it does when the OS refuses the watch: what is inside them
+ * produces no event. Asked for again later (watcher.add), a folder is refused while `refuses`
+ * still says so.
+ */
+export function refusingWatch(refuses: (folder: string) => boolean): WatchFactory {
+  return (root, options) => {
+    const watcher: FSWatcher = chokidar.watch(root, {
+      ...options,
+      ignored: (path, stats) => {
+        if (options.ignored(path, stats)) return true;
+        if (stats?.isDirectory() !== true || !refuses(path)) return false;
+        setImmediate(() => watcher.emit('error', watchLimitError(path)));
+        return true;
+      },
+    });
+    return watcher;
+  };
 }
 
 export interface LedgerFile {

@@ -6,17 +6,30 @@
  */
 import { appendFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import chokidar, { type FSWatcher } from 'chokidar';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { stringify } from 'yaml';
 import type { Logger } from '../../src/log/logger.js';
 import { FileIdentities } from '../../src/plan/identity.js';
 import { VideoPlanner } from '../../src/plan/video-planner.js';
-import { FolderWatcher } from '../../src/watch/folder-watcher.js';
+import { FolderWatcher, type WatchFactory, type WatcherOptions } from '../../src/watch/folder-watcher.js';
+import type { WatchFallback } from '../../src/watch/watch-fallback.js';
 import { waitFor } from '../support/daemon-process.js';
 import { MiB, writeVideo } from '../support/files.js';
 import { harness } from '../support/harness.js';
 import { incidentManifest, writeManifest } from '../support/manifest.js';
-import { aloTarget, FakeClock, openLedger, PART_SIZE, testLog, touchAt, type LedgerFile } from './fixtures.js';
+import {
+  aloTarget,
+  FakeClock,
+  openLedger,
+  PART_SIZE,
+  recordingLog,
+  refusingWatch,
+  testLog,
+  touchAt,
+  watchLimitError,
+  type LedgerFile,
+} from './fixtures.js';
 
 const SETTLE_MS = 5000;
 
@@ -26,23 +39,22 @@ interface Bench {
   clock: FakeClock;
   log: Logger;
   /** A watcher on the root, stopped when the test finishes; `events` are the non-manifest files it reported. */
-  watcher(): Promise<{ watcher: FolderWatcher; events: string[] }>;
+  watcher(options?: Partial<WatcherOptions>): Promise<{ watcher: FolderWatcher; events: string[] }>;
   incidents(): Array<{ id: string; folder: string; title: string }>;
 }
 
-async function bench(ctx: TestContext, reportingTargets: readonly string[] = ['alo']): Promise<Bench> {
+async function bench(ctx: TestContext, reportingTargets: readonly string[] = ['alo'], log = testLog(ctx)): Promise<Bench> {
   const h = harness(ctx);
   const l = await openLedger(h, reportingTargets);
   const root = join(await h.dir(), 'exports');
   await mkdir(root);
   const clock = new FakeClock();
-  const log = testLog(ctx);
   return {
     l,
     root,
     clock,
     log,
-    watcher: async () => {
+    watcher: async (options = {}) => {
       const events: string[] = [];
       const watcher = new FolderWatcher({
         root,
@@ -54,6 +66,7 @@ async function bench(ctx: TestContext, reportingTargets: readonly string[] = ['a
         onFileEvent: (path) => events.push(path),
         log,
         clock,
+        ...options,
       });
       ctx.onTestFinished(() => watcher.stop());
       await watcher.start();
@@ -129,7 +142,8 @@ describe('FolderWatcher', () => {
     const liveManifest = await writeManifest(live, incidentManifest('inc-live', [{ id: 'v1', file: 'cam01.mp4' }], 'Live'));
     for (const m of [doneManifest, liveManifest]) await touchAt(m, b.clock.now());
     b.clock.advance(SETTLE_MS);
-    const { watcher, events } = await b.watcher();
+    let chokidarWatcher: FSWatcher | undefined;
+    const { watcher, events } = await b.watcher({ watchFactory: (root, options) => (chokidarWatcher = chokidar.watch(root, options)) });
     await watcher.tick();
     expect(b.incidents().map((i) => i.id)).toEqual(['inc-done', 'inc-live']);
 
@@ -140,6 +154,9 @@ describe('FolderWatcher', () => {
     const finished = b.l.ledger.watch.finishIncidents(Date.now(), false, 10);
     expect(finished).toEqual([done]);
     watcher.unwatch(finished);
+    // chokidar's unwatch() leaves each path in a list it matches every later path against, one by
+    // one (with 20,000 folders let go of, 165 ms a check): the watcher takes them out again.
+    expect([...chokidarWatcher!._ignoredPaths]).toEqual([]);
 
     // The VMS writes into the finished folder, then into the live one; once the live one's
     // events came, twice, the finished one's would have too.
@@ -162,6 +179,151 @@ describe('FolderWatcher', () => {
     for (let i = 0; i < 3; i++) await watcher.tick();
     expect(b.incidents().find((i) => i.id === 'inc-done')!.title).toBe('Finished');
     expect(b.l.ledger.watch.manifestStamp(second)).toBeNull();
+  });
+});
+
+/**
+ * A watcher on the root through `watchFactory`, once it took in that one folder was refused;
+ * `fallbacks` is what it told of the fallback since.
+ */
+async function refusedWatcher(b: Bench, watchFactory: WatchFactory) {
+  const fallbacks: Array<WatchFallback | null> = [];
+  const started = await b.watcher({ watchFactory, fallbackRescanMs: 10_000, onFallback: (f) => fallbacks.push(f) });
+  await waitFor(
+    async () => {
+      await started.watcher.tick();
+      return fallbacks.length > 0;
+    },
+    5_000,
+    'the refusal taken in',
+  );
+  expect(fallbacks).toEqual([{ folders: 1, rescanSeconds: 10, since: b.clock.now() }]);
+  return { ...started, fallbacks };
+}
+
+describe('FolderWatcher when the OS refuses more watches (ENOSPC)', () => {
+  it('rescans the folders it could not watch, so a new export there is read; watches them again once watches are freed', async (ctx) => {
+    const { log, events: logged } = recordingLog(ctx);
+    const b = await bench(ctx, [], log);
+    const refused = join(b.root, 'site-a');
+    const watched = join(b.root, 'site-b');
+    await mkdir(refused);
+    await mkdir(watched);
+    let refusing = true;
+    const { watcher, events, fallbacks } = await refusedWatcher(
+      b,
+      refusingWatch((folder) => refusing && folder === refused),
+    );
+
+    // An incident exported into the refused folder produces no event; one in the watched folder does.
+    const lostManifest = await writeManifest(join(refused, 'inc-a'), incidentManifest('inc-a', [{ id: 'v1', errors: ['export failed'] }]));
+    await touchAt(lostManifest, b.clock.now() - SETTLE_MS);
+    await writeFile(join(watched, 'probe.mp4'), 'x');
+    await waitFor(() => events.includes(join(watched, 'probe.mp4')), 5_000, 'the event of a file in the watched folder');
+    b.clock.advance(10_000 - 1);
+    await watcher.tick();
+    expect(b.incidents()).toEqual([]);
+    // The rescan comes round: the manifest is read.
+    b.clock.advance(1);
+    await waitFor(
+      async () => {
+        await watcher.tick();
+        return b.incidents().length > 0;
+      },
+      5_000,
+      'the manifest in the refused folder read by the rescan',
+    );
+    expect(b.incidents().map((i) => i.folder)).toEqual([join(refused, 'inc-a')]);
+    expect(events.filter((e) => e.startsWith(refused))).toEqual([]);
+    expect(fallbacks).toHaveLength(1);
+
+    // An incident in the watched folder finishes and lets go of its watches (the limit no longer
+    // bites): the refused folder is asked for again, and is watched.
+    const doneManifest = await writeManifest(join(watched, 'inc-b'), incidentManifest('inc-b', [{ id: 'v1', errors: ['export failed'] }]));
+    await touchAt(doneManifest, b.clock.now() - SETTLE_MS);
+    await waitFor(
+      async () => {
+        await watcher.tick();
+        return b.incidents().length === 2;
+      },
+      5_000,
+      'the manifest in the watched folder read',
+    );
+    refusing = false;
+    const finished = b.l.ledger.watch.finishIncidents(Date.now(), false, 10);
+    expect(finished.sort()).toEqual([join(refused, 'inc-a'), join(watched, 'inc-b')]);
+    watcher.unwatch(finished);
+    b.clock.advance(10_000);
+    await watcher.tick();
+    b.clock.advance(10_000);
+    await watcher.tick();
+    expect(fallbacks.at(-1)).toBeNull();
+    await writeFile(join(refused, 'after.mp4'), 'x');
+    await waitFor(() => events.includes(join(refused, 'after.mp4')), 5_000, 'the event of a file in the folder watched again');
+
+    // Said once when it began, once when it ended.
+    expect(logged('watch.fallback').map((l) => [l.level, l.folders, l.rescanSeconds])).toEqual([['warn', 1, 10]]);
+    expect(String(logged('watch.fallback')[0]!.msg)).toMatch(/refused to watch 1 folder\(s\).*fs\.inotify\.max_user_watches/);
+    expect(logged('watch.fallback.ended')).toHaveLength(1);
+  });
+
+  it('falls back on rescanning the whole root when the root itself cannot be watched', async (ctx) => {
+    const b = await bench(ctx, []);
+    const { watcher } = await refusedWatcher(b, (root, options) => {
+      const w = chokidar.watch(root, { ...options, ignored: () => true });
+      setImmediate(() => w.emit('error', watchLimitError(root)));
+      return w;
+    });
+    const manifest = await writeManifest(join(b.root, 'deep', 'inc-r'), incidentManifest('inc-r', [{ id: 'v1', errors: ['x'] }]));
+    await touchAt(manifest, b.clock.now() - SETTLE_MS);
+    b.clock.advance(10_000);
+    await watcher.tick();
+    await watcher.tick();
+    expect(b.incidents().map((i) => i.id)).toEqual(['inc-r']);
+  });
+});
+
+describe('FolderWatcher with watch.ignore_older', () => {
+  const DAY = 86_400_000;
+
+  it('skips incidents whose manifest is older than the setting at first sight, says how many once, and takes one in on retry', async (ctx) => {
+    const { log, events: logged } = recordingLog(ctx);
+    const b = await bench(ctx, ['alo'], log);
+    const old = join(b.root, '2023', 'inc-old');
+    const young = join(b.root, '2024', 'inc-young');
+    const oldManifest = await writeManifest(old, incidentManifest('inc-old', [{ id: 'v1', file: 'cam01.mp4' }], 'Old'));
+    await touchAt(oldManifest, b.clock.now() - 31 * DAY);
+    await touchAt(
+      await writeManifest(young, incidentManifest('inc-young', [{ id: 'v1', file: 'cam01.mp4' }], 'Young')),
+      b.clock.now() - 29 * DAY,
+    );
+    const { watcher, events } = await b.watcher({ ignoreOlderSeconds: 30 * 86400 });
+    await watcher.tick();
+
+    expect(b.incidents().map((i) => i.id)).toEqual(['inc-young']);
+    expect(b.l.rows('SELECT id, folder, taken_in_at FROM skipped_incidents')).toEqual([{ id: 'inc-old', folder: old, taken_in_at: null }]);
+    expect(logged('watch.ignored_older').map((l) => [l.skipped, l.skippedNow, l.ignoreOlder])).toEqual([[1, 1, '30d']]);
+    // The skipped folder is let go of: what the VMS writes there is not reported.
+    await writeFile(join(old, 'cam01.mp4'), 'x');
+    await writeFile(join(young, 'cam01.mp4'), 'x');
+    await waitFor(() => events.includes(join(young, 'cam01.mp4')), 5_000, 'the event in the young folder');
+    // Nor is it read again by a rescan, however often.
+    watcher.rescan();
+    for (let i = 0; i < 3; i++) await watcher.tick();
+    expect(b.incidents().map((i) => i.id)).toEqual(['inc-young']);
+    expect(logged('watch.ignored_older')).toHaveLength(1);
+
+    expect(b.l.ledger.operator.retry('inc-old')?.takenIn).toBe(true);
+    await watcher.tick();
+    expect(b.incidents().map((i) => i.id)).toEqual(['inc-old', 'inc-young']);
+    expect(b.l.rows('SELECT incident_id, state FROM videos ORDER BY incident_id')).toEqual([
+      { incident_id: 'inc-old', state: 'waiting' },
+      { incident_id: 'inc-young', state: 'waiting' },
+    ]);
+    // Its folder is watched again.
+    await writeFile(join(old, 'cam02.mp4'), 'x');
+    await waitFor(() => events.includes(join(old, 'cam02.mp4')), 5_000, 'the event in the folder taken in');
+    expect(events.filter((e) => e === join(old, 'cam01.mp4'))).toEqual([]);
   });
 });
 

@@ -47,8 +47,10 @@ export class DaemonProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private readonly child: ChildProcess;
 
-  constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(process.execPath, [CLI, ...args], { env: { ...inheritedEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `launcher`: a command the daemon is started through (it must exec its arguments, so the pid stays the daemon's). */
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}, launcher: readonly string[] = []) {
+    const [command, ...prefix] = [...launcher, process.execPath];
+    this.child = spawn(command, [...prefix, CLI, ...args], { env: { ...inheritedEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let buffered = '';
     this.child.stdout!.on('data', (chunk: Buffer) => {
       this.stdout.push(chunk.toString());

@@ -11,7 +11,7 @@ import type { AuthConfig, LoginAuth } from '../../src/config/target-keys.js';
 import { redactUrl } from '../../src/log/redact.js';
 import type { Config, TargetConfig } from '../../src/config/schema.js';
 import { Secret } from '../../src/config/secret.js';
-import { parseDuration, parseRate, parseSize } from '../../src/config/units.js';
+import { formatDuration, parseDuration, parseRate, parseSize } from '../../src/config/units.js';
 
 const load = loadYaml;
 
@@ -202,6 +202,40 @@ describe('parseDuration', () => {
   it('refuses negative and non-finite numbers', () => {
     expect(() => parseDuration(-1)).toThrow(/invalid duration/);
     expect(() => parseDuration(Number.NaN)).toThrow(/invalid duration/);
+  });
+
+  it.each([
+    [2_592_000, '30d'],
+    [43_200, '12h'],
+    [5400, '90m'],
+    [45, '45s'],
+    [0.5, '500ms'],
+  ])('formats %d seconds back as %j', (seconds, text) => {
+    expect(formatDuration(seconds)).toBe(text);
+    expect(parseDuration(text)).toBe(seconds);
+  });
+});
+
+describe('watch.ignore_older', () => {
+  it('is off unless set, and takes a duration', () => {
+    expect(load(MINIMAL).watch.ignore_older).toBeUndefined();
+    expect(load(MINIMAL.replace('root: /srv/vms/exports', 'root: /srv/vms/exports\n  ignore_older: 30d')).watch.ignore_older).toBe(
+      30 * 86400,
+    );
+    expect(load(MINIMAL.replace('root: /srv/vms/exports', 'root: /srv/vms/exports\n  ignore_older: 12h')).watch.ignore_older).toBe(
+      12 * 3600,
+    );
+  });
+
+  it.each([
+    ['a month', /^watch\.ignore_older: invalid duration "a month"/],
+    ['0', /^watch\.ignore_older: must be more than 0 seconds$/],
+    ['-3d', /^watch\.ignore_older: invalid duration "-3d": must not be negative$/],
+  ])('refuses %j, naming the key', (value, problem) => {
+    const problems = problemsOf(() =>
+      load(MINIMAL.replace('root: /srv/vms/exports', `root: /srv/vms/exports\n  ignore_older: "${value}"`)),
+    );
+    expect(problems).toEqual([expect.stringMatching(problem)]);
   });
 });
 

@@ -246,7 +246,7 @@ describe('Ledger', () => {
     expect(ledger.reports.due(null, 10)).toHaveLength(1);
     ledger.reports.refused('inc-1', 'alo', ledger.reports.due(null, 10)[0]!.wanted, 'refused again');
     expect(ledger.reports.due(null, 10)).toEqual([]);
-    expect(ledger.operator.retry('inc-1')).toEqual({ uploads: 0, videos: 0, incident: 'inc-1' });
+    expect(ledger.operator.retry('inc-1')).toEqual({ uploads: 0, videos: 0, incident: 'inc-1', takenIn: false });
     expect(ledger.reports.due(null, 10)).toHaveLength(1);
   });
 
@@ -299,7 +299,7 @@ describe('Ledger', () => {
       { video: { id: 'v1' }, outcome: 'failed', errors: ['upload failed: ALO answered 400: bad part'] },
     ]);
 
-    expect(ledger.operator.retry(String(id))).toEqual({ uploads: 1, videos: 0, incident: null });
+    expect(ledger.operator.retry(String(id))).toEqual({ uploads: 1, videos: 0, incident: null, takenIn: false });
     const again = ledger.uploads.load(id!)!;
     expect(again.session).toBeNull();
     expect(again.parts.every((p) => p.state === 'pending' && p.md5 === null)).toBe(true);
@@ -446,6 +446,66 @@ describe('Ledger', () => {
     ledger = Ledger.open(dbPath, { reportingTargets: ['alo'] });
     expect(ledger.plan.waiting(null, 10)).toHaveLength(1);
     expect(new Database(dbPath, { readonly: true }).pragma('journal_mode', { simple: true })).toBe('wal');
+  });
+});
+
+describe('watch.ignore_older in the ledger', () => {
+  const DAY = 86_400_000;
+  const now = Date.now();
+  const folderOf = (id: string): string => `/exports/${id}`;
+  const skipIfOld = (id: string, mtimeMs: number, olderThan: number | null, stamp = `s-${mtimeMs}`) =>
+    ledger.watch.skipIfOld(`${folderOf(id)}/incident.json`, folderOf(id), stamp, id, mtimeMs, olderThan);
+
+  it('skips an incident whose manifest is older than the setting when first seen, and leaves its folder unwatched', async () => {
+    expect(await skipIfOld('old', now - 40 * DAY, now - 30 * DAY)).toBe('skipped');
+    expect(await skipIfOld('young', now - 29 * DAY, now - 30 * DAY)).toBe('take');
+    expect(ledger.watch.skippedCount()).toBe(1);
+    expect(ledger.watch.isFinishedFolder(folderOf('old'))).toBe(true);
+    expect(ledger.watch.isFinishedFolder(folderOf('young'))).toBe(false);
+    // A rescan does not read the skipped manifest again while it is unchanged.
+    expect(ledger.watch.manifestStamp(`${folderOf('old')}/incident.json`)).toBe(`s-${now - 40 * DAY}`);
+    expect(ledger.status.overview(null).skippedIncidents).toBe(1);
+    expect(row('SELECT id, manifest_mtime, taken_in_at FROM skipped_incidents')).toEqual({
+      id: 'old',
+      manifest_mtime: now - 40 * DAY,
+      taken_in_at: null,
+    });
+  });
+
+  it('never skips an incident first seen while young, however old its manifest is later', async () => {
+    expect(await skipIfOld('inc-1', now, now - 30 * DAY)).toBe('take');
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+    expect(await skipIfOld('inc-1', now - 400 * DAY, now - 30 * DAY)).toBe('take');
+    expect(ledger.watch.skippedCount()).toBe(0);
+  });
+
+  it('keeps a skipped incident skipped when its manifest changes or the setting is turned off, remembering the version read', async () => {
+    expect(await skipIfOld('old', now - 40 * DAY, now - 30 * DAY)).toBe('skipped');
+    expect(await skipIfOld('old', now, now - 30 * DAY, 'rewritten')).toBe('still skipped');
+    expect(ledger.watch.manifestStamp(`${folderOf('old')}/incident.json`)).toBe('rewritten');
+    expect(await skipIfOld('old', now, null, 'again')).toBe('still skipped');
+    // Off: nothing new is skipped.
+    expect(await skipIfOld('older', now - 400 * DAY, null)).toBe('take');
+    expect(ledger.watch.skippedCount()).toBe(1);
+  });
+
+  it('takes a skipped incident in on retry: it is read and applied, and never skipped again', async () => {
+    expect(await skipIfOld('inc-1', now - 40 * DAY, now - 30 * DAY)).toBe('skipped');
+    expect(ledger.watch.takenIn()).toEqual([]);
+    expect(ledger.operator.retry('inc-1')).toEqual({ uploads: 0, videos: 0, incident: 'inc-1', takenIn: true });
+    expect(ledger.watch.skippedCount()).toBe(0);
+    expect(ledger.watch.isFinishedFolder(folderOf('inc-1'))).toBe(false);
+    // Its manifest is read again (no stamp is remembered for it) and taken.
+    expect(ledger.watch.manifestStamp(`${folderOf('inc-1')}/incident.json`)).toBeNull();
+    expect(ledger.watch.takenIn()).toEqual([
+      { id: 'inc-1', folder: folderOf('inc-1'), manifestPath: `${folderOf('inc-1')}/incident.json` },
+    ]);
+    expect(await skipIfOld('inc-1', now - 40 * DAY, now - 30 * DAY)).toBe('take');
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+    expect(ledger.watch.takenIn()).toEqual([]);
+    expect(ledger.plan.waiting(null, 10).map((v) => v.videoId)).toEqual(['v1']);
+    expect(await skipIfOld('inc-1', now - 40 * DAY, now - 30 * DAY)).toBe('take');
+    expect(ledger.operator.retry('no-such-incident')).toBeNull();
   });
 });
 

@@ -98,6 +98,8 @@ export interface StatusOverview {
   invalidManifests: Array<{ path: string; problems: string[]; seenAt: string }>;
   /** Remote uploads still to abort, daemon-wide (an abort outlives the upload it came from). */
   pendingAborts: number;
+  /** Incident folders skipped, not uploaded: their manifest was older than watch.ignore_older when first seen. */
+  skippedIncidents: number;
 }
 
 /** A whole snapshot: the overview and every incident it covers (small ledgers, one incident, tests). */
@@ -159,6 +161,7 @@ export function emptyOverview(): StatusOverview {
     pausedCameras: [],
     invalidManifests: [],
     pendingAborts: 0,
+    skippedIncidents: 0,
   };
 }
 
@@ -275,6 +278,11 @@ export class StatusView {
       pausedCameras: this.pausedCameras(incidentId),
       invalidManifests: this.invalidManifests(incidentId),
       pendingAborts: this.db.get('SELECT COUNT(*) AS n FROM pending_aborts', (r) => num(r.n)) ?? 0,
+      // An incident the ledger holds was taken in (or never skipped): for one incident, always 0.
+      skippedIncidents:
+        incidentId === null
+          ? (this.db.get('SELECT COUNT(*) AS n FROM skipped_incidents WHERE taken_in_at IS NULL', (r) => num(r.n)) ?? 0)
+          : 0,
     };
   }
 
