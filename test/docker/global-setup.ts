@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { ensureBaseImage } from './base-image.js';
 import { docker, ensureEngine, tail } from './engine.js';
-import { buildImage, IMAGE, machineCaCertificates } from './image-build.js';
+import { BUILD_STAGE_IMAGE, buildImage, IMAGE, machineCaCertificates } from './image-build.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -34,17 +34,20 @@ export default async function setup(project: TestProject): Promise<() => Promise
     const base = await ensureBaseImage();
     console.log(`base image ${base.tag}: ${base.built ? `built in ${seconds(base.ms)}` : 'already built on this machine'}`);
     const caCerts = machineCaCertificates();
-    const previous = await imageId(IMAGE);
-    const build = await buildImage({ base: base.tag, extraCaCerts: caCerts, tag: IMAGE });
-    if (build.code !== 0) {
-      throw new Error(`docker build of ${IMAGE} on ${base.tag} exited ${build.code}:\n${tail(build.stdout + build.stderr, 60)}`);
+    // The build stage under a tag of its own, then the image (its build stage then all cached):
+    // so that a later run can remove what an earlier one left. On vfs every layer is a full copy
+    // of the root, and each change to the sources would otherwise leave gigabytes behind.
+    let ms = 0;
+    for (const { tag, target } of [{ tag: BUILD_STAGE_IMAGE, target: 'build' }, { tag: IMAGE }]) {
+      const previous = await imageId(tag);
+      const build = await buildImage({ base: base.tag, extraCaCerts: caCerts, tag, ...(target ? { target } : {}) });
+      if (build.code !== 0) {
+        throw new Error(`docker build of ${tag} on ${base.tag} exited ${build.code}:\n${tail(build.stdout + build.stderr, 60)}`);
+      }
+      if (previous && previous !== (await imageId(tag))) await docker(['image', 'rm', previous]);
+      ms += build.ms;
     }
-    // The image the tag named before: on vfs every layer is a full copy of the root, so the
-    // images of earlier runs would pile up gigabytes.
-    if (previous && previous !== (await imageId(IMAGE))) await docker(['image', 'rm', previous]);
-    console.log(
-      `image ${IMAGE} built in ${seconds(build.ms)} (${caCerts ? 'with' : 'without'} the machine's CA certificates as EXTRA_CA_CERTS)`,
-    );
+    console.log(`image ${IMAGE} built in ${seconds(ms)} (${caCerts ? 'with' : 'without'} the machine's CA certificates as EXTRA_CA_CERTS)`);
     project.provide('dockerImage', IMAGE);
     project.provide('dockerBase', base.tag);
     project.provide('buildCaCerts', caCerts);

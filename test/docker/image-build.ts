@@ -8,6 +8,8 @@ import { dirname, join } from 'node:path';
 import { docker, type CommandResult } from './engine.js';
 
 export const IMAGE = 'vms-uplink:docker-test';
+/** The Dockerfile's build stage: the cache of the slow steps (npm ci, the SQLite compile). */
+export const BUILD_STAGE_IMAGE = 'vms-uplink:docker-test-build';
 
 /** The repository: the build context. */
 export function repoRoot(): string {
