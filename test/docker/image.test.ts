@@ -102,7 +102,7 @@ describe('the image, run as the compose example says', () => {
   });
 
   afterAll(async () => {
-    for (const name of containers) await docker(['rm', '--force', name]);
+    for (const name of containers) await docker(['rm', '--force', '--volumes', name]);
     await docker(['volume', 'rm', '--force', volume]);
     await site?.close();
   });
