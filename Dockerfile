@@ -8,6 +8,7 @@
 #     -v /srv/vms/exports:/srv/vms/exports:ro \
 #     -v vms-uplink-ledger:/var/lib/vms-uplink \
 #     --read-only --cap-drop ALL --security-opt no-new-privileges \
+#     --cpu-shares 256 --blkio-weight 100 \
 #     vms-uplink
 #   docker logs -f vms-uplink                                   # JSON lines (pino)
 #   docker exec vms-uplink node /app/dist/src/cli.js status     # or: retry ID
@@ -25,6 +26,13 @@
 # - Stop timeout: `docker stop` waits 10 s before SIGKILL by default, which is exactly the daemon's
 #   drain deadline (upload.drain_timeout, 10 s). Give it 30 s: --stop-timeout 30 / compose
 #   stop_grace_period: 30s. SIGTERM reaches node through tini and the daemon exits 0.
+# - The recorder comes first: --cpu-shares 256 (Docker's default, the recorder's share, is 1024)
+#   and --blkio-weight 100 (default 500) give way to it when CPU or disk are contended, and cost
+#   nothing when they are idle. docker-compose.example.yml (cpu_shares, blkio_config.weight)
+#   explains them; the systemd unit does the same with Nice=, CPUWeight= and IOWeight=.
+# - Behind a TLS-inspecting proxy: --build-arg EXTRA_CA_CERTS="$(cat corp-ca.pem)" (see below).
+# - No public registry: --build-arg NODE_IMAGE=<a local image with Node 20 in /usr/local>; `npm run
+#   test:docker` builds one (debootstrap + this machine's Node) and tests the image built on it.
 # - Restarts: exit 2 means a bad configuration; Docker cannot exempt an exit code from its restart
 #   policy, so a bad file restarts with back-off until it is fixed: read `docker logs`.
 # - No HEALTHCHECK: the daemon has no liveness endpoint yet (GET /healthz arrives with the local
@@ -51,8 +59,16 @@ WORKDIR /app
 # --ignore-scripts also skips our own `prepare` (tsc), which needs the sources copied below; the
 # one dependency whose install script matters, better-sqlite3 (the only production package with
 # "hasInstallScript" in package-lock.json), is then built explicitly.
+# Sites whose build reaches the npm registry through a TLS-inspecting proxy pass the proxy's CA
+# certificate(s) as PEM text: --build-arg EXTRA_CA_CERTS="$(cat corp-ca.pem)". npm (Node) trusts
+# them beside its own CAs for `npm ci`, the one step that downloads. Declared in this stage only,
+# after the apt layer (which stays cached): the final image neither holds it nor lists it in
+# `docker history`. A CA certificate is public; never pass a secret (an npm token) this way.
+ARG EXTRA_CA_CERTS=""
 COPY package.json package-lock.json ./
-RUN npm ci --ignore-scripts \
+RUN printf '%s\n' "$EXTRA_CA_CERTS" > /tmp/extra-ca.pem \
+ && NODE_EXTRA_CA_CERTS=/tmp/extra-ca.pem npm ci --ignore-scripts \
+ && rm /tmp/extra-ca.pem \
  && npm rebuild better-sqlite3 \
  && test -f node_modules/better-sqlite3/build/Release/better_sqlite3.node
 
@@ -75,10 +91,6 @@ RUN apt-get update \
 ENV NODE_ENV=production \
     CREDENTIALS_DIRECTORY=/run/secrets
 WORKDIR /app
-# Owned by root and read-only to the daemon's user.
-COPY --from=build /app/package.json ./
-COPY --from=build /app/node_modules ./node_modules
-COPY --from=build /app/dist ./dist
 # The ledger directory, owned by the runtime user BEFORE the VOLUME line (a new named volume is
 # initialised from it, ownership included); mount points for the config and the exports.
 RUN install -d -o 1000 -g 1000 -m 0750 /var/lib/vms-uplink \
@@ -89,3 +101,9 @@ USER 1000:1000
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/src/cli.js"]
 CMD ["run", "--config", "/etc/vms-uplink/config.yaml"]
+# The application last, so that a change to it rebuilds only these layers; dist/, which changes
+# most often, after the dependencies. Owned by root (COPY ignores USER) and read-only to the
+# daemon's user.
+COPY --from=build /app/package.json ./
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist

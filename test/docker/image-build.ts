@@ -1,0 +1,54 @@
+/**
+ * `docker build` of the repository's Dockerfile as a site behind a TLS-inspecting proxy runs it:
+ * the locally built base as NODE_IMAGE, host networking (no bridge here), and the machine's own
+ * CA certificates as the EXTRA_CA_CERTS build argument.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { docker, type CommandResult } from './engine.js';
+
+export const IMAGE = 'vms-uplink:docker-test';
+/** The Dockerfile's build stage: the cache of the slow steps (npm ci, the SQLite compile). */
+export const BUILD_STAGE_IMAGE = 'vms-uplink:docker-test-build';
+
+/** The repository: the build context. */
+export function repoRoot(): string {
+  let dir = import.meta.dirname;
+  while (!existsSync(join(dir, 'Dockerfile'))) dir = dirname(dir);
+  return dir;
+}
+
+/**
+ * The CA certificates this machine added to Debian's trust store (update-ca-certificates reads
+ * /usr/local/share/ca-certificates/**.crt), concatenated as PEM: what a TLS-inspecting proxy's
+ * users install, and what the build must be given. Empty when the machine added none.
+ */
+export function machineCaCertificates(dir = '/usr/local/share/ca-certificates'): string {
+  if (!existsSync(dir)) return '';
+  const pems: string[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) pems.push(machineCaCertificates(path));
+    else if (name.endsWith('.crt')) pems.push(readFileSync(path, 'utf8').trim());
+  }
+  return pems.filter(Boolean).join('\n');
+}
+
+export interface BuildOptions {
+  base: string;
+  /** PEM text for EXTRA_CA_CERTS; none when empty or absent. */
+  extraCaCerts?: string;
+  tag?: string;
+  /** `--target`: a stage of the Dockerfile. */
+  target?: string;
+}
+
+export function buildImage(options: BuildOptions): Promise<CommandResult> {
+  // --force-rm: a failed step's container would otherwise stay, a full copy of the root on vfs.
+  const args = ['build', '--force-rm', '--network', 'host', '--build-arg', `NODE_IMAGE=${options.base}`];
+  if (options.extraCaCerts) args.push('--build-arg', `EXTRA_CA_CERTS=${options.extraCaCerts}`);
+  if (options.target) args.push('--target', options.target);
+  if (options.tag) args.push('--tag', options.tag);
+  args.push(repoRoot());
+  return docker(args, { timeoutMs: 60 * 60_000 });
+}
