@@ -393,7 +393,9 @@ describe.concurrent('vms-uplink command line (CONTRACT §2)', () => {
     const unknownId = randomUUID();
     const unknown = await runCli(['retry', unknownId, '--config', s.configPath]);
     expect(unknown.code, unknown.stderr).toBe(1);
-    expect(unknown.stderr).toBe(`nothing to retry for ${unknownId}: no failed upload with that number and no incident (or skipped one) with that id\n`);
+    expect(unknown.stderr).toBe(
+      `nothing to retry for ${unknownId}: no failed upload with that number and no incident (or skipped one) with that id\n`,
+    );
     const missing = await runCli(['retry', '--config', s.configPath]);
     expect(missing.code, missing.stderr).toBe(2);
     expect(missing.stderr.split('\n').slice(0, 3)).toEqual([
