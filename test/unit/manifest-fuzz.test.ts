@@ -20,7 +20,7 @@ import { resolveExportPath } from '../../src/watch/paths.js';
 import { mp4Header, tempDir } from '../support/files.js';
 
 /** Runs per property; the total is printed at the end (the "manifests fuzzed"). */
-const RUNS = 1000;
+const RUNS = 500;
 const counts = { parsed: 0, accepted: 0, paths: 0 };
 const NAMES = ['incident.json', 'incident.yaml', 'incident.yml'] as const;
 
