@@ -134,6 +134,11 @@ export interface StartResult {
    * file): there is nothing to continue after a crash, so the ledger need not record it first.
    */
   remote?: boolean;
+  /**
+   * A failure the start rode out, its work left for later (ALO: the URLs asked for early are asked
+   * for again with the first part). The engine logs it: a target has no log of its own.
+   */
+  deferredError?: TargetError;
 }
 
 /** What every target is made with. */

@@ -297,6 +297,11 @@ export class UploadEngine {
   ): Promise<{ session: SessionState; parts: QueuedPart[]; remote: boolean }> {
     const planned = upload.parts.length > 0 ? upload.parts : null;
     const started = await this.call(target, signal, log, 'start', () => target.start(upload.file, planned, signal));
+    if (started.deferredError) {
+      const message = describeError(started.deferredError);
+      this.options.ledger.trouble(upload.id, message);
+      log.warn({ event: 'upload.start.deferred', err: started.deferredError }, `start: ${message}; asked for again with the first part`);
+    }
     const remote = started.remote !== false;
     if (remote && !this.options.ledger.started(upload.id, started.session, started.layout)) {
       // Not in the ledger, so nothing else would release it.

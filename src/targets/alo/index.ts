@@ -93,6 +93,7 @@ export class AloTarget implements Target {
       // away, it would stay open in S3 and the next try would open another). Its URLs, and the
       // size limit with them, are asked for again when its first part goes out.
       if (!(err instanceof TargetError) || signal.aborted) throw err;
+      return { session, deferredError: err };
     }
     return { session };
   }
