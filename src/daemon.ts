@@ -587,8 +587,8 @@ export class Daemon {
    * are work it cannot finish on its own, such as reports a platform refused, folders it rescans
    * because the OS refused to watch them, or a host it cannot reach because of the box's network
    * settings (an untrusted TLS certificate, a refusing proxy): uploads to other hosts go on, and
-   * restarting the daemon would not help. Once every target has
-   * been failing for api.targets_down_after, that is a problem (503) too.
+   * restarting the daemon would not help. Once every target has been failing for
+   * api.targets_down_after, that is a problem (503) too.
    */
   private healthReport(): Health {
     const warnings = [

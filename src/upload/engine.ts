@@ -156,7 +156,8 @@ export class UploadEngine {
 
   /**
    * Stops taking new parts and retrying, lets the parts in flight finish for up to `drainMs`
-   * (Infinity: until they end), then aborts the rest. Whatever was not acknowledged stays pending in the ledger for the next start.
+   * (Infinity: until they end), then aborts the rest. Whatever was not acknowledged stays pending
+   * in the ledger for the next start.
    */
   async stop(drainMs: number): Promise<void> {
     this.stopping = true;
