@@ -249,7 +249,12 @@ describe('a throttled part body', () => {
       expect(chunks.reduce((a, c) => a + c.bytes, 0)).toBe(data.length);
       // Five chunks of 64 KiB, one every 1/2 s from an empty bucket: 320 KiB at 128 KiB/s in 2.5 s.
       expect(chunks.map((c) => c.bytes)).toEqual([64 * KiB, 64 * KiB, 64 * KiB, 64 * KiB, 64 * KiB]);
-      expect(chunks.map((c) => c.at)).toEqual([500, 1000, 1500, 2000, 2500]);
+      // Each chunk leaves when its tokens are there; the file read after it takes real time, which the fake
+      // clock (advanced a millisecond per event-loop turn) may count as a few milliseconds more on a busy box.
+      chunks.forEach((c, i) => {
+        expect(c.at).toBeGreaterThanOrEqual(500 * (i + 1));
+        expect(c.at).toBeLessThan(500 * (i + 1) + 20);
+      });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
