@@ -70,6 +70,8 @@ const MANIFESTS = new Set<string>(MANIFEST_NAMES);
 /** Deeper than any VMS export layout; a guard against symlink loops and runaway trees. */
 const MAX_DEPTH = 12;
 const FRESH_DIR_MS = 10_000;
+/** Folder mtimes may be this coarse (FAT, SMB shares): a folder changed this long before the watch began counts as changed during it. */
+const MTIME_SLACK_MS = 2_000;
 /** Manifests taken from a walk of the root per tick. */
 const WALK_PAGE = 500;
 /** Manifests read at once in a tick. */
@@ -133,6 +135,7 @@ export class FolderWatcher {
    * start-up is seen by one or the other. The walk at start-up also looks into finished folders.
    */
   async start(): Promise<void> {
+    const watchBegan = this.clock.now() - MTIME_SLACK_MS;
     const watch = this.options.watchFactory ?? ((root: string, options: WatchOptions) => chokidar.watch(root, options));
     this.watcher = watch(this.options.root, {
       ignoreInitial: true,
@@ -170,7 +173,29 @@ export class FolderWatcher {
       this.options.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`);
     });
     await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
-    this.rescan(true);
+    this.walk = findManifests(
+      this.options.root,
+      0,
+      () => false,
+      (dir) => this.catchUp(dir, watchBegan),
+    );
+  }
+
+  /**
+   * chokidar reads a folder before it watches it: a folder made in between (an export that began
+   * while the daemon started) is never watched, and what is written into it later never seen.
+   * The start-up walk has chokidar watch each folder changed since the watch began, and scans it
+   * on every tick for a while, for what lands there before that watch is in place.
+   */
+  private async catchUp(dir: string, watchBegan: number): Promise<void> {
+    if (dir === this.options.root || !this.watcher) return;
+    const changed = await stat(dir).then(
+      (s) => s.mtimeMs >= watchBegan,
+      () => false,
+    );
+    if (!changed) return;
+    this.freshDirs.set(dir, this.clock.monotonic() + FRESH_DIR_MS);
+    if (!(dir in this.watcher.getWatched())) this.watcher.add(dir);
   }
 
   async stop(): Promise<void> {
@@ -185,10 +210,10 @@ export class FolderWatcher {
     this.watcher = null;
   }
 
-  /** Starts a walk of the whole tree (taken a page per tick); `finished` looks into finished folders too. */
-  rescan(finished = false): void {
+  /** Starts a walk of the tree but for finished folders (taken a page per tick). */
+  rescan(): void {
     if (this.walk) return;
-    this.walk = findManifests(this.options.root, 0, finished ? () => false : (dir) => this.options.ledger.isFinishedFolder(dir));
+    this.walk = findManifests(this.options.root, 0, (dir) => this.options.ledger.isFinishedFolder(dir));
   }
 
   /** Something is under way: a walk, a manifest waiting to settle, a new folder to look into. */
@@ -469,10 +494,16 @@ function outermost(folders: readonly string[]): string[] {
 
 /**
  * The manifests below `dir`, found one directory at a time (never the whole tree in memory);
- * folders `skip` says are finished are not entered.
+ * folders `skip` says are finished are not entered, each folder entered is shown to `visit`.
  */
-async function* findManifests(dir: string, depth: number, skip: (dir: string) => boolean): AsyncGenerator<string> {
+async function* findManifests(
+  dir: string,
+  depth: number,
+  skip: (dir: string) => boolean,
+  visit?: (dir: string) => Promise<void>,
+): AsyncGenerator<string> {
   if (depth > MAX_DEPTH || (depth > 0 && skip(dir))) return;
+  await visit?.(dir);
   let entries;
   try {
     entries = await opendir(dir);
@@ -482,6 +513,6 @@ async function* findManifests(dir: string, depth: number, skip: (dir: string) =>
   for await (const e of entries) {
     if (e.isFile() && MANIFESTS.has(e.name)) yield join(dir, e.name);
     // Symlinked folders are not followed: a link could lead out of the export root or in a loop.
-    else if (e.isDirectory() && !isIgnoredName(e.name)) yield* findManifests(join(dir, e.name), depth + 1, skip);
+    else if (e.isDirectory() && !isIgnoredName(e.name)) yield* findManifests(join(dir, e.name), depth + 1, skip, visit);
   }
 }

@@ -133,6 +133,54 @@ describe('FolderWatcher', () => {
     ]);
   });
 
+  it('watches a folder made while it started, which chokidar read before it watched it, and reads what lands there later', async (ctx) => {
+    const b = await bench(ctx);
+    const folder = join(b.root, 'inc-late');
+    await writeVideo(join(folder, 'cam01.mp4'), 64 * 1024);
+    // chokidar reads a folder, then watches it: one made in between is never looked at. Here it
+    // does not see inc-late until it is ready, as if the exporter made it in that gap.
+    let starting = true;
+    const missing: WatchFactory = (root, options) => {
+      const w = chokidar.watch(root, {
+        ...options,
+        ignored: (path, stats) => (starting && path.startsWith(folder)) || options.ignored(path, stats),
+      });
+      w.once('ready', () => (starting = false));
+      return w;
+    };
+    const { watcher } = await b.watcher({ watchFactory: missing });
+    await watcher.tick();
+
+    // The manifest lands after the start-up walk went through the folder.
+    const manifest = await writeManifest(folder, incidentManifest('inc-late', [{ id: 'v1', file: 'cam01.mp4' }], 'First'));
+    await touchAt(manifest, b.clock.now());
+    b.clock.advance(SETTLE_MS);
+    await waitFor(
+      async () => {
+        await watcher.tick();
+        return b.incidents().length > 0;
+      },
+      10_000,
+      'the manifest written after the start-up walk applied',
+    );
+    expect(b.incidents()).toEqual([{ id: 'inc-late', folder, title: 'First' }]);
+
+    // Long after, when the folder is no longer scanned on every tick, the watch brings a change in.
+    b.clock.advance(60_000);
+    await watcher.tick();
+    await writeManifest(folder, incidentManifest('inc-late', [{ id: 'v1', file: 'cam01.mp4' }], 'Second'));
+    await touchAt(manifest, b.clock.now());
+    b.clock.advance(SETTLE_MS);
+    await waitFor(
+      async () => {
+        await watcher.tick();
+        return b.incidents()[0]?.title === 'Second';
+      },
+      10_000,
+      'the rewritten manifest applied',
+    );
+  });
+
   it('no longer watches the folder of an incident every target finished with', async (ctx) => {
     // Without a reporting target, an incident of failed exports is finished as soon as it is read.
     const b = await bench(ctx, []);
@@ -209,6 +257,8 @@ describe('FolderWatcher when the OS refuses more watches (ENOSPC)', () => {
     const watched = join(b.root, 'site-b');
     await mkdir(refused);
     await mkdir(watched);
+    // Made long before the daemon started (a folder made during start-up is scanned on every tick for a while).
+    for (const dir of [refused, watched]) await touchAt(dir, b.clock.now() - 60_000);
     let refusing = true;
     const { watcher, events, fallbacks } = await refusedWatcher(
       b,

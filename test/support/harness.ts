@@ -39,6 +39,11 @@ export function harness(ctx: TestContext): Harness {
     aionSite: async (options = {}) => closeAtEnd(await startAionSite(options)),
     daemon(s, env) {
       const d = DaemonProcess.run(s.configPath, env);
+      // A failure in a test of the real daemon is read from what the daemon said last.
+      ctx.onTestFailed(() => {
+        const last = d.logs.slice(-40).map((l) => JSON.stringify(l));
+        console.error(`daemon ${d.pid} (${s.configPath}), its last log lines:\n${last.join('\n')}\n${d.stderr.join('')}`);
+      });
       cleanups.push(async () => {
         d.kill('SIGKILL');
         await d.exited;
