@@ -256,6 +256,18 @@ export class WatchLedger {
     );
   }
 
+  /** Whether a manifest in `folder` was read: it is the folder of an incident, or of one skipped. */
+  isKnownFolder(folder: string): boolean {
+    return (
+      this.db.get(
+        `SELECT EXISTS (SELECT 1 FROM incidents WHERE folder = @folder)
+             OR EXISTS (SELECT 1 FROM skipped_incidents WHERE folder = @folder) AS known`,
+        (r) => r.known === 1,
+        { folder },
+      ) ?? false
+    );
+  }
+
   /**
    * Marks incidents that every target finished with: nothing of them waits, is queued or due to
    * be reported, their files settled before `settledBefore` (the change window), and after-upload

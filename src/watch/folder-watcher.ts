@@ -62,6 +62,8 @@ export interface WatcherOptions {
   watchFactory?: WatchFactory;
   /** How often folders the OS refused to watch are rescanned. Default FALLBACK_RESCAN_MS. */
   fallbackRescanMs?: number;
+  /** Folders watched at once at most. Default WATCH_BUDGET. */
+  watchBudget?: number;
   /** Folders the OS refused to watch, each time their count changes; null once every folder is watched again. */
   onFallback?: (fallback: WatchFallback | null) => void;
 }
@@ -82,6 +84,16 @@ const CONCURRENT_READS = 32;
  * (manifests are only stat'ed; one is read again only when its size or mtime changed).
  */
 export const FALLBACK_RESCAN_MS = 10_000;
+/**
+ * Folders below the root watched at once at most. A watched folder costs the daemon some 30 KB
+ * (chokidar watches each file in it too), so a backlog of thousands of incidents, or years of
+ * exports present at the first start, would make memory grow with it. A folder beyond the budget
+ * whose manifest was not read yet is rescanned every FALLBACK_RESCAN_MS instead, like those the OS
+ * refuses to watch, and watched once finished incidents free the budget; one whose manifest was
+ * read is left to the regular rescan (watch.rescan_interval), as the files of its videos are to
+ * the planner's and ExportChanges' own checks.
+ */
+export const WATCH_BUDGET = 500;
 /** Folders let go of at once at most (see unwatch). */
 export const UNWATCH_PAGE = 500;
 /**
@@ -102,10 +114,15 @@ export class FolderWatcher {
   /** The walk of the root under way, if any. */
   private walk: AsyncGenerator<string> | null = null;
   private readonly clock: Clock;
-  /** Paths the OS refused to watch (chokidar's ENOSPC errors) not looked at yet. */
-  private readonly refusedPaths: string[] = [];
-  /** Paths the OS refused to watch, each with the folder rescanned in its place. */
-  private readonly unwatched = new Map<string, string>();
+  /** Paths the OS refused to watch (chokidar's ENOSPC errors), or beyond the budget, not looked at yet. */
+  private readonly refusedPaths: Refusal[] = [];
+  /** Paths not watched, each with the folder rescanned in its place. */
+  private readonly unwatched = new Map<string, Unwatched>();
+  /** Folders chokidar was let watch (counted against the budget). */
+  private readonly watchedFolders = new Set<string>();
+  private readonly watchBudget: number;
+  /** The budget ran out (logged), and has not been below half of it since. */
+  private budgetFull = false;
   /** Refused paths asked to be watched again at the last rescan: those not refused again by the next one are watched. */
   private retrying = new Set<string>();
   /** Watches finished folders let go of since the refused paths were last asked for again. */
@@ -128,6 +145,7 @@ export class FolderWatcher {
     this.clock = options.clock ?? systemClock;
     this.settle = new SettleTracker(options.settleMs, !options.poll, () => this.clock.now());
     this.fallbackRescanMs = options.fallbackRescanMs ?? FALLBACK_RESCAN_MS;
+    this.watchBudget = options.watchBudget ?? WATCH_BUDGET;
   }
 
   /**
@@ -146,8 +164,10 @@ export class FolderWatcher {
       binaryInterval: this.options.pollIntervalMs,
       ignored: (path: string, stats) =>
         path !== this.options.root &&
-        (isIgnoredName(basename(path)) || (stats?.isDirectory() === true && this.options.ledger.isFinishedFolder(path))),
+        (isIgnoredName(basename(path)) ||
+          (stats?.isDirectory() === true && (this.options.ledger.isFinishedFolder(path) || !this.withinBudget(path)))),
     });
+    this.watcher.on('unlinkDir', (dir: string) => this.watchedFolders.delete(dir));
     // The planner stats the files it waits for on every tick; events on other files only tell
     // that an export may have gone on after its upload.
     const onFile = (path: string): void => {
@@ -166,7 +186,7 @@ export class FolderWatcher {
       const { code, path } = err as NodeJS.ErrnoException;
       // The OS refused one more watch; chokidar goes on without it. Taken in the next tick.
       if (code === 'ENOSPC') {
-        this.refusedPaths.push(path ?? this.options.root);
+        this.refusedPaths.push({ path: path ?? this.options.root, overBudget: false });
         this.options.onActivity?.();
         return;
       }
@@ -210,6 +230,34 @@ export class FolderWatcher {
     this.watcher = null;
   }
 
+  /** Whether chokidar may watch the folder; one beyond the budget is rescanned instead (taken in the next tick). */
+  private withinBudget(dir: string): boolean {
+    if (this.watchedFolders.has(dir)) return true;
+    if (this.watchedFolders.size < this.watchBudget) {
+      this.watchedFolders.add(dir);
+      return true;
+    }
+    this.budgetExceeded();
+    // chokidar asks again at each event in the parent folder: only a folder asked for again by a rescan is refused again.
+    if ((!this.unwatched.has(dir) || this.retrying.has(dir)) && !this.options.ledger.isKnownFolder(dir)) {
+      this.refusedPaths.push({ path: dir, overBudget: true });
+      this.options.onActivity?.();
+    }
+    return false;
+  }
+
+  /** Logged when the budget runs out, once until it was below half of it again. */
+  private budgetExceeded(): void {
+    if (this.budgetFull) return;
+    this.budgetFull = true;
+    const rescanSeconds = this.fallbackRescanMs / 1000;
+    this.options.log.info(
+      { event: 'watch.budget', budget: this.watchBudget, rescanSeconds },
+      `more than ${this.watchBudget} unfinished folders below watch.root: the others are not watched; a new export there ` +
+        `is found by a rescan every ${rescanSeconds} s, a change to one already read by the rescan every watch.rescan_interval`,
+    );
+  }
+
   /** Starts a walk of the tree but for finished folders (taken a page per tick). */
   rescan(): void {
     if (this.walk) return;
@@ -244,13 +292,17 @@ export class FolderWatcher {
     };
     const paths: string[] = [];
     for (const [dir, names] of Object.entries(this.watcher.getWatched())) {
-      if (within(dir)) paths.push(dir, ...names.map((name) => join(dir, name)));
+      if (!within(dir)) continue;
+      paths.push(dir, ...names.map((name) => join(dir, name)));
+      this.watchedFolders.delete(dir);
     }
+    // Said again only once the budget ran well below (not each time a finished folder makes room for one).
+    if (this.watchedFolders.size < this.watchBudget / 2) this.budgetFull = false;
     this.watcher.unwatch(paths);
     forgetUnwatched(this.watcher, paths);
     this.releasedWatches += paths.length;
     const fallbackBefore = this.unwatched.size;
-    for (const [path, folder] of this.unwatched) if (within(folder)) this.unwatched.delete(path);
+    for (const [path, { folder }] of this.unwatched) if (within(folder)) this.unwatched.delete(path);
     if (this.unwatched.size !== fallbackBefore) this.fallbackChanged();
   }
 
@@ -319,8 +371,9 @@ export class FolderWatcher {
   private async takeRefused(): Promise<void> {
     if (this.refusedPaths.length === 0) return;
     const before = this.unwatched.size;
-    for (const path of this.refusedPaths.splice(0)) {
+    for (const { path, overBudget } of this.refusedPaths.splice(0)) {
       this.retrying.delete(path);
+      if (!overBudget) this.watchedFolders.delete(path);
       let folder = path;
       try {
         if (!(await lstat(path)).isDirectory()) folder = dirname(path);
@@ -330,7 +383,7 @@ export class FolderWatcher {
       // A refused root (or a path gone from under it) falls back on the whole root.
       const rel = relative(this.options.root, folder);
       if (rel.startsWith('..') || isAbsolute(rel)) folder = this.options.root;
-      if (!this.options.ledger.isFinishedFolder(folder)) this.unwatched.set(path, folder);
+      if (!this.options.ledger.isFinishedFolder(folder)) this.unwatched.set(path, { folder, overBudget });
     }
     if (this.unwatched.size !== before) {
       // Whatever appeared there before the refusal was not seen: rescanned at once.
@@ -353,7 +406,8 @@ export class FolderWatcher {
       this.fallbackChanged();
       if (this.unwatched.size === 0) return;
     }
-    const folders = outermost([...new Set(this.unwatched.values())]);
+    this.forgetReadBeyondBudget();
+    const folders = outermost([...new Set([...this.unwatched.values()].map((u) => u.folder))]);
     const rewatch = this.releasedWatches > 0 ? this.releasedWatches : ++this.fallbackScans % REWATCH_EVERY === 0 ? REWATCH_SAMPLE : 0;
     this.releasedWatches = 0;
     if (rewatch > 0 && this.watcher) {
@@ -363,9 +417,21 @@ export class FolderWatcher {
     this.fallbackWalk = findManifestsIn(folders, (dir) => this.options.ledger.isFinishedFolder(dir));
   }
 
-  /** Logs the fallback once when it begins and when it ends, and tells the daemon every change. */
+  /** Folders beyond the budget whose manifest was read since are left to the regular rescan. */
+  private forgetReadBeyondBudget(): void {
+    for (const [path, { folder, overBudget }] of this.unwatched) {
+      if (overBudget && !this.retrying.has(path) && this.options.ledger.isKnownFolder(folder)) this.unwatched.delete(path);
+    }
+  }
+
+  /**
+   * Logs the fallback once when it begins and when it ends, and tells the daemon every change of
+   * the folders the OS refused (those beyond the budget are no problem).
+   */
   private fallbackChanged(): void {
-    const folders = new Set(this.unwatched.values()).size;
+    const refused = new Set<string>();
+    for (const { folder, overBudget } of this.unwatched.values()) if (!overBudget) refused.add(folder);
+    const folders = refused.size;
     const rescanSeconds = this.fallbackRescanMs / 1000;
     if (folders === 0) {
       if (this.fallbackSince === null) return;
@@ -478,6 +544,18 @@ function forgetUnwatched(watcher: FSWatcher, paths: readonly string[]): void {
 }
 
 /** The manifests below each of `folders` (none inside another), finished folders left out. */
+/** A path not watched: the OS refused it (ENOSPC), or it is beyond the watch budget. */
+interface Refusal {
+  path: string;
+  overBudget: boolean;
+}
+
+/** A path not watched, and the folder rescanned in its place. */
+interface Unwatched {
+  folder: string;
+  overBudget: boolean;
+}
+
 async function* findManifestsIn(folders: readonly string[], skip: (dir: string) => boolean): AsyncGenerator<string> {
   for (const folder of folders) yield* findManifests(folder, 0, skip);
 }

@@ -333,6 +333,71 @@ describe('FolderWatcher when the OS refuses more watches (ENOSPC)', () => {
   });
 });
 
+describe('FolderWatcher over its watch budget', () => {
+  it('rescans the new folders beyond it instead of watching them, without calling that a problem, and watches them as incidents finish', async (ctx) => {
+    const { log, events: logged } = recordingLog(ctx);
+    const b = await bench(ctx, [], log);
+    const folders = ['inc-1', 'inc-2', 'inc-3', 'inc-4'].map((name) => join(b.root, name));
+    for (const folder of folders) {
+      await mkdir(folder);
+      await touchAt(folder, b.clock.now() - 60_000);
+    }
+    const fallbacks: Array<WatchFallback | null> = [];
+    const { watcher, events } = await b.watcher({ watchBudget: 2, fallbackRescanMs: 10_000, onFallback: (f) => fallbacks.push(f) });
+    await watcher.tick();
+    expect(logged('watch.budget').map((l) => [l.level, l.budget, l.rescanSeconds])).toEqual([['info', 2, 10]]);
+
+    // Two of the four folders are watched: a file written in each is reported from those two only.
+    for (const folder of folders) await writeFile(join(folder, 'probe.mp4'), 'x');
+    const reported = (): string[] => folders.filter((f) => events.includes(join(f, 'probe.mp4')));
+    await waitFor(() => reported().length === 2, 5_000, 'the events of two folders');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(reported()).toHaveLength(2);
+    const [beyond, stillEmpty] = folders.filter((f) => !reported().includes(f)) as [string, string];
+
+    // An export there is noticed by the rescan, FALLBACK_RESCAN_MS later.
+    const waiting = await writeManifest(beyond, incidentManifest('beyond', [{ id: 'v1', file: 'cam01.mp4' }]));
+    await touchAt(waiting, b.clock.now() - SETTLE_MS);
+    await watcher.tick();
+    expect(b.incidents()).toEqual([]);
+    b.clock.advance(10_000);
+    await waitFor(
+      async () => {
+        await watcher.tick();
+        return b.incidents().length === 1;
+      },
+      5_000,
+      'the manifest beyond the budget read by the rescan',
+    );
+
+    // An incident in a watched folder finishes: its folder is let go of, and the folder beyond the
+    // budget still without a manifest is watched in its place (the one read is left to the regular rescan).
+    const done = reported()[0]!;
+    const doneManifest = await writeManifest(done, incidentManifest('done', [{ id: 'v1', errors: ['export failed'] }]));
+    await touchAt(doneManifest, b.clock.now() - SETTLE_MS);
+    await waitFor(
+      async () => {
+        await watcher.tick();
+        return b.incidents().length === 2;
+      },
+      5_000,
+      'the finished incident read',
+    );
+    expect(b.l.ledger.watch.finishIncidents(Date.now(), false, 10)).toEqual([done]);
+    watcher.unwatch([done]);
+    for (let i = 0; i < 2; i++) {
+      b.clock.advance(10_000);
+      await watcher.tick();
+    }
+    await writeFile(join(stillEmpty, 'after.mp4'), 'x');
+    await waitFor(() => events.includes(join(stillEmpty, 'after.mp4')), 5_000, 'the event of a file in the folder now watched');
+    // Never a problem for the log, status or /healthz.
+    expect(fallbacks).toEqual([]);
+    expect(logged('watch.fallback')).toEqual([]);
+    expect(logged('watch.budget')).toHaveLength(1);
+  });
+});
+
 describe('FolderWatcher with watch.ignore_older', () => {
   const DAY = 86_400_000;
 

@@ -425,7 +425,10 @@ describe('Ledger', () => {
   });
 
   it('marks an incident every target finished with, once its files are out of the change window', async () => {
+    expect(ledger.watch.isKnownFolder('/exports/inc-1')).toBe(false);
     await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+    expect(ledger.watch.isKnownFolder('/exports/inc-1')).toBe(true);
+    expect(ledger.watch.isKnownFolder('/exports/inc-2')).toBe(false);
     ready('v1', [settled('x')]);
     const settledAt = Number(row(`SELECT settled_at FROM videos WHERE id = 'v1'`).settled_at);
     expect(ledger.watch.finishIncidents(settledAt + 1, false, 10)).toEqual([]); // still queued
