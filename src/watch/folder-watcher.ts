@@ -193,29 +193,32 @@ export class FolderWatcher {
       this.options.log.warn({ event: 'watch.error', err }, `watcher: ${describeError(err)}`);
     });
     await new Promise<void>((resolve) => this.watcher!.once('ready', () => resolve()));
+    // Folders beyond the budget are rescanned already; those chokidar watches were seen by it.
+    await this.takeRefused();
+    const watched = new Set(Object.keys(this.watcher.getWatched()));
     this.walk = findManifests(
       this.options.root,
       0,
       () => false,
-      (dir) => this.catchUp(dir, watchBegan),
+      (dir) => this.catchUp(dir, watchBegan, watched),
     );
   }
 
   /**
    * chokidar reads a folder before it watches it: a folder made in between (an export that began
    * while the daemon started) is never watched, and what is written into it later never seen.
-   * The start-up walk has chokidar watch each folder changed since the watch began, and scans it
-   * on every tick for a while, for what lands there before that watch is in place.
+   * The start-up walk has chokidar watch each such folder that changed since the watch began, and
+   * scans it on every tick for a while, for what lands there before that watch is in place.
    */
-  private async catchUp(dir: string, watchBegan: number): Promise<void> {
-    if (dir === this.options.root || !this.watcher) return;
+  private async catchUp(dir: string, watchBegan: number, watched: ReadonlySet<string>): Promise<void> {
+    if (dir === this.options.root || !this.watcher || watched.has(dir) || this.unwatched.has(dir)) return;
     const changed = await stat(dir).then(
       (s) => s.mtimeMs >= watchBegan,
       () => false,
     );
-    if (!changed) return;
+    if (!changed || this.options.ledger.isFinishedFolder(dir)) return;
     this.freshDirs.set(dir, this.clock.monotonic() + FRESH_DIR_MS);
-    if (!(dir in this.watcher.getWatched())) this.watcher.add(dir);
+    this.watcher.add(dir);
   }
 
   async stop(): Promise<void> {
