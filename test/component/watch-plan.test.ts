@@ -79,6 +79,18 @@ async function bench(ctx: TestContext, reportingTargets: readonly string[] = ['a
   };
 }
 
+/** Ticks `watcher` until `done()`, failing after `timeoutMs` of real time. */
+async function tickUntil(watcher: FolderWatcher, done: () => boolean, what: string, timeoutMs: number): Promise<void> {
+  await waitFor(
+    async () => {
+      await watcher.tick();
+      return done();
+    },
+    timeoutMs,
+    what,
+  );
+}
+
 describe('FolderWatcher', () => {
   it('reads a manifest found at start-up once it has settled', async (ctx) => {
     const b = await bench(ctx);
@@ -118,14 +130,7 @@ describe('FolderWatcher', () => {
     await touchAt(manifest, b.clock.now());
     b.clock.advance(SETTLE_MS);
     // No rescan is due: only the watch's events can bring it in.
-    await waitFor(
-      async () => {
-        await watcher.tick();
-        return b.incidents().length > 0;
-      },
-      10_000,
-      'the new manifest applied',
-    );
+    await tickUntil(watcher, () => b.incidents().length > 0, 'the new manifest applied', 10_000);
     expect(b.incidents()).toEqual([{ id: 'inc-new', folder, title: 'Test incident' }]);
     expect(b.l.rows('SELECT video_id, role, rel_path FROM video_files ORDER BY role')).toEqual([
       { video_id: 'v1', role: 'thumbnail', rel_path: 'cam01.jpg' },
@@ -155,14 +160,7 @@ describe('FolderWatcher', () => {
     const manifest = await writeManifest(folder, incidentManifest('inc-late', [{ id: 'v1', file: 'cam01.mp4' }], 'First'));
     await touchAt(manifest, b.clock.now());
     b.clock.advance(SETTLE_MS);
-    await waitFor(
-      async () => {
-        await watcher.tick();
-        return b.incidents().length > 0;
-      },
-      10_000,
-      'the manifest written after the start-up walk applied',
-    );
+    await tickUntil(watcher, () => b.incidents().length > 0, 'the manifest written after the start-up walk applied', 10_000);
     expect(b.incidents()).toEqual([{ id: 'inc-late', folder, title: 'First' }]);
 
     // Long after, when the folder is no longer scanned on every tick, the watch brings a change in.
@@ -171,14 +169,7 @@ describe('FolderWatcher', () => {
     await writeManifest(folder, incidentManifest('inc-late', [{ id: 'v1', file: 'cam01.mp4' }], 'Second'));
     await touchAt(manifest, b.clock.now());
     b.clock.advance(SETTLE_MS);
-    await waitFor(
-      async () => {
-        await watcher.tick();
-        return b.incidents()[0]?.title === 'Second';
-      },
-      10_000,
-      'the rewritten manifest applied',
-    );
+    await tickUntil(watcher, () => b.incidents()[0]?.title === 'Second', 'the rewritten manifest applied', 10_000);
   });
 
   it('no longer watches the folder of an incident every target finished with', async (ctx) => {
@@ -237,14 +228,7 @@ describe('FolderWatcher', () => {
 async function refusedWatcher(b: Bench, watchFactory: WatchFactory) {
   const fallbacks: Array<WatchFallback | null> = [];
   const started = await b.watcher({ watchFactory, fallbackRescanMs: 10_000, onFallback: (f) => fallbacks.push(f) });
-  await waitFor(
-    async () => {
-      await started.watcher.tick();
-      return fallbacks.length > 0;
-    },
-    5_000,
-    'the refusal taken in',
-  );
+  await tickUntil(started.watcher, () => fallbacks.length > 0, 'the refusal taken in', 5_000);
   expect(fallbacks).toEqual([{ folders: 1, rescanSeconds: 10, since: b.clock.now() }]);
   return { ...started, fallbacks };
 }
@@ -275,14 +259,7 @@ describe('FolderWatcher when the OS refuses more watches (ENOSPC)', () => {
     expect(b.incidents()).toEqual([]);
     // The rescan comes round: the manifest is read.
     b.clock.advance(1);
-    await waitFor(
-      async () => {
-        await watcher.tick();
-        return b.incidents().length > 0;
-      },
-      5_000,
-      'the manifest in the refused folder read by the rescan',
-    );
+    await tickUntil(watcher, () => b.incidents().length > 0, 'the manifest in the refused folder read by the rescan', 5_000);
     expect(b.incidents().map((i) => i.folder)).toEqual([join(refused, 'inc-a')]);
     expect(events.filter((e) => e.startsWith(refused))).toEqual([]);
     expect(fallbacks).toHaveLength(1);
@@ -291,14 +268,7 @@ describe('FolderWatcher when the OS refuses more watches (ENOSPC)', () => {
     // bites): the refused folder is asked for again, and is watched.
     const doneManifest = await writeManifest(join(watched, 'inc-b'), incidentManifest('inc-b', [{ id: 'v1', errors: ['export failed'] }]));
     await touchAt(doneManifest, b.clock.now() - SETTLE_MS);
-    await waitFor(
-      async () => {
-        await watcher.tick();
-        return b.incidents().length === 2;
-      },
-      5_000,
-      'the manifest in the watched folder read',
-    );
+    await tickUntil(watcher, () => b.incidents().length === 2, 'the manifest in the watched folder read', 5_000);
     refusing = false;
     const finished = b.l.ledger.watch.finishIncidents(Date.now(), false, 10);
     expect(finished.sort()).toEqual([join(refused, 'inc-a'), join(watched, 'inc-b')]);
@@ -361,28 +331,14 @@ describe('FolderWatcher over its watch budget', () => {
     await watcher.tick();
     expect(b.incidents()).toEqual([]);
     b.clock.advance(10_000);
-    await waitFor(
-      async () => {
-        await watcher.tick();
-        return b.incidents().length === 1;
-      },
-      5_000,
-      'the manifest beyond the budget read by the rescan',
-    );
+    await tickUntil(watcher, () => b.incidents().length === 1, 'the manifest beyond the budget read by the rescan', 5_000);
 
     // An incident in a watched folder finishes: its folder is let go of, and the folder beyond the
     // budget still without a manifest is watched in its place (the one read is left to the regular rescan).
     const done = reported()[0]!;
     const doneManifest = await writeManifest(done, incidentManifest('done', [{ id: 'v1', errors: ['export failed'] }]));
     await touchAt(doneManifest, b.clock.now() - SETTLE_MS);
-    await waitFor(
-      async () => {
-        await watcher.tick();
-        return b.incidents().length === 2;
-      },
-      5_000,
-      'the finished incident read',
-    );
+    await tickUntil(watcher, () => b.incidents().length === 2, 'the finished incident read', 5_000);
     expect(b.l.ledger.watch.finishIncidents(Date.now(), false, 10)).toEqual([done]);
     watcher.unwatch([done]);
     for (let i = 0; i < 2; i++) {
