@@ -73,9 +73,14 @@ export async function runCrashLoop(options: CrashLoopOptions, say: (line: string
   const workload = await Workload.start(dir, { concurrency: options.concurrency, part_size: `${Math.round(options.partSize / MiB)}MiB` });
   for (const site of workload.sites.values()) site.setLatency(options.partLatencyMs);
   try {
-    const sizes = workloadSizes(options.incidents * options.videosPerIncident, options.maxSize, rand);
+    const sizes = workloadSizes(options.incidents * options.videosPerIncident - 1, options.maxSize, rand);
     // Shuffled, so the edge cases and the big file land on different platforms from seed to seed.
     sizes.sort(() => rand() - 0.5);
+    // And one more big file, on ALO (which keeps the configured part size: TruVideo takes 10 MiB
+    // parts at least), in an incident that arrives while the kills go on: whatever the seed, a kill
+    // then finds an upload with more parts than are in flight at once, half done.
+    const lateAlo = lastIndex(options.incidents, (i) => i >= Math.ceil(options.incidents / 2) && i % PLATFORMS.length === 0);
+    sizes.splice((lateAlo ?? options.incidents - 1) * options.videosPerIncident, 0, options.maxSize);
     const pending = Array.from({ length: options.incidents }, (_, i) => ({
       platform: PLATFORMS[i % PLATFORMS.length]!.type,
       sizes: sizes.slice(i * options.videosPerIncident, (i + 1) * options.videosPerIncident),
@@ -157,6 +162,12 @@ export async function runCrashLoop(options: CrashLoopOptions, say: (line: string
     await workload.close();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The last of 0…n-1 that `ok` holds for, or undefined. */
+function lastIndex(n: number, ok: (i: number) => boolean): number | undefined {
+  for (let i = n - 1; i >= 0; i--) if (ok(i)) return i;
+  return undefined;
 }
 
 /** Until the daemon logged `daemon.started` (or exited: the kill finds it gone, and the final checks say why). */
