@@ -376,16 +376,13 @@ export class FolderWatcher {
     const before = this.unwatched.size;
     for (const { path, overBudget } of this.refusedPaths.splice(0)) {
       this.retrying.delete(path);
-      if (!overBudget) this.watchedFolders.delete(path);
-      let folder = path;
-      try {
-        if (!(await lstat(path)).isDirectory()) folder = dirname(path);
-      } catch {
-        folder = dirname(path);
+      // A folder beyond the budget was stat'ed by chokidar and checked unfinished: rescanned as it is.
+      if (overBudget) {
+        this.unwatched.set(path, { folder: path, overBudget });
+        continue;
       }
-      // A refused root (or a path gone from under it) falls back on the whole root.
-      const rel = relative(this.options.root, folder);
-      if (rel.startsWith('..') || isAbsolute(rel)) folder = this.options.root;
+      this.watchedFolders.delete(path);
+      const folder = await this.folderInPlaceOf(path);
       if (!this.options.ledger.isFinishedFolder(folder)) this.unwatched.set(path, { folder, overBudget });
     }
     if (this.unwatched.size !== before) {
@@ -393,6 +390,16 @@ export class FolderWatcher {
       this.nextFallbackScan = 0;
       this.fallbackChanged();
     }
+  }
+
+  /** The folder rescanned in place of a path the OS refused: itself, or the folder of a file; the root for a path outside it. */
+  private async folderInPlaceOf(path: string): Promise<string> {
+    const folder = await lstat(path).then(
+      (st) => (st.isDirectory() ? path : dirname(path)),
+      () => dirname(path),
+    );
+    const rel = relative(this.options.root, folder);
+    return rel.startsWith('..') || isAbsolute(rel) ? this.options.root : folder;
   }
 
   /**
@@ -546,7 +553,6 @@ function forgetUnwatched(watcher: FSWatcher, paths: readonly string[]): void {
   watcher._userIgnored = undefined;
 }
 
-/** The manifests below each of `folders` (none inside another), finished folders left out. */
 /** A path not watched: the OS refused it (ENOSPC), or it is beyond the watch budget. */
 interface Refusal {
   path: string;
@@ -559,6 +565,7 @@ interface Unwatched {
   overBudget: boolean;
 }
 
+/** The manifests below each of `folders` (none inside another), finished folders left out. */
 async function* findManifestsIn(folders: readonly string[], skip: (dir: string) => boolean): AsyncGenerator<string> {
   for (const folder of folders) yield* findManifests(folder, 0, skip);
 }
