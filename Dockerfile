@@ -41,69 +41,69 @@
 ARG NODE_IMAGE=node:20-bookworm-slim
 
 # ---- build: compile better-sqlite3 from source, build dist/, drop dev dependencies -------------
+# Few instructions on purpose: on the vfs storage driver (no overlay filesystem) every one of them,
+# even ENV or WORKDIR, copies the whole root once more.
 FROM ${NODE_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
-# build_from_source: better-sqlite3's install script (`prebuild-install || node-gyp rebuild`)
-# downloads no prebuilt binary and compiles SQLite here. nodedir: node-gyp uses the headers of the
-# image's own node (/usr/local/include/node) instead of fetching them from nodejs.org.
-ENV npm_config_build_from_source=true \
-    npm_config_nodedir=/usr/local \
-    npm_config_audit=false \
-    npm_config_fund=false \
-    npm_config_update_notifier=false
-WORKDIR /app
 
 # Dependencies first, so this slow layer (SQLite compile) is cached until the lock file changes.
 # --ignore-scripts also skips our own `prepare` (tsc), which needs the sources copied below; the
 # one dependency whose install script matters, better-sqlite3 (the only production package with
 # "hasInstallScript" in package-lock.json), is then built explicitly.
+# build_from_source: better-sqlite3's install script (`prebuild-install || node-gyp rebuild`)
+# downloads no prebuilt binary and compiles SQLite here. nodedir: node-gyp uses the headers of the
+# image's own node (/usr/local/include/node) instead of fetching them from nodejs.org. JOBS: its
+# two sources (SQLite and the addon) compile side by side.
 # Sites whose build reaches the npm registry through a TLS-inspecting proxy pass the proxy's CA
 # certificate(s) as PEM text: --build-arg EXTRA_CA_CERTS="$(cat corp-ca.pem)". npm (Node) trusts
 # them beside its own CAs for `npm ci`, the one step that downloads. Declared in this stage only,
 # after the apt layer (which stays cached): the final image neither holds it nor lists it in
 # `docker history`. A CA certificate is public; never pass a secret (an npm token) this way.
 ARG EXTRA_CA_CERTS=""
-COPY package.json package-lock.json ./
-RUN printf '%s\n' "$EXTRA_CA_CERTS" > /tmp/extra-ca.pem \
+COPY package.json package-lock.json /app/
+RUN cd /app \
+ && export npm_config_build_from_source=true npm_config_nodedir=/usr/local JOBS=max \
+           npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false \
+ && printf '%s\n' "$EXTRA_CA_CERTS" > /tmp/extra-ca.pem \
  && NODE_EXTRA_CA_CERTS=/tmp/extra-ca.pem npm ci --ignore-scripts \
  && rm /tmp/extra-ca.pem \
  && npm rebuild better-sqlite3 \
  && test -f node_modules/better-sqlite3/build/Release/better_sqlite3.node
 
 # Sources (see .dockerignore), then dist/ with tsc (a dev dependency), then prune dev
-# dependencies (prune runs no lifecycle scripts, so `prepare` does not run again) and drop
-# better-sqlite3's sources and compiler intermediates (~25 MB); only the .node file is loaded.
-COPY . .
-RUN npm run build \
- && npm prune --omit=dev \
+# dependencies (prune runs no lifecycle scripts, so `prepare` does not run again), drop
+# better-sqlite3's sources and compiler intermediates (~25 MB; only the .node file is loaded), and
+# leave in /app only what the runtime stage takes: package.json, node_modules and dist/.
+COPY . /app/
+RUN cd /app \
+ && npm run build \
+ && npm prune --omit=dev --audit=false --fund=false \
+ && rm -rf package-lock.json tsconfig*.json src scripts test \
  && cd node_modules/better-sqlite3 \
  && rm -rf deps src build/deps build/Release/obj build/Release/obj.target build/Release/.deps \
            build/Release/sqlite3.a build/Release/test_extension.node
 
 # ---- runtime -----------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}
-# tini as PID 1: forwards SIGTERM to node and reaps zombies (instead of `docker run --init`).
+# tini as PID 1: forwards SIGTERM to node and reaps zombies (instead of `docker run --init`). The
+# ledger directory, owned by the runtime user BEFORE the VOLUME line (a new named volume is
+# initialised from it, ownership included); mount points for the config and the exports.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && install -d -o 1000 -g 1000 -m 0750 /var/lib/vms-uplink \
+ && install -d -m 0755 /etc/vms-uplink /srv/vms/exports
 ENV NODE_ENV=production \
     CREDENTIALS_DIRECTORY=/run/secrets
 WORKDIR /app
-# The ledger directory, owned by the runtime user BEFORE the VOLUME line (a new named volume is
-# initialised from it, ownership included); mount points for the config and the exports.
-RUN install -d -o 1000 -g 1000 -m 0750 /var/lib/vms-uplink \
- && install -d -m 0755 /etc/vms-uplink /srv/vms/exports
 VOLUME /var/lib/vms-uplink
-# = node:node, numeric so that Kubernetes' runAsNonRoot can verify it.
+# = node:node, numeric so that Kubernetes' runAsNonRoot can verify it. SIGTERM, Docker's default
+# stop signal, reaches node through tini.
 USER 1000:1000
-STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/src/cli.js"]
 CMD ["run", "--config", "/etc/vms-uplink/config.yaml"]
-# The application last, so that a change to it rebuilds only these layers; dist/, which changes
-# most often, after the dependencies. Owned by root (COPY ignores USER) and read-only to the
-# daemon's user.
-COPY --from=build /app/package.json ./
-COPY --from=build /app/node_modules ./node_modules
-COPY --from=build /app/dist ./dist
+# The application last, so that a change to it rebuilds only this layer. Owned by root (COPY
+# ignores USER) and read-only to the daemon's user.
+COPY --from=build /app /app
