@@ -267,6 +267,10 @@ function openDatabase(path: string, options: LedgerOptions): Db {
     }
     db.pragma('foreign_keys = ON');
     db.pragma('busy_timeout = 5000');
+    // Statement journals and temporary b-trees in memory (they are small: every query is paged):
+    // SQLite otherwise wants a writable temp directory, and a container's root is read-only
+    // (--read-only: every write failed with SQLITE_IOERR_GETTEMPPATH).
+    db.pragma('temp_store = MEMORY');
     if (readonly) {
       const check = db.pragma('quick_check', { simple: true });
       if (check !== 'ok') throw corrupt(path, `quick_check: ${String(check)}`);

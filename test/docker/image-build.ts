@@ -5,7 +5,8 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { docker, type CommandResult } from './engine.js';
+import { ensureBaseImage } from './base-image.js';
+import { docker, tail, type CommandResult } from './engine.js';
 
 export const IMAGE = 'vms-uplink:docker-test';
 /** The Dockerfile's build stage: the cache of the slow steps (npm ci, the SQLite compile). */
@@ -51,4 +52,44 @@ export function buildImage(options: BuildOptions): Promise<CommandResult> {
   if (options.tag) args.push('--tag', options.tag);
   args.push(repoRoot());
   return docker(args, { timeoutMs: 60 * 60_000 });
+}
+
+async function imageId(tag: string): Promise<string | undefined> {
+  const r = await docker(['image', 'inspect', '--format', '{{.Id}}', tag]);
+  return r.code === 0 ? r.stdout.trim() : undefined;
+}
+
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
+
+export interface PreparedImages {
+  /** The base image's tag: NODE_IMAGE. */
+  base: string;
+  /** The PEM text passed as EXTRA_CA_CERTS, empty when the machine added no CA. */
+  caCerts: string;
+}
+
+/**
+ * The base image (built once per machine) and the image, built from the repository with the
+ * machine's CA certificates as EXTRA_CA_CERTS, on the engine that answers. The figures are
+ * printed: the base and the first build are the slow part on a fresh machine.
+ */
+export async function prepareImages(log: (line: string) => void): Promise<PreparedImages> {
+  const base = await ensureBaseImage();
+  log(`base image ${base.tag}: ${base.built ? `built in ${seconds(base.ms)}` : 'already built on this machine'}`);
+  const caCerts = machineCaCertificates();
+  // The build stage under a tag of its own, then the image (its build stage then all cached):
+  // so that a later run can remove what an earlier one left. On vfs every layer is a full copy
+  // of the root, and each change to the sources would otherwise leave gigabytes behind.
+  let ms = 0;
+  for (const { tag, target } of [{ tag: BUILD_STAGE_IMAGE, target: 'build' }, { tag: IMAGE }]) {
+    const previous = await imageId(tag);
+    const build = await buildImage({ base: base.tag, extraCaCerts: caCerts, tag, ...(target ? { target } : {}) });
+    if (build.code !== 0) {
+      throw new Error(`docker build of ${tag} on ${base.tag} exited ${build.code}:\n${tail(build.stdout + build.stderr, 60)}`);
+    }
+    if (previous && previous !== (await imageId(tag))) await docker(['image', 'rm', previous]);
+    ms += build.ms;
+  }
+  log(`image ${IMAGE} built in ${seconds(ms)} (${caCerts ? 'with' : 'without'} the machine's CA certificates as EXTRA_CA_CERTS)`);
+  return { base: base.tag, caCerts };
 }
