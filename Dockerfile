@@ -35,8 +35,9 @@
 #   test:docker` builds one (debootstrap + this machine's Node) and tests the image built on it.
 # - Restarts: exit 2 means a bad configuration; Docker cannot exempt an exit code from its restart
 #   policy, so a bad file restarts with back-off until it is fixed: read `docker logs`.
-# - No HEALTHCHECK: the daemon has no liveness endpoint yet (GET /healthz arrives with the local
-#   API); `status` reads the ledger and would say nothing about whether the daemon runs.
+# - No HEALTHCHECK: GET /healthz answers only where the config sets `api.listen` (and on the port it
+#   names); `status` reads the ledger and would say nothing about whether the daemon runs. Where
+#   it is set: HEALTHCHECK CMD node -e "fetch('http://127.0.0.1:PORT/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))".
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 
