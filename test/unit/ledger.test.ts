@@ -69,6 +69,14 @@ describe('Ledger', () => {
     ]);
   });
 
+  it('commits writes gathered for a group commit when it closes, rather than dropping them', async () => {
+    const applied = [apply(manifest([{ id: 'v1', file: 'a.mp4' }])), apply(manifest([{ id: 'v1', file: 'b.mp4' }], 'Theft', 'inc-2'))];
+    ledger.close();
+    expect(await Promise.all(applied)).toEqual([true, true]);
+    expect(ledgerRows(dbPath, 'SELECT id FROM incidents ORDER BY id')).toEqual([{ id: 'inc-1' }, { id: 'inc-2' }]);
+    ledger = Ledger.open(dbPath, { reportingTargets: ['alo'] });
+  });
+
   it('remembers the stamp of the manifest version last read, so a rescan reads only what changed', async () => {
     const path = '/exports/inc-1/incident.json';
     expect(ledger.watch.manifestStamp(path)).toBeNull();
