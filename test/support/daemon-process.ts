@@ -67,7 +67,8 @@ export class DaemonProcess {
       }
     });
     this.child.stderr!.on('data', (chunk: Buffer) => this.stderr.push(chunk.toString()));
-    this.exited = new Promise((resolveExit) => this.child.once('exit', (code, signal) => resolveExit({ code, signal })));
+    // 'close', not 'exit': only then has everything it printed been read (its last log lines).
+    this.exited = new Promise((resolveExit) => this.child.once('close', (code, signal) => resolveExit({ code, signal })));
   }
 
   static run(configPath: string, env?: NodeJS.ProcessEnv): DaemonProcess {
@@ -100,7 +101,8 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ c
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.once('exit', (code) => resolveRun({ code, stdout, stderr }));
+    // 'close', not 'exit': on a busy machine the output can still be in the pipe when it exits.
+    child.once('close', (code) => resolveRun({ code, stdout, stderr }));
   });
 }
 
@@ -117,7 +119,7 @@ export function runCliOnTerminal(args: string[], columns: number): Promise<{ cod
     const child = spawn('script', ['-qec', command, '/dev/null'], { stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.once('exit', (code) => resolveRun({ code, stdout: stdout.replaceAll('\r\n', '\n') }));
+    child.once('close', (code) => resolveRun({ code, stdout: stdout.replaceAll('\r\n', '\n') }));
   });
 }
 
