@@ -5,6 +5,8 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 
 export interface CommandResult {
@@ -73,6 +75,8 @@ export function tail(text: string, lines = 40): string {
 }
 
 export const DOCKERD_FLAGS = ['--storage-driver=vfs', '--iptables=false', '--ip6tables=false', '--bridge=none'];
+/** Where a dockerd started here writes its log. */
+export const DOCKERD_LOG = join(tmpdir(), 'vms-uplink-dockerd.log');
 
 export interface Engine {
   /** Whether this run started dockerd (and stop() stops it). */
@@ -84,13 +88,13 @@ async function engineAnswers(): Promise<boolean> {
   return (await docker(['version', '--format', '{{.Server.Version}}'], { timeoutMs: 30_000 })).code === 0;
 }
 
-/** A dockerd to talk to: the one running, else one started here (as root) with its log in `logPath`. */
-export async function ensureEngine(logPath: string): Promise<Engine> {
+/** A dockerd to talk to: the one running, else one started here (as root) with its log in DOCKERD_LOG. */
+export async function ensureEngine(): Promise<Engine> {
   if (await engineAnswers()) return { started: false, stop: async () => undefined };
   if (process.getuid?.() !== 0) {
     throw new Error('no Docker engine answers, and only root can start one: run the test as root, or start dockerd first');
   }
-  const log = openSync(logPath, 'a');
+  const log = openSync(DOCKERD_LOG, 'a');
   const daemon = spawn('dockerd', DOCKERD_FLAGS, { stdio: ['ignore', log, log] });
   closeSync(log);
   const exited = new Promise<string>((resolveExit) => {
@@ -105,7 +109,7 @@ export async function ensureEngine(logPath: string): Promise<Engine> {
       daemon.kill('SIGKILL');
       const why = gone ?? 'did not answer within 60 s';
       throw new Error(
-        `dockerd ${DOCKERD_FLAGS.join(' ')} ${why} (Debian: apt-get install docker.io). Its log (${logPath}):\n${tail(readLog(logPath))}`,
+        `dockerd ${DOCKERD_FLAGS.join(' ')} ${why} (Debian: apt-get install docker.io). Its log (${DOCKERD_LOG}):\n${tail(readLog(DOCKERD_LOG))}`,
       );
     }
     await new Promise((r) => setTimeout(r, 250));

@@ -2,10 +2,8 @@
  * Before the image tests: a Docker engine (started here when none runs, stopped after), the base
  * image (built once per machine), and the image itself (see prepareImages).
  */
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { ensureEngine } from './engine.js';
+import { DOCKERD_LOG, ensureEngine } from './engine.js';
 import { IMAGE, prepareImages } from './image-build.js';
 
 declare module 'vitest' {
@@ -17,9 +15,8 @@ declare module 'vitest' {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const logPath = join(tmpdir(), 'vms-uplink-dockerd.log');
-  const engine = await ensureEngine(logPath);
-  console.log(engine.started ? `dockerd started for this run (log: ${logPath})` : 'dockerd already running: used as it is');
+  const engine = await ensureEngine();
+  console.log(engine.started ? `dockerd started for this run (log: ${DOCKERD_LOG})` : 'dockerd already running: used as it is');
   try {
     const { base, caCerts } = await prepareImages((line) => console.log(line));
     project.provide('dockerImage', IMAGE);

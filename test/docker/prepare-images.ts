@@ -5,14 +5,12 @@
  * run: on a fresh machine the base and the first build of the image take minutes on the vfs
  * storage driver, and the test then finds both in Docker's cache and goes on with the image.
  */
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { ensureEngine } from './engine.js';
+import { DOCKERD_LOG, ensureEngine } from './engine.js';
 import { prepareImages } from './image-build.js';
 
 const log = (line: string): void => console.log(`${new Date().toISOString()} ${line}`);
-const engine = await ensureEngine(join(tmpdir(), 'vms-uplink-dockerd.log'));
-log(engine.started ? 'dockerd started' : 'dockerd already running: used as it is');
+const engine = await ensureEngine();
+log(engine.started ? `dockerd started (log: ${DOCKERD_LOG})` : 'dockerd already running: used as it is');
 try {
   await prepareImages(log);
 } finally {
