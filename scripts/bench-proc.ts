@@ -9,6 +9,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { access, constants, readFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
+import { bytesRead } from '../test/support/proc-io.js';
 
 export const GNU_TIME = '/usr/bin/time';
 
@@ -47,13 +48,6 @@ export async function cpuSeconds(pid: number): Promise<number> {
 export async function peakRss(pid: number): Promise<number> {
   const text = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/^VmHWM:\s+(\d+)\s+kB/m.exec(text)?.[1] ?? NaN) * 1024;
-}
-
-/** rchar of a live process, or undefined once it is gone. */
-export async function bytesRead(pid: number): Promise<number | undefined> {
-  const text = await readFile(`/proc/${pid}/io`, 'utf8').catch(() => undefined);
-  const m = text === undefined ? null : /^rchar:\s+(\d+)/m.exec(text);
-  return m ? Number(m[1]) : undefined;
 }
 
 export async function liveCost(pid: number): Promise<Cost> {

@@ -27,7 +27,8 @@ import { incidentManifest, writeManifest } from '../test/support/manifest.js';
 import { backlogBench, backlogBytes } from './bench-backlog.js';
 import { DaemonRun } from './bench-daemon.js';
 import { availablePeers, type Peer } from './bench-peers.js';
-import { bytesRead, killPeers, liveCost, runMeasured, type Cost } from './bench-proc.js';
+import { bytesRead } from '../test/support/proc-io.js';
+import { killPeers, liveCost, runMeasured, type Cost } from './bench-proc.js';
 import { BenchFailure, GiB, human, MB, median, MiB, sleep, table, timeOf } from './bench-util.js';
 import { NullSink } from './null-sink.js';
 

@@ -4,7 +4,7 @@
 import { dirname } from 'node:path';
 import { AfterUpload } from './after/after-upload.js';
 import { LocalApi, type Health } from './api/local-api.js';
-import { ConfigError } from './config/load.js';
+import { ConfigError } from './config/config-file.js';
 import type { ApiConfig, Config } from './config/schema.js';
 import { Secret } from './config/secret.js';
 import type { LedgerFault } from './ledger/faults.js';

@@ -5,37 +5,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LineCounter, parseDocument, type Document } from 'yaml';
-import { networkMountOf } from '../ledger/filesystem.js';
+import { ConfigError, errnoText, type Env, type ReadFile } from './config-file.js';
 import { formatProblem, type ConfigPath, type ConfigProblem } from './fields.js';
-import { DEFAULT_LEDGER_PATH, SECRET_FILE_KEYS, validateConfig, type Config } from './schema.js';
-
-export const DEFAULT_CONFIG_PATH = '/etc/vms-uplink/config.yaml';
-export const CONFIG_PATH_ENV = 'VMS_UPLINK_CONFIG';
-
-export type Env = Record<string, string | undefined>;
-/** fs.readFileSync-compatible (memfs's `vol.readFileSync` fits too). */
-export type ReadFile = (path: string, encoding: 'utf8') => string | Buffer;
-
-/** A configuration that cannot be used. Exit code 2; nothing is started. */
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-  readonly code = 'ERR_CONFIG';
-  /** One line per problem, each starting with its YAML path (`targets.alo.base_url: Invalid URL`). */
-  readonly problems: string[];
-  /** The configuration file. */
-  readonly file: string;
-
-  constructor(file: string, problems: string[]) {
-    super(`${file}:\n${problems.map((p) => `  ${p}`).join('\n')}`);
-    this.file = file;
-    this.problems = problems;
-  }
-}
-
-/** `--config`, else `$VMS_UPLINK_CONFIG`, else /etc/vms-uplink/config.yaml. */
-export function resolveConfigPath(flag: string | undefined, env: Env): string {
-  return flag || env[CONFIG_PATH_ENV] || DEFAULT_CONFIG_PATH;
-}
+import { SECRET_FILE_KEYS, validateConfig, type Config } from './schema.js';
 
 export interface LoadOptions {
   /** The environment `${NAME}` reads (the entry point passes process.env). Default: none. */
@@ -55,36 +27,6 @@ export function loadConfig(file: string, env: Env, readFile: ReadFile = fs.readF
     throw new ConfigError(file, [`cannot read the configuration file (${errnoText(err)})`]);
   }
   return parseConfig(text, { env, readFile, baseDir: path.dirname(path.resolve(file)), source: file });
-}
-
-/**
- * Only `ledger.path`, for `status` and `retry`: an operator's shell may not have the daemon's
- * secrets (systemd credentials, environment), and these commands need none of them.
- */
-export function readLedgerPath(file: string, readFile: ReadFile = fs.readFileSync): string {
-  let raw: unknown;
-  try {
-    raw = parseDocument(readFile(file, 'utf8').toString()).toJS();
-  } catch (err) {
-    throw new ConfigError(file, [`cannot read the configuration file (${errnoText(err)})`]);
-  }
-  const ledger = (raw as { ledger?: { path?: unknown } } | null)?.ledger?.path;
-  if (ledger !== undefined && typeof ledger !== 'string') throw new ConfigError(file, ['ledger.path: expected a path']);
-  return path.resolve(path.dirname(path.resolve(file)), ledger ?? DEFAULT_LEDGER_PATH);
-}
-
-/**
- * SQLite's WAL locking is unsafe on network filesystems: a ledger there is refused like a bad
- * configuration (exit 2), naming ledger.path and the filesystem. `mountinfo` reads the mount
- * table (tests pass one of a machine with an NFS mount).
- */
-export function refuseNetworkLedger(configPath: string, ledgerPath: string, mountinfo?: () => string): void {
-  const mount = networkMountOf(ledgerPath, mountinfo);
-  if (!mount) return;
-  throw new ConfigError(configPath, [
-    `ledger.path: ${ledgerPath} is on a network filesystem (${mount.fsType}, ${mount.source} mounted at ${mount.mountPoint}); ` +
-      `SQLite's write-ahead-log locking is not safe there and the ledger could be corrupted: put ledger.path on a local disk`,
-  ]);
 }
 
 /** The configuration from YAML text (what loadConfig does after reading the file). */
@@ -204,21 +146,6 @@ class Prepass {
     if (trimmed === '') this.problems.push({ path: at, message: `${absolute} is empty` });
     return trimmed;
   }
-}
-
-const ERRNO_TEXT: Record<string, string> = {
-  ENOENT: 'no such file',
-  EACCES: 'permission denied',
-  EPERM: 'operation not permitted',
-  EISDIR: 'is a directory',
-  ENOTDIR: 'a parent is not a directory',
-};
-
-function errnoText(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (typeof code !== 'string') return (err as Error | undefined)?.message ?? String(err);
-  const text = ERRNO_TEXT[code];
-  return text ? `${code}: ${text}` : code;
 }
 
 function isPrefix(prefix: ConfigPath, p: ConfigPath): boolean {

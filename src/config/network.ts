@@ -8,7 +8,7 @@ import path from 'node:path';
 import util from 'node:util';
 import { parseNoProxyEntry } from '../upload/no-proxy.js';
 import { describeInput, fail, text, type Parser } from './fields.js';
-import type { ReadFile } from './load.js';
+import type { ReadFile } from './config-file.js';
 import { Secret } from './secret.js';
 
 /**

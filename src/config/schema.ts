@@ -56,11 +56,9 @@ import {
   toProblem,
   type ConfigProblem,
 } from './fields.js';
-import type { ReadFile } from './load.js';
+import type { ReadFile } from './config-file.js';
+import { DEFAULT_LEDGER_PATH } from './config-file.js';
 import { caFile, noProxyEntry, noProxyText, proxyUrl } from './network.js';
-
-/** Where the ledger lives unless `ledger.path` says otherwise (systemd StateDirectory=vms-uplink). */
-export const DEFAULT_LEDGER_PATH = '/var/lib/vms-uplink/ledger.db';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 

@@ -17,7 +17,7 @@
  */
 import fs from 'node:fs';
 import tls from 'node:tls';
-import { ConfigError, type Env, type ReadFile } from '../config/load.js';
+import { ConfigError, type Env, type ReadFile } from '../config/config-file.js';
 import { pemCertificates, ProxyUrl } from '../config/network.js';
 import type { NetworkConfig } from '../config/schema.js';
 import { NoProxy } from './no-proxy.js';

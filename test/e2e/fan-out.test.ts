@@ -13,6 +13,7 @@ import type { PlatformFixture, PlatformSite } from '../conformance/platform-fixt
 import { aloTargetConfig } from '../support/alo-site.js';
 import { runCli, waitFor } from '../support/daemon-process.js';
 import { MiB } from '../support/files.js';
+import { bytesRead } from '../support/proc-io.js';
 import { harness } from '../support/harness.js';
 import { ledgerRows, ledgerRowsSoFar } from '../support/ledger.js';
 import { exportVideos, writeOneVideoIncident, type ExportedVideoRef } from '../support/manifest.js';
@@ -137,6 +138,24 @@ describe('fan-out to all four platforms', () => {
       ledgerRows<{ target: string; state: string }>(f.ledgerPath, `SELECT target, state FROM uploads WHERE role = 'video' ORDER BY target`);
     await waitFor(() => uploads().every((u) => u.state === 'done'), 10_000, 'every upload done in the ledger');
     expect(uploads()).toEqual(['aionvision', 'alo', 'truvideo', 'valt'].map((target) => ({ target, state: 'done' })));
+  });
+
+  it('reads the video once for its identity and once per platform, and no more', async (ctx) => {
+    const f = await everyPlatform(ctx, FIXTURES);
+    const daemon = f.daemon();
+    await waitFor(() => daemon.events('daemon.started')[0], 15_000, 'the daemon started');
+    const before = (await bytesRead(daemon.pid))!;
+    // Large enough that one more pass over it could not hide in what else the daemon reads.
+    const video = await oneVideo(f.exportsRoot, 'reads', 48 * MiB + 5);
+    for (const [type, site] of f.sites) await waitFor(() => site.received(video), 60_000, `the video on ${type}`);
+    const uploads = () => ledgerRows<{ state: string }>(f.ledgerPath, `SELECT state FROM uploads WHERE role = 'video'`);
+    await waitFor(() => uploads().length === 4 && uploads().every((u) => u.state === 'done'), 10_000, 'every upload done');
+    // rchar counts every read(2) of the process: the file, and also the manifest, the ledger and
+    // the platforms' answers, which stay far below one more pass over the file.
+    const passes = ((await bytesRead(daemon.pid))! - before) / video.size;
+    console.log(`fan-out reads: the daemon read ${passes.toFixed(3)} × the ${video.size}-byte file for 4 platforms`);
+    expect(passes).toBeGreaterThanOrEqual(5);
+    expect(passes).toBeLessThan(5.25);
   });
 
   it('one platform down and one refusing hold back neither of the others', async (ctx) => {

@@ -1,7 +1,8 @@
 /** Loading a configuration file from an in-memory file system, and the problems a ConfigError names. */
 import { Volume } from 'memfs';
 import { expect } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/config/config-file.js';
+import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 
 export const CONFIG_PATH = '/etc/vms-uplink/config.yaml';

@@ -3,7 +3,7 @@
  * filesystems are refused at start-up because SQLite's WAL locking is unsafe on them.
  */
 import { describe, expect, it } from 'vitest';
-import { ConfigError, refuseNetworkLedger } from '../../src/config/load.js';
+import { ConfigError, refuseNetworkLedger } from '../../src/config/config-file.js';
 import { mountOf, NETWORK_FILESYSTEMS, parseMountinfo } from '../../src/ledger/filesystem.js';
 
 // A real-looking /proc/self/mountinfo: root on ext4, an NFS export, a CIFS share with a space
