@@ -55,6 +55,8 @@ export class LedgerDb {
   private pending: Array<{ fn: () => unknown; resolve: (value: unknown) => void; reject: (err: unknown) => void }> | null = null;
   /** Told when a write first fails for its storage (the start of a fault episode). */
   onFault: ((fault: LedgerFault) => void) | null = null;
+  /** Write transactions committed by this connection: a reader can tell that nothing changed since it last looked. */
+  private committed = 0;
 
   private constructor(
     private readonly db: Db,
@@ -63,6 +65,10 @@ export class LedgerDb {
 
   static open(path: string, options: LedgerOptions = {}): LedgerDb {
     return new LedgerDb(openDatabase(path, options), options.beforeWrite ?? (() => undefined));
+  }
+
+  get commits(): number {
+    return this.committed;
   }
 
   get isOpen(): boolean {
@@ -109,7 +115,9 @@ export class LedgerDb {
   write<T>(fn: () => T): T {
     try {
       this.beforeWrite();
-      return this.db.transaction(fn)();
+      const result = this.db.transaction(fn)();
+      this.committed++;
+      return result;
     } catch (err) {
       if (!isStorageFault(err)) throw err;
       const message = `ledger write failed: ${err.message} (${err.code})`;

@@ -451,6 +451,27 @@ describe('Ledger', () => {
     expect(ledger.watch.isFinishedFolder('/exports/inc-1')).toBe(false);
   });
 
+  it('finishes an incident once the change window passed it, with nothing written meanwhile, and not before', async () => {
+    await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
+    ready('v1', [settled('x')]);
+    const settledAt = Number(row(`SELECT settled_at FROM videos WHERE id = 'v1'`).settled_at);
+    await done(queued()[0]!, 'k/a.mp4');
+    await ledger.reports.acked('inc-1', 'alo', ledger.reports.due(null, 10)[0]!.wanted);
+    // Looks that find nothing, with no write between them: the skipped ones must not hide the window's end.
+    expect(ledger.watch.finishIncidents(settledAt - 2, false, 10)).toEqual([]);
+    expect(ledger.watch.finishIncidents(settledAt - 1, false, 10)).toEqual([]);
+    expect(ledger.watch.finishIncidents(settledAt, false, 10)).toEqual(['/exports/inc-1']);
+    // Held back by its upload alone, out of the window: the write that completes it is seen at once.
+    await apply(manifest([{ id: 'v2', file: 'b.mp4' }], 'Theft', 'inc-2'));
+    ready('v2', [settled('y')], [toAlo()], 'inc-2');
+    const later = Number(row(`SELECT settled_at FROM videos WHERE id = 'v2'`).settled_at) + 1;
+    expect(ledger.watch.finishIncidents(later, false, 10)).toEqual([]); // still queued
+    expect(ledger.watch.finishIncidents(later, false, 10)).toEqual([]);
+    await done(queued()[0]!, 'k/b.mp4');
+    await ledger.reports.acked('inc-2', 'alo', ledger.reports.due(null, 10)[0]!.wanted);
+    expect(ledger.watch.finishIncidents(later, false, 10)).toEqual(['/exports/inc-2']);
+  });
+
   it('keeps every committed change across a reopen', async () => {
     await apply(manifest([{ id: 'v1', file: 'a.mp4' }]));
     ledger.close();
