@@ -56,8 +56,7 @@ import {
   toProblem,
   type ConfigProblem,
 } from './fields.js';
-import type { ReadFile } from './config-file.js';
-import { DEFAULT_LEDGER_PATH } from './config-file.js';
+import { DEFAULT_LEDGER_PATH, type ReadFile } from './config-file.js';
 import { caFile, noProxyEntry, noProxyText, proxyUrl } from './network.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
