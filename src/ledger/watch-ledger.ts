@@ -6,7 +6,7 @@
 import type { Manifest } from '../watch/manifest.js';
 import type { IncidentInfo, VideoInfo } from '../targets/target.js';
 import type { LedgerDb } from './database.js';
-import { json, str, strOrNull, type Row } from './rows.js';
+import { json, numOrNull, str, strOrNull, type Row } from './rows.js';
 import type { Transitions } from './transitions.js';
 
 /** What finishIncidents saw when it last found nothing to finish. */
@@ -298,14 +298,13 @@ export class WatchLedger {
 
   /** The earliest settled_at after `settledBefore` among the ready videos of unfinished incidents. */
   private nextSettledAt(settledBefore: number): number {
-    return (
-      this.db.get(
-        `SELECT MIN(v.settled_at) AS next FROM videos v JOIN incidents i ON i.id = v.incident_id
-         WHERE i.finished_at IS NULL AND v.state = 'ready' AND v.settled_at > ?`,
-        (r) => (r.next === null ? Infinity : Number(r.next)),
-        settledBefore,
-      ) ?? Infinity
+    const next = this.db.get(
+      `SELECT MIN(v.settled_at) AS next FROM videos v JOIN incidents i ON i.id = v.incident_id
+       WHERE i.finished_at IS NULL AND v.state = 'ready' AND v.settled_at > ?`,
+      (r) => numOrNull(r.next),
+      settledBefore,
     );
+    return next ?? Infinity;
   }
 
   private finish(settledBefore: number, folderHandlingOn: boolean, limit: number): string[] {
